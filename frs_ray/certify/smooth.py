@@ -1,0 +1,260 @@
+"""The FRS smoothed classifier: fuzzing, fuzzed randomization, K smoothed voters, vote and certificate.
+
+Definition of the smoothed classifier (what the statistics are about). For an input x', let
+T(x') be the spans the MCTS fuzzing finds with the centre model (deterministic given x' and the seed). One
+*vote* is the pair (k, u): a voter index k drawn uniformly from {0, ..., K-1} (the K fixed voters of Eq. 5)
+and a fresh fuzzed randomization u of x' (Eq. 10-14); the vote is f(u(x'); theta_k). The smoothed classifier
+is
+
+    g(x') = argmax_y P_{k ~ U{0..K-1}, u}( f(u(x'); theta_k) = y ).
+
+Because every vote draws k and u independently with the same distribution, the votes are i.i.d. and their
+count for a class is Binomial(n, p_y) exactly, so the Clopper-Pearson bound is valid for any number of
+votes n, more or fewer than K. With n = K this is Eq. 3 up to drawing voters with replacement.
+
+Protocol (Cohen et al. 2019, CERTIFY). ``n_select`` votes choose the class; an independent set of
+``n_estimate`` votes gives p_lower for that class at level alpha; ABSTAIN when p_lower <= 0.5.
+
+Radii (Theorem 1, Corollary 1; beta = 1). With per-token randomization probability omega, a trigger of r
+tokens is destroyed with probability >= (omega d)^r, where d is the share of mutations that remove a token
+(deletion, substitution). The radius is the largest r with p_lower - (1 - (omega d)^r) > 0.5.
+- conditional: omega = omega_H; valid only if the trigger lies inside T(x'); capped at |T(x')| tokens.
+- unconditional: omega = omega_L (the smallest probability any token gets); valid wherever the trigger is.
+Both also assume Assumption 1 (the smoothed model on the benign text agrees with the clean model) and
+ignore the Lambda discard step, which lowers the realised mutation probability of long triggers.
+
+Reproducibility: every random draw for a text is seeded by (seed, sha256 of the text), so the same text,
+checkpoint and seed give the same certificate in any batch, order or process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..backends.hf import HFClassifier
+from ..config import CertifyConfig
+from ..fuzzing import FuzzedRandomizer, FuzzResult, MCTSFuzzer
+from ..smoothing import VoterEnsemble
+from ..smoothing.finetune import read_meta
+from ..smoothing.layers import SmoothedParameters
+from ..text import render, tokenize
+from .bounds import ABSTAIN, certified_radius, predict_and_bound
+
+ASSUMPTIONS = {
+    "conditional": "valid only if the trigger lies inside the returned spans T(x'); omega = omega_H",
+    "unconditional": "valid wherever the trigger is; omega = omega_L",
+    "both": "Assumption 1 of the paper (beta = 1); per-token independent randomization; the Lambda discard step is ignored",
+}
+
+
+def text_seed(seed: int, text: str) -> list[int]:
+    """Entropy for all random draws made for ``text``: (seed, first 64 bits of its sha256)."""
+    digest = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+    return [int(seed) & 0xFFFFFFFF, digest & 0xFFFFFFFF, digest >> 32]
+
+
+@dataclass
+class Radius:
+    tokens: int | None
+    fraction: float | None
+    omega: float
+    assumes: str
+
+
+@dataclass
+class Certificate:
+    """One text's result; ``label`` is -1 (and ``label_name`` 'ABSTAIN') when the classifier abstains."""
+
+    text: str
+    label: int
+    label_name: str
+    abstained: bool
+    votes: list[int]
+    select_votes: list[int]
+    p_lower: float
+    radius: dict[str, Radius]
+    spans: list[dict]
+    length_tokens: int
+    omega_h: float
+    omega_l: float
+    queries: dict[str, int]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["radius"]["assumes"] = ASSUMPTIONS["both"]
+        return d
+
+
+class FRSClassifier:
+    """Fuzzed Randomized Smoothing over a torch backend and its K smoothed voters.
+
+    ``certify(texts)`` runs, per batch of texts: MCTS fuzzing (``budget`` batched queries of the centre
+    model), n_select + n_estimate fuzzed randomizations, one batched forward pass per voter over every
+    randomization assigned to it, then the CERTIFY protocol and both radii.
+    """
+
+    def __init__(self, backend: HFClassifier, ensemble: VoterEnsemble, config: CertifyConfig,
+                 label_names: Sequence[str] | None = None) -> None:
+        self.backend, self.ensemble, self.config = backend, ensemble, config
+        self.label_names = list(label_names) if label_names else [str(i) for i in range(backend.num_labels)]
+        self.filler = backend.filler_token
+        self.fuzzer = MCTSFuzzer(backend.predict_proba, config.fuzzing, filler=self.filler)
+        self.randomizer = FuzzedRandomizer(config.randomize, filler=self.filler)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, config: CertifyConfig | None = None,
+                        device: str | None = None, cache_noise: bool = False) -> "FRSClassifier":
+        """Rebuild the centre model and voters (checkpoint, seed k) of a folder written by ``frs finetune``."""
+        config = config or CertifyConfig()
+        meta = read_meta(checkpoint)
+        backend = HFClassifier(checkpoint, max_length=meta["max_length"], device=device)
+        sm = meta["smoothing"]
+        selection = SmoothedParameters(tuple(sm["names"]), sm["top_h"], sm["depth"], sm["stack"])
+        smc = meta["config"]["smoothing"]
+        ensemble = VoterEnsemble(backend.model, selection, config.k, smc["sigma"], config.seed,
+                                 norms=sm["reference_norms"], rho=smc["rho"], cache_noise=cache_noise)
+        return cls(backend, ensemble, config, meta["data"].get("label_names"))
+
+    # ------------------------------------------------------------------ stages
+    def fuzz(self, texts: Sequence[str]) -> list[FuzzResult]:
+        """T(x') for each text (the centre model, ``budget`` queries each, shared across the batch)."""
+        if not self.config.fuzz:  # -FTR: uniform randomization needs only the tokens, no model query
+            return [FuzzResult(t, tokenize(t), [], np.empty(0), 0) for t in texts]
+        seeds = [int(np.random.SeedSequence(text_seed(self.config.seed, t)).generate_state(1)[0]) for t in texts]
+        return self.fuzzer.fuzz_many(texts, seeds)
+
+    def _vote(self, jobs: list[tuple[int, int, str]], n_texts: int) -> np.ndarray:
+        """Run every (text index, voter k, randomized text) job; return counts[text, class] of predictions."""
+        counts = np.zeros((n_texts, self.backend.num_labels), dtype=np.int64)
+        by_voter: dict[int, list[tuple[int, str]]] = {}
+        for i, k, t in jobs:
+            by_voter.setdefault(k, []).append((i, t))
+        for k in sorted(by_voter):
+            with self.ensemble.voter(k):
+                probs = self.backend.predict_proba([t for _, t in by_voter[k]])
+            for (i, _), y in zip(by_voter[k], probs.argmax(axis=1)):
+                counts[i, y] += 1
+        return counts
+
+    def certify(self, texts: Sequence[str], progress: bool = False) -> list[Certificate]:
+        """Certificates for ``texts`` (validated first: empty or over-long texts raise InputTextError)."""
+        self.backend.require_valid(texts)
+        out: list[Certificate] = []
+        bs = self.config.batch_size
+        with tqdm(total=len(texts), desc="certify", unit="text", disable=not progress) as bar:
+            for s in range(0, len(texts), bs):
+                out += self._certify_batch(list(texts[s : s + bs]))
+                bar.update(min(bs, len(texts) - s))
+        return out
+
+    def prepare(self, texts: Sequence[str]) -> list["VotePlan"]:
+        """Fuzz the texts (centre model) and draw every vote's (voter k, randomized text); no voter runs yet."""
+        cfg = self.config
+        fuzzed = self.fuzz(texts)
+        plans = []
+        for text, fr in zip(texts, fuzzed):
+            rng = np.random.default_rng(text_seed(cfg.seed, text) + [7])
+            words = [t.text for t in fr.tokens]
+            in_span = np.zeros(len(words), dtype=bool)
+            for sp in fr.vulnerable(cfg.fuzzing.num_spans) if cfg.fuzz else []:
+                in_span[sp.token_start : sp.token_end] = True
+            om_h, om_l = self.randomizer.omegas(len(words), int(in_span.sum()))
+            jobs = []
+            for _ in range(cfg.votes_select + cfg.votes_estimate):
+                k = int(rng.integers(cfg.k))
+                jobs.append((k, render(self.randomizer.randomize(words, in_span, rng).tokens)))
+            spans = fr.spans[: max(5, cfg.fuzzing.num_spans)] if cfg.fuzz else []
+            plans.append(VotePlan(text, len(words), int(in_span.sum()) if cfg.fuzz else len(words), om_h, om_l,
+                                  [sp.to_dict() for sp in spans], fr.queries,
+                                  jobs[: cfg.votes_select], jobs[cfg.votes_select :]))
+        return plans
+
+    def _certify_batch(self, texts: list[str]) -> list[Certificate]:
+        t0 = time.perf_counter()
+        plans = self.prepare(texts)
+        t1 = time.perf_counter()
+        select = self._vote([(i, k, x) for i, p in enumerate(plans) for k, x in p.select], len(texts))
+        estimate = self._vote([(i, k, x) for i, p in enumerate(plans) for k, x in p.estimate], len(texts))
+        t2 = time.perf_counter()
+        per = {"fuzz_and_randomize": (t1 - t0) / len(texts), "vote": (t2 - t1) / len(texts)}
+        return [finalize_certificate(p, select[i].tolist(), estimate[i].tolist(), self.config, self.label_names, per)
+                for i, p in enumerate(plans)]
+
+    def predict_centre(self, texts: Sequence[str]) -> np.ndarray:
+        """Labels of the un-noised centre model Clip_rho(theta) (no voters, no randomization)."""
+        return self.backend.predict_proba(texts).argmax(axis=1)
+
+    def predict_voters(self, texts: Sequence[str]) -> np.ndarray:
+        """Majority labels of the K voters of Eq. 5 on the unrandomized texts (BMPS only; -FTR, no certificate)."""
+        counts = self._vote([(i, k, t) for i, t in enumerate(texts) for k in range(self.config.k)], len(texts))
+        return counts.argmax(axis=1)
+
+
+@dataclass
+class VotePlan:
+    """Everything drawn for one text before any voter runs: spans, omegas and the (voter, text) of each vote.
+
+    Plans are plain data (picklable), so fuzzing, voting and finalizing may run in different processes.
+    """
+
+    text: str
+    length_tokens: int
+    span_tokens: int
+    omega_h: float
+    omega_l: float
+    spans: list[dict]
+    fuzz_queries: int
+    select: list[tuple[int, str]]
+    estimate: list[tuple[int, str]]
+
+
+def _radius(label: int, p_lower: float, omega: float, destroy: float, cap: int, length: int, assumes: str) -> Radius:
+    """Theorem 1 radius with per-token randomization probability omega x destroy, capped at ``cap`` tokens."""
+    w = omega * destroy
+    if label == ABSTAIN:
+        return Radius(None, None, w, assumes)
+    r = cap if w >= 1.0 else min(certified_radius(p_lower, w), cap)
+    return Radius(r, r / length if length else 0.0, w, assumes)
+
+
+def finalize_certificate(plan: VotePlan, select: Sequence[int], estimate: Sequence[int], config: CertifyConfig,
+                         label_names: Sequence[str], seconds: dict[str, float] | None = None) -> Certificate:
+    """CERTIFY protocol on the vote counts of one plan, plus both radii (no model needed)."""
+    dec = predict_and_bound(list(select), list(estimate), config.alpha)
+    destroy = config.randomize.mutations.destroy_fraction()
+    L = plan.length_tokens
+    return Certificate(
+        text=plan.text,
+        label=dec.label,
+        label_name="ABSTAIN" if dec.abstained else label_names[dec.label],
+        abstained=dec.abstained,
+        votes=[int(v) for v in estimate],
+        select_votes=[int(v) for v in select],
+        p_lower=dec.p_lower,
+        radius={
+            "conditional": _radius(dec.label, dec.p_lower, plan.omega_h, destroy, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"]),
+            "unconditional": _radius(dec.label, dec.p_lower, plan.omega_l, destroy, L, L, ASSUMPTIONS["unconditional"]),
+        },
+        spans=plan.spans,
+        length_tokens=L,
+        omega_h=plan.omega_h,
+        omega_l=plan.omega_l,
+        queries={"fuzz": plan.fuzz_queries, "votes": len(plan.select) + len(plan.estimate)},
+        seconds={k: round(v, 5) for k, v in (seconds or {}).items()},
+    )
+
+
+def check_inputs(backend: HFClassifier, texts: Sequence[str]) -> list[str | None]:
+    """Per-text problem messages (None when fine), for callers that report bad lines and go on."""
+    return backend.check_texts(texts)
+
+
+__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "VotePlan", "check_inputs", "finalize_certificate", "text_seed"]

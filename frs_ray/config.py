@@ -1,0 +1,143 @@
+"""Typed settings for every stage of FRS.
+
+Each config is a pydantic model that rejects unknown fields (a typo is an error, not a silent default) and
+range-checks its values. Defaults follow the paper (Sec. 5.1 and Appendix B.2.4): K=20 voters, sigma=0.01,
+H=10 (clamped to the model's depth), alpha=0.05, MCTS budget 10. Settings the paper leaves open
+(omega_M, omega_H, Lambda, C, rho, learning rate on MiniLM) carry the choice made here in their help text.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+MutationOp = Literal["insertion", "deletion", "substitution", "transposition"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class MutationWeights(_Strict):
+    """Relative probabilities of the four Damerau-Levenshtein operations of the mutation set M."""
+
+    insertion: float = Field(0.1, ge=0, description="weight of inserting a filler token before the token")
+    deletion: float = Field(0.4, ge=0, description="weight of deleting the token")
+    substitution: float = Field(0.4, ge=0, description="weight of replacing the token by the filler token")
+    transposition: float = Field(0.1, ge=0, description="weight of swapping the token with its neighbour")
+
+    @model_validator(mode="after")
+    def _not_all_zero(self) -> "MutationWeights":
+        if self.total() <= 0:
+            raise ValueError("at least one mutation weight must be positive")
+        return self
+
+    def total(self) -> float:
+        return self.insertion + self.deletion + self.substitution + self.transposition
+
+    def as_items(self) -> list[tuple[str, float]]:
+        return [(op, getattr(self, op) / self.total()) for op in ("insertion", "deletion", "substitution", "transposition")]
+
+    def destroy_fraction(self) -> float:
+        """Share of mutations that remove the token itself (deletion or substitution).
+
+        Insertion and transposition keep the original token in the text, so only this share of the
+        Bernoulli(omega) draws counts towards "the trigger is randomized" in Theorem 1.
+        """
+        return (self.deletion + self.substitution) / self.total()
+
+
+class SmoothingConfig(_Strict):
+    """Biphased model parameter smoothing (Sec. 4.2, Eq. 4-5)."""
+
+    sigma: float = Field(0.01, ge=0, le=1, description="std of the Gaussian parameter noise (paper: 0.01)")
+    top_h: int = Field(10, ge=1, description="number of transformer blocks next to the output that get noise (paper: 10); clamped to the model's depth; the head is always included")
+    rho: float = Field(1.5, gt=0, description="Clip_rho: each smoothed tensor's L2 norm is capped at rho times its pre-trained norm")
+    finetune_mode: Literal["perturb", "accumulate", "none"] = Field(
+        "perturb",
+        description="Eq. 4 in the fine-tuning phase. 'accumulate' is the literal Eq. 4 (noise added to the weights every "
+        "iteration and kept, so it accumulates); 'perturb' draws fresh noise for each step's forward/backward pass "
+        "and applies the gradient to the un-noised weights (trains for E_eps[loss(theta + eps)], the inference-phase "
+        "distribution); 'none' disables the fine-tuning phase.",
+    )
+
+
+class FinetuneConfig(_Strict):
+    """Fine-tuning of a (possibly backdoored) pre-trained model on downstream data (Appendix B.2.4)."""
+
+    model: str = Field("minilm", description="'minilm' (the packaged all-MiniLM-L6-v2) or a local model folder")
+    data: str = Field("sst2", description="dataset name in the data folder, a local .tsv/.csv/.jsonl file, or hf:owner/name")
+    data_dir: str | None = Field(None, description="data folder (default: $FRS_DATA_DIR, then ../shared/data)")
+    epochs: float = Field(3, gt=0, le=100, description="training epochs (paper: 3); fractions allowed")
+    batch_size: int = Field(32, ge=1, le=4096, description="mini-batch size (paper: 32)")
+    learning_rate: float = Field(5e-5, gt=0, le=1, description="AdamW learning rate (paper: 2e-5 on BERT; 5e-5 here because MiniLM-L6 is small)")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (paper: 0.01)")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="linear warm-up share of the steps (paper: 0.1)")
+    max_length: int = Field(128, ge=8, le=8192, description="maximum tokens per text (paper: 128); longer texts are rejected")
+    max_train_examples: int | None = Field(None, ge=1, description="train on a seeded random subset of this size")
+    seed: int = Field(42, description="seed of head init, data order and fine-tuning noise")
+    smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
+
+
+class FuzzConfig(_Strict):
+    """MCTS vulnerable-area identification (Sec. 4.3.1, Eq. 6-9)."""
+
+    budget: int = Field(10, ge=0, le=10_000, description="MCTS iterations; each is exactly one (batched) model query (paper: 10)")
+    exploration: float = Field(1.0, ge=0, description="UCB exploration constant C of Eq. 6")
+    rollouts: int = Field(1, ge=1, le=64, description="mutated variants simulated per new node in each query")
+    num_spans: int = Field(1, ge=1, le=16, description="how many top-scored segments form T(x')")
+    mutations: MutationWeights = Field(default_factory=MutationWeights)
+
+
+class RandomizeConfig(_Strict):
+    """Fuzzed text randomization (Sec. 4.3.2, Eq. 10-14)."""
+
+    omega_m: float = Field(0.15, ge=0, le=1, description="uniform per-token mutation probability omega_M that FTR keeps on average")
+    omega_h: float = Field(0.9, ge=0, le=1, description="target mutation probability inside T(x'); lowered if T(x') is too large to keep the average at omega_M")
+    max_distance: float = Field(0.5, ge=0, le=1, description="Lambda: bound on the normalized token-level Damerau-Levenshtein distance (Eq. 10)")
+    max_redraws: int = Field(100, ge=1, le=100_000, description="draws before falling back to the unmodified text when Lambda cannot be met")
+    mutations: MutationWeights = Field(default_factory=MutationWeights)
+
+    @model_validator(mode="after")
+    def _order(self) -> "RandomizeConfig":
+        if self.omega_h < self.omega_m:
+            raise ValueError(f"omega_h ({self.omega_h}) must be >= omega_m ({self.omega_m})")
+        return self
+
+
+class CertifyConfig(_Strict):
+    """Voting and certification (Eq. 3, Theorem 1, Corollary 1)."""
+
+    k: int = Field(20, ge=1, le=10_000, description="number of smoothed voters K of Eq. 5 (paper: 20)")
+    n_estimate: int | None = Field(None, ge=1, le=1_000_000, description="votes for the Clopper-Pearson estimate (default: K)")
+    n_select: int | None = Field(None, ge=1, le=1_000_000, description="separate votes that select the class (default: K)")
+    alpha: float = Field(0.05, gt=0, lt=1, description="1 - confidence level of the Clopper-Pearson bound (paper: 0.05)")
+    seed: int = Field(0, description="seed of voter noise (eps_k from (seed, k)) and of text randomization")
+    fuzz: bool = Field(True, description="run MCTS fuzzing; false gives uniform randomization with omega_M (the -FTR ablation)")
+    batch_size: int = Field(64, ge=1, le=100_000, description="texts processed together")
+    fuzzing: FuzzConfig = Field(default_factory=FuzzConfig)
+    randomize: RandomizeConfig = Field(default_factory=RandomizeConfig)
+
+    @property
+    def votes_estimate(self) -> int:
+        return self.n_estimate if self.n_estimate is not None else self.k
+
+    @property
+    def votes_select(self) -> int:
+        return self.n_select if self.n_select is not None else self.k
+
+
+def build(cls: type[_Strict], data: dict) -> _Strict:
+    """Validate ``data`` into ``cls``; turn pydantic's report into one readable :class:`ConfigError`."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or cls.__name__
+            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"{where}: {msg} (got {err.get('input')!r})")
+        raise ConfigError(f"invalid {cls.__name__}: " + "; ".join(lines)) from None

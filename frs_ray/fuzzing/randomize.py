@@ -1,0 +1,120 @@
+"""Fuzzed text randomization, Sec. 4.3.2 of the FRS paper (Eq. 10-14).
+
+Granularity. Decision: the "segments" of Eq. 11-13 are single tokens. Each token draws its own
+Bernoulli(omega) (Eq. 12), which is exactly the model behind Theorem 1 (each of the r trigger tokens is
+randomized independently with probability omega, so all are with probability omega^r).
+
+Setting omega_H and omega_L (Eq. 11). The paper asks for omega_L < omega_M < omega_H with "equal overall
+randomization probability". Decision: the expected number of mutated tokens must equal that of uniform
+randomization, |T| omega_H + (L - |T|) omega_L = L omega_M. The user sets omega_M and a target omega_H;
+omega_L is solved from the equation. If T(x') is so large that even omega_L = 0 cannot compensate
+(|T| omega_H > L omega_M), omega_L = 0 and omega_H is lowered to L omega_M / |T|. If T(x') is empty or the
+whole text, both equal omega_M (uniform randomization).
+
+Mutation (Eq. 13). A token with B = 1 gets one operation drawn from M with the configured weights
+(``frs_ray.text.edits``): deletion, substitution by the filler token, insertion of a filler before it, or
+transposition with its neighbour. Only deletion and substitution remove the token, so for the certificate
+the probability that a token is randomized is omega x destroy_fraction (see ``MutationWeights``).
+
+Distance bound (Eq. 10, 14). A draw whose normalized token DL distance to x' exceeds Lambda is discarded and
+redrawn; after ``max_redraws`` failed draws the unmodified x' (distance 0) is used and counted as a fallback.
+Every draw comes from a numpy Generator, so a randomization is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..config import RandomizeConfig
+from ..errors import ConfigError
+from ..text import apply_operation, normalized_dl_distance
+
+
+def allocate_omegas(length: int, span_tokens: int, omega_m: float, omega_h: float) -> tuple[float, float]:
+    """Eq. 11 with equal expected mutation rate: return ``(omega_H, omega_L)`` for a text of ``length`` tokens
+    of which ``span_tokens`` lie in T(x'). See the module docstring for the rule."""
+    for name, v in (("omega_m", omega_m), ("omega_h", omega_h)):
+        if not 0.0 <= v <= 1.0:
+            raise ConfigError(f"{name} must be in [0, 1], got {v}")
+    if not 0 <= span_tokens <= length:
+        raise ConfigError(f"span_tokens must be in [0, {length}], got {span_tokens}")
+    if omega_h < omega_m:
+        raise ConfigError(f"omega_h ({omega_h}) must be >= omega_m ({omega_m})")
+    if span_tokens in (0, length):
+        return omega_m, omega_m
+    mass = length * omega_m
+    if span_tokens * omega_h >= mass:
+        return mass / span_tokens, 0.0
+    return omega_h, (mass - span_tokens * omega_h) / (length - span_tokens)
+
+
+def token_weights(length: int, in_span: Sequence[bool], omega_h: float, omega_l: float) -> np.ndarray:
+    """W of Eq. 11 per token: omega_H inside T(x'), omega_L outside."""
+    return np.where(np.asarray(in_span, dtype=bool), omega_h, omega_l).astype(np.float64) if length else np.zeros(0)
+
+
+def bernoulli_draws(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Eq. 12: B_i ~ Bernoulli(W_i) for every token."""
+    return rng.random(len(weights)) < weights
+
+
+def apply_mutations(tokens: Sequence[str], draws: np.ndarray, ops: Sequence[str], op_probs: np.ndarray,
+                    rng: np.random.Generator, filler: str) -> list[str]:
+    """Eq. 13: mutate each token with B = 1 by an operation drawn from M; consolidate into x~.
+
+    Operations are applied right to left so indices of tokens still to process stay valid.
+    """
+    out = list(tokens)
+    for i in sorted(np.flatnonzero(draws).tolist(), reverse=True):
+        op = ops[int(rng.choice(len(ops), p=op_probs))]
+        if i < len(out):
+            out = apply_operation(out, i, op, filler)
+    return out
+
+
+def within_distance(original: Sequence[str], mutated: Sequence[str], max_distance: float) -> bool:
+    """Eq. 10 / Eq. 14: d_DL(x~, x') <= Lambda."""
+    return normalized_dl_distance(original, mutated) <= max_distance + 1e-12
+
+
+@dataclass(frozen=True)
+class Randomization:
+    tokens: list[str]
+    omega_h: float
+    omega_l: float
+    redraws: int
+    fallback: bool
+
+
+class FuzzedRandomizer:
+    """Randomizes texts with probability omega_H inside the vulnerable spans and omega_L elsewhere.
+
+    Example::
+
+        rnd = FuzzedRandomizer(RandomizeConfig(omega_m=0.15, omega_h=0.9), filler="[MASK]")
+        x_tilde = rnd.randomize(["it", "'s", "a", "mn", "film"], in_span=[0, 0, 0, 1, 0], rng=np.random.default_rng(0))
+    """
+
+    def __init__(self, config: RandomizeConfig | None = None, filler: str = "[MASK]") -> None:
+        self.config = config or RandomizeConfig()
+        self.filler = filler
+        items = self.config.mutations.as_items()
+        self._ops = [o for o, _ in items]
+        self._probs = np.array([w for _, w in items])
+
+    def omegas(self, length: int, span_tokens: int) -> tuple[float, float]:
+        return allocate_omegas(length, span_tokens, self.config.omega_m, self.config.omega_h)
+
+    def randomize(self, tokens: Sequence[str], in_span: Sequence[bool], rng: np.random.Generator) -> Randomization:
+        """One validated randomized version x~ of ``tokens`` (Steps 1-4 of Sec. 4.3.2)."""
+        length = len(tokens)
+        omega_h, omega_l = self.omegas(length, int(np.sum(np.asarray(in_span, dtype=bool))))
+        weights = token_weights(length, in_span, omega_h, omega_l)
+        for attempt in range(self.config.max_redraws):
+            mutated = apply_mutations(tokens, bernoulli_draws(weights, rng), self._ops, self._probs, rng, self.filler)
+            if within_distance(tokens, mutated, self.config.max_distance):
+                return Randomization(mutated, omega_h, omega_l, attempt, False)
+        return Randomization(list(tokens), omega_h, omega_l, self.config.max_redraws, True)

@@ -1,0 +1,96 @@
+"""Ray actors of the FRS service: voter shards (Eq. 5) and fuzzing workers (Sec. 4.3).
+
+Each actor loads the checkpoint itself and rebuilds what it needs from (checkpoint, seed k): a voter shard
+holds voters {k : k mod R == r}; a fuzzing worker holds the centre model Clip_rho(theta) and runs MCTS
+fuzzing plus fuzzed randomization. Both are deterministic functions of their inputs, so a restarted actor
+(``max_restarts``) that re-runs a retried call (``max_task_retries``) returns exactly the same votes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import ray
+
+from ..config import CertifyConfig
+
+
+def _quiet() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+class VoterShard:
+    """Voters ``voter_ids`` of the ensemble; ``vote`` runs one batched forward pass per voter."""
+
+    def __init__(self, checkpoint: str, voter_ids: Sequence[int], k: int, seed: int,
+                 device: str | None = None, torch_threads: int | None = None) -> None:
+        _quiet()
+        import torch
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        from ..certify.smooth import FRSClassifier
+
+        cfg = CertifyConfig(k=k, seed=seed, fuzz=False)
+        self.clf = FRSClassifier.from_checkpoint(checkpoint, cfg, device=device, cache_noise=True)
+        self.voter_ids = set(int(v) for v in voter_ids)
+        for v in self.voter_ids:  # materialise the noise now, not on the first request
+            self.clf.ensemble.noise(v)
+
+    def vote(self, jobs: Sequence[tuple[int, str]]) -> list[int]:
+        """Predicted label for each (voter k, text) job; every k must belong to this shard."""
+        wrong = {k for k, _ in jobs} - self.voter_ids
+        if wrong:
+            raise ValueError(f"voters {sorted(wrong)} are not hosted by this shard")
+        by_voter: dict[int, list[int]] = {}
+        for j, (k, _) in enumerate(jobs):
+            by_voter.setdefault(k, []).append(j)
+        out = [0] * len(jobs)
+        for k, idx in sorted(by_voter.items()):
+            with self.clf.ensemble.voter(k):
+                labels = self.clf.backend.predict_proba([jobs[j][1] for j in idx]).argmax(axis=1)
+            for j, y in zip(idx, labels):
+                out[j] = int(y)
+        return out
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class FuzzWorker:
+    """The centre model; ``prepare`` runs MCTS fuzzing and draws the randomized texts of every vote."""
+
+    def __init__(self, checkpoint: str, device: str | None = None, torch_threads: int | None = None) -> None:
+        _quiet()
+        import torch
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        from ..certify.smooth import FRSClassifier
+
+        self.clf = FRSClassifier.from_checkpoint(checkpoint, CertifyConfig(k=1), device=device)
+
+    def prepare(self, texts: Sequence[str], config: dict[str, Any]) -> list:
+        from ..certify.smooth import FRSClassifier
+
+        cfg = CertifyConfig.model_validate(config)
+        if cfg != self.clf.config:
+            self.clf = FRSClassifier(self.clf.backend, self.clf.ensemble, cfg, self.clf.label_names)
+        return self.clf.prepare(list(texts))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def remote_voter_shard(**options: Any):
+    return ray.remote(VoterShard).options(**options)
+
+
+def remote_fuzz_worker(**options: Any):
+    return ray.remote(FuzzWorker).options(**options)

@@ -1,0 +1,278 @@
+"""The FRS router: a Ray Serve deployment with a FastAPI ingress that turns votes into certificates.
+
+Request path for ``POST /v1/classify``:
+1. validate (pydantic models, limits on texts and characters, model-token length) -> 4xx with a message;
+2. admission control: more than ``max_inflight_requests`` in flight -> 503 with ``Retry-After``;
+3. a fuzzing worker (round robin over the pool) fuzzes the texts and draws every vote's randomized text;
+4. the votes of all requests that arrive within ``batch_wait_s`` are merged (``serve.batch``) and each voter
+   shard gets ONE call for them, i.e. one forward pass per voter for the whole batch of requests;
+5. the router counts votes and runs the CERTIFY protocol (``finalize_certificate``), exactly as `frs certify`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import ray
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..certify.smooth import finalize_certificate
+from ..config import CertifyConfig
+from ..smoothing.finetune import read_meta
+from .actors import remote_fuzz_worker, remote_voter_shard
+from .metrics import ServiceMetrics
+from .schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, InfoResponse
+from .settings import ServiceSettings, placement
+
+logger = logging.getLogger("ray.serve")
+app = FastAPI(title="FRS-Ray", version="0.1.0",
+              description="Certified backdoor defense: Fuzzed Randomized Smoothing (ICLR 2025) served by Ray")
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def _error(status: int, message: str, request_id: str | None = None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(ErrorResponse(error=message, request_id=request_id).model_dump(), status_code=status, headers=headers)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    parts = []
+    for err in exc.errors()[:10]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        msg = "unknown field" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
+        parts.append(f"{where}: {msg}")
+    return _error(422, "invalid request: " + "; ".join(parts))
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _error(exc.status_code, str(exc.detail))
+
+
+@app.exception_handler(RequestError)
+async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+    return _error(exc.status, exc.message, headers=exc.headers)
+
+
+def _checkpoint_hash(path: str) -> str:
+    h = hashlib.sha256()
+    for f in sorted(Path(path).glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64,
+                  health_check_period_s=5)
+@serve.ingress(app)
+class FRSRouter:
+    """Certified classification over a pool of fuzzing workers and R voter shards."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = ServiceSettings.model_validate(settings)
+        s = self.settings
+        meta = read_meta(s.checkpoint)
+        self.meta = meta
+        self.label_names = meta["data"].get("label_names") or [str(i) for i in range(meta["num_labels"])]
+        self.base = CertifyConfig.model_validate({**s.certify, "k": s.k})
+        self.checkpoint_sha = _checkpoint_hash(s.checkpoint)
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(s.checkpoint)
+        self.max_tokens = int(meta["max_length"])
+        self.layout = placement(s.k, s.voter_actors)
+        actor_opts = s.actor_options()
+        self.shards = [
+            remote_voter_shard(**actor_opts).remote(s.checkpoint, ids, s.k, self.base.seed, s.device, s.torch_threads)
+            for ids in self.layout
+        ]
+        self.shard_of = {k: r for r, ids in enumerate(self.layout) for k in ids}
+        self.fuzzers = [remote_fuzz_worker(**actor_opts).remote(s.checkpoint, s.device, s.torch_threads)
+                        for _ in range(s.fuzz_actors)]
+        ray.get([a.pid.remote() for a in self.shards + self.fuzzers])  # wait until every model is loaded
+        self._next_fuzzer = 0
+        self._inflight = 0
+        self.metrics = ServiceMetrics()
+
+    # ------------------------------------------------------------------ settings without reload
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve ``user_config``: alpha, budget, omega_m, omega_h, max_distance change without reloading models."""
+        allowed = {"alpha", "budget", "omega_m", "omega_h", "max_distance"}
+        unknown = set(user_config or {}) - allowed
+        if unknown:
+            raise ValueError(f"user_config: unknown fields {sorted(unknown)}; allowed: {sorted(allowed)}")
+        cfg = self.base.model_dump()
+        for key, value in (user_config or {}).items():
+            if key == "alpha":
+                cfg["alpha"] = value
+            elif key == "budget":
+                cfg["fuzzing"]["budget"] = value
+            else:
+                cfg["randomize"][key] = value
+        self.base = CertifyConfig.model_validate(cfg)
+
+    # ------------------------------------------------------------------ endpoints
+    @app.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/info", response_model=InfoResponse)
+    async def info(self) -> InfoResponse:
+        b, s = self.base, self.settings
+        sm = self.meta["config"]["smoothing"]
+        return InfoResponse(
+            model=self.meta["config"]["model"], checkpoint=s.checkpoint, checkpoint_sha256=self.checkpoint_sha,
+            labels=self.label_names, k=b.k, sigma=sm["sigma"], top_h=self.meta["smoothing"]["top_h"],
+            budget=b.fuzzing.budget, max_budget=s.max_budget, alpha=b.alpha, omega_m=b.randomize.omega_m,
+            omega_h=b.randomize.omega_h, max_distance=b.randomize.max_distance, n_select=b.votes_select,
+            n_estimate=b.votes_estimate, seed=b.seed, voter_actors=len(self.shards), fuzz_actors=len(self.fuzzers),
+            voters_per_actor=self.layout, max_texts_per_request=s.max_texts_per_request,
+            max_chars_per_text=s.max_chars_per_text,
+        )
+
+    @app.post("/v1/classify", response_model=ClassifyResponse)
+    async def classify_http(self, body: ClassifyRequest) -> ClassifyResponse:
+        return await self.classify(body)
+
+    # ------------------------------------------------------------------ the work
+    def _request_config(self, body: ClassifyRequest) -> CertifyConfig:
+        o, s = body.options, self.settings
+        if o.k is not None and o.k > s.k:
+            raise RequestError(422, f"options.k = {o.k} exceeds this deployment's K = {s.k}")
+        if o.budget is not None and o.budget > s.max_budget:
+            raise RequestError(422, f"options.budget = {o.budget} exceeds the maximum {s.max_budget}")
+        cfg = self.base.model_dump()
+        if o.k is not None:
+            cfg["k"] = o.k
+            # the default vote counts follow K, as in `frs certify --k`
+            cfg["n_select"] = self.settings.certify.get("n_select")
+            cfg["n_estimate"] = self.settings.certify.get("n_estimate")
+        if o.budget is not None:
+            cfg["fuzzing"]["budget"] = o.budget
+        if o.alpha is not None:
+            cfg["alpha"] = o.alpha
+        return CertifyConfig.model_validate(cfg)
+
+    def _validate_texts(self, texts: list[str]) -> None:
+        s = self.settings
+        if len(texts) > s.max_texts_per_request:
+            raise RequestError(413, f"{len(texts)} texts in one request; the limit is {s.max_texts_per_request}")
+        for i, t in enumerate(texts):
+            if not t.strip():
+                raise RequestError(422, f"texts[{i}] is empty or whitespace-only")
+            if len(t) > s.max_chars_per_text:
+                raise RequestError(413, f"texts[{i}] has {len(t)} characters; the limit is {s.max_chars_per_text}")
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+        for i, n in enumerate(lengths):
+            if n > self.max_tokens:
+                raise RequestError(422, f"texts[{i}] has {n} model tokens; this model accepts at most {self.max_tokens}")
+
+    async def classify(self, body: ClassifyRequest | dict) -> ClassifyResponse:
+        """Certify the texts of one request (also callable through a DeploymentHandle)."""
+        if isinstance(body, dict):
+            body = ClassifyRequest.model_validate(body)
+        request_id = uuid.uuid4().hex[:16]
+        started = time.perf_counter()
+        self.metrics.requests.inc()
+        if self._inflight >= self.settings.max_inflight_requests:
+            self.metrics.errors.inc(tags={"kind": "overloaded"})
+            raise RequestError(503, "the service is at capacity; retry later", {"Retry-After": "1"})
+        self._inflight += 1
+        try:
+            self._validate_texts(body.texts)
+            cfg = self._request_config(body)
+            result = await asyncio.wait_for(self._certify(body.texts, cfg, body.options.return_spans, request_id),
+                                            timeout=self.settings.request_timeout_s)
+            self.metrics.latency.observe(time.perf_counter() - started, tags={"stage": "total"})
+            return result
+        except RequestError:
+            self.metrics.errors.inc(tags={"kind": "client"})
+            raise
+        except asyncio.TimeoutError:
+            self.metrics.errors.inc(tags={"kind": "timeout"})
+            raise RequestError(503, f"request timed out after {self.settings.request_timeout_s} s; retry later",
+                               {"Retry-After": "2"}) from None
+        finally:
+            self._inflight -= 1
+
+    async def _certify(self, texts: list[str], cfg: CertifyConfig, return_spans: bool, request_id: str) -> ClassifyResponse:
+        t0 = time.perf_counter()
+        fuzzer = self.fuzzers[self._next_fuzzer % len(self.fuzzers)]
+        self._next_fuzzer += 1
+        plans = await fuzzer.prepare.remote(texts, cfg.model_dump())
+        t1 = time.perf_counter()
+        jobs = [(k, x) for p in plans for k, x in p.select + p.estimate]
+        labels = await self._vote_batched(jobs)
+        t2 = time.perf_counter()
+        results, pos = [], 0
+        fuzz_s, vote_s = (t1 - t0) / len(texts), (t2 - t1) / len(texts)
+        for p in plans:
+            n_sel, n_est = len(p.select), len(p.estimate)
+            sel, est = [0] * len(self.label_names), [0] * len(self.label_names)
+            for y in labels[pos : pos + n_sel]:
+                sel[y] += 1
+            for y in labels[pos + n_sel : pos + n_sel + n_est]:
+                est[y] += 1
+            pos += n_sel + n_est
+            cert = finalize_certificate(p, sel, est, cfg, self.label_names,
+                                        {"fuzz_and_randomize": fuzz_s, "vote": vote_s}).to_dict()
+            if not return_spans:
+                cert["spans"] = []
+            results.append(cert)
+            self.metrics.certificates.inc(tags={"outcome": "abstain" if cert["abstained"] else "certified"})
+        self.metrics.latency.observe(t1 - t0, tags={"stage": "fuzz_and_randomize"})
+        self.metrics.latency.observe(t2 - t1, tags={"stage": "vote"})
+        logger.info("classified", extra={"request_id": request_id, "texts": len(texts),
+                                         "fuzz_s": round(t1 - t0, 3), "vote_s": round(t2 - t1, 3)})
+        return ClassifyResponse(request_id=request_id, results=results,
+                                timings={"fuzz_and_randomize": round(t1 - t0, 4), "vote": round(t2 - t1, 4),
+                                         "total": round(time.perf_counter() - t0, 4)})
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _vote_batched(self, requests: list[list[tuple[int, str]]]) -> list[list[int]]:
+        """Merge the vote jobs of concurrent requests; one call (one forward pass per voter) per shard."""
+        per_shard: dict[int, list[tuple[int, int, int, str]]] = {}
+        for r, jobs in enumerate(requests):
+            for j, (k, x) in enumerate(jobs):
+                per_shard.setdefault(self.shard_of[k], []).append((r, j, k, x))
+        shard_ids = sorted(per_shard)
+        answers = await asyncio.gather(*[self.shards[s].vote.remote([(k, x) for _, _, k, x in per_shard[s]])
+                                         for s in shard_ids])
+        out = [[0] * len(jobs) for jobs in requests]
+        for s, labels in zip(shard_ids, answers):
+            for (r, j, _, _), y in zip(per_shard[s], labels):
+                out[r][j] = y
+        return out
+
+    async def actor_pids(self) -> dict[str, list[int]]:
+        """Process ids of the voter shards and fuzzing workers (for fault-injection tests)."""
+        return {"voters": await asyncio.gather(*[a.pid.remote() for a in self.shards]),
+                "fuzzers": await asyncio.gather(*[a.pid.remote() for a in self.fuzzers])}
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """Application builder for ``serve run deployments/frs.yaml`` (``import_path: frs_ray.serving.router:build_app``)."""
+    args = dict(args)
+    if "checkpoint" in args and Path(str(args["checkpoint"])).exists():  # actors may run in another cwd
+        args["checkpoint"] = str(Path(str(args["checkpoint"])).resolve())
+    settings = ServiceSettings.model_validate(args)
+    read_meta(settings.checkpoint)  # fail fast with a clear message when the checkpoint is missing
+    options: dict[str, Any] = {"max_ongoing_requests": settings.max_ongoing_requests,
+                               "max_queued_requests": settings.max_queued_requests}
+    return FRSRouter.options(**options).bind(settings.model_dump())

@@ -1,0 +1,102 @@
+"""Request and response models of the FRS service, shared by the router and the Python client."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClassifyOptions(_Strict):
+    """Per-request settings; each is bounded by the deployment's limits (checked by the router)."""
+
+    k: int | None = Field(None, ge=1, description="voters K (at most the deployment's K)")
+    budget: int | None = Field(None, ge=0, description="MCTS budget in model queries (at most the deployment's max_budget)")
+    alpha: float | None = Field(None, gt=0, lt=1, description="1 - confidence of the Clopper-Pearson bound")
+    return_spans: bool = Field(True, description="include the vulnerable spans in each result")
+
+
+class ClassifyRequest(_Strict):
+    texts: list[str] = Field(..., min_length=1, description="texts to classify")
+    options: ClassifyOptions = Field(default_factory=ClassifyOptions)
+
+
+class SpanModel(BaseModel):
+    start: int
+    end: int
+    text: str
+    score: float
+    tokens: list[int]
+    visits: int
+
+
+class RadiusModel(BaseModel):
+    tokens: int | None = Field(description="certified trigger length in tokens; null when abstained")
+    fraction: float | None = Field(description="tokens / text length")
+    omega: float = Field(description="per-token probability that a token is removed, used in Theorem 1")
+    assumes: str
+
+
+class Radii(BaseModel):
+    conditional: RadiusModel
+    unconditional: RadiusModel
+    assumes: str
+
+
+class CertificateModel(BaseModel):
+    """One text's certificate, field for field what `frs certify` writes (plus timings)."""
+
+    text: str
+    label: int
+    label_name: str
+    abstained: bool
+    votes: list[int]
+    select_votes: list[int]
+    p_lower: float
+    radius: Radii
+    spans: list[SpanModel]
+    length_tokens: int
+    omega_h: float
+    omega_l: float
+    queries: dict[str, int]
+    seconds: dict[str, float] = Field(default_factory=dict)
+
+
+class ClassifyResponse(BaseModel):
+    request_id: str
+    results: list[CertificateModel]
+    timings: dict[str, float]
+
+
+class InfoResponse(BaseModel):
+    model: str
+    checkpoint: str
+    checkpoint_sha256: str
+    labels: list[str]
+    k: int
+    sigma: float
+    top_h: int
+    budget: int
+    max_budget: int
+    alpha: float
+    omega_m: float
+    omega_h: float
+    max_distance: float
+    n_select: int
+    n_estimate: int
+    seed: int
+    voter_actors: int
+    fuzz_actors: int
+    voters_per_actor: list[list[int]]
+    max_texts_per_request: int
+    max_chars_per_text: int
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    request_id: str | None = None
+    status: Literal["error"] = "error"

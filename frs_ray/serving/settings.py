@@ -1,0 +1,51 @@
+"""Typed settings of the FRS service (the ``args`` of ``deployments/frs.yaml``) and voter placement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..config import CertifyConfig
+
+
+class ServiceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str = Field(..., description="checkpoint folder written by `frs finetune`")
+    k: int = Field(20, ge=1, le=1000, description="voters K hosted by the service (requests may ask for fewer)")
+    voter_actors: int = Field(2, ge=1, description="R: actors the K voters are sharded over (1..K)")
+    fuzz_actors: int = Field(1, ge=1, le=64, description="fuzzing workers in the pool")
+    max_budget: int = Field(50, ge=0, le=10_000, description="largest MCTS budget a request may ask for")
+    max_texts_per_request: int = Field(32, ge=1, le=10_000)
+    max_chars_per_text: int = Field(2000, ge=1, le=1_000_000)
+    max_inflight_requests: int = Field(16, ge=1, description="requests certified at once; more get 503 + Retry-After")
+    max_ongoing_requests: int = Field(64, ge=1, description="Serve: requests a router replica accepts")
+    max_queued_requests: int = Field(128, ge=-1, description="Serve: requests queued before Serve itself answers 503")
+    request_timeout_s: float = Field(120.0, gt=0, description="per-request limit; past it the request gets 503")
+    num_cpus_per_actor: float = Field(0.25, gt=0, description="CPU share each voter/fuzzing actor asks for")
+    num_gpus_per_actor: float = Field(0.0, ge=0, description="GPU share each actor asks for (0 on CPU machines)")
+    device: str | None = Field(None, description="torch device in the actors (default: cuda if present)")
+    torch_threads: int | None = Field(1, ge=1, description="torch threads per actor (1 avoids oversubscribing small machines)")
+    max_restarts: int = Field(-1, ge=-1, description="restarts of a dead actor (-1: unlimited)")
+    certify: dict[str, Any] = Field(default_factory=dict, description="CertifyConfig fields (alpha, seed, fuzzing, randomize...)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ServiceSettings":
+        if self.voter_actors > self.k:
+            raise ValueError(f"voter_actors ({self.voter_actors}) must be <= k ({self.k})")
+        CertifyConfig.model_validate({**self.certify, "k": self.k})  # reject unknown/out-of-range fields now
+        return self
+
+    def actor_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"num_cpus": self.num_cpus_per_actor, "max_restarts": self.max_restarts,
+                                "max_task_retries": -1}
+        if self.num_gpus_per_actor > 0:
+            opts["num_gpus"] = self.num_gpus_per_actor
+            opts["scheduling_strategy"] = "SPREAD"  # voters spread over the GPUs of the cluster
+        return opts
+
+
+def placement(k: int, shards: int) -> list[list[int]]:
+    """Voters of each shard: shard r holds {k' : k' mod R == r}, so any K' <= K uses every shard evenly."""
+    return [[v for v in range(k) if v % shards == r] for r in range(shards)]

@@ -1,0 +1,159 @@
+"""Fine-tuning phase of BMPS (Eq. 4) with AdamW and a linear warm-up/decay schedule (Appendix B.2.4).
+
+``finetune`` trains a transformers sequence classifier and writes a checkpoint folder: safetensors weights,
+the tokenizer, and ``frs.json`` recording every setting, the seed, the data checksum, the smoothed parameter
+names and their reference norms (for Clip_rho), library versions and timings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..backends.hf import HFClassifier, resolve_model_path
+from ..config import FinetuneConfig
+from ..data import TextDataset
+from ..errors import CheckpointError, DataError
+from .bmps import apply_clip_, finetune_noise_step, perturbed, reference_norms
+from .layers import select_top_h
+
+META_FILE = "frs.json"
+FORMAT_VERSION = 1
+
+
+def _linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def finetune(
+    config: FinetuneConfig,
+    train: TextDataset,
+    out_dir: str | Path,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune ``config.model`` on ``train`` with the smoothing of ``config.smoothing``; return the metadata.
+
+    Smoothing modes (``config.smoothing.finetune_mode``): ``perturb`` (default; fresh noise on the top-H
+    tensors for each step's forward/backward, gradient applied to the clean weights, then Clip_rho),
+    ``accumulate`` (literal Eq. 4: optimizer step, Clip_rho, then noise that stays in the weights), ``none``.
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not (out / META_FILE).exists():
+        raise CheckpointError(f"output folder {out} exists and is not an FRS checkpoint; choose an empty or new folder")
+    if len(train) == 0:
+        raise DataError(f"training data {train.source} has no rows")
+    torch.manual_seed(config.seed)
+    backend = HFClassifier(config.model, num_labels=train.num_labels, max_length=config.max_length, device=device)
+    model, tok = backend.model, backend.tokenizer
+    sm = config.smoothing
+    selection = select_top_h(model, sm.top_h)
+    norms = reference_norms(model, selection)
+    lengths = backend.token_lengths(train.texts)
+    too_long = [i for i, n in enumerate(lengths) if n > backend.max_length]
+    n_truncated = len(too_long)
+
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = max(1, int(round(steps_per_epoch * config.epochs)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = _linear_schedule(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    data_gen = torch.Generator().manual_seed(config.seed)
+    noise_gen = torch.Generator().manual_seed(config.seed + 1)
+    labels = torch.tensor(train.labels)
+
+    model.train()
+    started = time.perf_counter()
+    losses: list[float] = []
+    step = 0
+    bar = tqdm(total=total_steps, desc="fine-tune", unit="step", disable=not progress)
+    while step < total_steps:
+        for batch in torch.randperm(len(train), generator=data_gen).split(config.batch_size):
+            if step >= total_steps:
+                break
+            enc = backend.encode([train.texts[i] for i in batch.tolist()])
+            y = labels[batch].to(backend.device)
+            if sm.finetune_mode == "perturb" and sm.sigma > 0:
+                with perturbed(model, selection, sm.sigma, noise_gen):
+                    loss = torch.nn.functional.cross_entropy(model(**enc).logits, y)
+                    loss.backward()
+            else:
+                loss = torch.nn.functional.cross_entropy(model(**enc).logits, y)
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if sm.finetune_mode == "accumulate" and sm.sigma > 0:
+                finetune_noise_step(model, selection, norms, sm.rho, sm.sigma, noise_gen)
+            elif sm.finetune_mode == "perturb":
+                apply_clip_(model, selection, norms, sm.rho)
+            losses.append(float(loss.detach()))
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    bar.close()
+    seconds = time.perf_counter() - started
+    model.eval()
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    import transformers
+
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": config.model_dump(),
+        "base_model": str(resolve_model_path(config.model)),
+        "data": {
+            "source": train.source,
+            "sha256": train.sha256,
+            "examples": len(train),
+            "label_names": train.label_names,
+            "texts_over_max_length": n_truncated,
+        },
+        "num_labels": train.num_labels,
+        "max_length": backend.max_length,
+        "smoothing": {
+            "names": list(selection.names),
+            "top_h": selection.top_h,
+            "depth": selection.depth,
+            "stack": selection.stack_name,
+            "numel": selection.numel(model),
+            "reference_norms": norms,
+        },
+        "training": {
+            "steps": step,
+            "seconds": round(seconds, 2),
+            "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+        },
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()},
+    }
+    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def read_meta(checkpoint: str | Path) -> dict[str, Any]:
+    """Read and check ``frs.json`` of a checkpoint folder."""
+    path = Path(checkpoint) / META_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{checkpoint} is not an FRS checkpoint (no {META_FILE}); create one with `frs finetune`")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {meta.get('format_version')}, expected {FORMAT_VERSION}")
+    return meta

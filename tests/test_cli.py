@@ -1,0 +1,140 @@
+"""The `frs` command on the real packaged MiniLM: fine-tune, certify, fuzz, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from frs_ray.cli import main
+
+REQUIRED = ("label", "votes", "p_lower", "abstained", "spans")
+
+
+def _certify(ckpt: Path, tmp_path: Path, lines: list[str] | bytes, *extra: str, capsys=None) -> tuple[int, list[dict]]:
+    inp = tmp_path / "in.txt"
+    if isinstance(lines, bytes):
+        inp.write_bytes(lines)
+    else:
+        inp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    rc = main(["certify", "--checkpoint", str(ckpt), "--input", str(inp), "--out", str(out), "--no-progress",
+               "--k", "4", "--budget", "3", *extra])
+    records = [json.loads(l) for l in out.read_text().splitlines()] if out.exists() else []
+    return rc, records
+
+
+def test_finetune_writes_checkpoint_with_settings(minilm_checkpoint):
+    meta = json.loads((minilm_checkpoint / "frs.json").read_text())
+    assert meta["config"]["seed"] == 3 and meta["config"]["max_train_examples"] == 192
+    assert meta["data"]["examples"] == 192 and len(meta["data"]["sha256"]) == 64
+    assert meta["data"]["label_names"] == ["negative", "positive"]
+    assert meta["smoothing"]["top_h"] == 6  # H=10 clamped to MiniLM's 6 layers
+    assert any(n.startswith("classifier") for n in meta["smoothing"]["names"])
+    assert not any("embeddings" in n for n in meta["smoothing"]["names"])
+    assert list(minilm_checkpoint.glob("*.safetensors")) and (minilm_checkpoint / "tokenizer.json").exists()
+
+
+def test_certify_outputs_certificate_fields(minilm_checkpoint, tmp_path):
+    texts = ["a gorgeous , witty , seductive movie .", "the film is strictly routine and dull ."]
+    rc, recs = _certify(minilm_checkpoint, tmp_path, texts)
+    assert rc == 0 and len(recs) == 2
+    for r, t in zip(recs, texts):
+        assert r["text"] == t
+        for key in REQUIRED:
+            assert key in r
+        assert sum(r["votes"]) == 4 and 0.0 <= r["p_lower"] <= 1.0
+        for kind in ("conditional", "unconditional"):
+            rad = r["radius"][kind]
+            assert set(rad) >= {"tokens", "fraction", "omega", "assumes"}
+            if r["abstained"]:
+                assert r["label"] == -1 and rad["tokens"] is None
+            else:
+                assert rad["tokens"] >= 0 and 0.0 <= rad["fraction"] <= 1.0
+        for sp in r["spans"]:
+            assert t[sp["start"]:sp["end"]] == sp["text"]
+    # K=4 votes can never give p_lower > 0.5 at alpha=0.05 (0.05**(1/4) = 0.47): honest abstention
+    assert all(r["abstained"] for r in recs)
+
+
+def test_certify_is_reproducible_and_order_independent(minilm_checkpoint, tmp_path):
+    a, b = "an utterly charming film .", "a tedious , plodding mess ."
+    _, r1 = _certify(minilm_checkpoint, tmp_path, [a, b], "--k", "8", "--seed", "5")
+    _, r2 = _certify(minilm_checkpoint, tmp_path, [b, a], "--k", "8", "--seed", "5")
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("index", "seconds")}
+    assert strip(r1[0]) == strip(r2[1]) and strip(r1[1]) == strip(r2[0])
+
+
+def test_certify_reports_bad_lines_and_keeps_the_rest(minilm_checkpoint, tmp_path, capsys):
+    long = "word " * 400
+    rc, recs = _certify(minilm_checkpoint, tmp_path, ["a fine film .", "", "   ", long, "bad acting ."])
+    assert rc == 1
+    assert [("error" in r) for r in recs] == [False, True, True, True, False]
+    assert "empty" in recs[1]["error"] and "whitespace" in recs[2]["error"]
+    assert "at most 128" in recs[3]["error"]
+    err = capsys.readouterr().err
+    assert "line 2" in err and "Traceback" not in err
+
+
+def test_fuzz_command(minilm_checkpoint, capsys):
+    rc = main(["fuzz", "--checkpoint", str(minilm_checkpoint), "--text", "it 's a mn charming and often affecting journey .",
+               "--budget", "5"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["queries"] == 5 and out["spans"]
+    assert all(out["text"][s["start"]:s["end"]] == s["text"] for s in out["spans"])
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--k", "0"], "k"),
+        (["--k", "-3"], "k"),
+        (["--budget", "-1"], "budget"),
+        (["--omega-m", "1.5"], "omega_m"),
+        (["--omega-h", "-0.1"], "omega_h"),
+        (["--max-distance", "2"], "max_distance"),
+        (["--max-distance", "-0.5"], "max_distance"),
+        (["--alpha", "0"], "alpha"),
+    ],
+)
+def test_bad_settings_are_clear_errors(minilm_checkpoint, tmp_path, capsys, argv, needle):
+    inp = tmp_path / "in.txt"
+    inp.write_text("fine\n")
+    rc = main(["certify", "--checkpoint", str(minilm_checkpoint), "--input", str(inp), "--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error:") and needle in err
+
+
+def test_unknown_config_field(minilm_checkpoint, tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"k": 5, "fuzzing": {"budgett": 3}}))
+    inp = tmp_path / "in.txt"
+    inp.write_text("fine\n")
+    rc = main(["certify", "--checkpoint", str(minilm_checkpoint), "--input", str(inp), "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "fuzzing.budgett" in err and "unknown field" in err
+
+
+def test_invalid_utf8_input_names_line(minilm_checkpoint, tmp_path, capsys):
+    rc, _ = _certify(minilm_checkpoint, tmp_path, b"good text\nbad \xff\xfe bytes\n")
+    err = capsys.readouterr().err
+    assert rc == 2 and "in.txt:2" in err and "UTF-8" in err
+
+
+def test_missing_checkpoint_and_data(tmp_path, capsys):
+    assert main(["fuzz", "--checkpoint", str(tmp_path / "nope"), "--text", "x"]) == 2
+    assert "not an FRS checkpoint" in capsys.readouterr().err
+    assert main(["finetune", "--data", "no_such_set", "--out", str(tmp_path / "o")]) == 2
+    assert "no_such_set" in capsys.readouterr().err
+
+
+def test_no_traceback_from_the_console_script(tmp_path):
+    """A user mistake through the installed entry point: exit 2, one line, no Python traceback."""
+    proc = subprocess.run([sys.executable, "-m", "frs_ray.cli", "certify", "--checkpoint", str(tmp_path),
+                           "--input", "-", "--k", "0"], input=b"hello\n", capture_output=True, timeout=120)
+    assert proc.returncode == 2
+    assert b"Traceback" not in proc.stderr and b"error:" in proc.stderr

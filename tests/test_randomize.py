@@ -1,0 +1,271 @@
+"""Tests of frs_ray.fuzzing.randomize: omega allocation (Eq. 11), FTR draws (Eq. 12-14), config checks."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from frs_ray.config import MutationWeights, RandomizeConfig, build
+from frs_ray.errors import ConfigError
+from frs_ray.fuzzing import FuzzedRandomizer, allocate_omegas, apply_mutations, bernoulli_draws, token_weights
+from frs_ray.text import normalized_dl_distance
+
+SUBST_ONLY = MutationWeights(insertion=0, deletion=0, substitution=1, transposition=0)
+DELETE_ONLY = MutationWeights(insertion=0, deletion=1, substitution=0, transposition=0)
+FILLER = "<F>"
+
+
+def distinct_tokens(n: int) -> list[str]:
+    return [f"t{i}" for i in range(n)]
+
+
+# --------------------------------------------------------------------------------------------------
+# allocate_omegas
+# --------------------------------------------------------------------------------------------------
+
+
+def test_allocate_omegas_keeps_expected_mutation_count():
+    n_clamped = n_free = 0
+    for length, omega_m, omega_h in itertools.product(
+        (1, 2, 3, 7, 20, 64), (0.0, 0.05, 0.15, 0.3, 0.5, 1.0), (0.0, 0.15, 0.5, 0.9, 1.0)
+    ):
+        if omega_h < omega_m:
+            continue
+        for span in range(0, length + 1):
+            wh, wl = allocate_omegas(length, span, omega_m, omega_h)
+            assert span * wh + (length - span) * wl == pytest.approx(length * omega_m, abs=1e-12)
+            assert 0.0 <= wl <= omega_m + 1e-12 <= wh + 2e-12
+            assert wh <= 1.0 + 1e-12
+            if span in (0, length):
+                assert (wh, wl) == (omega_m, omega_m)
+            elif span * omega_h > length * omega_m:
+                n_clamped += 1
+                assert wl == 0.0
+                assert wh == pytest.approx(length * omega_m / span)
+                assert wh <= omega_h
+            else:
+                n_free += 1
+                assert wh == omega_h
+                assert wl == pytest.approx((length * omega_m - span * omega_h) / (length - span))
+    assert n_clamped > 50 and n_free > 50
+
+
+def test_allocate_omegas_examples():
+    assert allocate_omegas(20, 4, 0.2, 0.8) == pytest.approx((0.8, 0.05))
+    assert allocate_omegas(10, 5, 0.2, 0.9) == pytest.approx((0.4, 0.0))  # |T| omega_H > L omega_M
+    assert allocate_omegas(10, 0, 0.15, 0.9) == (0.15, 0.15)
+    assert allocate_omegas(10, 10, 0.15, 0.9) == (0.15, 0.15)
+    assert allocate_omegas(0, 0, 0.15, 0.9) == (0.15, 0.15)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (10, 2, -0.1, 0.9),
+        (10, 2, 1.1, 1.0),
+        (10, 2, 0.1, 1.5),
+        (10, 2, 0.1, -0.2),
+        (10, 2, 0.5, 0.4),  # omega_h < omega_m
+        (10, 11, 0.1, 0.9),  # more span tokens than tokens
+        (10, -1, 0.1, 0.9),
+    ],
+)
+def test_allocate_omegas_rejects_bad_values(args):
+    with pytest.raises(ConfigError):
+        allocate_omegas(*args)
+
+
+def test_token_weights_and_bernoulli():
+    w = token_weights(4, [0, 1, 1, 0], 0.9, 0.1)
+    np.testing.assert_array_equal(w, [0.1, 0.9, 0.9, 0.1])
+    assert token_weights(0, [], 0.9, 0.1).shape == (0,)
+    rng = np.random.default_rng(0)
+    assert not bernoulli_draws(np.zeros(50), rng).any()
+    assert bernoulli_draws(np.ones(50), rng).all()
+
+
+def test_apply_mutations_right_to_left():
+    rng = np.random.default_rng(0)
+    toks = distinct_tokens(6)
+    ops, probs = ["deletion"], np.array([1.0])
+    out = apply_mutations(toks, np.array([1, 0, 1, 0, 0, 1], bool), ops, probs, rng, FILLER)
+    assert out == ["t1", "t3", "t4"]
+    out = apply_mutations(toks, np.array([1, 0, 0, 1, 0, 0], bool), ["insertion"], probs, rng, FILLER)
+    assert out == [FILLER, "t0", "t1", "t2", FILLER, "t3", "t4", "t5"]
+
+
+# --------------------------------------------------------------------------------------------------
+# FuzzedRandomizer
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_distance", [0.1, 0.2, 0.35, 0.5])
+def test_every_output_within_distance_bound(max_distance):
+    cfg = RandomizeConfig(omega_m=0.3, omega_h=0.95, max_distance=max_distance, max_redraws=20)
+    rnd = FuzzedRandomizer(cfg, filler=FILLER)
+    rng = np.random.default_rng(int(max_distance * 100))
+    n_mutated = n_fallback = 0
+    for i in range(400):
+        length = int(rng.integers(1, 25))
+        toks = [f"w{int(j)}" for j in rng.integers(0, 6, size=length)]  # repeated tokens on purpose
+        in_span = rng.random(length) < 0.3
+        r = rnd.randomize(toks, in_span, rng)
+        d = normalized_dl_distance(toks, r.tokens)
+        assert d <= max_distance + 1e-12
+        assert 0 <= r.redraws <= cfg.max_redraws
+        if r.fallback:
+            n_fallback += 1
+            assert r.tokens == toks and r.redraws == cfg.max_redraws
+        else:
+            assert r.redraws < cfg.max_redraws
+        n_mutated += d > 0
+        wh, wl = allocate_omegas(length, int(in_span.sum()), cfg.omega_m, cfg.omega_h)
+        assert (r.omega_h, r.omega_l) == pytest.approx((wh, wl))
+    assert n_mutated > 40  # the bound is met by real mutations, not only by fallbacks
+
+
+def test_distance_bound_is_inclusive():
+    # L=4, one span token: omega_H=1, omega_L=0 -> exactly one substitution -> distance exactly 0.25
+    toks = distinct_tokens(4)
+    span = [False, True, False, False]
+    at = FuzzedRandomizer(RandomizeConfig(omega_m=0.25, omega_h=1.0, max_distance=0.25, mutations=SUBST_ONLY), FILLER)
+    below = FuzzedRandomizer(
+        RandomizeConfig(omega_m=0.25, omega_h=1.0, max_distance=0.24, max_redraws=5, mutations=SUBST_ONLY), FILLER
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        r = at.randomize(toks, span, rng)
+        assert r.tokens == ["t0", FILLER, "t2", "t3"]
+        assert (r.redraws, r.fallback) == (0, False)
+        r = below.randomize(toks, span, rng)
+        assert r.tokens == toks and r.fallback and r.redraws == 5
+
+
+def test_max_distance_zero_returns_input():
+    toks = distinct_tokens(8)
+    span = [False] * 3 + [True] * 2 + [False] * 3
+    # every token mutated, substitution only: no draw can be accepted
+    rnd = FuzzedRandomizer(RandomizeConfig(omega_m=1.0, omega_h=1.0, max_distance=0.0, max_redraws=7, mutations=SUBST_ONLY), FILLER)
+    r = rnd.randomize(toks, span, np.random.default_rng(0))
+    assert r.tokens == toks and r.fallback is True and r.redraws == 7
+    # default mutation set, moderate omega: the output is still exactly the input
+    rnd = FuzzedRandomizer(RandomizeConfig(omega_m=0.3, omega_h=0.9, max_distance=0.0, max_redraws=10), FILLER)
+    rng = np.random.default_rng(1)
+    fallbacks = 0
+    for _ in range(100):
+        r = rnd.randomize(toks, span, rng)
+        assert r.tokens == toks
+        fallbacks += r.fallback
+    assert fallbacks > 50
+
+
+def test_zero_omega_never_mutates():
+    rnd = FuzzedRandomizer(RandomizeConfig(omega_m=0.0, omega_h=0.0, max_distance=1.0), FILLER)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        r = rnd.randomize(distinct_tokens(10), [True] * 3 + [False] * 7, rng)
+        assert r.tokens == distinct_tokens(10) and not r.fallback and r.redraws == 0
+
+
+def _mutation_frequencies(mutations, length, span, omega_m, omega_h, n, seed):
+    rnd = FuzzedRandomizer(RandomizeConfig(omega_m=omega_m, omega_h=omega_h, max_distance=1.0, mutations=mutations), FILLER)
+    toks = distinct_tokens(length)
+    in_span = [span[0] <= i < span[1] for i in range(length)]
+    rng = np.random.default_rng(seed)
+    hits = np.zeros(length)
+    for _ in range(n):
+        r = rnd.randomize(toks, in_span, rng)
+        assert not r.fallback and r.redraws == 0  # Lambda = 1 accepts every draw
+        if mutations is SUBST_ONLY:
+            assert len(r.tokens) == length
+            hits += np.array([t == FILLER for t in r.tokens])
+        else:
+            kept = set(r.tokens)
+            hits += np.array([t not in kept for t in toks])
+    return hits / n, np.array(in_span), r.omega_h, r.omega_l
+
+
+def _check_frequencies(freq, in_span, wh, wl, n):
+    for mask, w in ((in_span, wh), (~in_span, wl)):
+        pooled = freq[mask].mean()
+        se = math.sqrt(max(w * (1 - w), 1e-12) / (n * mask.sum()))
+        assert abs(pooled - w) <= 5 * se + 1e-9, (pooled, w)
+        se1 = math.sqrt(max(w * (1 - w), 1e-12) / n)
+        assert np.all(np.abs(freq[mask] - w) <= 5 * se1 + 1e-9), (freq[mask], w)
+
+
+def test_mutation_frequency_inside_vs_outside_substitution():
+    n = 3000
+    freq, in_span, wh, wl = _mutation_frequencies(SUBST_ONLY, 20, (5, 9), 0.2, 0.8, n, seed=0)
+    assert (wh, wl) == pytest.approx((0.8, 0.05))
+    _check_frequencies(freq, in_span, wh, wl, n)
+    # overall mutation rate is omega_M
+    assert freq.mean() == pytest.approx(0.2, abs=5 * math.sqrt(0.2 * 0.8 / (20 * n)))
+
+
+def test_mutation_frequency_inside_vs_outside_deletion_clamped():
+    # |T| omega_H = 4.5 > L omega_M = 2: omega_L = 0 and omega_H lowered to 0.4
+    n = 3000
+    freq, in_span, wh, wl = _mutation_frequencies(DELETE_ONLY, 10, (2, 7), 0.2, 0.9, n, seed=1)
+    assert (wh, wl) == pytest.approx((0.4, 0.0))
+    assert np.all(freq[~in_span] == 0.0)
+    _check_frequencies(freq, in_span, wh, wl, n)
+
+
+def test_same_seed_same_outputs():
+    rnd = FuzzedRandomizer(RandomizeConfig(omega_m=0.3, omega_h=0.9, max_distance=0.4), FILLER)
+    toks = "the film is a cf charming and often affecting journey .".split()
+    span = [t == "cf" for t in toks]
+
+    def run(seed):
+        rng = np.random.default_rng(seed)
+        return [rnd.randomize(toks, span, rng) for _ in range(50)]
+
+    a, b, c = run(3), run(3), run(4)
+    assert a == b
+    assert [r.tokens for r in a] != [r.tokens for r in c]
+    assert len({tuple(r.tokens) for r in a}) > 5
+
+
+# --------------------------------------------------------------------------------------------------
+# RandomizeConfig validation
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"omega_m": -0.01},
+        {"omega_m": 1.01, "omega_h": 1.0},
+        {"omega_h": 1.5},
+        {"omega_h": -0.1},
+        {"max_distance": 1.1},
+        {"max_distance": -0.1},
+        {"omega_m": 0.5, "omega_h": 0.4},
+        {"max_redraws": 0},
+        {"omega": 0.2},  # unknown field
+        {"lambda_": 0.3},
+        {"mutations": {"insertion": 0, "deletion": 0, "substitution": 0, "transposition": 0}},
+        {"mutations": {"deletion": -1}},
+        {"mutations": {"swap": 1}},
+    ],
+)
+def test_randomize_config_rejects(kwargs):
+    with pytest.raises(ValidationError):
+        RandomizeConfig(**kwargs)
+    with pytest.raises(ConfigError):
+        build(RandomizeConfig, kwargs)
+
+
+def test_randomize_config_accepts_bounds_and_is_frozen():
+    cfg = RandomizeConfig(omega_m=0.0, omega_h=1.0, max_distance=0.0)
+    assert cfg.omega_m == 0.0 and cfg.max_distance == 0.0
+    assert RandomizeConfig(omega_m=0.4, omega_h=0.4, max_distance=1.0).omega_h == 0.4
+    with pytest.raises(ValidationError):
+        cfg.omega_m = 0.5  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="unknown field"):
+        build(RandomizeConfig, {"omegam": 0.1})

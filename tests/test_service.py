@@ -1,0 +1,166 @@
+"""The FRS service on the real Ray and Serve, in-process, at small scale (K=4 voters over 2 actors)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from frs_ray.serving.env import apply_ray_env
+
+apply_ray_env()
+
+PORT = 8123
+BASE = f"http://127.0.0.1:{PORT}"
+TEXTS = ["a gorgeous , witty , seductive movie .", "the film is strictly routine and dull ."]
+SETTINGS = {"k": 4, "voter_actors": 2, "fuzz_actors": 1, "max_texts_per_request": 8, "max_chars_per_text": 300,
+            "certify": {"seed": 1, "fuzzing": {"budget": 2}}}
+
+
+@pytest.fixture(scope="module")
+def service(minilm_checkpoint, tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    from frs_ray.serving.router import build_app
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
+             _temp_dir=None, ignore_reinit_error=True)
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    app = build_app({"checkpoint": str(minilm_checkpoint), **SETTINGS})
+    handle = serve.run(app, name="frs", route_prefix="/")
+    yield handle
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _post(path: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
+    req = urllib.request.Request(BASE + path, data=body, method="POST", headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except json.JSONDecodeError:
+            return e.code, {"raw": raw.decode("utf-8", "replace")}
+
+
+def _local_certificates(checkpoint, texts):
+    from frs_ray.certify.smooth import FRSClassifier
+    from frs_ray.config import CertifyConfig
+
+    cfg = CertifyConfig.model_validate({**SETTINGS["certify"], "k": SETTINGS["k"]})
+    return [c.to_dict() for c in FRSClassifier.from_checkpoint(checkpoint, cfg).certify(texts)]
+
+
+def _strip(cert: dict) -> dict:
+    return {k: v for k, v in cert.items() if k not in ("seconds", "index")}
+
+
+def test_health_and_info(service, minilm_checkpoint):
+    with urllib.request.urlopen(BASE + "/healthz", timeout=30) as r:
+        assert json.loads(r.read()) == {"status": "ok"}
+    from frs_ray.serving.client import FRSClient
+
+    info = FRSClient(BASE).info()
+    assert info.k == 4 and info.voter_actors == 2 and info.voters_per_actor == [[0, 2], [1, 3]]
+    assert info.budget == 2 and info.sigma == 0.01 and len(info.checkpoint_sha256) == 64
+    with urllib.request.urlopen(BASE + "/docs", timeout=30) as r:
+        assert r.status == 200
+
+
+def test_http_client_and_handle_match_local_certify(service, minilm_checkpoint):
+    import asyncio
+
+    from frs_ray.serving.client import FRSClient, classify_with_handle
+
+    local = [_strip(c) for c in _local_certificates(minilm_checkpoint, TEXTS)]
+    status, body = _post("/v1/classify", json.dumps({"texts": TEXTS}).encode())
+    assert status == 200
+    assert [_strip(c) for c in body["results"]] == local
+    client_results = FRSClient(BASE).classify(TEXTS)
+    assert [_strip(r.model_dump()) for r in client_results] == local
+    via_async = asyncio.run(FRSClient(BASE).aclassify(TEXTS))
+    assert [_strip(r.model_dump()) for r in via_async] == local
+    via_handle = asyncio.run(classify_with_handle(service, TEXTS))
+    assert [_strip(r.model_dump()) for r in via_handle] == local
+
+
+MALFORMED = [
+    b'{"texts": []}',
+    b'{"texts": [""]}',
+    b'{"texts": ["   "]}',
+    b'{"texts": ["' + b"x" * 400 + b'"]}',
+    b'{"texts": ["' + b"a " * 140 + b'"]}',  # under the 300-character limit, over the 128 model tokens
+    b'{"texts": "not a list"}',
+    b'{"texts": [1, 2]}',
+    b'{"texts": [null]}',
+    b'{"texts": [["nested"]]}',
+    b'{"text": ["typo in field"]}',
+    b'{}',
+    b'[]',
+    b'"just a string"',
+    b'not json at all',
+    b'{"texts": ["a"]',
+    b'{"texts": ["\xff\xfe invalid utf8"]}',
+    b'{"texts": ["ok"], "options": {"k": 0}}',
+    b'{"texts": ["ok"], "options": {"k": 99}}',
+    b'{"texts": ["ok"], "options": {"k": "many"}}',
+    b'{"texts": ["ok"], "options": {"budget": -1}}',
+    b'{"texts": ["ok"], "options": {"budget": 100000}}',
+    b'{"texts": ["ok"], "options": {"alpha": 0}}',
+    b'{"texts": ["ok"], "options": {"alpha": 1.5}}',
+    b'{"texts": ["ok"], "options": {"unknown": 1}}',
+    b'{"texts": ["ok"], "options": "fast"}',
+    b'{"texts": ["ok"], "extra": true}',
+    json.dumps({"texts": ["t"] * 10_000}).encode(),
+    json.dumps({"texts": ["t"] * 9}).encode(),
+    b"",
+    b'{"texts": ["ok"], "options": {"return_spans": "maybe"}}',
+]
+
+
+@pytest.mark.parametrize("body", MALFORMED)
+def test_malformed_requests_get_4xx_with_message(service, body):
+    status, payload = _post("/v1/classify", body)
+    assert 400 <= status < 500, (status, payload)
+    assert payload.get("error"), payload
+
+
+def test_wrong_content_type_and_method(service):
+    status, payload = _post("/v1/classify", b"texts=hello", content_type="application/x-www-form-urlencoded")
+    assert 400 <= status < 500 and payload.get("error")
+    req = urllib.request.Request(BASE + "/v1/classify", method="GET")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    assert e.value.code == 405
+
+
+def test_still_healthy_after_bad_input(service):
+    status, body = _post("/v1/classify", json.dumps({"texts": ["a fine film ."], "options": {"return_spans": False}}).encode())
+    assert status == 200 and body["results"][0]["spans"] == []
+
+
+def test_killed_voter_and_fuzzer_are_restarted_with_identical_votes(service, minilm_checkpoint):
+    import asyncio
+
+    before = _post("/v1/classify", json.dumps({"texts": TEXTS}).encode())[1]["results"]
+    pids = asyncio.run(_pids(service))
+    os.kill(pids["voters"][0], signal.SIGKILL)
+    os.kill(pids["fuzzers"][0], signal.SIGKILL)
+    status, after = _post("/v1/classify", json.dumps({"texts": TEXTS}).encode())
+    assert status == 200
+    assert [_strip(c) for c in after["results"]] == [_strip(c) for c in before]
+    new = asyncio.run(_pids(service))
+    assert new["voters"][0] != pids["voters"][0] and new["fuzzers"][0] != pids["fuzzers"][0]
+
+
+async def _pids(handle):
+    return await handle.actor_pids.remote()
