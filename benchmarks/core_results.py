@@ -50,20 +50,45 @@ def main() -> int:
     ap.add_argument("--frs-examples", type=int, default=200, help="test sentences certified with full FRS")
     ap.add_argument("--localization-examples", type=int, default=None, help="poisoned sentences fuzzed (default all)")
     ap.add_argument("--out", default="docs/results")
+    ap.add_argument("--sections", default="ca,frs,literal,localization",
+                    help="comma-separated subset to (re)measure; the others are kept from an existing core.json")
+    ap.add_argument("--note", action="append", default=[], help="a line of context to keep in core.json/core.md")
     args = ap.parse_args()
+    sections = set(args.sections.split(","))
     _quiet_transformers()
 
-    from frs_ray.backends import HFClassifier
-    from frs_ray.certify.smooth import FRSClassifier
     from frs_ray.config import CertifyConfig
     from frs_ray.data import load_dataset
-    from frs_ray.smoothing.finetune import read_meta
 
     started = time.time()
     test = load_dataset("sst2", "test")
     y = np.array(test.labels)
-    res: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, no GPU, Python {platform.python_version()}",
+    prev_path = Path(args.out) / "core.json"
+    prev = json.loads(prev_path.read_text()) if prev_path.exists() and sections != {"ca", "frs", "literal", "localization"} else {}
+    res: dict = {**prev, "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, no GPU, Python {platform.python_version()}",
                  "command": " ".join(["python"] + sys.argv), "test_set": {"source": test.source, "sha256": test.sha256, "n": len(test)}}
+
+    res["notes"] = list(prev.get("notes", [])) + args.note
+    if prev:
+        res["command"] = prev.get("command", "") + " ; then: " + res["command"]
+    if "ca" in sections:
+        _clean_accuracy(res, args, test, y)
+    cfg = CertifyConfig()
+    if "frs" in sections:
+        _frs(res, args, test, cfg)
+    if args.literal and "literal" in sections:
+        _literal(res, args, test, y, cfg)
+    if "localization" in sections:
+        _localization(res, args, test, y, cfg)
+    _finish(res, args, started)
+    return 0
+
+
+def _clean_accuracy(res, args, test, y):
+    from frs_ray.backends import HFClassifier
+    from frs_ray.certify.smooth import FRSClassifier
+    from frs_ray.config import CertifyConfig
+    from frs_ray.smoothing.finetune import read_meta
 
     # 1. plain model
     plain = HFClassifier(args.plain, max_length=read_meta(args.plain)["max_length"])
@@ -80,7 +105,13 @@ def main() -> int:
     res["ca_smoothed"] = float((clf.predict_voters(test.texts) == y).mean())
     res["voters_seconds"] = round(time.perf_counter() - t, 1)
     res["ca_drop_points"] = round(100 * (res["ca_plain"] - res["ca_smoothed"]), 2)
+    del clf
 
+
+def _frs(res, args, test, cfg):
+    from frs_ray.certify.smooth import FRSClassifier
+
+    clf = FRSClassifier.from_checkpoint(args.smoothed, cfg, cache_noise=True)
     # 3. full FRS certification (fuzzing + fuzzed randomization + voters + CERTIFY) on a seeded subset
     sub = test.subset(args.frs_examples, seed=0)
     t = time.perf_counter()
@@ -103,15 +134,23 @@ def main() -> int:
     }
     del clf
 
+
+def _literal(res, args, test, y, cfg):
+    from frs_ray.certify.smooth import FRSClassifier
+    from frs_ray.smoothing.finetune import read_meta
+
     # 4. literal Eq. 4 (noise accumulating in the weights)
-    if args.literal:
-        lit = FRSClassifier.from_checkpoint(args.literal, cfg, cache_noise=True)
-        res["literal_eq4"] = {
-            "ca_centre": float((lit.predict_centre(test.texts) == y).mean()),
-            "ca_voters_k20": float((lit.predict_voters(test.texts) == y).mean()),
-            "final_loss": read_meta(args.literal)["training"]["final_loss"],
-        }
-        del lit
+    lit = FRSClassifier.from_checkpoint(args.literal, cfg, cache_noise=True)
+    res["literal_eq4"] = {
+        "ca_centre": float((lit.predict_centre(test.texts) == y).mean()),
+        "ca_voters_k20": float((lit.predict_voters(test.texts) == y).mean()),
+        "final_loss": read_meta(args.literal)["training"]["final_loss"],
+    }
+
+
+def _localization(res, args, test, y, cfg):
+    from frs_ray.certify.smooth import FRSClassifier
+    from frs_ray.data import load_dataset
 
     # 5. trigger localization on a backdoored model (Appendix I)
     pois = load_dataset("poisoned/badnets/sst2", "test").subset(args.localization_examples, seed=0)
@@ -142,6 +181,11 @@ def main() -> int:
     res["localization_mean_top_span_tokens"] = span_len
     res["localization_n"] = n_trig
     res["localization_n_without_trigger_word"] = len(pois) - n_trig
+    res["poisoned_checkpoint"] = str(args.poisoned)
+
+
+def _finish(res, args, started):
+    from frs_ray.smoothing.finetune import read_meta
 
     # 6. fine-tuning cost
     res["finetune"] = {}
@@ -165,8 +209,79 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "core.json").write_text(json.dumps(res, indent=2))
     _plot(res, out / "core_localization.png")
+    (out / "core.md").write_text(_markdown(res))
     print(json.dumps(res, indent=2))
-    return 0
+
+
+def _markdown(r: dict) -> str:
+    f = r["frs_certify"]
+    ft = r["finetune"]
+    lines = [
+        "# FRS core: accuracy, trigger localization, cost",
+        "",
+        f"- Date: {r['date']}; machine: {r['machine']}; git commit: {r.get('git_commit')}",
+        f"- Command: `{r['command']}` (wall time {r['wall_seconds']} s)",
+        f"- Test set: SST-2 test, n = {r['test_set']['n']} (sha256 {r['test_set']['sha256'][:12]}...)",
+        "- Checkpoints: made with `frs finetune` (commands below); one seed each (42), so no error bars.",
+        "",
+        "## Clean accuracy (SST-2 test, all 1821 sentences)",
+        "",
+        "| model | CA |",
+        "|---|---|",
+        f"| plain fine-tune (`--no-smoothing`) | {100 * r['ca_plain']:.2f} |",
+        f"| smoothed fine-tune (Eq. 4, perturb mode), centre Clip_rho(theta) | {100 * r['ca_smoothed_centre']:.2f} |",
+        f"| **smoothed, K=20 voters of Eq. 5, majority vote** (`ca_smoothed`) | **{100 * r['ca_smoothed']:.2f}** |",
+    ]
+    if "literal_eq4" in r:
+        le = r["literal_eq4"]
+        lines += [f"| literal Eq. 4 (noise accumulates), centre | {100 * le['ca_centre']:.2f} |",
+                  f"| literal Eq. 4, K=20 voters | {100 * le['ca_voters_k20']:.2f} |"]
+    lines += [
+        "",
+        f"Drop of the K=20 smoothed ensemble against the plain model: **{r['ca_drop_points']:.2f} points** (target: at most 2).",
+        "",
+        f"## Full FRS certification (fuzzing + fuzzed randomization + voters + CERTIFY), n = {f['n']} test sentences",
+        "",
+        f"K={f['k']}, budget={f['budget']}, n_select={f['n_select']}, n_estimate={f['n_estimate']}, alpha={f['alpha']}, "
+        f"omega_M={f['omega_m']}, omega_H={f['omega_h']}, Lambda={f['lambda']} (a seeded subset, seed 0).",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| accuracy, ABSTAIN counted wrong | {100 * f['accuracy_abstain_counts_wrong']:.2f}% |",
+        f"| abstain rate | {100 * f['abstain_rate']:.2f}% |",
+        f"| accuracy of non-abstained | {100 * (f['accuracy_of_non_abstained'] or 0):.2f}% |",
+        f"| mean certified radius, conditional (omega_H; trigger inside T(x')) | {f['mean_radius_conditional_tokens']} tokens |",
+        f"| mean certified radius, unconditional (omega_L) | {f['mean_radius_unconditional_tokens']} tokens |",
+        f"| throughput | {f['texts_per_second']} texts/s ({f['seconds']} s for {f['n']}) |",
+        "",
+        "## Trigger localization (Appendix I)",
+        "",
+        f"Backdoored model: MiniLM fine-tuned on `poisoned/badnets/sst2/train.tsv`; ASR on the 912 poisoned test sentences "
+        f"{100 * r['poisoned_model_asr']:.1f}%, clean accuracy {100 * r['poisoned_model_clean_accuracy']:.1f}%. "
+        f"Share of the {r['localization_n']} poisoned test sentences that contain a trigger word (cf, mn, bb, tq, mb) "
+        f"whose top MCTS span contains a trigger ({r['localization_n_without_trigger_word']} sentences hold no trigger word "
+        "and are left out); one search of 15 queries read at each budget, which equals separate searches.",
+        "",
+        "| budget (queries) | " + " | ".join(r["localization_rate"]) + " |",
+        "|---|" + "---|" * len(r["localization_rate"]),
+        "| top span contains trigger | " + " | ".join(f"{100 * v:.1f}%" for v in r["localization_rate"].values()) + " |",
+        "| mean top-span length (tokens) | " + " | ".join(str(v) for v in r["localization_mean_top_span_tokens"].values()) + " |",
+        "",
+        "![localization](core_localization.png)",
+        "",
+        f"Fuzzing all {r['localization_n'] + r['localization_n_without_trigger_word']} sentences at budget 15 took {r['localization_seconds']} s.",
+        "",
+        "## Fine-tuning cost and memory",
+        "",
+        "| run | mode | examples | epochs | lr | steps | seconds | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in ft.items():
+        lines.append(f"| {name} | {v['mode']} | {v['examples']} | {v['epochs']} | {v['lr']} | {v['steps']} | {v['seconds']} | {v['peak_rss_mb']} |")
+    lines += ["", f"Peak RSS of this measuring script: {r['peak_rss_mb_this_script']} MB.", ""]
+    if r.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
+    return "\n".join(lines) + "\n"
 
 
 def _plot(res: dict, path: Path) -> None:

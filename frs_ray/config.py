@@ -89,7 +89,12 @@ class FuzzConfig(_Strict):
     exploration: float = Field(1.0, ge=0, description="UCB exploration constant C of Eq. 6")
     rollouts: int = Field(1, ge=1, le=64, description="mutated variants simulated per new node in each query")
     num_spans: int = Field(1, ge=1, le=16, description="how many top-scored segments form T(x')")
-    mutations: MutationWeights = Field(default_factory=MutationWeights)
+    mutations: MutationWeights = Field(
+        default_factory=lambda: MutationWeights(insertion=0.05, deletion=0.5, substitution=0.4, transposition=0.05),
+        description="weights of M in simulations. Decision: the search looks for spans whose removal moves the "
+        "output, so deletion and substitution dominate; insertion and transposition stay in M with small weight "
+        "(they leave a trigger in place, and a simulation spent on them scores ~0 for every segment)",
+    )
 
 
 class RandomizeConfig(_Strict):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 import urllib.error
 import urllib.request
 
@@ -19,7 +18,9 @@ PORT = 8123
 BASE = f"http://127.0.0.1:{PORT}"
 TEXTS = ["a gorgeous , witty , seductive movie .", "the film is strictly routine and dull ."]
 SETTINGS = {"k": 4, "voter_actors": 2, "fuzz_actors": 1, "max_texts_per_request": 8, "max_chars_per_text": 300,
-            "certify": {"seed": 1, "fuzzing": {"budget": 2}}}
+            "request_timeout_s": 400,
+            "certify": {"seed": 1, "fuzzing": {"budget": 5}}}
+USER_CONFIG = {"budget": 2, "alpha": 0.05}  # applied by reconfigure(): the effective budget is 2
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def service(minilm_checkpoint, tmp_path_factory):
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
              _temp_dir=None, ignore_reinit_error=True)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    app = build_app({"checkpoint": str(minilm_checkpoint), **SETTINGS})
+    app = build_app({"checkpoint": str(minilm_checkpoint), **SETTINGS}, user_config=USER_CONFIG)
     handle = serve.run(app, name="frs", route_prefix="/")
     yield handle
     serve.shutdown()
@@ -41,8 +42,8 @@ def service(minilm_checkpoint, tmp_path_factory):
 
 def _post(path: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
     req = urllib.request.Request(BASE + path, data=body, method="POST", headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
+    try:  # generous: after an actor kill the restarted actor reloads its model, slow on a busy 2-core machine
+        with urllib.request.urlopen(req, timeout=450) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         raw = e.read()
@@ -56,7 +57,7 @@ def _local_certificates(checkpoint, texts):
     from frs_ray.certify.smooth import FRSClassifier
     from frs_ray.config import CertifyConfig
 
-    cfg = CertifyConfig.model_validate({**SETTINGS["certify"], "k": SETTINGS["k"]})
+    cfg = CertifyConfig.model_validate({**SETTINGS["certify"], "k": SETTINGS["k"], "fuzzing": {"budget": USER_CONFIG["budget"]}})
     return [c.to_dict() for c in FRSClassifier.from_checkpoint(checkpoint, cfg).certify(texts)]
 
 
@@ -71,7 +72,7 @@ def test_health_and_info(service, minilm_checkpoint):
 
     info = FRSClient(BASE).info()
     assert info.k == 4 and info.voter_actors == 2 and info.voters_per_actor == [[0, 2], [1, 3]]
-    assert info.budget == 2 and info.sigma == 0.01 and len(info.checkpoint_sha256) == 64
+    assert info.budget == USER_CONFIG["budget"] and info.sigma == 0.01 and len(info.checkpoint_sha256) == 64
     with urllib.request.urlopen(BASE + "/docs", timeout=30) as r:
         assert r.status == 200
 

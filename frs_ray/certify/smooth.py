@@ -252,9 +252,4 @@ def finalize_certificate(plan: VotePlan, select: Sequence[int], estimate: Sequen
     )
 
 
-def check_inputs(backend: HFClassifier, texts: Sequence[str]) -> list[str | None]:
-    """Per-text problem messages (None when fine), for callers that report bad lines and go on."""
-    return backend.check_texts(texts)
-
-
-__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "VotePlan", "check_inputs", "finalize_certificate", "text_seed"]
+__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "VotePlan", "finalize_certificate", "text_seed"]

@@ -266,7 +266,7 @@ class FRSRouter:
                 "fuzzers": await asyncio.gather(*[a.pid.remote() for a in self.fuzzers])}
 
 
-def build_app(args: dict[str, Any]) -> serve.Application:
+def build_app(args: dict[str, Any], user_config: dict[str, Any] | None = None) -> serve.Application:
     """Application builder for ``serve run deployments/frs.yaml`` (``import_path: frs_ray.serving.router:build_app``)."""
     args = dict(args)
     if "checkpoint" in args and Path(str(args["checkpoint"])).exists():  # actors may run in another cwd
@@ -275,4 +275,6 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     read_meta(settings.checkpoint)  # fail fast with a clear message when the checkpoint is missing
     options: dict[str, Any] = {"max_ongoing_requests": settings.max_ongoing_requests,
                                "max_queued_requests": settings.max_queued_requests}
+    if user_config is not None:
+        options["user_config"] = user_config
     return FRSRouter.options(**options).bind(settings.model_dump())

@@ -1,0 +1,81 @@
+"""The backend protocol, top-H selector, voters, fine-tuning and certification on a decoder (Llama) model.
+
+A tiny random Llama with a BPE tokenizer trained here offline stands in for LLaMA-3-8B (same architecture
+class, same code path through transformers); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory, data_dir):
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
+
+    from frs_ray.data import load_dataset
+
+    texts = load_dataset("sst2", "dev").texts[:400]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"]))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=hf_tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, num_labels=2,
+                      pad_token_id=hf_tok.eos_token_id)
+    model = LlamaForSequenceClassification(cfg)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out, safe_serialization=True)
+    hf_tok.save_pretrained(out)
+    return out
+
+
+def test_backend_protocol_on_llama(tiny_llama_dir):
+    from frs_ray.backends import ClassifierBackend, HFClassifier, TorchBackend
+
+    b = HFClassifier(tiny_llama_dir, max_length=64)
+    assert isinstance(b, ClassifierBackend) and isinstance(b, TorchBackend)
+    probs = b.predict_proba(["a good film .", "bad", "an utterly , completely tedious and long-winded film ."])
+    assert probs.shape == (3, 2) and np.allclose(probs.sum(1), 1.0)
+    # padding must not change a text's prediction (decoder classifiers read the last non-pad token)
+    alone = b.predict_proba(["bad"])
+    assert np.allclose(alone[0], probs[1], atol=1e-5)
+    assert b.filler_token == "<unk>"
+
+
+def test_top_h_selector_on_llama(tiny_llama_dir):
+    from frs_ray.backends import HFClassifier
+    from frs_ray.smoothing import select_top_h
+
+    b = HFClassifier(tiny_llama_dir)
+    sel = select_top_h(b.model, 2)
+    assert sel.stack_name == "model.layers" and sel.depth == 3 and sel.top_h == 2
+    assert any(n.startswith("model.layers.1.") for n in sel.names) and any(n.startswith("model.layers.2.") for n in sel.names)
+    assert not any(n.startswith("model.layers.0.") for n in sel.names)
+    assert "model.norm.weight" in sel.names and "score.weight" in sel.names
+    assert not any("embed_tokens" in n for n in sel.names)
+
+
+def test_finetune_and_certify_a_decoder(tiny_llama_dir, tmp_path):
+    from frs_ray.certify.smooth import FRSClassifier
+    from frs_ray.config import CertifyConfig, FinetuneConfig
+    from frs_ray.data import load_dataset
+    from frs_ray.smoothing.finetune import finetune
+
+    train = load_dataset("sst2", "train").subset(64, seed=1)
+    cfg = FinetuneConfig(model=str(tiny_llama_dir), epochs=1, batch_size=16, max_length=64,
+                         smoothing={"top_h": 2, "sigma": 0.01})
+    meta = finetune(cfg, train, tmp_path / "ck", progress=False)
+    assert meta["smoothing"]["top_h"] == 2 and meta["training"]["steps"] == 4
+    clf = FRSClassifier.from_checkpoint(tmp_path / "ck", CertifyConfig(k=5, fuzzing={"budget": 3}))
+    certs = clf.certify(["a mn charming film .", "dull and lifeless ."])
+    for c in certs:
+        assert sum(c.votes) == 5 and sum(c.select_votes) == 5 and c.queries["fuzz"] == 3
+        assert c.abstained == (c.p_lower <= 0.5)
+    json.dumps([c.to_dict() for c in certs])
