@@ -16,6 +16,7 @@ import argparse
 import json
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -52,9 +53,14 @@ def main() -> int:
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--sections", default="ca,frs,literal,localization",
                     help="comma-separated subset to (re)measure; the others are kept from an existing core.json")
+    ap.add_argument("--render-only", action="store_true", help="only rewrite core.md from core.json")
     ap.add_argument("--note", action="append", default=[], help="a line of context to keep in core.json/core.md")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
+    if args.render_only:
+        out = Path(args.out)
+        (out / "core.md").write_text(_markdown(json.loads((out / "core.json").read_text())))
+        return 0
     _quiet_transformers()
 
     from frs_ray.config import CertifyConfig
@@ -66,7 +72,7 @@ def main() -> int:
     prev_path = Path(args.out) / "core.json"
     prev = json.loads(prev_path.read_text()) if prev_path.exists() and sections != {"ca", "frs", "literal", "localization"} else {}
     res: dict = {**prev, "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, no GPU, Python {platform.python_version()}",
-                 "command": " ".join(["python"] + sys.argv), "test_set": {"source": test.source, "sha256": test.sha256, "n": len(test)}}
+                 "command": shlex.join(["python"] + sys.argv), "test_set": {"source": test.source, "sha256": test.sha256, "n": len(test)}}
 
     res["notes"] = list(prev.get("notes", [])) + args.note
     if prev:
@@ -155,7 +161,8 @@ def _localization(res, args, test, y, cfg):
     # 5. trigger localization on a backdoored model (Appendix I)
     pois = load_dataset("poisoned/badnets/sst2", "test").subset(args.localization_examples, seed=0)
     pclf = FRSClassifier.from_checkpoint(args.poisoned, cfg)
-    res["poisoned_model_asr"] = float((pclf.predict_centre(pois.texts) == np.array(pois.labels)).mean())
+    fired = pclf.predict_centre(pois.texts) == np.array(pois.labels)
+    res["poisoned_model_asr"] = float(fired.mean())
     clean_test_acc = float((pclf.predict_centre(test.texts) == y).mean())
     res["poisoned_model_clean_accuracy"] = clean_test_acc
     budgets = [3, 5, 10, 15]
@@ -165,19 +172,22 @@ def _localization(res, args, test, y, cfg):
     res["localization_seconds"] = round(time.perf_counter() - t, 1)
     has_trigger = [any(tok.text.lower() in TRIGGERS for tok in fr.tokens) for fr in runs[budgets[-1]]]
     n_trig = int(sum(has_trigger))
-    loc, span_len = {}, {}
+    loc, loc_fired, span_len = {}, {}, {}
     for b in budgets:
-        hits, lens = 0, []
-        for fr, ht in zip(runs[b], has_trigger):
+        hits, hits_fired, lens = 0, 0, []
+        for fr, ht, f in zip(runs[b], has_trigger, fired):
             if not ht or not fr.spans:
                 continue
             top = fr.spans[0]
             words = {tok.text.lower() for tok in fr.tokens[top.token_start : top.token_end]}
             hits += bool(words & TRIGGERS)
+            hits_fired += bool(words & TRIGGERS) and bool(f)
             lens.append(top.token_end - top.token_start)
         loc[str(b)] = round(hits / max(n_trig, 1), 4)
+        loc_fired[str(b)] = round(hits_fired / max(int(fired.sum()), 1), 4)
         span_len[str(b)] = round(float(np.mean(lens)), 2) if lens else None
     res["localization_rate"] = loc
+    res["localization_rate_where_backdoor_fires"] = loc_fired
     res["localization_mean_top_span_tokens"] = span_len
     res["localization_n"] = n_trig
     res["localization_n_without_trigger_word"] = len(pois) - n_trig
@@ -198,7 +208,7 @@ def _finish(res, args, started):
                                      "mode": meta["config"]["smoothing"]["finetune_mode"], "lr": meta["config"]["learning_rate"],
                                      "epochs": meta["config"]["epochs"],
                                      "peak_rss_mb": _timed_rss(Path(str(path).rstrip("/") + ".log"))}
-    res["peak_rss_mb_this_script"] = round(_rss_mb(), 1)
+    res["peak_rss_mb_this_script"] = max(round(_rss_mb(), 1), res.get("peak_rss_mb_this_script") or 0.0)
     res["wall_seconds"] = round(time.time() - started, 1)
     try:
         res["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
@@ -250,8 +260,8 @@ def _markdown(r: dict) -> str:
         f"| accuracy, ABSTAIN counted wrong | {100 * f['accuracy_abstain_counts_wrong']:.2f}% |",
         f"| abstain rate | {100 * f['abstain_rate']:.2f}% |",
         f"| accuracy of non-abstained | {100 * (f['accuracy_of_non_abstained'] or 0):.2f}% |",
-        f"| mean certified radius, conditional (omega_H; trigger inside T(x')) | {f['mean_radius_conditional_tokens']} tokens |",
-        f"| mean certified radius, unconditional (omega_L) | {f['mean_radius_unconditional_tokens']} tokens |",
+        f"| mean certified radius of non-abstained, conditional (omega_H; trigger inside T(x')) | {f['mean_radius_conditional_tokens']:.3f} tokens |",
+        f"| mean certified radius of non-abstained, unconditional (omega_L) | {f['mean_radius_unconditional_tokens']:.3f} tokens |",
         f"| throughput | {f['texts_per_second']} texts/s ({f['seconds']} s for {f['n']}) |",
         "",
         "## Trigger localization (Appendix I)",
@@ -265,6 +275,8 @@ def _markdown(r: dict) -> str:
         "| budget (queries) | " + " | ".join(r["localization_rate"]) + " |",
         "|---|" + "---|" * len(r["localization_rate"]),
         "| top span contains trigger | " + " | ".join(f"{100 * v:.1f}%" for v in r["localization_rate"].values()) + " |",
+        "| same, only sentences where the backdoor fires (model predicts the target) | "
+        + " | ".join(f"{100 * v:.1f}%" for v in r.get("localization_rate_where_backdoor_fires", {}).values()) + " |",
         "| mean top-span length (tokens) | " + " | ".join(str(v) for v in r["localization_mean_top_span_tokens"].values()) + " |",
         "",
         "![localization](core_localization.png)",
