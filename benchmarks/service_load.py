@@ -153,6 +153,36 @@ def run_malformed(url: str) -> dict:
             "healthy_after": healthy, "classify_after_status": status}
 
 
+def run_burst(url: str, n: int) -> dict:
+    """n requests at the same instant: beyond the in-flight limit they must get 503 with Retry-After, not queue."""
+    results: list[tuple[int, str | None]] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        req = urllib.request.Request(url + "/v1/classify", data=b'{"texts": ["a fine , funny film ."]}', method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=600) as r:
+                out = (r.status, None)
+        except urllib.error.HTTPError as e:
+            out = (e.code, e.headers.get("Retry-After"))
+        except Exception:  # noqa: BLE001 - a dropped connection is a failure to report
+            out = (-1, None)
+        with lock:
+            results.append(out)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    t = time.time()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=900)
+    codes = [c for c, _ in results]
+    return {"burst": n, "ok": codes.count(200), "rejected_503": codes.count(503),
+            "503_with_retry_after": sum(1 for c, h in results if c == 503 and h), "other": [c for c in codes if c not in (200, 503)],
+            "wall_seconds": round(time.time() - t, 1)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default="http://127.0.0.1:8000")
@@ -162,12 +192,15 @@ def main() -> int:
     ap.add_argument("--faults", action="store_true")
     ap.add_argument("--reference", default=None, help="JSON of a run without faults to compare certificates with")
     ap.add_argument("--malformed", action="store_true")
+    ap.add_argument("--burst", type=int, default=0, help="send this many requests at once (backpressure check)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if not args.url.startswith(("http://127.", "http://localhost", "http://[::1]")):
         sys.exit("error: this benchmark only targets loopback addresses")
     if args.malformed:
         res = run_malformed(args.url)
+    elif args.burst:
+        res = run_burst(args.url, args.burst)
     else:
         from frs_ray.data import load_dataset
 

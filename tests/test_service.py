@@ -28,12 +28,12 @@ def service(minilm_checkpoint, tmp_path_factory):
     ray = pytest.importorskip("ray")
     from ray import serve
 
-    from frs_ray.serving.router import build_app
+    from frs_ray.serving.router import make_app
 
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
              _temp_dir=None, ignore_reinit_error=True)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    app = build_app({"checkpoint": str(minilm_checkpoint), **SETTINGS}, user_config=USER_CONFIG)
+    app = make_app({"checkpoint": str(minilm_checkpoint), **SETTINGS}, user_config=USER_CONFIG)
     handle = serve.run(app, name="frs", route_prefix="/")
     yield handle
     serve.shutdown()

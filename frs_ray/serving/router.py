@@ -53,6 +53,10 @@ def _error(status: int, message: str, request_id: str | None = None, headers: di
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     parts = []
     for err in exc.errors()[:10]:
+        if err.get("type") == "json_invalid":
+            where = err.get("loc", ("body", "?"))[-1]
+            parts.append(f"body is not valid JSON (error at character {where}: {err.get('ctx', {}).get('error', 'invalid')})")
+            continue
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         msg = "unknown field" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
         parts.append(f"{where}: {msg}")
@@ -61,12 +65,26 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return _error(exc.status_code, str(exc.detail))
+    detail = str(exc.detail)
+    if exc.status_code == 400 and "parsing the body" in detail:
+        detail = "could not parse the request body: send UTF-8 encoded JSON"
+    return _error(exc.status_code, detail)
 
 
 @app.exception_handler(RequestError)
 async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
     return _error(exc.status, exc.message, headers=exc.headers)
+
+
+def _request_id() -> str:
+    """Serve's id of the current request (the one in the structured logs), or a fresh one outside Serve."""
+    try:
+        from ray.serve.context import _get_serve_request_context
+
+        rid = _get_serve_request_context().request_id
+    except Exception:  # noqa: BLE001 - private Serve API; fall back to our own id
+        rid = ""
+    return rid or uuid.uuid4().hex
 
 
 def _checkpoint_hash(path: str) -> str:
@@ -187,7 +205,7 @@ class FRSRouter:
         """Certify the texts of one request (also callable through a DeploymentHandle)."""
         if isinstance(body, dict):
             body = ClassifyRequest.model_validate(body)
-        request_id = uuid.uuid4().hex[:16]
+        request_id = _request_id()
         started = time.perf_counter()
         self.metrics.requests.inc()
         if self._inflight >= self.settings.max_inflight_requests:
@@ -238,7 +256,7 @@ class FRSRouter:
             self.metrics.certificates.inc(tags={"outcome": "abstain" if cert["abstained"] else "certified"})
         self.metrics.latency.observe(t1 - t0, tags={"stage": "fuzz_and_randomize"})
         self.metrics.latency.observe(t2 - t1, tags={"stage": "vote"})
-        logger.info("classified", extra={"request_id": request_id, "texts": len(texts),
+        logger.info("classified", extra={"texts": len(texts),
                                          "fuzz_s": round(t1 - t0, 3), "vote_s": round(t2 - t1, 3)})
         return ClassifyResponse(request_id=request_id, results=results,
                                 timings={"fuzz_and_randomize": round(t1 - t0, 4), "vote": round(t2 - t1, 4),
@@ -266,8 +284,13 @@ class FRSRouter:
                 "fuzzers": await asyncio.gather(*[a.pid.remote() for a in self.fuzzers])}
 
 
-def build_app(args: dict[str, Any], user_config: dict[str, Any] | None = None) -> serve.Application:
+def build_app(args: dict[str, Any]) -> serve.Application:
     """Application builder for ``serve run deployments/frs.yaml`` (``import_path: frs_ray.serving.router:build_app``)."""
+    return make_app(args)
+
+
+def make_app(args: dict[str, Any], user_config: dict[str, Any] | None = None) -> serve.Application:
+    """The router application from service settings (and an optional Serve ``user_config``), for Python callers."""
     args = dict(args)
     if "checkpoint" in args and Path(str(args["checkpoint"])).exists():  # actors may run in another cwd
         args["checkpoint"] = str(Path(str(args["checkpoint"])).resolve())
