@@ -65,7 +65,9 @@ class FRSClient:
         try:
             body = ClassifyRequest(texts=list(texts), options=ClassifyOptions(**options))
         except ValidationError as exc:
-            raise ConfigError(f"invalid request: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "request"
+            raise ConfigError(f"invalid request: {where}: {err['msg']} (got {err.get('input')!r})") from None
         return ClassifyResponse.model_validate(self._call("POST", "/v1/classify", body.model_dump(exclude_none=True)))
 
     def classify(self, texts: Sequence[str], **options: Any) -> list[CertificateModel]:
