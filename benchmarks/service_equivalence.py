@@ -48,7 +48,11 @@ def main() -> int:
                "--max-distance", str(info.max_distance), "--no-progress"]
         subprocess.run(cmd, check=True)
         cli = [_strip(json.loads(l)) for l in out.read_text().splitlines()]
-    res = {"texts": len(texts), "http_equals_cli": raw == cli, "client_equals_cli": typed == cli,
+    from frs_ray.certify.smooth import certificates_match
+
+    same = lambda xs, ys: len(xs) == len(ys) and all(certificates_match(x, y) for x, y in zip(xs, ys))  # noqa: E731
+    res = {"texts": len(texts), "http_equals_cli": same(raw, cli), "client_equals_cli": same(typed, cli),
+           "bit_identical": raw == cli and typed == cli,
            "cli_command": " ".join(cmd[1:]), "labels": [c["label_name"] for c in cli],
            "p_lower": [round(c["p_lower"], 4) for c in cli], "top_spans": [c["spans"][0]["text"] if c["spans"] else None for c in cli]}
     Path(args.out).write_text(json.dumps(res, indent=2))

@@ -183,6 +183,17 @@ def run_burst(url: str, n: int) -> dict:
             "wall_seconds": round(time.time() - t, 1)}
 
 
+def _compare(res: dict, ref: dict) -> None:
+    from frs_ray.certify.smooth import certificates_match
+
+    common = [t for t in res["certificates"] if t in ref]
+    res["compared_with_reference"] = len(common)
+    res["identical_to_reference"] = sum(certificates_match(res["certificates"][t], ref[t]) for t in common)
+    res["bit_identical_to_reference"] = sum(res["certificates"][t] == ref[t] for t in common)
+    res["comparison"] = ("certificates_match: all fields equal, span scores within 1e-5; bit-identical counts "
+                         "exact equality of every digit")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default="http://127.0.0.1:8000")
@@ -194,10 +205,13 @@ def main() -> int:
     ap.add_argument("--malformed", action="store_true")
     ap.add_argument("--burst", type=int, default=0, help="send this many requests at once (backpressure check)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--compare-only", action="store_true", help="recompute the comparison of --out with --reference")
     args = ap.parse_args()
     if not args.url.startswith(("http://127.", "http://localhost", "http://[::1]")):
         sys.exit("error: this benchmark only targets loopback addresses")
-    if args.malformed:
+    if args.compare_only:
+        res = json.loads(Path(args.out).read_text())
+    elif args.malformed:
         res = run_malformed(args.url)
     elif args.burst:
         res = run_burst(args.url, args.burst)
@@ -206,13 +220,11 @@ def main() -> int:
 
         texts = load_dataset("sst2", "test").subset(args.texts, seed=0).texts
         res = run_load(args.url, texts, args.clients, args.seconds, args.faults)
-        if args.reference:
-            ref = json.loads(Path(args.reference).read_text())["certificates"]
-            common = [t for t in res["certificates"] if t in ref]
-            res["compared_with_reference"] = len(common)
-            res["identical_to_reference"] = sum(res["certificates"][t] == ref[t] for t in common)
-    res["date"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    res["command"] = " ".join(["python"] + sys.argv)
+    if args.reference and "certificates" in res:
+        _compare(res, json.loads(Path(args.reference).read_text())["certificates"])
+    if not args.compare_only:
+        res["date"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        res["command"] = " ".join(["python"] + sys.argv)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     summary = {k: v for k, v in res.items() if k not in ("certificates", "cases")}

@@ -24,7 +24,9 @@ Both also assume Assumption 1 (the smoothed model on the benign text agrees with
 ignore the Lambda discard step, which lowers the realised mutation probability of long triggers.
 
 Reproducibility: every random draw for a text is seeded by (seed, sha256 of the text), so the same text,
-checkpoint and seed give the same certificate in any batch, order or process.
+checkpoint and seed give the same certificate in any batch, order or process: the same label, votes, p_lower,
+radii and spans. One caveat, measured: the span *scores* (KL values) depend in their last digits (~1e-6) on which
+other texts share a padded forward pass; ``certificates_match`` compares them with a tolerance.
 """
 
 from __future__ import annotations
@@ -252,4 +254,21 @@ def finalize_certificate(plan: VotePlan, select: Sequence[int], estimate: Sequen
     )
 
 
-__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "VotePlan", "finalize_certificate", "text_seed"]
+def certificates_match(a: dict, b: dict, score_tol: float = 1e-5) -> bool:
+    """Two certificate dicts are the same result: every field equal (timings ignored), span scores within
+    ``score_tol`` (floating-point noise of batching, see the module docstring)."""
+    skip = {"seconds", "index", "spans"}
+    if {k: v for k, v in a.items() if k not in skip} != {k: v for k, v in b.items() if k not in skip}:
+        return False
+    sa, sb = a.get("spans", []), b.get("spans", [])
+    if len(sa) != len(sb):
+        return False
+    for x, y in zip(sa, sb):
+        if {k: v for k, v in x.items() if k != "score"} != {k: v for k, v in y.items() if k != "score"}:
+            return False
+        if abs(float(x["score"]) - float(y["score"])) > score_tol:
+            return False
+    return True
+
+
+__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "VotePlan", "certificates_match", "finalize_certificate", "text_seed"]

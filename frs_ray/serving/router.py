@@ -231,9 +231,7 @@ class FRSRouter:
 
     async def _certify(self, texts: list[str], cfg: CertifyConfig, return_spans: bool, request_id: str) -> ClassifyResponse:
         t0 = time.perf_counter()
-        fuzzer = self.fuzzers[self._next_fuzzer % len(self.fuzzers)]
-        self._next_fuzzer += 1
-        plans = await fuzzer.prepare.remote(texts, cfg.model_dump())
+        plans = await self._prepare_batched((tuple(texts), cfg.model_dump_json()))
         t1 = time.perf_counter()
         jobs = [(k, x) for p in plans for k, x in p.select + p.estimate]
         labels = await self._vote_batched(jobs)
@@ -261,6 +259,30 @@ class FRSRouter:
         return ClassifyResponse(request_id=request_id, results=results,
                                 timings={"fuzz_and_randomize": round(t1 - t0, 4), "vote": round(t2 - t1, 4),
                                          "total": round(time.perf_counter() - t0, 4)})
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, max_concurrent_batches=4)
+    async def _prepare_batched(self, items: list[tuple[tuple[str, ...], str]]) -> list[list]:
+        """Merge the texts of concurrent requests with the same settings into one fuzzing call (one MCTS run in
+        lock-step, so each of its ``budget`` model queries serves all of them); plans are per text, so merging
+        does not change any result. Calls go round robin over the fuzzing pool."""
+        groups: dict[str, list[int]] = {}
+        for i, (_, cfg_json) in enumerate(items):
+            groups.setdefault(cfg_json, []).append(i)
+        refs = []
+        for cfg_json, idx in groups.items():
+            fuzzer = self.fuzzers[self._next_fuzzer % len(self.fuzzers)]
+            self._next_fuzzer += 1
+            texts = [t for i in idx for t in items[i][0]]
+            refs.append(fuzzer.prepare.remote(texts, CertifyConfig.model_validate_json(cfg_json).model_dump()))
+        results = await asyncio.gather(*refs)
+        out: list[list] = [[] for _ in items]
+        for idx, plans in zip(groups.values(), results):
+            pos = 0
+            for i in idx:
+                n = len(items[i][0])
+                out[i] = plans[pos : pos + n]
+                pos += n
+        return out
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _vote_batched(self, requests: list[list[tuple[int, str]]]) -> list[list[int]]:
