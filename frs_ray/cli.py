@@ -125,7 +125,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     problems = clf.backend.check_texts(texts)
     good = [i for i, p in enumerate(problems) if p is None]
     started = time.perf_counter()
-    certs = clf.certify([texts[i] for i in good], progress=not args.no_progress)
+    certs = clf.certify([texts[i] for i in good], progress=not args.no_progress, validate=False)
     elapsed = time.perf_counter() - started
     by_index = dict(zip(good, certs))
     records = []
@@ -183,7 +183,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- parser
-def _nonneg_int(value: str) -> int:
+def _int(value: str) -> int:
     try:
         v = int(value)
     except ValueError:
@@ -216,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--checkpoint", required=True, help="folder written by `frs finetune`")
-        sp.add_argument("--k", type=_nonneg_int, default=None, help="number of voters K (default 20)")
-        sp.add_argument("--budget", type=_nonneg_int, default=None, help="MCTS budget in model queries (default 10)")
+        sp.add_argument("--k", type=_int, default=None, help="number of voters K (default 20)")
+        sp.add_argument("--budget", type=_int, default=None, help="MCTS budget in model queries (default 10)")
         sp.add_argument("--alpha", type=float, default=None, help="1 - confidence (default 0.05)")
         sp.add_argument("--seed", type=int, default=None, help="voter and randomization seed (default 0)")
         sp.add_argument("--omega-m", dest="omega_m", type=float, default=None, help="uniform mutation probability omega_M")
@@ -231,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(ce)
     ce.add_argument("--input", required=True, help="text file (one text per line), .jsonl with 'text', or - for stdin")
     ce.add_argument("--out", default="-", help="output JSON-lines file or - (stdout)")
-    ce.add_argument("--n-select", dest="n_select", type=_nonneg_int, default=None, help="selection votes (default K)")
-    ce.add_argument("--n-estimate", dest="n_estimate", type=_nonneg_int, default=None, help="estimation votes (default K)")
+    ce.add_argument("--n-select", dest="n_select", type=_int, default=None, help="selection votes (default K)")
+    ce.add_argument("--n-estimate", dest="n_estimate", type=_int, default=None, help="estimation votes (default K)")
     ce.add_argument("--no-fuzz", action="store_true", help="uniform randomization (the -FTR ablation)")
     ce.set_defaults(func=cmd_certify)
 

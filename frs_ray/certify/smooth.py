@@ -133,22 +133,24 @@ class FRSClassifier:
         seeds = [int(np.random.SeedSequence(text_seed(self.config.seed, t)).generate_state(1)[0]) for t in texts]
         return self.fuzzer.fuzz_many(texts, seeds)
 
-    def _vote(self, jobs: list[tuple[int, int, str]], n_texts: int) -> np.ndarray:
-        """Run every (text index, voter k, randomized text) job; return counts[text, class] of predictions."""
-        counts = np.zeros((n_texts, self.backend.num_labels), dtype=np.int64)
-        by_voter: dict[int, list[tuple[int, str]]] = {}
-        for i, k, t in jobs:
-            by_voter.setdefault(k, []).append((i, t))
-        for k in sorted(by_voter):
+    def vote_labels(self, jobs: Sequence[tuple[int, str]]) -> list[int]:
+        """Predicted label of voter k on each (k, randomized text) job: one batched forward pass per voter."""
+        by_voter: dict[int, list[int]] = {}
+        for j, (k, _) in enumerate(jobs):
+            by_voter.setdefault(k, []).append(j)
+        out = [0] * len(jobs)
+        for k, idx in sorted(by_voter.items()):
             with self.ensemble.voter(k):
-                probs = self.backend.predict_proba([t for _, t in by_voter[k]])
-            for (i, _), y in zip(by_voter[k], probs.argmax(axis=1)):
-                counts[i, y] += 1
-        return counts
+                labels = self.backend.predict_proba([jobs[j][1] for j in idx]).argmax(axis=1)
+            for j, y in zip(idx, labels):
+                out[j] = int(y)
+        return out
 
-    def certify(self, texts: Sequence[str], progress: bool = False) -> list[Certificate]:
-        """Certificates for ``texts`` (validated first: empty or over-long texts raise InputTextError)."""
-        self.backend.require_valid(texts)
+    def certify(self, texts: Sequence[str], progress: bool = False, validate: bool = True) -> list[Certificate]:
+        """Certificates for ``texts``; with ``validate`` (skip it only for texts already checked with
+        ``backend.check_texts``) empty or over-long texts raise InputTextError first."""
+        if validate:
+            self.backend.require_valid(texts)
         out: list[Certificate] = []
         bs = self.config.batch_size
         with tqdm(total=len(texts), desc="certify", unit="text", disable=not progress) as bar:
@@ -183,12 +185,10 @@ class FRSClassifier:
         t0 = time.perf_counter()
         plans = self.prepare(texts)
         t1 = time.perf_counter()
-        select = self._vote([(i, k, x) for i, p in enumerate(plans) for k, x in p.select], len(texts))
-        estimate = self._vote([(i, k, x) for i, p in enumerate(plans) for k, x in p.estimate], len(texts))
+        labels = self.vote_labels([job for p in plans for job in p.select + p.estimate])  # all votes in one pass
         t2 = time.perf_counter()
         per = {"fuzz_and_randomize": (t1 - t0) / len(texts), "vote": (t2 - t1) / len(texts)}
-        return [finalize_certificate(p, select[i].tolist(), estimate[i].tolist(), self.config, self.label_names, per)
-                for i, p in enumerate(plans)]
+        return finalize_plans(plans, labels, self.config, self.label_names, per)
 
     def predict_centre(self, texts: Sequence[str]) -> np.ndarray:
         """Labels of the un-noised centre model Clip_rho(theta) (no voters, no randomization)."""
@@ -196,7 +196,9 @@ class FRSClassifier:
 
     def predict_voters(self, texts: Sequence[str]) -> np.ndarray:
         """Majority labels of the K voters of Eq. 5 on the unrandomized texts (BMPS only; -FTR, no certificate)."""
-        counts = self._vote([(i, k, t) for i, t in enumerate(texts) for k in range(self.config.k)], len(texts))
+        k = self.config.k
+        labels = np.array(self.vote_labels([(v, t) for t in texts for v in range(k)]), dtype=np.int64).reshape(len(texts), k)
+        counts = np.stack([(labels == c).sum(axis=1) for c in range(self.backend.num_labels)], axis=1)
         return counts.argmax(axis=1)
 
 
@@ -271,4 +273,20 @@ def certificates_match(a: dict, b: dict, score_tol: float = 1e-5) -> bool:
     return True
 
 
-__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "VotePlan", "certificates_match", "finalize_certificate", "text_seed"]
+def finalize_plans(plans: Sequence[VotePlan], labels: Sequence[int], config: CertifyConfig,
+                   label_names: Sequence[str], seconds: dict[str, float] | None = None) -> list[Certificate]:
+    """Certificates from the labels of every plan's votes, in order (each plan's select votes, then estimate)."""
+    certs, pos, n_classes = [], 0, len(label_names)
+    for p in plans:
+        n_sel, n_est = len(p.select), len(p.estimate)
+        sel, est = [0] * n_classes, [0] * n_classes
+        for y in labels[pos : pos + n_sel]:
+            sel[y] += 1
+        for y in labels[pos + n_sel : pos + n_sel + n_est]:
+            est[y] += 1
+        pos += n_sel + n_est
+        certs.append(finalize_certificate(p, sel, est, config, label_names, seconds))
+    return certs
+
+
+__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "VotePlan", "certificates_match", "finalize_certificate", "finalize_plans", "text_seed"]

@@ -48,16 +48,7 @@ class VoterShard:
         wrong = {k for k, _ in jobs} - self.voter_ids
         if wrong:
             raise ValueError(f"voters {sorted(wrong)} are not hosted by this shard")
-        by_voter: dict[int, list[int]] = {}
-        for j, (k, _) in enumerate(jobs):
-            by_voter.setdefault(k, []).append(j)
-        out = [0] * len(jobs)
-        for k, idx in sorted(by_voter.items()):
-            with self.clf.ensemble.voter(k):
-                labels = self.clf.backend.predict_proba([jobs[j][1] for j in idx]).argmax(axis=1)
-            for j, y in zip(idx, labels):
-                out[j] = int(y)
-        return out
+        return self.clf.vote_labels(jobs)
 
     def pid(self) -> int:
         return os.getpid()

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..certify.smooth import finalize_certificate
+from ..certify.smooth import finalize_plans
 from ..config import CertifyConfig
 from ..smoothing.finetune import read_meta
 from .actors import remote_fuzz_worker, remote_voter_shard
@@ -236,18 +236,10 @@ class FRSRouter:
         jobs = [(k, x) for p in plans for k, x in p.select + p.estimate]
         labels = await self._vote_batched(jobs)
         t2 = time.perf_counter()
-        results, pos = [], 0
-        fuzz_s, vote_s = (t1 - t0) / len(texts), (t2 - t1) / len(texts)
-        for p in plans:
-            n_sel, n_est = len(p.select), len(p.estimate)
-            sel, est = [0] * len(self.label_names), [0] * len(self.label_names)
-            for y in labels[pos : pos + n_sel]:
-                sel[y] += 1
-            for y in labels[pos + n_sel : pos + n_sel + n_est]:
-                est[y] += 1
-            pos += n_sel + n_est
-            cert = finalize_certificate(p, sel, est, cfg, self.label_names,
-                                        {"fuzz_and_randomize": fuzz_s, "vote": vote_s}).to_dict()
+        per = {"fuzz_and_randomize": (t1 - t0) / len(texts), "vote": (t2 - t1) / len(texts)}
+        results = []
+        for cert in finalize_plans(plans, labels, cfg, self.label_names, per):
+            cert = cert.to_dict()
             if not return_spans:
                 cert["spans"] = []
             results.append(cert)
