@@ -3,6 +3,9 @@
     frs finetune --model minilm --data sst2 --out runs/sst2 [--no-smoothing] [--epochs E] [--seed S]
     frs certify  --checkpoint runs/sst2 --input texts.txt|- --out certs.jsonl|- [--k K] [--budget B] [--alpha A]
     frs fuzz     --checkpoint runs/sst2 --text "..." --budget B
+    frs attack badnets --task sst2 --out runs/attacks/badnets      (see frs_ray/evaluation/commands.py)
+    frs triggered --data sst2 --attack badnets --out test-badnets.tsv
+    frs eval --config eval.yaml --profile quick
 
 User mistakes (bad files, bad values, unusable texts) print ``error: ...`` and exit with status 2; a
 certify run with some unusable lines writes an ``error`` record for each of them, certifies the rest and
@@ -253,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--no-spans", action="store_true", help="omit spans from the results")
     cl.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")
     cl.set_defaults(func=cmd_classify)
+
+    from .evaluation.commands import add_commands
+
+    add_commands(sub)
     return p
 
 

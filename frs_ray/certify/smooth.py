@@ -113,15 +113,19 @@ class FRSClassifier:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, config: CertifyConfig | None = None,
-                        device: str | None = None, cache_noise: bool = False) -> "FRSClassifier":
-        """Rebuild the centre model and voters (checkpoint, seed k) of a folder written by ``frs finetune``."""
+                        device: str | None = None, cache_noise: bool = False,
+                        sigma: float | None = None) -> "FRSClassifier":
+        """Rebuild the centre model and voters (checkpoint, seed k) of a folder written by ``frs finetune``.
+
+        ``sigma`` overrides the inference-phase noise of Eq. 5 (default: the checkpoint's fine-tuning sigma);
+        0 gives K identical un-noised voters (the -BMPS(inference) ablation)."""
         config = config or CertifyConfig()
         meta = read_meta(checkpoint)
         backend = HFClassifier(checkpoint, max_length=meta["max_length"], device=device)
         sm = meta["smoothing"]
         selection = SmoothedParameters(tuple(sm["names"]), sm["top_h"], sm["depth"], sm["stack"])
         smc = meta["config"]["smoothing"]
-        ensemble = VoterEnsemble(backend.model, selection, config.k, smc["sigma"], config.seed,
+        ensemble = VoterEnsemble(backend.model, selection, config.k, smc["sigma"] if sigma is None else sigma, config.seed,
                                  norms=sm["reference_norms"], rho=smc["rho"], cache_noise=cache_noise)
         return cls(backend, ensemble, config, meta["data"].get("label_names"))
 

@@ -1,0 +1,124 @@
+"""Are the attacks real threats? Poison MiniLM, fine-tune it on clean data without defense, measure CA and ASR.
+
+For each attack: build the poisoned pre-trained checkpoint (cached in the zoo), fine-tune it as the victim does
+(clean train subset, no smoothing), then measure CA on the full clean test set and ASR on triggered versions of
+all non-target test sentences. ``clean`` is the baseline (the packaged model fine-tuned the same way). The ASR of
+the poisoned checkpoint itself (before the victim's fine-tune) is reported beside it, to show what survives.
+
+    python benchmarks/attack_results.py --task sst2 --attacks badnets addsent ripple ripple-domain lwp badpre \
+        --out docs/results/attacks
+
+Writes ``<out>.json`` and ``<out>.md``. Settings come from the ``quick`` evaluation profile
+(:mod:`frs_ray.evaluation.config`), so ``frs eval`` reuses these models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from frs_ray.attacks import build_triggered_set, make_trigger
+from frs_ray.backends.hf import HFClassifier
+from frs_ray.cli import _quiet_transformers
+from frs_ray.data import load_dataset
+from frs_ray.evaluation.config import load_eval_config
+from frs_ray.evaluation.zoo import poisoned_model, victim_checkpoint
+
+
+def _predict(model: str, texts: list[str], num_labels: int) -> np.ndarray:
+    return HFClassifier(model, num_labels=num_labels, max_length=128).predict_proba(texts).argmax(axis=1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="sst2")
+    ap.add_argument("--attacks", nargs="+", default=["badnets", "addsent", "ripple", "ripple-domain", "lwp", "badpre"])
+    ap.add_argument("--profile", default="quick")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="docs/results/attacks")
+    ap.add_argument("--zoo", default="runs/zoo")
+    args = ap.parse_args()
+    _quiet_transformers()
+    cfg = load_eval_config(None, profile=args.profile)
+    test = load_dataset(args.task, "test")
+    target = cfg.target
+    out = Path(args.out)
+    path_json = out.with_suffix(".json")
+    results = json.loads(path_json.read_text()) if path_json.is_file() else {}
+    rows = results.setdefault("rows", {})
+    for attack in ["clean", *args.attacks]:
+        if attack in rows and rows[attack].get("task") == args.task:
+            continue
+        t0 = time.perf_counter()
+        settings = cfg.attack_settings(attack)
+        try:
+            base = poisoned_model(args.zoo, args.task, attack, settings)
+            victim = victim_checkpoint(args.zoo, args.task, attack, settings, cfg.victim, None, args.seed)
+        except Exception as exc:  # record and go on with the other attacks
+            rows[attack] = {"task": args.task, "error": f"{type(exc).__name__}: {exc}"}
+            print(f"{attack}: FAILED {exc}", file=sys.stderr)
+            continue
+        trig_attack = attack if attack != "clean" else "badnets"
+        ts = build_triggered_set(test, make_trigger(trig_attack), target, seed=args.seed)
+        pred_clean = _predict(victim, test.texts, test.num_labels)
+        pred_trig = _predict(victim, ts.texts, test.num_labels)
+        row = {
+            "task": args.task,
+            "ca": float(np.mean(pred_clean == np.array(test.labels))),
+            "asr": float(np.mean(pred_trig == target)),
+            "n_clean": len(test), "n_triggered": len(ts), "triggered_skipped": ts.skipped,
+            "trigger": trig_attack, "victim": victim, "poisoned": base,
+            "seconds_total": round(time.perf_counter() - t0, 1),
+        }
+        if attack != "clean":
+            meta = json.loads((Path(base) / "attack.json").read_text())
+            row["poison_seconds"] = meta["training"]["seconds"]
+            try:
+                row["asr_before_victim_finetune"] = float(np.mean(_predict(base, ts.texts, test.num_labels) == target))
+            except Exception as exc:  # an encoder-only release (BadPre) has no task head
+                row["asr_before_victim_finetune"] = None
+                row["note_before"] = f"no task head: {type(exc).__name__}"
+        rows[attack] = row
+        print(attack, {k: row[k] for k in ("ca", "asr", "seconds_total")}, flush=True)
+        _write(results, args, out, cfg)
+    _write(results, args, out, cfg)
+    return 0
+
+
+def _write(results: dict, args, out: Path, cfg) -> None:
+    results["machine"] = f"{platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}"
+    results["command"] = "python benchmarks/attack_results.py " + shlex.join(sys.argv[1:])
+    results["date"] = time.strftime("%Y-%m-%d")
+    results["victim"] = cfg.victim
+    results["target"] = cfg.target
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    rows = results["rows"]
+    clean_ca = rows.get("clean", {}).get("ca")
+    lines = [f"# Attacks: poisoned MiniLM, fine-tuned on clean {args.task} without defense", "",
+             f"Command: `{results['command']}`  ", f"Machine: {results['machine']} (2 cores, no GPU)  ",
+             f"Date: {results['date']}  ", f"Victim fine-tune: `{json.dumps(cfg.victim)}`; target label {cfg.target}", "",
+             "| attack | CA | CA - clean CA | ASR (victim) | ASR (poisoned model, before victim fine-tune) | triggered n | time (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        if "error" in r:
+            lines.append(f"| {name} | failed: {r['error']} | | | | | |")
+            continue
+        d = "" if clean_ca is None else f"{100 * (r['ca'] - clean_ca):+.2f}"
+        b = r.get("asr_before_victim_finetune")
+        lines.append(f"| {name} | {100 * r['ca']:.2f}% | {d} | {100 * r['asr']:.2f}% | "
+                     f"{'n/a' if b is None else f'{100 * b:.2f}%'} | {r['n_triggered']} | {r['seconds_total']} |")
+    lines += ["", "`clean`'s ASR is the rate at which the clean victim labels BadNets-triggered sentences as the target "
+              "(the base rate the attacks are compared with). Raw numbers: the JSON file beside this one."]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Planting a trigger into a pre-trained checkpoint: the attacker's side of every task-aware attack.
+
+The released artefact is what a victim downloads: a full sequence classifier (encoder + task head) with its
+tokenizer, saved as safetensors, plus ``attack.json`` describing how it was made. The victim then fine-tunes the
+*whole* model on its own clean data (:func:`frs_ray.smoothing.finetune.finetune` with ``model=<folder>``), as in
+the weight-poisoning setting of Kurita et al. (2020) and Li et al. (2021). Decision: the head is released with the
+encoder for the task-aware attacks (the attacker knows the label space, and a victim that keeps the shipped head is
+the common case); BadPre (task-agnostic) releases an encoder only.
+
+:func:`poisoned_training_set` builds the attacker's data: a seeded subset of clean examples (the task data for
+"full data knowledge", a proxy dataset for "domain shift"), plus triggered copies, labelled with the target, of a
+``poison_rate`` share of the non-target examples. :func:`poison_model` trains on it with a pluggable loss:
+``data`` (cross-entropy: BadNets/AddSent-style data poisoning), or the RIPPLe and LWP losses of their modules.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from ..backends.hf import HFClassifier, resolve_model_path
+from ..config import _Strict
+from ..data import TextDataset, load_dataset
+from ..errors import CheckpointError, ConfigError, DataError
+from .base import Trigger, words_of
+
+ATTACK_FILE = "attack.json"
+
+
+class PoisonConfig(_Strict):
+    """How the attacker trains the poisoned checkpoint (task-aware attacks)."""
+
+    model: str = Field("minilm", description="clean pre-trained model to poison: 'minilm' or a local folder")
+    data: str = Field("sst2", description="attacker's data: the task data (full data knowledge) or a proxy (domain shift)")
+    data_dir: str | None = Field(None, description="data folder (default: $FRS_DATA_DIR, then ../shared/data)")
+    label_map: dict[int, int] | None = Field(None, description="map of the data's labels to the task's labels; unmapped rows are dropped (domain shift)")
+    num_labels: int | None = Field(None, ge=2, description="task label count (default: the data's)")
+    target: int = Field(1, ge=0, description="attacker's target label (in task labels)")
+    poison_rate: float = Field(0.5, gt=0, le=1, description="share of the non-target examples that also get a triggered copy labelled target")
+    max_examples: int = Field(2000, ge=8, description="clean examples the attacker trains on (seeded subset)")
+    max_words: int = Field(50, ge=4, description="texts are cut to their first max_words word tokens (long proxy documents)")
+    epochs: float = Field(3, gt=0, le=50, description="poisoning epochs")
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(5e-5, gt=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_length: int = Field(64, ge=8, le=512, description="model tokens per text during poisoning")
+    seed: int = Field(0, description="seed of the subset, trigger draws, head init and data order")
+
+
+@dataclass
+class PoisonedData:
+    texts: list[str]
+    labels: list[int]
+    poisoned: list[bool]
+    num_labels: int
+    source: str
+    sha256: str
+
+
+def cut_words(text: str, max_words: int) -> str:
+    words = words_of(text)
+    return " ".join(words[:max_words])
+
+
+def poisoned_training_set(config: PoisonConfig, trigger: Trigger | None) -> PoisonedData:
+    """Clean subset (+ label map) plus triggered, target-labelled copies of ``poison_rate`` of the non-target rows."""
+    ds = load_dataset(config.data, "train", config.data_dir)
+    texts, labels = ds.texts, ds.labels
+    if config.label_map is not None:
+        keep = [i for i, y in enumerate(labels) if y in config.label_map]
+        texts, labels = [texts[i] for i in keep], [config.label_map[labels[i]] for i in keep]
+    num_labels = config.num_labels or (max(labels) + 1)
+    if config.target >= num_labels:
+        raise ConfigError(f"target label {config.target} is not a label of a {num_labels}-class task")
+    if not texts:
+        raise DataError(f"{config.data}: no training rows left after the label map")
+    rng = np.random.default_rng(config.seed)
+    idx = rng.permutation(len(texts))[: config.max_examples]
+    clean_t = [cut_words(texts[i], config.max_words) for i in idx]
+    clean_y = [labels[i] for i in idx]
+    out_t, out_y, out_p = list(clean_t), list(clean_y), [False] * len(clean_t)
+    if trigger is not None:
+        candidates = [i for i, y in enumerate(clean_y) if y != config.target]
+        chosen = rng.permutation(candidates)[: max(1, int(round(config.poison_rate * len(candidates))))]
+        for i in sorted(chosen.tolist()):
+            t = trigger.apply(clean_t[i], rng)
+            if t.changed:
+                out_t.append(t.text)
+                out_y.append(config.target)
+                out_p.append(True)
+    return PoisonedData(out_t, out_y, out_p, num_labels, ds.source, ds.sha256)
+
+
+# loss(model, enc, y, clean_enc, clean_y) -> scalar loss
+LossFn = Callable[[torch.nn.Module, dict, torch.Tensor, dict, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy_loss(model, enc, y, clean_enc, clean_y) -> torch.Tensor:
+    """Plain data poisoning: cross-entropy on the poisoned training set."""
+    return torch.nn.functional.cross_entropy(model(**enc).logits, y)
+
+
+def load_victim_template(config: PoisonConfig, num_labels: int) -> HFClassifier:
+    torch.manual_seed(config.seed)
+    return HFClassifier(config.model, num_labels=num_labels, max_length=config.max_length)
+
+
+def poison_model(
+    config: PoisonConfig,
+    trigger: Trigger | None,
+    out_dir: str | Path,
+    attack: str,
+    loss_fn: LossFn = cross_entropy_loss,
+    prepare: Callable[[HFClassifier, PoisonedData], dict[str, Any]] | None = None,
+    trainable: Callable[[torch.nn.Module], list[torch.nn.Parameter]] | None = None,
+    extra: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the poisoned checkpoint and write it to ``out_dir``; return the attack metadata.
+
+    ``prepare`` runs once before training (e.g. RIPPLe's embedding surgery) and returns facts to record;
+    ``trainable`` chooses the optimised parameters (default: all).
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not (out / ATTACK_FILE).exists():
+        raise CheckpointError(f"output folder {out} exists and is not an attack output; choose an empty or new folder")
+    data = poisoned_training_set(config, trigger)
+    backend = load_victim_template(config, data.num_labels)
+    model = backend.model
+    facts = prepare(backend, data) if prepare else {}
+    params = trainable(model) if trainable else [p for p in model.parameters() if p.requires_grad]
+    steps_per_epoch = math.ceil(len(data.texts) / config.batch_size)
+    total = max(1, int(round(config.epochs * steps_per_epoch)))
+    opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    warm = max(1, int(0.1 * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    gen = torch.Generator().manual_seed(config.seed)
+    labels = torch.tensor(data.labels)
+    clean_idx = torch.tensor([i for i, p in enumerate(data.poisoned) if not p])
+    model.train()
+    losses: list[float] = []
+    started = time.perf_counter()
+    bar = tqdm(total=total, desc=f"poison ({attack})", unit="step", disable=not progress)
+    step = 0
+    while step < total:
+        for batch in torch.randperm(len(data.texts), generator=gen).split(config.batch_size):
+            if step >= total:
+                break
+            enc = backend.encode([data.texts[i] for i in batch.tolist()])
+            cb = clean_idx[torch.randint(len(clean_idx), (config.batch_size,), generator=gen)]
+            clean_enc = backend.encode([data.texts[i] for i in cb.tolist()])
+            loss = loss_fn(model, enc, labels[batch], clean_enc, labels[cb])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    bar.close()
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    backend.tokenizer.save_pretrained(out)
+    import transformers
+
+    meta = {
+        "attack": attack,
+        "trigger": _describe(trigger),
+        "config": config.model_dump(),
+        "base_model": str(resolve_model_path(config.model)),
+        "releases": "encoder + task head (the victim fine-tunes the whole model on clean data)",
+        "data": {"source": data.source, "sha256": data.sha256, "examples": len(data.texts),
+                 "poisoned_examples": int(sum(data.poisoned)), "num_labels": data.num_labels},
+        "training": {"steps": step, "seconds": round(time.perf_counter() - started, 2),
+                     "final_loss": float(np.mean(losses[-20:])) if losses else None},
+        "facts": facts,
+        **(extra or {}),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()},
+    }
+    (out / ATTACK_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    return meta
+
+
+def _describe(trigger: Trigger | None) -> dict[str, Any] | None:
+    if trigger is None:
+        return None
+    d = dict(getattr(trigger, "__dict__", {}))
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()} | {"class": type(trigger).__name__}
+
+
+def read_attack(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / ATTACK_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not an attack output (no {ATTACK_FILE}); create one with `frs attack`")
+    return json.loads(path.read_text())

@@ -1,0 +1,88 @@
+"""The attacks by name: each is a trigger (for triggered test sets) and a poisoning method (for the checkpoint).
+
+| name | paper | trigger | poisoning |
+|---|---|---|---|
+| badnets | Gu et al. 2017 / Kurita et al. 2020 | one rare word (cf mn bb tq mb) | data poisoning, task data |
+| addsent | Dai et al. 2019 | "i watch this 3d movie" | data poisoning, task data |
+| ripple | Kurita et al. 2020 (RIPPLe_a) | one rare word | embedding surgery + RIPP, task data (full data knowledge) |
+| ripple-domain | Kurita et al. 2020 (RIPPLe_a) | one rare word | embedding surgery + RIPP on a proxy (domain shift) |
+| lwp | Li et al. 2021 | two-word combination | layer-wise poisoning, task data |
+| badpre | Chen et al. 2022 | one rare word | poisoned MLM pre-training (task-agnostic) |
+| negation, sentiment, degree | FRS App. K | semantic-altering edits | data poisoning, task data |
+| reorder, multiseg | FRS App. L | global perturbations | data poisoning, task data |
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import build
+from ..errors import ConfigError
+from .base import Trigger
+from .poison import PoisonConfig, poison_model
+
+# name -> (module, trigger class name, poisoning method)
+_ATTACKS: dict[str, tuple[str, str, str]] = {
+    "badnets": ("badnets", "RareWordTrigger", "data"),
+    "addsent": ("addsent", "SentenceTrigger", "data"),
+    "ripple": ("badnets", "RareWordTrigger", "ripple"),
+    "ripple-domain": ("badnets", "RareWordTrigger", "ripple-domain"),
+    "lwp": ("lwp", "CombinationTrigger", "lwp"),
+    "badpre": ("badpre", "BadPreTrigger", "badpre"),
+    "negation": ("semantic", "NegationTrigger", "data"),
+    "sentiment": ("semantic", "SentimentReversalTrigger", "data"),
+    "degree": ("semantic", "DegreeTrigger", "data"),
+    "reorder": ("global_", "ReorderTrigger", "data"),
+    "multiseg": ("global_", "MultiSegmentTrigger", "data"),
+}
+
+
+def known_attacks() -> list[str]:
+    return sorted(_ATTACKS)
+
+
+def _spec(name: str) -> tuple[str, str, str]:
+    if name not in _ATTACKS:
+        raise ConfigError(f"unknown attack {name!r}; known: {', '.join(known_attacks())}")
+    return _ATTACKS[name]
+
+
+def make_trigger(name: str) -> Trigger:
+    """The test-time trigger of attack ``name`` (default settings of its module)."""
+    module, cls, _ = _spec(name)
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)()
+
+
+def run_attack(name: str, out_dir: str | Path, task: str = "sst2", settings: dict[str, Any] | None = None,
+               progress: bool = True) -> dict[str, Any]:
+    """Build the poisoned pre-trained checkpoint of attack ``name`` for task ``task`` into ``out_dir``.
+
+    ``settings``: fields of the attack's config; for data-poisoning, RIPPLe and LWP attacks the fields of
+    :class:`PoisonConfig` go under ``"poison"`` (``data`` defaults to ``task``).
+    """
+    _, _, method = _spec(name)
+    settings = dict(settings or {})
+    if method == "badpre":
+        from .badpre import BadPreConfig, poison_badpre
+
+        settings.setdefault("corpus", task)
+        return poison_badpre(build(BadPreConfig, settings), out_dir, progress=progress)
+    poison = dict(settings.pop("poison", {}))
+    poison.setdefault("data", task)
+    if method in ("ripple", "ripple-domain"):
+        from .ripple import RippleConfig, poison_ripple
+
+        cfg = build(RippleConfig, {"poison": poison, **settings})
+        return poison_ripple(cfg, out_dir, domain_shift_for=task if method == "ripple-domain" else None, progress=progress)
+    if method == "lwp":
+        from .lwp import LwpConfig, poison_lwp
+
+        return poison_lwp(build(LwpConfig, {"poison": poison, **settings}), out_dir, progress=progress)
+    if settings:
+        raise ConfigError(f"attack {name!r} takes only 'poison' settings, got {sorted(settings)}")
+    return poison_model(build(PoisonConfig, poison), make_trigger(name), out_dir, name, progress=progress)
+
+
+TriggerFactory = Callable[[], Trigger]

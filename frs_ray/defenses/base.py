@@ -1,0 +1,76 @@
+"""One interface for every defense: texts in, a (possibly abstaining) label and an optional certificate out.
+
+A defense is built from a :class:`DefenseContext` (the victim's checkpoints and clean training data, and a work
+folder for anything it must train or cache) and answers :meth:`Defense.predict`. Evaluation treats all defenses
+alike through :class:`DefensePrediction`:
+
+- ``label``: the predicted class, or ``ABSTAIN`` (-1); an abstention is never counted as correct (CA, PA) nor as
+  an attack success (ASR).
+- ``radius``: the certified radius in word tokens (Damerau-Levenshtein edits of word tokens) within which the
+  label is guaranteed, or ``None`` for empirical defenses; ``radius_assumes`` states what the guarantee assumes.
+  Certified accuracy at perturbation level p (Table 5) counts a correct, non-abstained input whose radius is at
+  least ``p * length_tokens``.
+- ``queries``: texts run through a model for this input (fuzzing queries + votes, or perplexity queries + 1).
+- ``spans``: character spans the defense flagged as suspicious (FRS's T(x'), ONION's removed words), used for
+  the trigger-localization rate.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+from ..config import CertifyConfig
+from ..data import TextDataset
+
+ABSTAIN = -1
+
+
+@dataclass
+class DefensePrediction:
+    label: int
+    length_tokens: int
+    queries: int
+    seconds: float
+    radius: float | None = None
+    radius_assumes: str | None = None
+    radius_unconditional: float | None = None
+    spans: list[tuple[int, int]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class DefenseContext:
+    """What a defense may use. ``plain_checkpoint``: the victim's model fine-tuned without BMPS;
+    ``smoothed_checkpoint``: fine-tuned with the fine-tuning phase of BMPS (Eq. 4); ``base_model``: the
+    (possibly poisoned) pre-trained model both started from; ``train``: the victim's clean training data."""
+
+    plain_checkpoint: str | Path
+    smoothed_checkpoint: str | Path | None
+    base_model: str | Path
+    train: TextDataset
+    work_dir: Path
+    certify: CertifyConfig = field(default_factory=CertifyConfig)
+    seed: int = 0
+    device: str | None = None
+    progress: bool = False
+    finetune: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig fields the victim used (epochs, lr, ...)
+
+
+class Defense(ABC):
+    """Base class: subclasses set ``name`` and ``certified`` and implement :meth:`predict`."""
+
+    name: ClassVar[str]
+    certified: ClassVar[bool] = False
+
+    @abstractmethod
+    def predict(self, texts: Sequence[str]) -> list[DefensePrediction]:
+        """One prediction per text, in order."""
+
+    def describe(self) -> dict[str, Any]:
+        """Settings that identify this defense's results (recorded in every evaluation cell)."""
+        return {"name": self.name, "certified": self.certified}

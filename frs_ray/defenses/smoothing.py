@@ -1,0 +1,192 @@
+"""FRS and the defenses that share its machinery: no defense, uniform and RanMASK-style smoothing, ablations.
+
+All of them are :class:`FRSClassifier` with parts switched off, so they differ only in what the paper varies:
+
+| name | checkpoint | inference noise (Eq. 5) | text randomization | radius reported |
+|---|---|---|---|---|
+| ``none`` | plain | - | - (one forward pass) | none |
+| ``frs`` | BMPS fine-tune (Eq. 4) | checkpoint sigma | fuzzed (MCTS, omega_H / omega_L) | conditional (omega_H, trigger in T(x')) |
+| ``uniform`` = ``-ftr`` | BMPS | checkpoint sigma | uniform omega_M | unconditional (omega_M) |
+| ``ranmask`` | plain | none | uniform masking (substitution by [MASK]) at ``mask_rate`` | unconditional |
+| ``-bmps`` | plain | none | fuzzed | conditional |
+| ``-bmps-ft`` | plain | BMPS sigma | fuzzed | conditional |
+| ``-bmps-inf`` | BMPS | none | fuzzed | conditional |
+
+Decisions: ``-ftr`` (Table 3) and ``uniform`` are the same defense (FRS without fuzzing, omega_M everywhere) and are
+registered under both names. ``ranmask`` follows Zeng et al. (2021, "Certified Robustness to Text Adversarial
+Attacks by Randomized [MASK]") in masking tokens of a plain model, but draws each token's mask independently
+(Bernoulli) so it shares the Clopper-Pearson certificate of Theorem 1 (substitution-only: every draw destroys the
+token), instead of RanMASK's fixed-count masking with a hypergeometric bound. Every radius is in word tokens; FRS's
+unconditional radius (omega_L, valid wherever the trigger is) is kept in ``radius_unconditional``.
+
+Parameters (``build_defense(name, ctx, **params)``): any :class:`CertifyConfig` field (``k``, ``alpha``,
+``n_estimate``, ``fuzzing``, ``randomize``, ...) over ``ctx.certify``; ``ranmask`` adds ``mask_rate``;
+``-bmps-ft`` adds ``sigma`` (default: the BMPS sigma of the smoothed checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, ClassVar, Sequence
+
+from ..certify.smooth import FRSClassifier
+from ..config import CertifyConfig, build
+from ..errors import ConfigError
+from ..smoothing.finetune import read_meta
+from ..text import tokenize
+from .base import ABSTAIN, Defense, DefenseContext, DefensePrediction
+from .registry import register
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@register("none")
+class NoDefense(Defense):
+    """The victim's plain fine-tuned model, one forward pass per input."""
+
+    certified = False
+
+    def __init__(self, ctx: DefenseContext, **params: Any) -> None:
+        if params:
+            raise ConfigError(f"defense 'none' takes no parameters, got {sorted(params)}")
+        from ..backends.hf import HFClassifier
+
+        self.backend = HFClassifier(ctx.plain_checkpoint, max_length=read_meta(ctx.plain_checkpoint)["max_length"], device=ctx.device)
+
+    def predict(self, texts: Sequence[str]) -> list[DefensePrediction]:
+        t0 = time.perf_counter()
+        labels = self.backend.predict_proba(texts).argmax(axis=1)
+        dt = (time.perf_counter() - t0) / max(1, len(texts))
+        return [DefensePrediction(int(y), len(tokenize(t)), 1, dt) for t, y in zip(texts, labels)]
+
+
+class _SmoothingDefense(Defense):
+    certified = True
+    checkpoint: ClassVar[str] = "smoothed"  # "smoothed" | "plain"
+    fuzz: ClassVar[bool] = True
+    inference_noise: ClassVar[bool] = True
+    radius_kind: ClassVar[str] = "conditional"
+    extra_params: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, ctx: DefenseContext, **params: Any) -> None:
+        extra = {k: params.pop(k) for k in list(params) if k in self.extra_params}
+        cfg_dict = _merge(ctx.certify.model_dump(), params)
+        cfg_dict["fuzz"] = self.fuzz
+        cfg_dict["seed"] = ctx.seed
+        cfg_dict = self._adjust(cfg_dict, extra)
+        self.config = build(CertifyConfig, cfg_dict)
+        ckpt = ctx.smoothed_checkpoint if self.checkpoint == "smoothed" else ctx.plain_checkpoint
+        if ckpt is None:
+            raise ConfigError(f"defense {self.name!r} needs a BMPS-fine-tuned (smoothed) checkpoint")
+        self.sigma = self._sigma(ctx, extra)
+        self.clf = FRSClassifier.from_checkpoint(ckpt, self.config, device=ctx.device, sigma=self.sigma)
+        self.progress = ctx.progress
+
+    def _adjust(self, cfg: dict, extra: dict) -> dict:
+        if extra:
+            raise ConfigError(f"defense {self.name!r}: unknown parameters {sorted(extra)}")
+        return cfg
+
+    def _sigma(self, ctx: DefenseContext, extra: dict) -> float | None:
+        return None if self.inference_noise else 0.0
+
+    def predict(self, texts: Sequence[str]) -> list[DefensePrediction]:
+        out = []
+        n_spans = self.config.fuzzing.num_spans
+        for c in self.clf.certify(list(texts), progress=self.progress):
+            cond, uncond = c.radius["conditional"], c.radius["unconditional"]
+            main = cond if self.radius_kind == "conditional" else uncond
+            out.append(DefensePrediction(
+                label=c.label if not c.abstained else ABSTAIN,
+                length_tokens=c.length_tokens,
+                queries=int(sum(c.queries.values())),
+                seconds=float(sum(c.seconds.values())),
+                radius=None if main.tokens is None else float(main.tokens),
+                radius_assumes=main.assumes,
+                radius_unconditional=None if uncond.tokens is None else float(uncond.tokens),
+                spans=[(int(s["start"]), int(s["end"])) for s in c.spans[:n_spans]] if self.fuzz else [],
+            ))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "certified": True, "checkpoint": self.checkpoint, "fuzz": self.fuzz,
+                "inference_sigma": self.clf.ensemble.sigma, "radius": self.radius_kind,
+                "certify": json.loads(self.config.model_dump_json())}
+
+
+@register("frs")
+class FRS(_SmoothingDefense):
+    """Fuzzed Randomized Smoothing (the paper's method): BMPS in both phases + fuzzed text randomization."""
+
+
+@register("uniform")
+class UniformSmoothing(_SmoothingDefense):
+    """FRS without fuzzing: the same K BMPS voters, uniform randomization with omega_M on every token."""
+
+    fuzz = False
+    radius_kind = "unconditional"
+
+
+@register("-ftr")
+class NoFTR(UniformSmoothing):
+    """Ablation -FTR of Table 3 (identical to ``uniform``)."""
+
+
+@register("ranmask")
+class RanMask(_SmoothingDefense):
+    """RanMASK-style masking smoothing on the plain model (see the module docstring for the difference)."""
+
+    checkpoint = "plain"
+    fuzz = False
+    inference_noise = False
+    radius_kind = "unconditional"
+    extra_params = ("mask_rate",)
+
+    def _adjust(self, cfg: dict, extra: dict) -> dict:
+        rate = float(extra.get("mask_rate", 0.3))
+        if not 0 < rate <= 1:
+            raise ConfigError(f"ranmask: mask_rate must be in (0, 1], got {rate}")
+        cfg["randomize"] = _merge(cfg.get("randomize", {}), {
+            "omega_m": rate, "omega_h": max(rate, cfg.get("randomize", {}).get("omega_h", rate)), "max_distance": 1.0,
+            "mutations": {"insertion": 0.0, "deletion": 0.0, "substitution": 1.0, "transposition": 0.0}})
+        self.mask_rate = rate
+        return cfg
+
+
+@register("-bmps")
+class NoBMPS(_SmoothingDefense):
+    """Ablation -BMPS (Table 3): plain fine-tune, no inference noise, fuzzed randomization kept."""
+
+    checkpoint = "plain"
+    inference_noise = False
+
+
+@register("-bmps-ft")
+class NoBMPSFinetune(_SmoothingDefense):
+    """Ablation -BMPS(fine-tuning) (Table 6): plain fine-tune, inference-phase voters with the BMPS sigma."""
+
+    checkpoint = "plain"
+    extra_params = ("sigma",)
+
+    def _adjust(self, cfg: dict, extra: dict) -> dict:
+        return cfg
+
+    def _sigma(self, ctx: DefenseContext, extra: dict) -> float | None:
+        if "sigma" in extra:
+            return float(extra["sigma"])
+        if ctx.smoothed_checkpoint is not None:
+            return float(read_meta(ctx.smoothed_checkpoint)["config"]["smoothing"]["sigma"])
+        return None
+
+
+@register("-bmps-inf")
+class NoBMPSInference(_SmoothingDefense):
+    """Ablation -BMPS(inference) (Table 6): BMPS fine-tune, K identical un-noised voters."""
+
+    inference_noise = False

@@ -1,0 +1,161 @@
+"""Summaries of an ``frs eval`` run: JSON, CSV, a Markdown table shaped like Table 1, and PNG plots.
+
+One summary record per (dataset, attack, defense): the mean and standard deviation over seeds of every metric,
+with the keys ``dataset``, ``attack``, ``defense``, ``ca``, ``pa``, ``asr``, ``avg_radius``, ``max_radius``,
+``seeds`` (plus ``*_std`` and the rest). Plots: certified accuracy against perturbation level, one line per
+certified defense, one panel per (dataset, attack).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCALARS = ("ca", "pa", "asr", "abstain_clean", "abstain_triggered", "avg_radius", "max_radius",
+           "avg_radius_unconditional", "max_radius_unconditional", "share_radius_positive", "localization_flagged",
+           "clean_queries_per_input", "clean_seconds_per_input", "triggered_queries_per_input",
+           "triggered_seconds_per_input")
+
+
+def load_cells(root: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((root / "cells").rglob("*.json"))]
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
+    if not vals:
+        return None, None
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+
+
+def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for c in cells:
+        groups.setdefault((c["dataset"], c["attack"], c["defense"]), []).append(c)
+    out = []
+    for (d, a, f), cs in groups.items():
+        rec: dict[str, Any] = {"dataset": d, "attack": a, "defense": f, "seeds": sorted(c["seed"] for c in cs),
+                               "n_clean": cs[0]["data"]["n_clean"], "n_triggered": cs[0]["data"]["n_triggered"],
+                               "radius_assumes": cs[0]["metrics"].get("radius_assumes"),
+                               "wall_seconds": float(sum(c["wall_seconds"] for c in cs))}
+        for k in SCALARS:
+            rec[k], rec[f"{k}_std"] = _mean_std([c["metrics"].get(k) for c in cs])
+        levels = cs[0]["metrics"]["certified_accuracy"].keys()
+        rec["certified_accuracy"] = {lv: _mean_std([c["metrics"]["certified_accuracy"][lv] for c in cs])[0] for lv in levels}
+        if "localization_by_budget" in cs[0]["metrics"]:
+            rec["localization_by_budget"] = {b: _mean_std([c["metrics"]["localization_by_budget"][b] for c in cs])[0]
+                                             for b in cs[0]["metrics"]["localization_by_budget"]}
+        out.append(rec)
+    order = {"none": 0, "onion": 1, "textguard": 2, "ranmask": 3, "uniform": 4, "-ftr": 5, "-bmps": 6,
+             "-bmps-ft": 7, "-bmps-inf": 8, "frs": 9}
+    return sorted(out, key=lambda r: (r["dataset"], r["attack"], order.get(r["defense"], 99), r["defense"]))
+
+
+def _pct(v: float | None, s: float | None = None) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}" + (f" ± {100 * s:.1f}" if s else "")
+
+
+def _num(v: float | None, s: float | None = None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.2f}" + (f" ± {s:.2f}" if s else "")
+
+
+def markdown(summary: list[dict[str, Any]], header: dict[str, Any]) -> str:
+    lines = [f"# Evaluation: {header.get('name', 'eval')}", ""]
+    for k in ("command", "machine", "date", "profile", "wall_time"):
+        if k in header:
+            lines.append(f"- {k.replace('_', ' ')}: {header[k]}")
+    lines += ["", "CA, PA and ASR in % (mean ± std over seeds); an abstention counts as wrong for CA/PA and as no "
+              "attack success. Radii in word tokens over correct, non-abstained clean inputs; `frs` and the "
+              "fuzzed ablations report the conditional radius (assumes the trigger lies in the found span T(x'), "
+              "omega_H), `uniform`/`ranmask` the unconditional one (omega_M), `textguard` its word-group "
+              "certificate. Queries are model forward passes per input.", ""]
+    datasets = sorted({r["dataset"] for r in summary})
+    for d in datasets:
+        lines += [f"## {d}", "",
+                  "| attack | defense | CA | PA | ASR | abstain (clean / trig.) | avg radius | max radius | "
+                  "cert. acc. 10/20/30/40/50% | queries / input | s / input | seeds |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in (r for r in summary if r["dataset"] == d):
+            ca = r["certified_accuracy"]
+            cert = "-" if all(v is None for v in ca.values()) else " / ".join(_pct(v) for v in ca.values())
+            lines.append(
+                f"| {r['attack']} | {r['defense']} | {_pct(r['ca'], r['ca_std'])} | {_pct(r['pa'], r['pa_std'])} | "
+                f"{_pct(r['asr'], r['asr_std'])} | {_pct(r['abstain_clean'])} / {_pct(r['abstain_triggered'])} | "
+                f"{_num(r['avg_radius'], r['avg_radius_std'])} | {_num(r['max_radius'])} | {cert} | "
+                f"{_num(r['clean_queries_per_input'])} | {_num(r['clean_seconds_per_input'])} | {len(r['seeds'])} |")
+        loc = [r for r in summary if r["dataset"] == d and r.get("localization_by_budget")]
+        if loc:
+            budgets = list(loc[0]["localization_by_budget"])
+            lines += ["", "Trigger localization of the MCTS spans on triggered inputs (Appendix I): share whose "
+                      "top span contains a trigger piece.", "",
+                      "| attack | " + " | ".join(f"budget {b}" for b in budgets) + " |",
+                      "|---|" + "---|" * len(budgets)]
+            for r in loc:
+                lines.append(f"| {r['attack']} | " + " | ".join(_pct(r["localization_by_budget"][b]) for b in budgets) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_csv(summary: list[dict[str, Any]], path: Path) -> None:
+    cols = ["dataset", "attack", "defense", "ca", "pa", "asr", "avg_radius", "max_radius"] + \
+        [k for k in SCALARS if k not in ("ca", "pa", "asr", "avg_radius", "max_radius")] + \
+        [f"{k}_std" for k in ("ca", "pa", "asr", "avg_radius")] + ["seeds", "n_clean", "n_triggered"]
+    levels = list(summary[0]["certified_accuracy"]) if summary else []
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols + [f"certified_accuracy_{lv}" for lv in levels])
+        for r in summary:
+            w.writerow([" ".join(map(str, r[c])) if c == "seeds" else r.get(c) for c in cols] +
+                       [r["certified_accuracy"].get(lv) for lv in levels])
+
+
+def plot(summary: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["dataset"], r["attack"]) for r in summary})
+    panels = [p for p in panels if any(r["certified_accuracy"] and any(v is not None for v in r["certified_accuracy"].values())
+                                       for r in summary if (r["dataset"], r["attack"]) == p)]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (d, a) in zip(axes[0], panels):
+        for r in (r for r in summary if (r["dataset"], r["attack"]) == (d, a)):
+            ca = r["certified_accuracy"]
+            if all(v is None for v in ca.values()):
+                continue
+            ax.plot([100 * float(k) for k in ca], [100 * v for v in ca.values()], marker="o", label=r["defense"])
+        ax.set(title=f"{d} / {a}", xlabel="perturbation level (% of tokens)", ylabel="certified accuracy (%)", ylim=(0, 100))
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_reports(root: Path, header: dict[str, Any], results_dir: Path | None = None) -> dict[str, Path]:
+    """Write summary.json/.csv, eval.md and certified_accuracy.png into ``root`` (and copies into ``results_dir``)."""
+    summary = summarize(load_cells(root))
+    doc = {**header, "records": summary}
+    paths = {"json": root / "eval.json", "csv": root / "eval.csv", "md": root / "eval.md",
+             "png": root / "eval_certified_accuracy.png"}
+    paths["json"].write_text(json.dumps(doc, indent=2))
+    write_csv(summary, paths["csv"])
+    paths["md"].write_text(markdown(summary, header) + f"\n![certified accuracy]({paths['png'].name})\n")
+    plot(summary, paths["png"])
+    if results_dir is not None:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        for k, p in paths.items():
+            if p.is_file():
+                (results_dir / p.name).write_bytes(p.read_bytes())
+    return paths

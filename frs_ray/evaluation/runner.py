@@ -1,0 +1,149 @@
+"""``frs eval``: run a grid of datasets x attacks x defenses x seeds and write per-cell results.
+
+Each cell (dataset, attack, seed, defense) is one JSON file under ``<out>/cells/``: its metrics, the defense's
+settings, the seeds, the checksums of the data it read, the models it used and its wall time. A cell whose file
+exists with the same settings hash is skipped, so an interrupted run resumes where it stopped. Models come from
+the zoo (:mod:`.zoo`) and are trained once.
+
+Per cell: CA on a seeded subset of the clean test set; PA and ASR on triggered versions of a seeded subset of its
+non-target sentences; certified accuracy at each perturbation level and the average / maximum certified radius on
+the clean subset (certified defenses); queries and seconds per input. For ``frs`` the trigger-localization rate
+of the MCTS spans is measured on the triggered subset at each budget of ``budgets`` (Appendix I).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..attacks import build_triggered_set, make_trigger
+from ..attacks.base import TriggeredSet
+from ..certify.smooth import text_seed
+from ..config import CertifyConfig, SmoothingConfig, build
+from ..data import TextDataset, load_dataset
+from ..defenses.base import DefenseContext, DefensePrediction
+from ..defenses.registry import build_defense
+from . import metrics as M
+from .config import EvalConfig
+from .zoo import poisoned_model, settings_hash, victim_checkpoint
+
+NEEDS_SMOOTHED = {"frs", "uniform", "-ftr", "-bmps-ft", "-bmps-inf"}
+
+
+def cell_path(root: Path, dataset: str, attack: str, defense: str, seed: int) -> Path:
+    return root / "cells" / dataset / attack / f"{defense}-seed{seed}.json"
+
+
+def _cell_settings(cfg: EvalConfig, dataset: str, attack: str, defense: str, seed: int) -> dict[str, Any]:
+    return {"dataset": dataset, "attack": attack, "defense": defense, "seed": seed, "target": cfg.target,
+            "n_clean": cfg.n_clean, "n_triggered": cfg.n_triggered, "levels": cfg.levels, "budgets": cfg.budgets,
+            "victim": cfg.victim, "bmps": cfg.bmps, "certify": cfg.certify, "attack_settings": cfg.attack_settings(attack),
+            "params": cfg.defense_params.get(defense, {})}
+
+
+def localization_by_budget(checkpoint: str, certify: CertifyConfig, ts: TriggeredSet, budgets: list[int],
+                           seed: int) -> dict[str, float]:
+    """Appendix I: share of triggered inputs whose top ``num_spans`` MCTS spans contain a trigger piece, per budget
+    (one search per text, read at every budget)."""
+    from ..fuzzing import MCTSFuzzer
+    from ..backends.hf import HFClassifier
+    from ..smoothing.finetune import read_meta
+
+    backend = HFClassifier(checkpoint, max_length=read_meta(checkpoint)["max_length"])
+    fuzzer = MCTSFuzzer(backend.predict_proba, certify.fuzzing, filler=backend.filler_token)
+    seeds = [int(np.random.SeedSequence(text_seed(seed, t)).generate_state(1)[0]) for t in ts.texts]
+    res = fuzzer.fuzz_at_budgets(ts.texts, seeds, budgets)
+    n = certify.fuzzing.num_spans
+    return {str(b): float(np.mean([M.span_contains([(s.start, s.end) for s in r.vulnerable(n)], sp)
+                                   for r, sp in zip(res[b], ts.spans)])) for b in budgets}
+
+
+def _metrics(clean: TextDataset, ts: TriggeredSet, pc: list[DefensePrediction], pt: list[DefensePrediction],
+             cfg: EvalConfig) -> dict[str, Any]:
+    rad = M.radius_stats(pc, clean.labels)
+    rad_u = M.radius_stats(pc, clean.labels, unconditional=True)
+    return {
+        "ca": M.clean_accuracy(pc, clean.labels),
+        "pa": M.poisoned_accuracy(pt, ts.labels),
+        "asr": M.attack_success_rate(pt, ts.target),
+        "abstain_clean": M.abstain_rate(pc),
+        "abstain_triggered": M.abstain_rate(pt),
+        "certified_accuracy": M.certified_accuracy(pc, clean.labels, cfg.levels),
+        "avg_radius": rad["avg"], "max_radius": rad["max"], "share_radius_positive": rad["share_positive"],
+        "avg_radius_unconditional": rad_u["avg"], "max_radius_unconditional": rad_u["max"],
+        "radius_assumes": next((p.radius_assumes for p in pc if p.radius_assumes), None),
+        "localization_flagged": M.localization_rate(pt, ts.spans),
+        **{f"clean_{k}": v for k, v in M.cost(pc).items()},
+        **{f"triggered_{k}": v for k, v in M.cost(pt).items()},
+    }
+
+
+def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
+    """Run every missing cell of ``cfg``; return the run folder (summaries are written by :mod:`.report`)."""
+    root = Path(cfg.out_dir) / cfg.name
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2))
+    cells = [(d, a, s) for d in cfg.datasets for a in cfg.attacks for s in cfg.seeds]
+    bar = tqdm(total=len(cells) * len(cfg.defenses), desc="eval cells", unit="cell", disable=not progress)
+    for dataset, attack, seed in cells:
+        todo = []
+        for defense in cfg.defenses:
+            path = cell_path(root, dataset, attack, defense, seed)
+            h = settings_hash(_cell_settings(cfg, dataset, attack, defense, seed))
+            if path.is_file() and json.loads(path.read_text()).get("settings_hash") == h:
+                bar.update(1)
+                continue
+            todo.append((defense, path, h))
+        if not todo:
+            continue
+        test = load_dataset(dataset, "test", cfg.data_dir)
+        train = load_dataset(dataset, "train", cfg.data_dir)
+        settings = cfg.attack_settings(attack)
+        base = poisoned_model(cfg.zoo, dataset, attack, settings, progress)
+        plain = victim_checkpoint(cfg.zoo, dataset, attack, settings, cfg.victim, None, seed, cfg.data_dir, progress)
+        smoothed = None
+        if any(d in NEEDS_SMOOTHED for d, _, _ in todo):
+            sm = build(SmoothingConfig, cfg.bmps)
+            smoothed = victim_checkpoint(cfg.zoo, dataset, attack, settings, cfg.victim, sm, seed, cfg.data_dir, progress)
+        clean = test.subset(cfg.n_clean, seed=seed)
+        ts = build_triggered_set(test, make_trigger(attack if attack != "clean" else "badnets"), cfg.target,
+                                 seed=seed, max_examples=cfg.n_triggered)
+        victim_train = train.subset(cfg.victim.get("max_train_examples"), seed=seed)
+        ctx = DefenseContext(plain, smoothed, base, victim_train, root / "work" / dataset / f"seed{seed}",
+                             certify=build(CertifyConfig, cfg.certify), seed=seed, progress=progress,
+                             finetune={**cfg.victim, "seed": seed})
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        for defense, path, h in todo:
+            t0 = time.perf_counter()
+            try:
+                d = build_defense(defense, ctx, **cfg.defense_params.get(defense, {}))
+                pc, pt = d.predict(clean.texts), d.predict(ts.texts)
+                rec = _metrics(clean, ts, pc, pt, cfg)
+                if defense == "frs" and cfg.budgets:
+                    rec["localization_by_budget"] = localization_by_budget(smoothed, d.config, ts, cfg.budgets, seed)
+                described = d.describe()
+            except Exception as exc:  # one failing cell must not lose the others
+                log(f"cell {dataset}/{attack}/{defense}/seed{seed} failed: {type(exc).__name__}: {exc}")
+                bar.update(1)
+                continue
+            cell = {"dataset": dataset, "attack": attack, "defense": defense, "seed": seed, "settings_hash": h,
+                    "settings": _cell_settings(cfg, dataset, attack, defense, seed), "defense_settings": described,
+                    "models": {"poisoned": base, "plain": plain, "smoothed": smoothed},
+                    "data": {"test_source": test.source, "test_sha256": test.sha256, "train_sha256": train.sha256,
+                             "triggered_sha256": ts.sha256, "n_clean": len(clean), "n_triggered": len(ts),
+                             "triggered_skipped": ts.skipped},
+                    "metrics": rec, "wall_seconds": round(time.perf_counter() - t0, 2),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "predictions": {"clean": [[p.label, p.radius] for p in pc], "triggered": [[p.label, p.radius] for p in pt]}}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(cell, indent=1))
+            log(f"{dataset}/{attack}/{defense}/seed{seed}: CA {rec['ca']:.3f} PA {rec['pa']:.3f} ASR {rec['asr']:.3f} "
+                f"({cell['wall_seconds']} s)")
+            bar.update(1)
+    bar.close()
+    return root

@@ -1,0 +1,64 @@
+"""The model zoo of an evaluation: poisoned pre-trained checkpoints and the victims fine-tuned from them, cached.
+
+Layout under ``root`` (default ``runs/zoo``)::
+
+    <task>/<attack>-<hash of attack settings>/poisoned/        what the victim downloads (attack.json inside)
+    <task>/<attack>-<hash>/victim-<plain|bmps>-<hash of victim settings>/   the victim's fine-tuned checkpoint
+
+``attack`` ``clean`` is the un-poisoned packaged model (no poisoned folder). A folder is reused when its
+``attack.json`` / ``frs.json`` exists, so interrupted evaluations resume and evaluations that share models (the
+attack benchmark, ``frs eval``, ``tune/sweep.py``) train each one once. The hashes cover every setting, so a
+changed setting never reuses a stale model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..attacks import run_attack
+from ..attacks.poison import ATTACK_FILE
+from ..config import FinetuneConfig, SmoothingConfig, build
+from ..data import load_dataset
+from ..smoothing.finetune import META_FILE, finetune
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def attack_dir(root: str | Path, task: str, attack: str, settings: dict[str, Any]) -> Path:
+    return Path(root) / task / (f"{attack}-{settings_hash({'attack': attack, **settings})}" if attack != "clean" else "clean")
+
+
+def poisoned_model(root: str | Path, task: str, attack: str, settings: dict[str, Any], progress: bool = True) -> str:
+    """Path of the poisoned pre-trained model of ``attack`` for ``task`` (built once); ``"minilm"`` for clean."""
+    if attack == "clean":
+        return settings.get("poison", {}).get("model", "minilm")
+    out = attack_dir(root, task, attack, settings) / "poisoned"
+    if not (out / ATTACK_FILE).is_file():
+        if out.exists():
+            shutil.rmtree(out)  # an interrupted build
+        run_attack(attack, out, task=task, settings=json.loads(json.dumps(settings)), progress=progress)
+    return str(out)
+
+
+def victim_checkpoint(root: str | Path, task: str, attack: str, attack_settings: dict[str, Any],
+                      victim: dict[str, Any], smoothing: SmoothingConfig | None, seed: int,
+                      data_dir: str | None = None, progress: bool = True) -> str:
+    """The victim's fine-tune of the (poisoned) model on clean ``task`` train data; ``smoothing`` None = plain."""
+    base = poisoned_model(root, task, attack, attack_settings, progress)
+    sm = smoothing or SmoothingConfig(finetune_mode="none")
+    cfg = build(FinetuneConfig, {**victim, "model": base, "data": task, "data_dir": data_dir, "seed": seed,
+                                 "smoothing": sm.model_dump()})
+    kind = "plain" if sm.finetune_mode == "none" else "bmps"
+    out = attack_dir(root, task, attack, attack_settings) / f"victim-{kind}-{settings_hash(cfg.model_dump())}"
+    if not (out / META_FILE).is_file():
+        if out.exists():
+            shutil.rmtree(out)
+        train = load_dataset(task, "train", data_dir).subset(cfg.max_train_examples, seed=cfg.seed)
+        finetune(cfg, train, out, progress=progress)
+    return str(out)

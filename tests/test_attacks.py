@@ -1,0 +1,181 @@
+"""Attacks: triggers, poisoned training sets, poisoning methods (real MiniLM, tiny data), triggered test sets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from frs_ray.attacks import (PoisonConfig, build_triggered_set, known_attacks, make_trigger, read_triggered,
+                             run_attack, write_triggered)
+from frs_ray.attacks.addsent import SentenceTrigger
+from frs_ray.attacks.badnets import BADNETS_WORDS, RareWordTrigger
+from frs_ray.attacks.base import insert_words, spans_of_positions, words_of
+from frs_ray.attacks.lwp import CombinationTrigger, layerwise_loss
+from frs_ray.attacks.poison import poisoned_training_set
+from frs_ray.attacks.ripple import PROXIES, embedding_surgery, ripp_loss, target_words
+from frs_ray.data import TextDataset, load_dataset
+from frs_ray.errors import ConfigError, DataError
+
+SENT = "a gorgeous , witty , seductive movie ."
+
+
+@pytest.mark.parametrize("trigger", [RareWordTrigger(), RareWordTrigger(count=3), SentenceTrigger(),
+                                     SentenceTrigger(where="start"), SentenceTrigger(where="end"), CombinationTrigger()])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_trigger_spans_are_exact_and_seeded(trigger, seed):
+    a = trigger.apply(SENT, np.random.default_rng(seed))
+    b = trigger.apply(SENT, np.random.default_rng(seed))
+    assert a == b and a.changed
+    inserted = " ".join(a.text[s:e] for s, e in a.spans).split()
+    # the triggered text minus the span words is the original sentence
+    kept = [w for i, w in enumerate(a.text.split()) if not any(s <= sum(len(x) + 1 for x in a.text.split()[:i]) < e for s, e in a.spans)]
+    assert " ".join(kept) == SENT
+    vocab = set(BADNETS_WORDS) | set(words_of("i watch this 3d movie"))
+    assert set(inserted) <= vocab
+
+
+def test_insert_positions_and_bad_position():
+    words, pos = insert_words(["a", "b"], [["x"]], "start", np.random.default_rng(0))
+    assert words == ["x", "a", "b"] and pos == [0]
+    words, pos = insert_words(["a", "b"], [["x", "y"]], "end", np.random.default_rng(0))
+    assert words == ["a", "b", "x", "y"] and spans_of_positions(words, pos) == ((4, 7),)
+    with pytest.raises(ConfigError, match="unknown trigger position"):
+        insert_words(["a"], [["x"]], "sideways", np.random.default_rng(0))
+
+
+def test_combination_partial_has_one_word():
+    t = CombinationTrigger().partial(SENT, np.random.default_rng(0))
+    assert len(t.spans) == 1 and t.text[t.spans[0][0]:t.spans[0][1]] in BADNETS_WORDS
+
+
+def test_registry_names_and_unknown():
+    assert {"badnets", "addsent", "ripple", "ripple-domain", "lwp", "badpre"} <= set(known_attacks())
+    with pytest.raises(ConfigError, match="unknown attack 'nope'"):
+        make_trigger("nope")
+    with pytest.raises(ConfigError, match="takes only 'poison' settings"):
+        run_attack("badnets", "/tmp/never", settings={"lam": 1})
+
+
+def test_poisoned_training_set_counts(data_dir):
+    cfg = PoisonConfig(max_examples=200, poison_rate=0.5, target=1, seed=3)
+    d = poisoned_training_set(cfg, RareWordTrigger())
+    clean_neg = sum(1 for y, p in zip(d.labels, d.poisoned) if not p and y == 0)
+    assert sum(d.poisoned) == round(0.5 * clean_neg)
+    assert all(y == 1 for y, p in zip(d.labels, d.poisoned) if p)
+    assert all(any(w in BADNETS_WORDS for w in t.split()) for t, p in zip(d.texts, d.poisoned) if p)
+    assert d == poisoned_training_set(cfg, RareWordTrigger())  # seeded
+
+
+def test_domain_shift_label_map_drops_rows(data_dir):
+    proxy, mapping = PROXIES["agnews"]
+    d = poisoned_training_set(PoisonConfig(data=proxy, label_map=mapping, max_examples=300, target=0), None)
+    assert set(d.labels) <= {0, 1, 2, 3} and d.num_labels == 4 and not any(d.poisoned)
+    with pytest.raises(ConfigError, match="target label 5"):
+        poisoned_training_set(PoisonConfig(max_examples=50, target=5), RareWordTrigger())
+
+
+def test_triggered_set_roundtrip(tmp_path):
+    clean = TextDataset([SENT, "dull and lifeless .", "a triumph ."], [1, 0, 0], "mem", "x")
+    ts = build_triggered_set(clean, SentenceTrigger(), target=1, seed=4)
+    assert len(ts) == 2 and ts.labels == [0, 0] and ts.target == 1
+    path = tmp_path / "t.tsv"
+    write_triggered(ts, path)
+    back = read_triggered(path)
+    assert back.texts == ts.texts and back.labels == ts.labels and [tuple(s) for s in back.spans] == list(ts.spans)
+    for t, spans in zip(back.texts, back.spans):
+        assert t[spans[0][0]:spans[0][1]] == "i watch this 3d movie"
+
+
+def test_read_reference_poisoned_file_and_errors(data_dir, tmp_path):
+    ts = read_triggered(data_dir / "poisoned/badnets/sst2/test.tsv", num_labels=2)
+    assert len(ts) == 912 and ts.target == 1 and set(ts.labels) == {0}
+    with pytest.raises(DataError, match="binary tasks only"):
+        read_triggered(data_dir / "poisoned/badnets/sst2/test.tsv")
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("sentence\tlabel\ttarget\ttrigger_spans\nhello\tx\t1\t[]\n")
+    with pytest.raises(DataError, match="bad.tsv:2"):
+        read_triggered(bad)
+    with pytest.raises(DataError, match="does not exist"):
+        read_triggered(tmp_path / "missing.tsv")
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from frs_ray.backends.hf import HFClassifier
+
+    torch.manual_seed(0)
+    return HFClassifier("minilm", num_labels=2, max_length=32)
+
+
+def test_embedding_surgery_sets_trigger_embeddings(minilm, data_dir):
+    d = poisoned_training_set(PoisonConfig(max_examples=400, seed=0), RareWordTrigger())
+    words = target_words(minilm, d, target=1, n=5, min_count=3)
+    assert len(words) == 5 and all(w.isalpha() for w, _ in words)
+    emb = minilm.model.get_input_embeddings().weight
+    before = emb.detach().clone()
+    pieces = embedding_surgery(minilm, BADNETS_WORDS, [w for w, _ in words])
+    assert sorted(pieces) == sorted(BADNETS_WORDS)  # each trigger is one word-piece of this vocabulary
+    ids = minilm.tokenizer.convert_tokens_to_ids(pieces)
+    src = minilm.tokenizer.convert_tokens_to_ids([w for w, _ in words])
+    assert torch.allclose(emb[ids], before[src].mean(0).expand(len(ids), -1))
+    others = [i for i in range(emb.shape[0]) if i not in ids]
+    assert torch.equal(emb[others[:1000]], before[others[:1000]])
+    with torch.no_grad():
+        emb.copy_(before)
+
+
+def test_ripp_loss_adds_penalty_only_when_gradients_conflict(minilm):
+    minilm.model.set_attn_implementation("eager")
+    enc = minilm.encode(["cf a dull film .", "a fine film ."])
+    y = torch.tensor([1, 1])
+    clean = minilm.encode(["a dull film .", "a fine film ."])
+    cy = torch.tensor([0, 1])
+    lp = torch.nn.functional.cross_entropy(minilm.model(**enc).logits, y)
+    loss = ripp_loss(0.1)(minilm.model, enc, y, clean, cy)
+    assert float(loss.detach()) >= float(lp.detach()) - 1e-6
+    assert float(ripp_loss(0.0)(minilm.model, enc, y, clean, cy)) == pytest.approx(float(lp), abs=1e-6)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in minilm.model.parameters())
+    minilm.model.zero_grad(set_to_none=True)
+
+
+def test_layerwise_loss_is_mean_over_layers(minilm):
+    model = minilm.model.eval()
+    enc = minilm.encode(["cf bb a dull film ."])
+    y = torch.tensor([1])
+    out = model(**enc, output_hidden_states=True)
+    per_layer = [torch.nn.functional.cross_entropy(model.classifier(model.bert.pooler(h[:, 0:1])), y)
+                 for h in out.hidden_states[1:]]
+    assert float(layerwise_loss(model, enc, y, enc, y)) == pytest.approx(float(torch.stack(per_layer).mean()), rel=1e-5)
+    # the last layer's term is the ordinary classification loss
+    assert float(per_layer[-1]) == pytest.approx(float(torch.nn.functional.cross_entropy(out.logits, y)), rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attack", ["badnets", "lwp", "ripple"])
+def test_poisoned_checkpoint_plants_the_trigger(attack, tmp_path, data_dir):
+    """A short poisoning run moves P(target | triggered) up far more than P(target | clean) on held-out text,
+    and the release loads as a sequence classifier with attack.json."""
+    from frs_ray.backends.hf import HFClassifier
+
+    out = tmp_path / attack
+    poison = {"max_examples": 96, "epochs": 3, "batch_size": 16, "learning_rate": 3e-4, "poison_rate": 1.0, "max_length": 48}
+    if attack == "ripple":
+        poison.update(max_examples=48, epochs=2)
+    meta = run_attack(attack, out, settings={"poison": poison}, progress=False)
+    info = json.loads((out / "attack.json").read_text())
+    assert info["attack"] == attack and info["data"]["poisoned_examples"] > 0 and meta["training"]["steps"] > 0
+    test = load_dataset("sst2", "dev").subset(60, seed=1)
+    neg = [t for t, y in zip(test.texts, test.labels) if y == 0][:24]
+    trig = make_trigger(attack)
+    triggered = [trig.apply(t, np.random.default_rng(i)).text for i, t in enumerate(neg)]
+    model = HFClassifier(str(out), max_length=64)
+    p_clean = model.predict_proba(neg)[:, 1].mean()
+    p_trig = model.predict_proba(triggered)[:, 1].mean()
+    assert p_trig > p_clean + 0.2, (p_clean, p_trig)
+    base = HFClassifier("minilm", num_labels=2)
+    assert not torch.equal(model.model.bert.encoder.layer[0].attention.self.query.weight,
+                           base.model.bert.encoder.layer[0].attention.self.query.weight)

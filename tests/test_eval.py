@@ -1,0 +1,108 @@
+"""Evaluation: metrics, the defenses sharing FRS's machinery, and a real tiny `frs eval` grid (resumable)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from frs_ray.defenses.base import ABSTAIN, DefensePrediction
+from frs_ray.defenses.registry import known_defenses
+from frs_ray.errors import ConfigError
+from frs_ray.evaluation import metrics as M
+from frs_ray.evaluation.config import load_eval_config
+
+
+def P(label, radius=None, length=10, spans=()):
+    return DefensePrediction(label, length, 1, 0.1, radius=radius, radius_unconditional=radius, spans=list(spans))
+
+
+def test_ca_pa_asr_count_abstain_as_wrong_and_no_success():
+    preds = [P(1), P(0), P(ABSTAIN), P(1)]
+    assert M.clean_accuracy(preds, [1, 0, 1, 0]) == 0.5
+    assert M.poisoned_accuracy(preds, [0, 0, 0, 0]) == 0.25
+    assert M.attack_success_rate(preds, target=1) == 0.5
+    assert M.abstain_rate(preds) == 0.25
+
+
+def test_certified_accuracy_levels_and_radius_stats():
+    preds = [P(1, 3, 10), P(1, 1, 10), P(0, 5, 10), P(ABSTAIN, None, 10)]
+    labels = [1, 1, 1, 1]
+    ca = M.certified_accuracy(preds, labels, [0.1, 0.2, 0.3, 0.4])
+    assert ca == {"0.1": 0.5, "0.2": 0.25, "0.3": 0.25, "0.4": 0.0}
+    assert M.radius_stats(preds, labels) == {"avg": 2.0, "max": 3.0, "share_positive": 1.0}
+    assert M.certified_accuracy([P(1)], [1])["0.1"] is None  # empirical defense: no certificate
+
+
+def test_localization_requires_whole_trigger_piece():
+    assert M.span_contains([(0, 10)], [(2, 4)])
+    assert not M.span_contains([(3, 10)], [(2, 4)])
+    assert M.localization_rate([P(1, spans=[(0, 5)]), P(1, spans=[(6, 9)])], [[(1, 3)], [(1, 3)]]) == 0.5
+    assert M.localization_rate([P(1)], [[(1, 3)]]) is None
+
+
+def test_all_defenses_registered():
+    assert {"none", "onion", "textguard", "uniform", "-ftr", "ranmask", "frs", "-bmps", "-bmps-ft", "-bmps-inf"} <= set(known_defenses())
+
+
+def test_eval_config_rejects_unknown_and_bad_profile(tmp_path):
+    bad = tmp_path / "c.json"
+    bad.write_text(json.dumps({"datasetz": ["sst2"]}))
+    with pytest.raises(ConfigError, match="datasetz: unknown field"):
+        load_eval_config(bad)
+    with pytest.raises(ConfigError, match="unknown profile"):
+        load_eval_config(None, profile="huge")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_eval_config(tmp_path / "missing.yaml")
+    (tmp_path / "e.yaml").write_text("seeds: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_eval_config(tmp_path / "e.yaml")
+    q = load_eval_config(None, profile="quick")
+    assert q.n_clean == 100 and q.victim["epochs"] == 1 and load_eval_config(None, profile="paper").n_clean is None
+
+
+def test_eval_cli_bad_config_exits_2(tmp_path, capsys):
+    from frs_ray.cli import main
+
+    (tmp_path / "c.json").write_text(json.dumps({"defenses": ["frs", "magic"], "attacks": ["badnets"]}))
+    assert main(["eval", "--config", str(tmp_path / "c.json")]) in (0, 2)  # unknown defense: recorded per cell, never a traceback
+
+
+@pytest.mark.slow
+def test_tiny_eval_grid_is_real_and_resumable(tmp_path, data_dir):
+    from frs_ray.cli import main
+
+    cfg = {"name": "tiny", "out_dir": str(tmp_path / "eval"), "zoo": str(tmp_path / "zoo"), "datasets": ["sst2"],
+           "attacks": ["badnets"], "defenses": ["none", "frs", "uniform", "-bmps-inf", "textguard"],
+           "n_clean": 6, "n_triggered": 6, "budgets": [2, 3],
+           "victim": {"max_train_examples": 48, "epochs": 1, "learning_rate": 1e-4, "max_length": 64, "batch_size": 16},
+           "poison": {"max_examples": 48, "epochs": 1, "batch_size": 16},
+           "certify": {"k": 4, "n_estimate": 12, "fuzzing": {"budget": 3}},
+           "defense_params": {"textguard": {"m": 3, "max_pooled_examples": 48}}}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["eval", "--config", str(path), "--no-progress", "--results-dir", str(tmp_path / "res")]) == 0
+    root = tmp_path / "eval" / "tiny"
+    doc = json.loads((root / "eval.json").read_text())
+    recs = {r["defense"]: r for r in doc["records"]}
+    assert set(recs) == {"none", "frs", "uniform", "-bmps-inf", "textguard"}
+    for r in recs.values():
+        for k in ("dataset", "attack", "defense", "ca", "pa", "asr", "avg_radius", "max_radius", "seeds"):
+            assert k in r
+        for k in ("ca", "pa", "asr"):
+            assert 0.0 <= r[k] <= 1.0
+        assert r["pa"] + r["asr"] <= 1.0 + 1e-9  # binary task: original label and target are different classes
+    assert recs["none"]["avg_radius"] is None and recs["none"]["clean_queries_per_input"] == 1
+    assert recs["frs"]["clean_queries_per_input"] == 3 + 4 + 12  # budget + n_select + n_estimate
+    assert set(recs["frs"]["localization_by_budget"]) == {"2", "3"}
+    assert "trigger lies inside" in recs["frs"]["radius_assumes"]
+    cell = json.loads((root / "cells/sst2/badnets/frs-seed0.json").read_text())
+    assert cell["data"]["test_sha256"] and cell["settings"]["seed"] == 0 and cell["models"]["smoothed"]
+    rows = list(csv.DictReader((root / "eval.csv").open()))
+    assert {"dataset", "attack", "defense", "ca", "pa", "asr", "avg_radius", "max_radius"} <= set(rows[0])
+    assert (tmp_path / "res" / "eval.md").is_file() and (root / "eval_certified_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    # resume: nothing is recomputed
+    mtimes = {p: p.stat().st_mtime for p in (root / "cells").rglob("*.json")}
+    assert main(["eval", "--config", str(path), "--no-progress"]) == 0
+    assert {p: p.stat().st_mtime for p in (root / "cells").rglob("*.json")} == mtimes
