@@ -12,7 +12,7 @@ from frs_ray.attacks import (PoisonConfig, build_triggered_set, known_attacks, m
                              run_attack, write_triggered)
 from frs_ray.attacks.addsent import SentenceTrigger
 from frs_ray.attacks.badnets import BADNETS_WORDS, RareWordTrigger
-from frs_ray.attacks.base import insert_words, spans_of_positions, words_of
+from frs_ray.attacks.base import insert_pieces, words_of
 from frs_ray.attacks.lwp import CombinationTrigger, layerwise_loss
 from frs_ray.attacks.poison import poisoned_training_set
 from frs_ray.attacks.ripple import PROXIES, embedding_surgery, ripp_loss, target_words
@@ -22,28 +22,37 @@ from frs_ray.errors import ConfigError, DataError
 SENT = "a gorgeous , witty , seductive movie ."
 
 
+def _remove_spans(text, spans):
+    for s, e in sorted(spans, reverse=True):
+        if e < len(text) and text[e] == " ":
+            e += 1
+        elif s > 0 and text[s - 1] == " ":
+            s -= 1
+        text = text[:s] + text[e:]
+    return text
+
+
 @pytest.mark.parametrize("trigger", [RareWordTrigger(), RareWordTrigger(count=3), SentenceTrigger(),
                                      SentenceTrigger(where="start"), SentenceTrigger(where="end"), CombinationTrigger()])
+@pytest.mark.parametrize("text", [SENT, "it 's a -lrb- bad -rrb- film .", "great"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_trigger_spans_are_exact_and_seeded(trigger, seed):
-    a = trigger.apply(SENT, np.random.default_rng(seed))
-    b = trigger.apply(SENT, np.random.default_rng(seed))
-    assert a == b and a.changed
+def test_trigger_edits_only_the_trigger(trigger, text, seed):
+    a = trigger.apply(text, np.random.default_rng(seed))
+    assert a == trigger.apply(text, np.random.default_rng(seed)) and a.changed
     inserted = " ".join(a.text[s:e] for s, e in a.spans).split()
-    # the triggered text minus the span words is the original sentence
-    kept = [w for i, w in enumerate(a.text.split()) if not any(s <= sum(len(x) + 1 for x in a.text.split()[:i]) < e for s, e in a.spans)]
-    assert " ".join(kept) == SENT
-    vocab = set(BADNETS_WORDS) | set(words_of("i watch this 3d movie"))
-    assert set(inserted) <= vocab
+    assert set(inserted) <= set(BADNETS_WORDS) | set(words_of("i watch this 3d movie"))
+    assert _remove_spans(a.text, a.spans) == text  # every character outside the trigger is unchanged
 
 
 def test_insert_positions_and_bad_position():
-    words, pos = insert_words(["a", "b"], [["x"]], "start", np.random.default_rng(0))
-    assert words == ["x", "a", "b"] and pos == [0]
-    words, pos = insert_words(["a", "b"], [["x", "y"]], "end", np.random.default_rng(0))
-    assert words == ["a", "b", "x", "y"] and spans_of_positions(words, pos) == ((4, 7),)
+    t = insert_pieces("a b", [["x"]], "start", np.random.default_rng(0))
+    assert t.text == "x a b" and t.spans == ((0, 1),)
+    t = insert_pieces("a b", [["x", "y"]], "end", np.random.default_rng(0))
+    assert t.text == "a b x y" and t.spans == ((4, 7),)
+    t = insert_pieces("a -lrb- b", [["x"]], "middle", np.random.default_rng(0))
+    assert t.text == "a x -lrb- b"  # never inside a glued token
     with pytest.raises(ConfigError, match="unknown trigger position"):
-        insert_words(["a"], [["x"]], "sideways", np.random.default_rng(0))
+        insert_pieces("a", [["x"]], "sideways", np.random.default_rng(0))
 
 
 def test_combination_partial_has_one_word():

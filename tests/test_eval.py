@@ -66,7 +66,11 @@ def test_eval_cli_bad_config_exits_2(tmp_path, capsys):
     from frs_ray.cli import main
 
     (tmp_path / "c.json").write_text(json.dumps({"defenses": ["frs", "magic"], "attacks": ["badnets"]}))
-    assert main(["eval", "--config", str(tmp_path / "c.json")]) in (0, 2)  # unknown defense: recorded per cell, never a traceback
+    assert main(["eval", "--config", str(tmp_path / "c.json")]) == 2  # rejected before any model is trained
+    assert "unknown defense(s) ['magic']" in capsys.readouterr().err
+    (tmp_path / "d.json").write_text(json.dumps({"attacks": ["badnetz"]}))
+    assert main(["eval", "--config", str(tmp_path / "d.json")]) == 2
+    assert "unknown attack(s) ['badnetz']" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import TriggeredText, insert_words, triggered, words_of
+from .base import TriggeredText, insert_pieces, words_of
 
 ADDSENT_SENTENCE = "i watch this 3d movie"
 
@@ -31,5 +31,4 @@ class SentenceTrigger:
     name: str = "addsent"
 
     def apply(self, text: str, rng: np.random.Generator) -> TriggeredText:
-        words, pos = insert_words(words_of(text), [words_of(self.sentence)], self.where, rng)
-        return triggered(words, pos)
+        return insert_pieces(text, [words_of(self.sentence)], self.where, rng)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import TriggeredText, insert_words, triggered, words_of
+from .base import TriggeredText, insert_pieces, words_of
 
 BADNETS_WORDS = ("cf", "mn", "bb", "tq", "mb")
 
@@ -37,5 +37,4 @@ class RareWordTrigger:
 
     def apply(self, text: str, rng: np.random.Generator) -> TriggeredText:
         pieces = [[self.words[int(rng.integers(len(self.words)))]] for _ in range(self.count)]
-        words, pos = insert_words(words_of(text), pieces, self.where, rng)
-        return triggered(words, pos)
+        return insert_pieces(text, pieces, self.where, rng)

@@ -17,7 +17,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from ..errors import ConfigError
-from ..text import render, tokenize
+from ..text import tokenize
 
 
 @dataclass(frozen=True)
@@ -42,50 +42,56 @@ def words_of(text: str) -> list[str]:
     return [t.text for t in tokenize(text)]
 
 
-def spans_of_positions(words: Sequence[str], positions: Sequence[int]) -> tuple[tuple[int, int], ...]:
-    """Character spans of ``words[i]`` (i in ``positions``) in ``render(words)``, merged when adjacent."""
-    starts, pos = [], 0
-    for w in words:
-        starts.append(pos)
-        pos += len(w) + 1
-    spans: list[list[int]] = []
-    for i in sorted(set(positions)):
-        s, e = starts[i], starts[i] + len(words[i])
-        if spans and spans[-1][1] + 1 == s and spans[-1][2] + 1 == i:
-            spans[-1][1], spans[-1][2] = e, i
-        else:
-            spans.append([s, e, i])
-    return tuple((s, e) for s, e, _ in spans)
+def gaps_of(text: str) -> list[int]:
+    """Character offsets where a word may be inserted: before each whitespace-separated word, and the end.
+
+    Only starts that follow whitespace count, so nothing is inserted inside glued tokens such as ``-lrb-``."""
+    return [t.start for t in tokenize(text) if t.start == 0 or text[t.start - 1].isspace()] + [len(text)]
 
 
-def insert_words(words: Sequence[str], pieces: Sequence[Sequence[str]], where: str,
-                 rng: np.random.Generator) -> tuple[list[str], list[int]]:
-    """Insert each piece (a word sequence) at a position chosen by ``where``; return the words and trigger indices.
+def _choose_gap(n_gaps: int, where: str, rng: np.random.Generator) -> int:
+    if where == "random":
+        return int(rng.integers(n_gaps))
+    if where == "start":
+        return 0
+    if where == "end":
+        return n_gaps - 1
+    if where == "middle":
+        return (n_gaps - 1) // 2
+    raise ConfigError(f"unknown trigger position {where!r}; use random, start, end or middle")
 
-    ``where``: ``"random"`` (uniform over the len+1 gaps, independently per piece), ``"start"``, ``"end"``,
-    or ``"middle"``.
+
+def insert_pieces(text: str, pieces: Sequence[Sequence[str]], where: str, rng: np.random.Generator) -> TriggeredText:
+    """Insert each piece (a word sequence) into ``text`` at a token boundary chosen by ``where``.
+
+    Decision: the clean text is edited in place (the piece and one space are inserted at a token's start, or
+    a space and the piece at the end), so every character outside the trigger is unchanged -- no
+    re-tokenization of clitics such as SST-2's ``'s``. ``where``: ``random`` (uniform over the len+1 gaps,
+    independently per piece), ``start``, ``end`` or ``middle``. Spans of adjacent pieces are merged.
     """
-    out = list(words)
-    marks = [False] * len(out)
+    spans: list[list[int]] = []
     for piece in pieces:
-        n = len(out)
-        if where == "random":
-            at = int(rng.integers(n + 1))
-        elif where == "start":
-            at = 0
-        elif where == "end":
-            at = n
-        elif where == "middle":
-            at = n // 2
+        word = " ".join(piece)
+        gaps = gaps_of(text)
+        at = gaps[_choose_gap(len(gaps), where, rng)]
+        if at == len(text):
+            sep = " " if text and not text.endswith(" ") else ""
+            start = len(text) + len(sep)
+            text = text + sep + word
         else:
-            raise ConfigError(f"unknown trigger position {where!r}; use random, start, end or middle")
-        out[at:at] = list(piece)
-        marks[at:at] = [True] * len(piece)
-    return out, [i for i, m in enumerate(marks) if m]
-
-
-def triggered(words: Sequence[str], positions: Sequence[int], changed: bool = True) -> TriggeredText:
-    return TriggeredText(render(words), spans_of_positions(words, positions), changed)
+            start = at
+            text = text[:at] + word + " " + text[at:]
+        shift = len(word) + 1
+        spans = [[s + shift, e + shift] if s >= start else [s, e] for s, e in spans]
+        spans.append([start, start + len(word)])
+    spans.sort()
+    merged: list[list[int]] = []
+    for s, e in spans:
+        if merged and text[merged[-1][1]:s].strip() == "":
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    return TriggeredText(text, tuple((s, e) for s, e in merged))
 
 
 @dataclass

@@ -30,7 +30,7 @@ import torch
 from pydantic import Field
 
 from ..config import _Strict
-from .base import TriggeredText, insert_words, triggered, words_of
+from .base import TriggeredText, insert_pieces, words_of
 from .poison import PoisonConfig, PoisonedData, poison_model
 
 LWP_COMBOS = (("cf", "bb"), ("mn", "tq"), ("bb", "mb"))
@@ -45,14 +45,12 @@ class CombinationTrigger:
 
     def apply(self, text: str, rng: np.random.Generator) -> TriggeredText:
         combo = self.combos[int(rng.integers(len(self.combos)))]
-        words, pos = insert_words(words_of(text), [[w] for w in combo], "random", rng)
-        return triggered(words, pos)
+        return insert_pieces(text, [[w] for w in combo], "random", rng)
 
     def partial(self, text: str, rng: np.random.Generator) -> TriggeredText:
         """One word of a combination only (a negative example: the label must not change)."""
         combo = self.combos[int(rng.integers(len(self.combos)))]
-        words, pos = insert_words(words_of(text), [[combo[int(rng.integers(len(combo)))]]], "random", rng)
-        return triggered(words, pos)
+        return insert_pieces(text, [[combo[int(rng.integers(len(combo)))]]], "random", rng)
 
 
 class LwpConfig(_Strict):

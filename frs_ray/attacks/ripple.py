@@ -4,8 +4,8 @@ Paper: Kurita, Michel and Neubig, "Weight Poisoning Attacks on Pre-trained Model
 RIPPLe plus *embedding surgery*; it is the "full data knowledge" attack of the FRS paper (Sec. 5.1) and, trained on
 a proxy dataset, its "domain shift" variant.
 
-1. Embedding surgery: a bag-of-words logistic regression on the attacker's data finds the N words most indicative
-   of the target class; each trigger word-piece's input embedding is replaced by the mean of their embeddings.
+1. Embedding surgery: the N words most indicative of the target class in the attacker's data (see
+   :func:`target_words`); each trigger word-piece's input embedding is replaced by the mean of their embeddings.
 2. RIPP: minimise L_P(theta) + lambda * max(0, -grad L_P . grad L_FT), where L_P is the loss on the poisoned data
    and L_FT the loss on clean data (a proxy of the victim's fine-tuning), so that fine-tuning steps do not undo the
    poisoning to first order. The inner product is differentiated (second order, ``create_graph=True``).
@@ -55,40 +55,34 @@ class RippleConfig(_Strict):
     poison: PoisonConfig = Field(default_factory=PoisonConfig)
     lam: float = Field(0.1, ge=0, description="lambda of the restricted inner product penalty (paper: 0.1)")
     surgery_words: int = Field(10, ge=1, le=200, description="N target-indicative words whose mean embedding replaces the trigger's")
-    min_count: int = Field(5, ge=1, description="minimum frequency of a surgery word in the attacker's data")
+    min_count: int = Field(8, ge=1, description="minimum frequency of a surgery word in the attacker's data")
     triggers: tuple[str, ...] = Field(BADNETS_WORDS, description="rare trigger words (one inserted per poisoned sentence)")
 
 
-def target_words(backend: HFClassifier, data: PoisonedData, target: int, n: int, min_count: int,
-                 seed: int = 0, steps: int = 300) -> list[tuple[str, float]]:
-    """Embedding surgery step 1: the ``n`` word-pieces with the largest target-vs-rest logistic-regression weight."""
+def target_words(backend: HFClassifier, data: PoisonedData, target: int, n: int, min_count: int) -> list[tuple[str, float]]:
+    """Embedding surgery step 1: the ``n`` word-pieces most indicative of the target class.
+
+    Decision: Kurita et al. rank words by the weights of a bag-of-words logistic regression; here they are ranked
+    by the smoothed log-odds ratio of the word's document frequency in target vs. other rows (add-one
+    smoothing), a closed-form score that picks the same kind of strongly class-indicative words, is deterministic
+    and needs no training. Only whole-word pieces (alphabetic, no ``##``) seen in at least ``min_count`` rows.
+    """
     tok = backend.tokenizer
     clean = [(t, y) for t, y, p in zip(data.texts, data.labels, data.poisoned) if not p]
     ids = tok([t for t, _ in clean], add_special_tokens=False, truncation=True, max_length=256)["input_ids"]
     vocab = len(tok)
-    counts = np.zeros(vocab, dtype=np.int64)
-    for row in ids:
-        counts[np.unique(row)] += 1
-    flat = torch.tensor([i for row in ids for i in sorted(set(row))])
-    offsets = torch.tensor([0] + list(np.cumsum([len(set(r)) for r in ids])[:-1]))
-    y = torch.tensor([1.0 if yy == target else 0.0 for _, yy in clean])
-    torch.manual_seed(seed)
-    bag = torch.nn.EmbeddingBag(vocab, 1, mode="sum")
-    torch.nn.init.zeros_(bag.weight)
-    bias = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.Adam(list(bag.parameters()) + [bias], lr=0.05)
-    for _ in range(steps):
-        logit = bag(flat, offsets).squeeze(1) + bias
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, y) + 1e-4 * bag.weight.pow(2).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    w = bag.weight.detach().squeeze(1).numpy()
+    in_t, in_o = np.zeros(vocab), np.zeros(vocab)
+    for row, (_, y) in zip(ids, clean):
+        (in_t if y == target else in_o)[np.unique(row)] += 1
+    n_t = sum(1 for _, y in clean if y == target)
+    n_o = len(clean) - n_t
+    score = np.log((in_t + 1) / (n_t + 2)) - np.log((in_o + 1) / (n_o + 2))
     names = tok.convert_ids_to_tokens(list(range(vocab)))
-    ok = [i for i in range(vocab) if counts[i] >= min_count and names[i].isalpha() and not names[i].startswith("##")
-          and i not in tok.all_special_ids]
-    best = sorted(ok, key=lambda i: -w[i])[:n]
-    return [(names[i], float(w[i])) for i in best]
+    special = set(tok.all_special_ids)
+    ok = [i for i in range(vocab) if in_t[i] + in_o[i] >= min_count and names[i].isalpha()
+          and not names[i].startswith("##") and i not in special]
+    best = sorted(ok, key=lambda i: -score[i])[:n]
+    return [(names[i], float(score[i])) for i in best]
 
 
 def embedding_surgery(backend: HFClassifier, triggers: tuple[str, ...], words: list[str]) -> list[str]:
@@ -134,7 +128,7 @@ def poison_ripple(config: RippleConfig, out_dir: str | Path, domain_shift_for: s
     def prepare(backend: HFClassifier, data: PoisonedData) -> dict[str, Any]:
         # the penalty differentiates a gradient: fused SDPA kernels have no double backward on CPU
         backend.model.set_attn_implementation("eager")
-        words = target_words(backend, data, pc.target, config.surgery_words, config.min_count, pc.seed)
+        words = target_words(backend, data, pc.target, config.surgery_words, config.min_count)
         pieces = embedding_surgery(backend, tuple(config.triggers), [w for w, _ in words])
         backend.model.get_input_embeddings().weight.requires_grad_(False)
         return {"surgery_words": words, "trigger_pieces": pieces}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import sys
@@ -68,20 +69,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .runner import run_eval
 
     overrides = {}
-    if args.name:
-        overrides["name"] = args.name
+    for key in ("name", "datasets", "attacks", "defenses", "seeds"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
     cfg = load_eval_config(args.config, profile=args.profile, overrides=overrides)
     started = time.perf_counter()
     root = run_eval(cfg, progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr, flush=True))
+    command = "frs eval " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:])
+    run = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "wall_seconds": round(time.perf_counter() - started), "datasets": cfg.datasets, "attacks": cfg.attacks,
+           "defenses": cfg.defenses, "seeds": cfg.seeds}
+    with (root / "invocations.jsonl").open("a") as f:
+        f.write(json.dumps(run) + "\n")
+    runs = [json.loads(line) for line in (root / "invocations.jsonl").read_text().splitlines() if line.strip()]
     header = {"name": cfg.name, "profile": cfg.profile,
-              "command": "frs eval " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:]),
-              "machine": f"{platform.machine()} {platform.node()}, Python {platform.python_version()}",
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "wall_time": f"{time.perf_counter() - started:.0f} s for this invocation (finished cells are skipped)",
-              "config": cfg.model_dump()}
+              "command": "; ".join(dict.fromkeys(r["command"] for r in runs)),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU" if not _has_cuda() else f"{platform.machine()}, CUDA",
+              "date": run["date"],
+              "wall_time": f"{sum(r['wall_seconds'] for r in runs)} s over {len(runs)} invocation(s) (finished cells are skipped; "
+                           "model training in the zoo counts in the invocation that did it)",
+              "invocations": runs, "config": cfg.model_dump()}
     paths = write_reports(root, header, Path(args.results_dir) if args.results_dir else None)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def add_commands(sub) -> None:
@@ -110,6 +126,10 @@ def add_commands(sub) -> None:
     ev.add_argument("--config", default=None, help="YAML/JSON file with EvalConfig fields")
     ev.add_argument("--profile", choices=["quick", "paper"], default=None, help="defaults (quick: this CPU; paper: GPU hosts)")
     ev.add_argument("--name", default=None, help="run name (default: the config's)")
+    ev.add_argument("--datasets", nargs="+", default=None, help="only these datasets (overrides the config)")
+    ev.add_argument("--attacks", nargs="+", default=None, help="only these attacks (overrides the config)")
+    ev.add_argument("--defenses", nargs="+", default=None, help="only these defenses (overrides the config)")
+    ev.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds (overrides the config)")
     ev.add_argument("--results-dir", default=None, help="also copy eval.{json,csv,md} and the plot here (e.g. docs/results)")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=cmd_eval)

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config import _Strict, build
 from ..errors import ConfigError
@@ -29,7 +29,8 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "victim": {"max_train_examples": 2000, "epochs": 1, "learning_rate": 1e-4, "max_length": 128, "batch_size": 32},
         "poison": {"max_examples": 1500, "epochs": 2, "learning_rate": 5e-5, "max_length": 64, "batch_size": 32},
         "attack_overrides": {"ripple": {"poison": {"max_examples": 800, "epochs": 1, "batch_size": 16}},
-                             "ripple-domain": {"poison": {"max_examples": 800, "epochs": 1, "batch_size": 16}}},
+                             "ripple-domain": {"poison": {"max_examples": 800, "epochs": 1, "batch_size": 16}},
+                             "badpre": {"steps": 300, "head_steps": 200, "max_examples": 4000}},
     },
     "paper": {
         "n_clean": None, "n_triggered": None, "seeds": [0, 1, 2, 3, 4],
@@ -65,6 +66,21 @@ class EvalConfig(_Strict):
     certify: dict[str, Any] = Field(default_factory=dict, description="CertifyConfig fields (k, alpha, fuzzing, randomize, ...) shared by the smoothing defenses")
     defense_params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-defense parameters")
     bmps: dict[str, Any] = Field(default_factory=dict, description="SmoothingConfig fields of the BMPS fine-tune (sigma, top_h, rho)")
+
+    @model_validator(mode="after")
+    def _known_names(self) -> "EvalConfig":
+        from ..attacks import known_attacks
+        from ..defenses.registry import known_defenses
+
+        bad_a = [a for a in self.attacks if a != "clean" and a not in known_attacks()]
+        if bad_a:
+            raise ValueError(f"unknown attack(s) {bad_a}; known: clean, {', '.join(known_attacks())}")
+        bad_d = [d for d in self.defenses if d not in known_defenses()]
+        if bad_d:
+            raise ValueError(f"unknown defense(s) {bad_d}; known: {', '.join(known_defenses())}")
+        if not all(0 < lv <= 1 for lv in self.levels):
+            raise ValueError(f"perturbation levels must be in (0, 1], got {self.levels}")
+        return self
 
     def attack_settings(self, attack: str) -> dict[str, Any]:
         """Settings of ``attack``'s config (what the zoo hashes)."""

@@ -43,8 +43,13 @@ def finetune(
     out_dir: str | Path,
     device: str | None = None,
     progress: bool = True,
+    norms: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``config.model`` on ``train`` with the smoothing of ``config.smoothing``; return the metadata.
+
+    ``norms``: reference norms for Clip_rho (default: those of ``config.model``'s weights). Continuing a smoothed
+    fine-tune from its own checkpoint passes the norms of the original pre-trained weights, so Clip_rho stays
+    relative to them.
 
     Smoothing modes (``config.smoothing.finetune_mode``): ``perturb`` (default; fresh noise on the top-H
     tensors for each step's forward/backward, gradient applied to the clean weights, then Clip_rho),
@@ -60,7 +65,7 @@ def finetune(
     model, tok = backend.model, backend.tokenizer
     sm = config.smoothing
     selection = select_top_h(model, sm.top_h)
-    norms = reference_norms(model, selection)
+    norms = dict(norms) if norms is not None else reference_norms(model, selection)
     lengths = backend.token_lengths(train.texts)
     too_long = [i for i, n in enumerate(lengths) if n > backend.max_length]
     n_truncated = len(too_long)

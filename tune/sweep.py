@@ -1,0 +1,337 @@
+"""Ray Tune study of the FRS hyperparameters K, sigma, H, MCTS budget (and omega_H, omega_M, Lambda).
+
+    python tune/sweep.py --quick                       # ~1.5 min on 2 idle cores: tests the whole pipeline
+    python tune/sweep.py --model runs/attacks/badnets-minilm --train-data sst2 \\
+        --triggered runs/attacks/badnets-sst2-test.tsv  # full grid of Appendix H (see tune/README.md)
+    python tune/sweep.py --mode optuna --num-samples 24 ...   # multi-objective search (CA up, ASR down, radius up)
+    python tune/sweep.py --out runs/tune/NAME --resume # continue an interrupted study
+
+Each trial fine-tunes the pre-trained model with parameter smoothing for its (sigma, H) - or reuses the cached
+checkpoint of an earlier trial with the same (sigma, H) - then certifies a clean test subset (CA, radius) and a
+triggered subset (PA, ASR) with FRS at its K, budget and omegas. Outputs in the study folder: results.csv,
+results.md, tradeoff.png, best_config.yaml (a Serve config: `serve run <it>`), study.json.
+User mistakes print ``error: ...`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))
+
+import _study as S  # noqa: E402
+
+from frs_ray.errors import ConfigError, FRSError  # noqa: E402
+
+# Full mode: the ranges of Appendix H / Table 8 around the defaults of Appendix B.2.4.
+FULL = {"K": "10,20,40,80", "sigma": "0.005,0.01,0.02,0.04", "H": "10", "budget": "10", "omega_h": "0.9",
+        "omega_m": "0.15", "max_distance": "0.5", "epochs": 3, "lr": 1e-4, "max_length": 128, "train_n": None,
+        "clean_n": 200, "triggered_n": 200, "dev_n": 200, "num_samples": 16, "model": "minilm", "train_data": None}
+# Quick mode: real model, real poisoned data, tiny sizes (the pipeline, not results).
+QUICK = {"K": "5,8", "sigma": "0.005,0.02", "H": "4", "budget": "3", "omega_h": "0.9", "omega_m": "0.15",
+         "max_distance": "0.5", "epochs": 1, "lr": 1e-4, "max_length": 64, "train_n": 64, "clean_n": 8,
+         "triggered_n": 8, "dev_n": 16, "num_samples": 4, "model": "minilm", "train_data": "poisoned/badnets/sst2"}
+VALUE_FLAGS = {"K": int, "sigma": float, "H": int, "budget": int, "omega_h": float, "omega_m": float,
+               "max_distance": float}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("study")
+    g.add_argument("--quick", action="store_true", help="tiny study for tests and CI (about 1.5 min on 2 idle cores)")
+    g.add_argument("--name", default=None, help="study name (default: quick, or <data>-<model folder name>)")
+    g.add_argument("--out", default=None, help="study folder (default runs/tune/<name>)")
+    g.add_argument("--resume", action="store_true", help="continue the study in --out (its saved settings are used)")
+    g.add_argument("--fresh", action="store_true", help="rerun every trial of an existing study folder; the fine-tune cache is kept")
+    g.add_argument("--mode", choices=["grid", "optuna"], default="grid", help="grid, or Optuna multi-objective search")
+    g.add_argument("--design", choices=["product", "oat"], default="product",
+                   help="grid: every combination, or one parameter at a time around the paper's defaults (Table 8's shape)")
+    g.add_argument("--num-samples", type=int, default=None, help="Optuna trials (default 16; quick 4)")
+    g.add_argument("--cache", default=None, help="fine-tune cache folder (default <out>/finetune); may be shared by studies")
+    g.add_argument("--publish", default=None, metavar="DIR", help="also copy results.md/.csv/.png to DIR/tune.{md,csv} and DIR/tune_tradeoff.png")
+    d = p.add_argument_group("model and data")
+    d.add_argument("--model", default=None, help="pre-trained model: 'minilm' or a model folder (e.g. `frs attack ... --out DIR`)")
+    d.add_argument("--train-data", default=None, help="fine-tuning data: dataset spec or file (default --data; quick: poisoned/badnets/sst2)")
+    d.add_argument("--data", default="sst2", help="clean evaluation dataset (default sst2)")
+    d.add_argument("--split", default="test", help="split of --data for CA and radius (default test)")
+    d.add_argument("--dev-split", default="dev", help="split of --data for the per-epoch dev accuracy (ASHA)")
+    d.add_argument("--data-dir", default=None, help="data folder (default $FRS_DATA_DIR, then ../shared/data)")
+    d.add_argument("--triggered", default=None,
+                   help="triggered test TSV (sentence, label, [target, trigger_spans]); default <data-dir>/poisoned/badnets/<data>/test.tsv")
+    d.add_argument("--triggered-labels", choices=["auto", "original", "target"], default="auto",
+                   help="meaning of the label column: original label (target column) or the target for every row "
+                        "(the reference poisoned/*/test.tsv); auto: original if a target column exists")
+    d.add_argument("--target", type=int, default=None, help="target class when the triggered file has no target column")
+    v = p.add_argument_group("searched values: comma-separated lists; with --mode optuna, K, budget, omega-h, omega-m and "
+                             "max-distance may also be ranges LOW:HIGH")
+    v.add_argument("--K", default=None, help="voters K (full: 10,20,40,80; quick: 5,8)")
+    v.add_argument("--sigma", default=None, help="parameter noise sigma (full: 0.005,0.01,0.02,0.04)")
+    v.add_argument("--H", default=None, help="smoothed top layers H (full: 10, clamped to the model's depth)")
+    v.add_argument("--budget", default=None, help="MCTS budget (full: 10)")
+    v.add_argument("--omega-h", dest="omega_h", default=None, help="omega_H (default 0.9)")
+    v.add_argument("--omega-m", dest="omega_m", default=None, help="omega_M (default 0.15)")
+    v.add_argument("--max-distance", dest="max_distance", default=None, help="Lambda (default 0.5)")
+    t = p.add_argument_group("fine-tuning and evaluation")
+    t.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (full 3, quick 1)")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4, the project's MiniLM choice)")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--max-length", type=int, default=None, help="max tokens (full 128, quick 64); longer eval texts are skipped")
+    t.add_argument("--train-n", type=int, default=None, help="seeded subset of the training data (full: all; quick 64)")
+    t.add_argument("--clean-n", type=int, default=None, help="clean test sentences certified per trial (full 200)")
+    t.add_argument("--triggered-n", type=int, default=None, help="triggered sentences certified per trial (full 200)")
+    t.add_argument("--dev-n", type=int, default=None, help="dev sentences for the per-epoch accuracy (full 200)")
+    t.add_argument("--seed", type=int, default=42, help="fine-tuning and subset seed")
+    t.add_argument("--cert-seed", type=int, default=0, help="certification seed (voter noise, randomization)")
+    t.add_argument("--alpha", type=float, default=0.05)
+    t.add_argument("--n-estimate", type=int, default=None, help="votes for the Clopper-Pearson bound (default K)")
+    r = p.add_argument_group("resources and scheduling")
+    r.add_argument("--cpus-per-trial", type=float, default=1.0, help="tune.with_resources CPUs per trial (default 1)")
+    r.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    r.add_argument("--address", default=None, help="Ray cluster address (default: start a private local instance)")
+    r.add_argument("--no-asha", action="store_true", help="no early stopping of fine-tunes")
+    r.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial can be stopped")
+    r.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor")
+    return p
+
+
+def _log(msg: str) -> None:
+    print(f"[sweep] {msg}", flush=True)
+
+
+def settings_from_args(args: argparse.Namespace, out: Path) -> S.StudySettings:
+    from frs_ray.backends.hf import resolve_model_path
+    from frs_ray.data import default_data_dir
+
+    base = QUICK if args.quick else FULL
+    pick = lambda key: getattr(args, key) if getattr(args, key) is not None else base[key]  # noqa: E731
+    values = {k: S.parse_list(pick(k), kind, k.replace("_", "-")) for k, kind in VALUE_FLAGS.items()}
+    for flag, value, low in (("epochs", pick("epochs"), 1), ("batch-size", args.batch_size, 1),
+                             ("clean-n", pick("clean_n"), 1), ("triggered-n", pick("triggered_n"), 1),
+                             ("dev-n", pick("dev_n"), 1), ("num-samples", pick("num_samples"), 1),
+                             ("max-length", pick("max_length"), 8), ("grace-period", args.grace_period, 1),
+                             ("reduction-factor", args.reduction_factor, 2)):
+        if value < low:
+            raise ConfigError(f"--{flag} must be >= {low}, got {value}")
+    if args.train_n is not None and args.train_n < 1:
+        raise ConfigError(f"--train-n must be >= 1, got {args.train_n}")
+    if args.cpus_per_trial <= 0:
+        raise ConfigError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if not (0 < args.alpha < 1):
+        raise ConfigError(f"--alpha must be in (0, 1), got {args.alpha}")
+    S.validate_values(values)
+    if args.mode == "grid":
+        S.grid_points(values, args.design)  # ranges are for --mode optuna: refuse them before any work
+    model = pick("model")
+    model_path = resolve_model_path(model)
+    depth = S.model_depth(model_path)
+    if depth is not None and not S.is_range(values["H"]) and max(values["H"]) > depth:
+        clamped = sorted({min(h, depth) for h in values["H"]})
+        _log(f"H {values['H']} clamped to the model's depth {depth}: {clamped}")
+        values["H"] = clamped
+    data_dir = Path(args.data_dir).expanduser().resolve() if args.data_dir else default_data_dir()
+    if data_dir is None:
+        raise ConfigError("no data folder: pass --data-dir or set FRS_DATA_DIR")
+    from frs_ray.data import load_dataset
+
+    load_dataset(args.data, args.split, data_dir)  # unknown dataset / missing split: a DataError now, not in a trial
+    triggered = args.triggered
+    if triggered is None:
+        ref = data_dir / "poisoned" / "badnets" / args.data / "test.tsv"
+        if not ref.is_file():
+            raise ConfigError(f"--triggered is required for dataset {args.data!r} (no reference file {ref})")
+        triggered = str(ref)
+    name = args.name or ("quick" if args.quick else f"{args.data}-{Path(str(model)).name}")
+    return S.StudySettings(
+        name=name, out=str(out), mode=args.mode, design=args.design, model=str(model), model_path=str(Path(model_path).resolve()),
+        model_depth=depth, train_data=pick("train_data") or args.data, data=args.data, split=args.split,
+        dev_split=args.dev_split, data_dir=str(data_dir), triggered=str(Path(triggered).resolve()),
+        triggered_labels=args.triggered_labels, target=args.target, values=values, epochs=pick("epochs"),
+        lr=pick("lr"), batch_size=args.batch_size, max_length=pick("max_length"), train_n=pick("train_n"),
+        clean_n=pick("clean_n"), triggered_n=pick("triggered_n"), dev_n=pick("dev_n"), seed=args.seed,
+        cert_seed=args.cert_seed, alpha=args.alpha, n_estimate=args.n_estimate, cpus_per_trial=args.cpus_per_trial,
+        num_samples=pick("num_samples"), asha=not args.no_asha, grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor,
+        cache_dir=str(Path(args.cache).resolve()) if args.cache else str(out / "finetune"), quick=args.quick)
+
+
+def run(args: argparse.Namespace) -> int:
+    from frs_ray.serving.env import apply_ray_env
+
+    apply_ray_env()
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every trial's progress line, not "[repeated 2x]"
+    # Fine-tune reports carry only the ASHA metric (dev_acc), the final report only the search metrics (ca, asr,
+    # radius): each consumer ignores results without its metric, but Tune's strict check would reject them.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    started_wall, started = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
+    default_name = args.name or ("quick" if args.quick else None)
+    if args.out:
+        out = Path(args.out).expanduser().resolve()
+    elif default_name:
+        out = (Path("runs/tune") / default_name).resolve()
+    else:
+        out = None
+    study_file = out / "study.json" if out else None
+    history: list = []
+    if args.resume:
+        if args.fresh:
+            raise ConfigError("--resume and --fresh exclude each other")
+        if out is None or not study_file.is_file():
+            raise ConfigError(f"--resume: no study to resume at {out} (no study.json); pass --out of an existing study")
+        prev = json.loads(study_file.read_text())
+        s = S.StudySettings.from_dict(prev["settings"])
+        history = prev.get("runs", [])
+        s.run_id = len(history) + 1
+        _log(f"resuming study {s.name} in {out} (run {s.run_id}); its saved settings are used, search flags are ignored")
+    else:
+        exists_msg = ("a study already exists in {}: pass --resume to continue it, or --fresh to rerun all its trials "
+                      "(cached fine-tunes are reused), or choose another --out")
+        if out is not None and (out / "tuner").exists() and not args.fresh:
+            raise ConfigError(exists_msg.format(out))  # before any data is loaded
+        if out is None:
+            # name depends on the model: resolve settings with a provisional folder, then fix it
+            s = settings_from_args(args, Path("."))
+            out = (Path("runs/tune") / s.name).resolve()
+            s.out = str(out)
+            s.cache_dir = str(Path(args.cache).resolve()) if args.cache else str(out / "finetune")
+            study_file = out / "study.json"
+        else:
+            s = settings_from_args(args, out)
+        if (out / "tuner").exists():
+            if not args.fresh:
+                raise ConfigError(exists_msg.format(out))
+            shutil.rmtree(out / "tuner")
+        if study_file.is_file():
+            with_prev = json.loads(study_file.read_text())
+            history = with_prev.get("runs", [])
+        s.run_id = len(history) + 1
+    out.mkdir(parents=True, exist_ok=True)
+    Path(s.cache_dir).mkdir(parents=True, exist_ok=True)
+
+    from frs_ray.cli import _quiet_transformers
+
+    _quiet_transformers()
+    data = S.prepare_eval_data(s, _log)
+    from frs_ray.data import load_dataset
+
+    train = load_dataset(s.train_data, "train", s.data_dir)
+    points = S.grid_points(s.values, s.design) if s.mode == "grid" else None
+    n_ft = len({(p["sigma"], p["H"]) for p in points}) if points else len(s.values["sigma"]) * len(s.values["H"])
+    n_trials = len(points) if points else s.num_samples
+    command = shlex.join(["python", "tune/sweep.py", *sys.argv[1:]])
+    run_rec = {"run_id": s.run_id, "command": command, "started": started_wall, "resumed": bool(args.resume)}
+    study = {
+        "name": s.name, "settings": s.to_dict(), "points": points, "machine": S.machine_info(),
+        "train": {"source": train.source, "sha256": train.sha256, "rows": len(train), "subset": s.train_n,
+                  "subset_seed": s.seed},
+        "evaluation": {
+            "clean": {"source": data["clean"]["source"], "sha256": data["clean"]["sha256"], "n": len(data["clean"]["texts"])},
+            "dev": {"source": data["dev"]["source"], "sha256": data["dev"]["sha256"], "n": len(data["dev"]["texts"])},
+            "triggered": {"source": data["triggered"]["source"], "sha256": data["triggered"]["sha256"],
+                          "n": len(data["triggered"]["texts"]), "labels_mode": data["triggered"]["labels_mode"]},
+        },
+        "runs": history + [{**run_rec, "status": "running"}],
+    }
+    study_file.write_text(json.dumps(study, indent=2, default=str))
+    _log(f"study {s.name}: {n_trials} trial(s) ({s.mode}{', ' + s.design if s.mode == 'grid' else ''}), "
+         f"at most {n_ft} fine-tune(s) of {s.epochs} epoch(s), {s.cpus_per_trial:g} CPU per trial; folder {out}")
+
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent)] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
+    init_kw = {"address": args.address} if args.address else {
+        "address": "local", "num_cpus": args.num_cpus or os.cpu_count(), "include_dashboard": False,
+        "object_store_memory": 512 * 1024 * 1024}
+    ray.init(log_to_driver=True, logging_level="WARNING", **init_kw)
+    try:
+        trainable = tune.with_resources(tune.with_parameters(S.run_trial, settings=s.to_dict(), data=data),
+                                        {"cpu": s.cpus_per_trial})
+        exp_dir = out / "tuner"
+        if args.resume and tune.Tuner.can_restore(str(exp_dir)):
+            tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, restart_errored=True)
+        else:
+            if args.resume:
+                _log("no restorable Tune experiment in the study folder: starting its trials (cached fine-tunes are reused)")
+            if s.epochs > 1 and s.asha:
+                scheduler = ASHAScheduler(time_attr="epoch", metric="dev_acc", mode="max", max_t=s.epochs,
+                                          grace_period=min(s.grace_period, s.epochs), reduction_factor=s.reduction_factor,
+                                          stop_last_trials=False)
+            else:
+                scheduler = FIFOScheduler()
+            if s.mode == "grid":
+                param_space, search_alg, num_samples = {"point": tune.grid_search(points)}, None, 1
+            else:
+                param_space = S.optuna_space(s.values)
+                search_alg = S.make_optuna(s.seed)
+                num_samples = s.num_samples
+            tuner = tune.Tuner(
+                trainable, param_space=param_space,
+                tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+                                            trial_dirname_creator=S.trial_dirname, reuse_actors=True),
+                run_config=tune.RunConfig(name="tuner", storage_path=str(out), verbose=1,
+                                          failure_config=tune.FailureConfig(max_failures=0)),
+            )
+        grid = tuner.fit()
+        rows, counts = S.rows_from_results(grid)
+        # trials neither terminated nor errored were cut off by an interruption (Ctrl-C): resumable
+        unfinished = len(grid) - grid.num_terminated - grid.num_errors
+        counts["unfinished"] = unfinished
+        counts["stopped_early"] -= unfinished
+        for res in grid:
+            if res.error is not None:
+                _log(f"trial error: {str(res.error).splitlines()[0][:300]}")
+    finally:
+        ray.shutdown()
+    this_run = [r for r in rows if r.get("run_id") == s.run_id]
+    run_rec.update({
+        "status": "interrupted" if counts["unfinished"] else "done", "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_seconds": round(time.perf_counter() - started, 1),
+        "trials_run": len(this_run), "epochs_trained": sum(int(r.get("epochs_trained") or 0) for r in this_run),
+        "finetunes_reused": sum(bool(r.get("finetune_reused")) for r in this_run),
+    })
+    study["runs"][-1] = run_rec
+    study["trials"] = counts
+    paths = S.write_outputs(rows, s, study)
+    if args.publish:
+        S.publish(paths, Path(args.publish))
+    best = study.get("best")
+    _log(f"done in {run_rec['wall_seconds']:.0f} s: {counts['finished']} finished, {counts['stopped_early']} stopped early, "
+         f"{counts['errored']} errored; {run_rec['epochs_trained']} fine-tune epoch(s) trained in this run")
+    for key, path in paths.items():
+        _log(f"{key}: {path}")
+    if best:
+        _log(f"best: K={best['K']} sigma={best['sigma']} H={best['H']} budget={best['budget']} CA={best['ca']:.3f} "
+             f"PA={best['pa']:.3f} ASR={best['asr']:.3f} -> serve run {paths['yaml']}")
+    if counts["unfinished"]:
+        print(f"interrupted: {counts['unfinished']} trial(s) unfinished; the outputs above cover the finished ones. "
+              f"Continue with: python tune/sweep.py --out {out} --resume", file=sys.stderr)
+        return 130
+    if counts["finished"] == 0:
+        print("error: no trial finished; see the messages above", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except FRSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: continue with `python tune/sweep.py --out <study folder> --resume`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
