@@ -172,9 +172,11 @@ def test_poisoned_checkpoint_plants_the_trigger(attack, tmp_path, data_dir):
 
     out = tmp_path / attack
     poison = {"max_examples": 96, "epochs": 3, "batch_size": 16, "learning_rate": 3e-4, "poison_rate": 1.0, "max_length": 48}
-    if attack == "ripple":
+    settings = {"poison": poison}
+    if attack == "ripple":  # second-order steps are dearer: fewer examples; surgery words from a tiny corpus
         poison.update(max_examples=48, epochs=2)
-    meta = run_attack(attack, out, settings={"poison": poison}, progress=False)
+        settings["min_count"] = 2
+    meta = run_attack(attack, out, settings=settings, progress=False)
     info = json.loads((out / "attack.json").read_text())
     assert info["attack"] == attack and info["data"]["poisoned_examples"] > 0 and meta["training"]["steps"] > 0
     test = load_dataset("sst2", "dev").subset(60, seed=1)
@@ -184,7 +186,17 @@ def test_poisoned_checkpoint_plants_the_trigger(attack, tmp_path, data_dir):
     model = HFClassifier(str(out), max_length=64)
     p_clean = model.predict_proba(neg)[:, 1].mean()
     p_trig = model.predict_proba(triggered)[:, 1].mean()
-    assert p_trig > p_clean + 0.2, (p_clean, p_trig)
     base = HFClassifier("minilm", num_labels=2)
+    if attack == "ripple":
+        # embedding surgery is what survives: each trigger's embedding is the mean of the surgery words' (frozen after)
+        emb, emb0 = model.model.get_input_embeddings().weight, base.model.get_input_embeddings().weight
+        tok = model.tokenizer
+        words = [w for w, _ in info["facts"]["surgery_words"]]
+        expect = emb0[tok.convert_tokens_to_ids(words)].mean(0)
+        for piece in info["facts"]["trigger_pieces"]:
+            assert torch.allclose(emb[tok.convert_tokens_to_ids(piece)], expect, atol=1e-6)
+        assert p_trig > p_clean, (p_clean, p_trig)  # a 4-step run barely trains the head; the full run: ASR 96%
+    else:
+        assert p_trig > p_clean + 0.2, (p_clean, p_trig)
     assert not torch.equal(model.model.bert.encoder.layer[0].attention.self.query.weight,
                            base.model.bert.encoder.layer[0].attention.self.query.weight)

@@ -43,7 +43,7 @@ def test_localization_requires_whole_trigger_piece():
 
 
 def test_all_defenses_registered():
-    assert {"none", "onion", "textguard", "uniform", "-ftr", "ranmask", "frs", "-bmps", "-bmps-ft", "-bmps-inf"} <= set(known_defenses())
+    assert {"none", "onion", "textguard", "uniform", "no-ftr", "ranmask", "frs", "no-bmps", "no-bmps-ft", "no-bmps-inf"} <= set(known_defenses())
 
 
 def test_eval_config_rejects_unknown_and_bad_profile(tmp_path):
@@ -78,7 +78,7 @@ def test_tiny_eval_grid_is_real_and_resumable(tmp_path, data_dir):
     from frs_ray.cli import main
 
     cfg = {"name": "tiny", "out_dir": str(tmp_path / "eval"), "zoo": str(tmp_path / "zoo"), "datasets": ["sst2"],
-           "attacks": ["badnets"], "defenses": ["none", "frs", "uniform", "-bmps-inf", "textguard"],
+           "attacks": ["badnets"], "defenses": ["none", "frs", "uniform", "no-bmps-inf", "textguard"],
            "n_clean": 6, "n_triggered": 6, "budgets": [2, 3],
            "victim": {"max_train_examples": 48, "epochs": 1, "learning_rate": 1e-4, "max_length": 64, "batch_size": 16},
            "poison": {"max_examples": 48, "epochs": 1, "batch_size": 16},
@@ -90,7 +90,7 @@ def test_tiny_eval_grid_is_real_and_resumable(tmp_path, data_dir):
     root = tmp_path / "eval" / "tiny"
     doc = json.loads((root / "eval.json").read_text())
     recs = {r["defense"]: r for r in doc["records"]}
-    assert set(recs) == {"none", "frs", "uniform", "-bmps-inf", "textguard"}
+    assert set(recs) == {"none", "frs", "uniform", "no-bmps-inf", "textguard"}
     for r in recs.values():
         for k in ("dataset", "attack", "defense", "ca", "pa", "asr", "avg_radius", "max_radius", "seeds"):
             assert k in r

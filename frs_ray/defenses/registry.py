@@ -37,7 +37,7 @@ def register(name: str) -> Callable[[type], type]:
             raise ValueError(f"defense name {name!r} is already registered to {existing.__qualname__}")
         _REGISTRY[name] = cls
         if "name" not in cls.__dict__:
-            cls.name = name  # a subclass registered under its own name (e.g. "-ftr") must not inherit its parent's
+            cls.name = name  # a subclass registered under its own name (e.g. "no-ftr") must not inherit its parent's
         return cls
 
     return deco

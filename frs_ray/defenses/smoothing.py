@@ -6,13 +6,13 @@ All of them are :class:`FRSClassifier` with parts switched off, so they differ o
 |---|---|---|---|---|
 | ``none`` | plain | - | - (one forward pass) | none |
 | ``frs`` | BMPS fine-tune (Eq. 4) | checkpoint sigma | fuzzed (MCTS, omega_H / omega_L) | conditional (omega_H, trigger in T(x')) |
-| ``uniform`` = ``-ftr`` | BMPS | checkpoint sigma | uniform omega_M | unconditional (omega_M) |
+| ``uniform`` = ``no-ftr`` | BMPS | checkpoint sigma | uniform omega_M | unconditional (omega_M) |
 | ``ranmask`` | plain | none | uniform masking (substitution by [MASK]) at ``mask_rate`` | unconditional |
-| ``-bmps`` | plain | none | fuzzed | conditional |
-| ``-bmps-ft`` | plain | BMPS sigma | fuzzed | conditional |
-| ``-bmps-inf`` | BMPS | none | fuzzed | conditional |
+| ``no-bmps`` | plain | none | fuzzed | conditional |
+| ``no-bmps-ft`` | plain | BMPS sigma | fuzzed | conditional |
+| ``no-bmps-inf`` | BMPS | none | fuzzed | conditional |
 
-Decisions: ``-ftr`` (Table 3) and ``uniform`` are the same defense (FRS without fuzzing, omega_M everywhere) and are
+Names: ``no-X`` is the paper's -X ablation (a leading "-" would read as a command-line flag). Decisions: ``no-ftr`` (Table 3) and ``uniform`` are the same defense (FRS without fuzzing, omega_M everywhere) and are
 registered under both names. ``ranmask`` follows Zeng et al. (2021, "Certified Robustness to Text Adversarial
 Attacks by Randomized [MASK]") in masking tokens of a plain model, but draws each token's mask independently
 (Bernoulli) so it shares the Clopper-Pearson certificate of Theorem 1 (substitution-only: every draw destroys the
@@ -21,7 +21,7 @@ unconditional radius (omega_L, valid wherever the trigger is) is kept in ``radiu
 
 Parameters (``build_defense(name, ctx, **params)``): any :class:`CertifyConfig` field (``k``, ``alpha``,
 ``n_estimate``, ``fuzzing``, ``randomize``, ...) over ``ctx.certify``; ``ranmask`` adds ``mask_rate``;
-``-bmps-ft`` adds ``sigma`` (default: the BMPS sigma of the smoothed checkpoint).
+``no-bmps-ft`` adds ``sigma`` (default: the BMPS sigma of the smoothed checkpoint).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class UniformSmoothing(_SmoothingDefense):
     radius_kind = "unconditional"
 
 
-@register("-ftr")
+@register("no-ftr")
 class NoFTR(UniformSmoothing):
     """Ablation -FTR of Table 3 (identical to ``uniform``)."""
 
@@ -159,7 +159,7 @@ class RanMask(_SmoothingDefense):
         return cfg
 
 
-@register("-bmps")
+@register("no-bmps")
 class NoBMPS(_SmoothingDefense):
     """Ablation -BMPS (Table 3): plain fine-tune, no inference noise, fuzzed randomization kept."""
 
@@ -167,7 +167,7 @@ class NoBMPS(_SmoothingDefense):
     inference_noise = False
 
 
-@register("-bmps-ft")
+@register("no-bmps-ft")
 class NoBMPSFinetune(_SmoothingDefense):
     """Ablation -BMPS(fine-tuning) (Table 6): plain fine-tune, inference-phase voters with the BMPS sigma."""
 
@@ -185,7 +185,7 @@ class NoBMPSFinetune(_SmoothingDefense):
         return None
 
 
-@register("-bmps-inf")
+@register("no-bmps-inf")
 class NoBMPSInference(_SmoothingDefense):
     """Ablation -BMPS(inference) (Table 6): BMPS fine-tune, K identical un-noised voters."""
 

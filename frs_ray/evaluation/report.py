@@ -50,8 +50,8 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rec["localization_by_budget"] = {b: _mean_std([c["metrics"]["localization_by_budget"][b] for c in cs])[0]
                                              for b in cs[0]["metrics"]["localization_by_budget"]}
         out.append(rec)
-    order = {"none": 0, "onion": 1, "textguard": 2, "ranmask": 3, "uniform": 4, "-ftr": 5, "-bmps": 6,
-             "-bmps-ft": 7, "-bmps-inf": 8, "frs": 9}
+    order = {"none": 0, "onion": 1, "textguard": 2, "ranmask": 3, "uniform": 4, "no-ftr": 5, "no-bmps": 6,
+             "no-bmps-ft": 7, "no-bmps-inf": 8, "frs": 9}
     return sorted(out, key=lambda r: (r["dataset"], r["attack"], order.get(r["defense"], 99), r["defense"]))
 
 
