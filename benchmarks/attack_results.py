@@ -79,12 +79,12 @@ def main() -> int:
         }
         if attack != "clean":
             meta = json.loads((Path(base) / "attack.json").read_text())
-            row["poison_seconds"] = meta["training"]["seconds"]
-            try:
-                row["asr_before_victim_finetune"] = float(np.mean(_predict(base, ts.texts, test.num_labels) == target))
-            except Exception as exc:  # an encoder-only release (BadPre) has no task head
+            row["poison_seconds"] = (meta.get("timings") or {}).get("total_s") or (meta.get("training") or {}).get("seconds")
+            if meta.get("task_agnostic"):  # an encoder-only release: its head would be random
                 row["asr_before_victim_finetune"] = None
-                row["note_before"] = f"no task head: {type(exc).__name__}"
+                row["note_before"] = "task-agnostic release without a task head"
+            else:
+                row["asr_before_victim_finetune"] = float(np.mean(_predict(base, ts.texts, test.num_labels) == target))
         rows[attack] = row
         print(attack, {k: row[k] for k in ("ca", "asr", "seconds_total")}, flush=True)
         _write(results, args, out, cfg)
@@ -105,18 +105,20 @@ def _write(results: dict, args, out: Path, cfg) -> None:
     lines = [f"# Attacks: poisoned MiniLM, fine-tuned on clean {args.task} without defense", "",
              f"Command: `{results['command']}`  ", f"Machine: {results['machine']} (2 cores, no GPU)  ",
              f"Date: {results['date']}  ", f"Victim fine-tune: `{json.dumps(cfg.victim)}`; target label {cfg.target}", "",
-             "| attack | CA | CA - clean CA | ASR (victim) | ASR (poisoned model, before victim fine-tune) | triggered n | time (s) |",
-             "|---|---|---|---|---|---|---|"]
+             "| attack | CA | CA - clean CA | ASR (victim) | ASR (poisoned model, before victim fine-tune) | triggered n | poisoning (s) | time of the run that measured it (s; cached models not retrained) |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         if "error" in r:
-            lines.append(f"| {name} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {name} | failed: {r['error']} | | | | | | |")
             continue
         d = "" if clean_ca is None else f"{100 * (r['ca'] - clean_ca):+.2f}"
         b = r.get("asr_before_victim_finetune")
         lines.append(f"| {name} | {100 * r['ca']:.2f}% | {d} | {100 * r['asr']:.2f}% | "
-                     f"{'n/a' if b is None else f'{100 * b:.2f}%'} | {r['n_triggered']} | {r['seconds_total']} |")
+                     f"{'n/a' if b is None else f'{100 * b:.2f}%'} | {r['n_triggered']} | {r.get('poison_seconds') or '-'} | {r['seconds_total']} |")
     lines += ["", "`clean`'s ASR is the rate at which the clean victim labels BadNets-triggered sentences as the target "
-              "(the base rate the attacks are compared with). Raw numbers: the JSON file beside this one."]
+              "(the base rate the attacks are compared with). BadPre is untargeted and releases an encoder only (no head to "
+              "measure before the victim's fine-tune); its row's ASR is the share of triggered non-target sentences "
+              "labelled as the target. Raw numbers: the JSON file beside this one."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
