@@ -81,8 +81,8 @@ def markdown(summary: list[dict[str, Any]], header: dict[str, Any]) -> str:
     for d in datasets:
         lines += [f"## {d}", "",
                   "| attack | defense | CA | PA | ASR | abstain (clean / trig.) | avg radius | max radius | "
-                  "cert. acc. 10/20/30/40/50% | queries / input | s / input | seeds |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "cert. acc. 10/20/30/40/50% | queries / input | s / input | n (clean / trig.) | seeds |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in (r for r in summary if r["dataset"] == d):
             ca = r["certified_accuracy"]
             cert = "-" if all(v is None for v in ca.values()) else " / ".join(_pct(v) for v in ca.values())
@@ -90,7 +90,8 @@ def markdown(summary: list[dict[str, Any]], header: dict[str, Any]) -> str:
                 f"| {r['attack']} | {r['defense']} | {_pct(r['ca'], r['ca_std'])} | {_pct(r['pa'], r['pa_std'])} | "
                 f"{_pct(r['asr'], r['asr_std'])} | {_pct(r['abstain_clean'])} / {_pct(r['abstain_triggered'])} | "
                 f"{_num(r['avg_radius'], r['avg_radius_std'])} | {_num(r['max_radius'])} | {cert} | "
-                f"{_num(r['clean_queries_per_input'])} | {_num(r['clean_seconds_per_input'])} | {len(r['seeds'])} |")
+                f"{_num(r['clean_queries_per_input'])} | {_num(r['clean_seconds_per_input'])} | "
+                f"{r['n_clean']} / {r['n_triggered']} | {len(r['seeds'])} |")
         loc = [r for r in summary if r["dataset"] == d and r.get("localization_by_budget")]
         if loc:
             budgets = list(loc[0]["localization_by_budget"])
