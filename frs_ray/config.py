@@ -135,6 +135,14 @@ class CertifyConfig(_Strict):
         return self.n_select if self.n_select is not None else self.k
 
 
+def deep_merge(base: dict, over: dict) -> dict:
+    """``base`` updated by ``over``, recursing into nested dicts (the layering of defaults, files and flags)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def build(cls: type[_Strict], data: dict) -> _Strict:
     """Validate ``data`` into ``cls``; turn pydantic's report into one readable :class:`ConfigError`."""
     try:

@@ -125,11 +125,13 @@ def poison_model(
     trainable: Callable[[torch.nn.Module], list[torch.nn.Parameter]] | None = None,
     extra: dict[str, Any] | None = None,
     progress: bool = True,
+    uses_clean_batch: bool = False,
 ) -> dict[str, Any]:
     """Train the poisoned checkpoint and write it to ``out_dir``; return the attack metadata.
 
     ``prepare`` runs once before training (e.g. RIPPLe's embedding surgery) and returns facts to record;
-    ``trainable`` chooses the optimised parameters (default: all).
+    ``trainable`` chooses the optimised parameters (default: all). ``uses_clean_batch``: the loss reads a
+    separate clean batch (RIPPLe's L_FT); otherwise none is drawn and ``loss_fn`` gets ``None`` for it.
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / ATTACK_FILE).exists():
@@ -157,9 +159,11 @@ def poison_model(
             if step >= total:
                 break
             enc = backend.encode([data.texts[i] for i in batch.tolist()])
-            cb = clean_idx[torch.randint(len(clean_idx), (config.batch_size,), generator=gen)]
-            clean_enc = backend.encode([data.texts[i] for i in cb.tolist()])
-            loss = loss_fn(model, enc, labels[batch], clean_enc, labels[cb])
+            clean_enc = clean_y = None
+            if uses_clean_batch:
+                cb = clean_idx[torch.randint(len(clean_idx), (config.batch_size,), generator=gen)]
+                clean_enc, clean_y = backend.encode([data.texts[i] for i in cb.tolist()]), labels[cb]
+            loss = loss_fn(model, enc, labels[batch], clean_enc, clean_y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()

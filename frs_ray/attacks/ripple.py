@@ -136,4 +136,5 @@ def poison_ripple(config: RippleConfig, out_dir: str | Path, domain_shift_for: s
     setting = "domain shift" if domain_shift_for else "full data knowledge"
     return poison_model(pc, trigger, out_dir, "ripple" + ("-domain" if domain_shift_for else ""),
                         loss_fn=ripp_loss(config.lam), prepare=prepare,
-                        extra={"setting": setting, "lambda": config.lam}, progress=progress)
+                        extra={"setting": setting, "lambda": config.lam}, progress=progress,
+                        uses_clean_batch=config.lam > 0)

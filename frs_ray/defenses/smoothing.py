@@ -32,18 +32,12 @@ from typing import Any, ClassVar, Sequence
 
 from ..certify.smooth import FRSClassifier
 from ..config import CertifyConfig, build
+from ..config import deep_merge as _merge
 from ..errors import ConfigError
 from ..smoothing.finetune import read_meta
 from ..text import tokenize
 from .base import ABSTAIN, Defense, DefenseContext, DefensePrediction
 from .registry import register
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 @register("none")

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ..config import _Strict, build
+from ..config import deep_merge as _deep_merge
 from ..errors import ConfigError
 
 _PROFILES: dict[str, dict[str, Any]] = {
@@ -90,13 +91,6 @@ class EvalConfig(_Strict):
             keep = {k: v for k, v in poison.items() if k in ("max_length", "seed")}
             return {**keep, **over, "model": self.model}
         return {"poison": poison, **over}
-
-
-def _deep_merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def load_eval_config(path: str | Path | None, profile: str | None = None, overrides: dict | None = None) -> EvalConfig:

@@ -46,19 +46,12 @@ def _cell_settings(cfg: EvalConfig, dataset: str, attack: str, defense: str, see
             "params": cfg.defense_params.get(defense, {})}
 
 
-def localization_by_budget(checkpoint: str, certify: CertifyConfig, ts: TriggeredSet, budgets: list[int],
-                           seed: int) -> dict[str, float]:
+def localization_by_budget(clf, ts: TriggeredSet, budgets: list[int], seed: int) -> dict[str, float]:
     """Appendix I: share of triggered inputs whose top ``num_spans`` MCTS spans contain a trigger piece, per budget
-    (one search per text, read at every budget)."""
-    from ..fuzzing import MCTSFuzzer
-    from ..backends.hf import HFClassifier
-    from ..smoothing.finetune import read_meta
-
-    backend = HFClassifier(checkpoint, max_length=read_meta(checkpoint)["max_length"])
-    fuzzer = MCTSFuzzer(backend.predict_proba, certify.fuzzing, filler=backend.filler_token)
+    (one search per text with the FRS classifier's own fuzzer and centre model, read at every budget)."""
     seeds = [int(np.random.SeedSequence(text_seed(seed, t)).generate_state(1)[0]) for t in ts.texts]
-    res = fuzzer.fuzz_at_budgets(ts.texts, seeds, budgets)
-    n = certify.fuzzing.num_spans
+    res = clf.fuzzer.fuzz_at_budgets(ts.texts, seeds, budgets)
+    n = clf.config.fuzzing.num_spans
     return {str(b): float(np.mean([M.span_contains([(s.start, s.end) for s in r.vulnerable(n)], sp)
                                    for r, sp in zip(res[b], ts.spans)])) for b in budgets}
 
@@ -125,7 +118,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
                 pc, pt = d.predict(clean.texts), d.predict(ts.texts)
                 rec = _metrics(clean, ts, pc, pt, cfg)
                 if defense == "frs" and cfg.budgets:
-                    rec["localization_by_budget"] = localization_by_budget(smoothed, d.config, ts, cfg.budgets, seed)
+                    rec["localization_by_budget"] = localization_by_budget(d.clf, ts, cfg.budgets, seed)
                 described = d.describe()
             except Exception as exc:  # one failing cell must not lose the others
                 log(f"cell {dataset}/{attack}/{defense}/seed{seed} failed: {type(exc).__name__}: {exc}")
