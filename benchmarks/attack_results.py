@@ -44,7 +44,11 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/results/attacks")
     ap.add_argument("--zoo", default="runs/zoo")
+    ap.add_argument("--render", action="store_true", help="only rewrite <out>.md from <out>.json (no training)")
     args = ap.parse_args()
+    if args.render:
+        _render(json.loads(Path(args.out).with_suffix(".json").read_text()), Path(args.out))
+        return 0
     _quiet_transformers()
     cfg = load_eval_config(None, profile=args.profile)
     test = load_dataset(args.task, "test")
@@ -75,7 +79,7 @@ def main() -> int:
             "asr": float(np.mean(pred_trig == target)),
             "n_clean": len(test), "n_triggered": len(ts), "triggered_skipped": ts.skipped,
             "trigger": trig_attack, "victim": victim, "poisoned": base,
-            "seconds_total": round(time.perf_counter() - t0, 1),
+            "seconds_total": round(time.perf_counter() - t0, 1), "machine": _machine(),
         }
         if attack != "clean":
             meta = json.loads((Path(base) / "attack.json").read_text())
@@ -92,19 +96,36 @@ def main() -> int:
     return 0
 
 
+def _machine() -> str:
+    import os
+
+    import torch
+
+    gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
 def _write(results: dict, args, out: Path, cfg) -> None:
     results["machine"] = f"{platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}"
     results["command"] = "python benchmarks/attack_results.py " + shlex.join(sys.argv[1:])
+    results["commands"] = list(dict.fromkeys([*results.get("commands", []), results["command"]]))
     results["date"] = time.strftime("%Y-%m-%d")
     results["victim"] = cfg.victim
     results["target"] = cfg.target
+    results["task"] = args.task
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    _render(results, out)
+
+
+def _render(results: dict, out: Path) -> None:
     rows = results["rows"]
+    machines = sorted({r.get("machine", "2-core x86_64 CPU, no GPU (not recorded per row)") for r in rows.values()})
     clean_ca = rows.get("clean", {}).get("ca")
-    lines = [f"# Attacks: poisoned MiniLM, fine-tuned on clean {args.task} without defense", "",
-             f"Command: `{results['command']}`  ", f"Machine: {results['machine']} (2 cores, no GPU)  ",
-             f"Date: {results['date']}  ", f"Victim fine-tune: `{json.dumps(cfg.victim)}`; target label {cfg.target}", "",
+    lines = [f"# Attacks: poisoned MiniLM, fine-tuned on clean {results.get('task', 'sst2')} without defense", "",
+             "Commands: " + ", ".join(f"`{c}`" for c in results.get("commands", [results["command"]])) + "  ",
+             f"Machine: {'; '.join(machines)}  ",
+             f"Date: {results['date']}  ", f"Victim fine-tune: `{json.dumps(results['victim'])}`; target label {results['target']}", "",
              "| attack | CA | CA - clean CA | ASR (victim) | ASR (poisoned model, before victim fine-tune) | triggered n | poisoning (s) | time of the run that measured it (s; cached models not retrained) |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
@@ -119,6 +140,11 @@ def _write(results: dict, args, out: Path, cfg) -> None:
               "(the base rate the attacks are compared with). BadPre is untargeted and releases an encoder only (no head to "
               "measure before the victim's fine-tune); its row's ASR is the share of triggered non-target sentences "
               "labelled as the target. Raw numbers: the JSON file beside this one."]
+    if results.get("superseded"):
+        lines += ["", "Earlier settings, replaced by the rows above (what was tried):", ""]
+        lines += [f"- {name}: CA {100 * r['ca']:.2f}%, ASR {100 * r['asr']:.2f}%. {r.get('note', '')}"
+                  for name, r in results["superseded"].items()]
+    lines += [f"\n{n}" for n in results.get("notes", [])]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

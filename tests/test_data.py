@@ -431,3 +431,16 @@ def test_read_text_lines_stdin_bad_bytes(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_read_text_lines_missing_file(tmp_path: Path) -> None:
     assert_data_error(["missing.txt", "not found"], read_text_lines, tmp_path / "missing.txt")
+
+
+def test_packaged_model_dir_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FRS_MODEL_DIR_MINILM names a copy of the packaged model's files (hosts without the package)."""
+    from frs_ray.backends.hf import resolve_model_path
+    from frs_ray.errors import CheckpointError
+
+    packaged = resolve_model_path("minilm")
+    monkeypatch.setenv("FRS_MODEL_DIR_MINILM", str(packaged))
+    assert resolve_model_path("minilm") == packaged
+    monkeypatch.setenv("FRS_MODEL_DIR_MINILM", str(tmp_path))  # no weights there
+    with pytest.raises(CheckpointError, match="FRS_MODEL_DIR_MINILM"):
+        resolve_model_path("minilm")

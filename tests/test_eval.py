@@ -35,6 +35,42 @@ def test_certified_accuracy_levels_and_radius_stats():
     assert M.certified_accuracy([P(1)], [1])["0.1"] is None  # empirical defense: no certificate
 
 
+def test_certified_columns_use_the_certificate_not_the_vote():
+    # (vote label, certificate label): a clear vote whose certificate abstains is correct for CA, not for certified CA
+    preds = [DefensePrediction(1, 10, 1, 0.1, radius=None, certified_label=ABSTAIN),
+             DefensePrediction(1, 10, 1, 0.1, radius=2.0, certified_label=1),
+             DefensePrediction(0, 10, 1, 0.1, radius=None, certified_label=ABSTAIN)]
+    assert M.clean_accuracy(preds, [1, 1, 1]) == pytest.approx(2 / 3)
+    cert = M.certified_view(preds)
+    assert M.clean_accuracy(cert, [1, 1, 1]) == pytest.approx(1 / 3)
+    assert M.abstain_rate(cert) == pytest.approx(2 / 3) and M.abstain_rate(preds) == 0.0
+    assert M.certified_accuracy(preds, [1, 1, 1], [0.1, 0.3]) == {"0.1": pytest.approx(1 / 3), "0.3": 0.0}
+    assert M.radius_stats(preds, [1, 1, 1])["avg"] == 2.0  # only the certified-correct input
+    assert M.certified_view([P(1)]) is None  # empirical defense
+
+
+def test_majority_vote_is_the_prediction_and_ties_abstain():
+    from frs_ray.certify.bounds import majority_vote
+
+    assert majority_vote([3, 7]) == 1 and majority_vote([5, 1, 2]) == 0
+    assert majority_vote([4, 4]) == ABSTAIN and majority_vote([1, 3, 3]) == ABSTAIN
+    for bad in ([], [0, 0], [-1, 3]):
+        with pytest.raises(ConfigError):
+            majority_vote(bad)
+
+
+def test_certificate_prediction_is_the_vote_majority_and_label_the_bound():
+    from frs_ray.certify.smooth import VotePlan, finalize_certificate
+    from frs_ray.config import CertifyConfig
+
+    plan = VotePlan(text="a b c", length_tokens=3, span_tokens=0, omega_h=0.9, omega_l=0.1, spans=[],
+                    fuzz_queries=0, select=[], estimate=[])
+    c = finalize_certificate(plan, [3, 7], [4, 6], CertifyConfig(k=10), ["neg", "pos"])
+    assert c.prediction == 1 and c.abstained and c.label == ABSTAIN  # 13 of 20 votes: a majority, no certificate
+    c = finalize_certificate(plan, [0, 10], [0, 10], CertifyConfig(k=10), ["neg", "pos"])
+    assert c.prediction == 1 and c.label == 1 and not c.abstained
+
+
 def test_localization_requires_whole_trigger_piece():
     assert M.span_contains([(0, 10)], [(2, 4)])
     assert not M.span_contains([(3, 10)], [(2, 4)])
@@ -106,6 +142,21 @@ def test_tiny_eval_grid_is_real_and_resumable(tmp_path, data_dir):
     rows = list(csv.DictReader((root / "eval.csv").open()))
     assert {"dataset", "attack", "defense", "ca", "pa", "asr", "avg_radius", "max_radius"} <= set(rows[0])
     assert (tmp_path / "res" / "eval.md").is_file() and (root / "eval_certified_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "res" / "eval_ca_pa_asr.png").read_bytes()[:4] == b"\x89PNG"
+    # prediction = the vote majority, certified columns = the certificate: certified CA can only be lower
+    for name in ("frs", "uniform", "textguard"):
+        assert recs[name]["ca_certified"] <= recs[name]["ca"] + 1e-9
+    assert recs["none"]["ca_certified"] is None
+    assert cell["predictions_fields"] == ["label", "certified_label", "radius"]
+    # a text longer than the model window is read as the victim's model reads it (cut), not rejected
+    from frs_ray.config import CertifyConfig, build
+    from frs_ray.defenses.base import DefenseContext
+    from frs_ray.defenses.registry import build_defense
+
+    ctx = DefenseContext(cell["models"]["plain"], cell["models"]["smoothed"], cell["models"]["poisoned"], None,
+                         tmp_path / "work", certify=build(CertifyConfig, {"k": 4, "n_estimate": 4, "fuzzing": {"budget": 2}}))
+    [p] = build_defense("frs", ctx).predict(["a fine film " * 60])
+    assert p.length_tokens == 180 and p.label in (0, 1, ABSTAIN) and p.certified_label in (0, 1, ABSTAIN)
     # resume: nothing is recomputed
     mtimes = {p: p.stat().st_mtime for p in (root / "cells").rglob("*.json")}
     assert main(["eval", "--config", str(path), "--no-progress"]) == 0

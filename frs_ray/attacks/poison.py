@@ -162,8 +162,8 @@ def poison_model(
             clean_enc = clean_y = None
             if uses_clean_batch:
                 cb = clean_idx[torch.randint(len(clean_idx), (config.batch_size,), generator=gen)]
-                clean_enc, clean_y = backend.encode([data.texts[i] for i in cb.tolist()]), labels[cb]
-            loss = loss_fn(model, enc, labels[batch], clean_enc, clean_y)
+                clean_enc, clean_y = backend.encode([data.texts[i] for i in cb.tolist()]), labels[cb].to(backend.device)
+            loss = loss_fn(model, enc, labels[batch].to(backend.device), clean_enc, clean_y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()

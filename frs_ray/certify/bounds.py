@@ -6,6 +6,7 @@ Pure numpy/scipy: no model is involved here, only vote counts and probabilities.
 * :func:`robustness_condition` -- Eq. 16 with Eq. 17: ``p_lower - beta * (1 - omega**r) > 0.5``.
 * :func:`certified_radius` -- the largest trigger length ``r = R_r * L`` (in tokens) meeting Eq. 16-17.
 * :func:`radius_gain` -- Eq. 18 (Corollary 1): ``R_new / R_old = log(omega_M) / log(omega_H)``.
+* :func:`majority_vote` -- the smoothed classifier's prediction: the class most of the K voters vote for.
 * :func:`predict_and_bound` -- Cohen et al. (2019)'s CERTIFY protocol: the class is selected on one vote
   sample and its probability bounded on a second, independent one; abstain when the bound is <= 0.5.
 
@@ -28,6 +29,7 @@ from frs_ray.errors import ConfigError
 
 __all__ = [
     "ABSTAIN",
+    "majority_vote",
     "SmoothedDecision",
     "certified_radius",
     "clopper_pearson_lower",
@@ -286,6 +288,23 @@ def radius_gain(omega_m: float, omega_h: float) -> float:
     if not 0.0 < wh < 1.0:
         raise ConfigError(f"omega_h must lie in (0, 1), got {omega_h!r}")
     return math.log(wm) / math.log(wh)
+
+
+def majority_vote(counts: Sequence[int]) -> int:
+    """The smoothed classifier's prediction: the class with the most votes (Sec. 4.3.2 Step 5, "model
+    predictions and majority vote"; Theorem 1's ``K_{y*}`` is that class's count among the voters).
+
+    This is the label the paper's CA / PA / ASR are computed on (Appendix B.1: ``f(x)`` is the model's
+    prediction). It carries no guarantee by itself: the certificate is :func:`predict_and_bound`, which may
+    abstain where the majority is too narrow. Decision: an exact tie between the top classes is no majority
+    and returns ``ABSTAIN`` (breaking it towards a fixed class would favour or hurt one label, e.g. the
+    attacker's target). Raises :class:`ConfigError` for negative counts or an all-zero / empty list.
+    """
+    c = _check_counts("counts", counts)
+    if not c or sum(c) < 1:
+        raise ConfigError(f"counts must name at least one class and total >= 1, got {list(counts)}")
+    top = max(c)
+    return ABSTAIN if c.count(top) > 1 else c.index(top)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from ..smoothing import VoterEnsemble
 from ..smoothing.finetune import read_meta
 from ..smoothing.layers import SmoothedParameters
 from ..text import render, tokenize
-from .bounds import ABSTAIN, certified_radius, predict_and_bound
+from .bounds import ABSTAIN, certified_radius, majority_vote, predict_and_bound
 
 ASSUMPTIONS = {
     "conditional": "valid only if the trigger lies inside the returned spans T(x'); omega = omega_H",
@@ -88,6 +88,9 @@ class Certificate:
     omega_l: float
     queries: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
+    # The majority vote over all select + estimate votes (bounds.majority_vote; -1 on a tie): the prediction
+    # CA / PA / ASR are measured on. Only ``label`` (with ``p_lower`` and the radii) carries the guarantee.
+    prediction: int = ABSTAIN
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -257,6 +260,7 @@ def finalize_certificate(plan: VotePlan, select: Sequence[int], estimate: Sequen
         omega_l=plan.omega_l,
         queries={"fuzz": plan.fuzz_queries, "votes": len(plan.select) + len(plan.estimate)},
         seconds={k: round(v, 5) for k, v in (seconds or {}).items()},
+        prediction=majority_vote([int(a) + int(b) for a, b in zip(select, estimate)]),
     )
 
 

@@ -4,12 +4,17 @@ A defense is built from a :class:`DefenseContext` (the victim's checkpoints and 
 folder for anything it must train or cache) and answers :meth:`Defense.predict`. Evaluation treats all defenses
 alike through :class:`DefensePrediction`:
 
-- ``label``: the predicted class, or ``ABSTAIN`` (-1); an abstention is never counted as correct (CA, PA) nor as
-  an attack success (ASR).
+- ``label``: the defense's prediction, or ``ABSTAIN`` (-1); CA, PA and ASR are measured on it (Appendix B.1's
+  ``f(x)``), an abstention is never counted as correct (CA, PA) nor as an attack success (ASR). For the
+  smoothing defenses it is the K voters' majority vote (a tie abstains).
+- ``certified_label``: for certified defenses, the label their certificate guarantees, or ``ABSTAIN`` where the
+  bound is not met (FRS: Clopper-Pearson ``p_lower <= 0.5``); ``None`` for empirical defenses. Certified
+  accuracy, the radii and the "certified CA / PA" columns use it. It can differ from ``label`` (an abstaining
+  certificate over a clear-enough majority, or CERTIFY's selection sample choosing another class).
 - ``radius``: the certified radius in word tokens (Damerau-Levenshtein edits of word tokens) within which the
   label is guaranteed, or ``None`` for empirical defenses; ``radius_assumes`` states what the guarantee assumes.
-  Certified accuracy at perturbation level p (Table 5) counts a correct, non-abstained input whose radius is at
-  least ``p * length_tokens``.
+  Certified accuracy at perturbation level p (Table 5) counts an input whose ``certified_label`` is correct and
+  whose radius is at least ``p * length_tokens``.
 - ``queries``: texts run through a model for this input (fuzzing queries + votes, or perplexity queries + 1).
 - ``spans``: character spans the defense flagged as suspicious (FRS's T(x'), ONION's removed words), used for
   the trigger-localization rate.
@@ -38,6 +43,7 @@ class DefensePrediction:
     radius_assumes: str | None = None
     radius_unconditional: float | None = None
     spans: list[tuple[int, int]] = field(default_factory=list)
+    certified_label: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -93,11 +93,15 @@ class _SmoothingDefense(Defense):
     def predict(self, texts: Sequence[str]) -> list[DefensePrediction]:
         out = []
         n_spans = self.config.fuzzing.num_spans
-        for c in self.clf.certify(list(texts), progress=self.progress):
+        # Decision: evaluation reads each text as the victim's model does, cut to its max_length model tokens
+        # (validate=False; encode() truncates). The cut is part of the base classifier, so the certificate stays
+        # valid; the serving path rejects over-long texts instead (frs_ray.serving.router).
+        for c in self.clf.certify(list(texts), progress=self.progress, validate=False):
             cond, uncond = c.radius["conditional"], c.radius["unconditional"]
             main = cond if self.radius_kind == "conditional" else uncond
             out.append(DefensePrediction(
-                label=c.label if not c.abstained else ABSTAIN,
+                label=c.prediction,
+                certified_label=c.label if not c.abstained else ABSTAIN,
                 length_tokens=c.length_tokens,
                 queries=int(sum(c.queries.values())),
                 seconds=float(sum(c.seconds.values())),

@@ -280,6 +280,7 @@ class TextGuard(Defense):
                 out.append(DefensePrediction(
                     label=label, length_tokens=len(tokenize(x)), queries=len(cast), seconds=seconds,
                     radius=radius, radius_assumes=RADIUS_ASSUMES, radius_unconditional=radius, spans=[],
+                    certified_label=label,
                 ))
             bar.update(len(chunk))
         bar.close()

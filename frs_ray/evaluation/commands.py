@@ -78,13 +78,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     command = "frs eval " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:])
     run = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "wall_seconds": round(time.perf_counter() - started), "datasets": cfg.datasets, "attacks": cfg.attacks,
-           "defenses": cfg.defenses, "seeds": cfg.seeds}
+           "defenses": cfg.defenses, "seeds": cfg.seeds, "machine": _machine_line()}
     with (root / "invocations.jsonl").open("a") as f:
         f.write(json.dumps(run) + "\n")
     runs = [json.loads(line) for line in (root / "invocations.jsonl").read_text().splitlines() if line.strip()]
     header = {"name": cfg.name, "profile": cfg.profile,
               "command": "; ".join(dict.fromkeys(r["command"] for r in runs)),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU" if not _has_cuda() else f"{platform.machine()}, CUDA",
+              "machine": "; ".join(dict.fromkeys(r.get("machine", "not recorded") for r in runs)),
               "date": run["date"],
               "wall_time": f"{sum(r['wall_seconds'] for r in runs)} s over {len(runs)} invocation(s) (finished cells are skipped; "
                            "model training in the zoo counts in the invocation that did it)",
@@ -94,10 +94,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_cuda() -> bool:
+def _machine_line() -> str:
     import torch
 
-    return bool(torch.cuda.is_available())
+    gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
 
 
 def add_commands(sub) -> None:

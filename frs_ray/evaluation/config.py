@@ -29,9 +29,16 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "n_clean": 100, "n_triggered": 100, "seeds": [0],
         "victim": {"max_train_examples": 2000, "epochs": 1, "learning_rate": 1e-4, "max_length": 128, "batch_size": 32},
         "poison": {"max_examples": 1500, "epochs": 2, "learning_rate": 5e-5, "max_length": 64, "batch_size": 32},
-        "attack_overrides": {"ripple": {"poison": {"max_examples": 800, "epochs": 1, "batch_size": 16}},
+        # BadNets: 3 epochs at lr 1e-4, or the victim's clean fine-tune (lr 1e-4) erases part of the backdoor
+        # (2 epochs at 5e-5 left 80.7% ASR after it; 3 epochs at 1e-4 left 99.8%, docs/results/attacks.md).
+        "attack_overrides": {"badnets": {"poison": {"epochs": 3, "learning_rate": 1e-4}},
+                             "ripple": {"poison": {"max_examples": 800, "epochs": 1, "batch_size": 16}},
                              "ripple-domain": {"poison": {"max_examples": 800, "epochs": 1, "batch_size": 16}},
-                             "badpre": {"steps": 300, "head_steps": 200, "max_examples": 4000}},
+                             "badpre": {"steps": 300, "head_steps": 200, "max_examples": 4000},
+                             # App. K / L perturbations: the same stronger poisoning as BadNets (at 2 epochs,
+                             # lr 5e-5 only multiseg survived the victim's fine-tune; docs/results/attacks.md)
+                             **{a: {"poison": {"epochs": 3, "learning_rate": 1e-4}}
+                                for a in ("negation", "sentiment", "degree", "reorder", "multiseg")}},
     },
     "paper": {
         "n_clean": None, "n_triggered": None, "seeds": [0, 1, 2, 3, 4],

@@ -3,18 +3,24 @@
 Definitions (decisions where the paper is silent are marked):
 - CA: share of clean test inputs whose label is the true label. PA: share of triggered inputs (built from
   non-target sentences) whose label is their original, true label. ASR: share of triggered inputs labelled with
-  the attacker's target label. An abstention (label -1) is never correct and never an attack success
-  (decision: the paper reports no abstention; counting it as wrong is the conservative choice for CA/PA).
-- Certified accuracy at perturbation level p (Table 5): share of clean inputs that are correct, not abstained,
-  and have radius >= p * length in word tokens (decision: length of the input, in the same tokens as the radius).
-- Average / maximum certified radius (Table 2): over correct, non-abstained clean inputs; the average counts
-  radius 0 for the others is *not* done here (decision: Table 2 is about the certified inputs), and the share of
-  inputs with a positive radius is reported beside it.
+  the attacker's target label. All three use the defense's prediction ``label`` (Appendix B.1's ``f(x)``; for
+  FRS and the other smoothing defenses the K voters' majority vote). An abstention (label -1: a vote tie, or
+  TextGuard's empty / tied groups) is never correct and never an attack success.
+- Certified CA / PA / ASR (decision: reported beside the paper's columns): the same on ``certified_label``,
+  i.e. an input counts only where the certificate holds (FRS: Clopper-Pearson p_lower > 0.5), so an
+  abstaining certificate is wrong for CA / PA and no success for ASR. ``not_certified_*``: the share of inputs
+  whose certificate abstains.
+- Certified accuracy at perturbation level p (Table 5): share of clean inputs whose certified label is correct
+  and whose radius >= p * length in word tokens (decision: length of the input, in the same tokens as the radius).
+- Average / maximum certified radius (Table 2): over clean inputs whose certified label is correct; the
+  average counting radius 0 for the others is *not* done here (decision: Table 2 is about the certified
+  inputs), and the share of inputs with a positive radius is reported beside it.
 - Localization (Appendix I): share of triggered inputs for which some flagged span contains a whole trigger piece.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -44,12 +50,25 @@ def attack_success_rate(preds: Sequence[DefensePrediction], target: int) -> floa
 
 
 def abstain_rate(preds: Sequence[DefensePrediction]) -> float:
+    """Share of inputs whose prediction is ABSTAIN."""
     return float(np.mean(_labels(preds) == ABSTAIN)) if preds else float("nan")
+
+
+def certified_view(preds: Sequence[DefensePrediction]) -> list[DefensePrediction] | None:
+    """The predictions with ``label`` replaced by ``certified_label`` (None for an empirical defense), so CA,
+    PA, ASR and the abstain rate of the certificates reuse the functions above."""
+    if not preds or any(p.certified_label is None for p in preds):
+        return None
+    return [replace(p, label=int(p.certified_label)) for p in preds]
+
+
+def _cert(p: DefensePrediction) -> int:
+    return p.label if p.certified_label is None else p.certified_label
 
 
 def certified_accuracy(preds: Sequence[DefensePrediction], labels: Sequence[int],
                        levels: Iterable[float] = LEVELS) -> dict[str, float | None]:
-    """Table 5: for each level p, the share of inputs correct with radius >= p * length_tokens.
+    """Table 5: for each level p, the share of inputs certified correct with radius >= p * length_tokens.
 
     ``None`` for every level when the defense gives no certificate.
     """
@@ -58,16 +77,16 @@ def certified_accuracy(preds: Sequence[DefensePrediction], labels: Sequence[int]
         return {f"{lv:.1f}": None for lv in levels}
     out = {}
     for lv in levels:
-        ok = [p.label == y and p.radius is not None and p.radius >= lv * p.length_tokens
+        ok = [_cert(p) == y and p.radius is not None and p.radius >= lv * p.length_tokens
               for p, y in zip(preds, labels)]
         out[f"{lv:.1f}"] = float(np.mean(ok))
     return out
 
 
 def radius_stats(preds: Sequence[DefensePrediction], labels: Sequence[int], unconditional: bool = False) -> dict[str, float | None]:
-    """Table 2: average and maximum certified radius (word tokens) over correct, non-abstained inputs."""
+    """Table 2: average and maximum certified radius (word tokens) over inputs whose certified label is correct."""
     rs = [(p.radius_unconditional if unconditional else p.radius) for p, y in zip(preds, labels)
-          if p.label == y and p.label != ABSTAIN]
+          if _cert(p) == y and _cert(p) != ABSTAIN]
     rs = [r for r in rs if r is not None]
     if not rs:
         return {"avg": None, "max": None, "share_positive": None}

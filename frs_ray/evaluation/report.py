@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-SCALARS = ("ca", "pa", "asr", "abstain_clean", "abstain_triggered", "avg_radius", "max_radius",
+SCALARS = ("ca", "pa", "asr", "ca_certified", "pa_certified", "asr_certified", "not_certified_clean",
+           "not_certified_triggered", "abstain_clean", "abstain_triggered", "avg_radius", "max_radius",
            "avg_radius_unconditional", "max_radius_unconditional", "share_radius_positive", "localization_flagged",
            "clean_queries_per_input", "clean_seconds_per_input", "triggered_queries_per_input",
            "triggered_seconds_per_input")
@@ -67,28 +68,39 @@ def _num(v: float | None, s: float | None = None) -> str:
     return f"{v:.2f}" + (f" ± {s:.2f}" if s else "")
 
 
+def _cert_cols(r: dict[str, Any]) -> str:
+    if r.get("ca_certified") is None:
+        return "-"
+    return " / ".join(_pct(r[k]) for k in ("ca_certified", "pa_certified", "asr_certified"))
+
+
 def markdown(summary: list[dict[str, Any]], header: dict[str, Any]) -> str:
     lines = [f"# Evaluation: {header.get('name', 'eval')}", ""]
     for k in ("command", "machine", "date", "profile", "wall_time"):
         if k in header:
             lines.append(f"- {k.replace('_', ' ')}: {header[k]}")
-    lines += ["", "CA, PA and ASR in % (mean ± std over seeds); an abstention counts as wrong for CA/PA and as no "
-              "attack success. Radii in word tokens over correct, non-abstained clean inputs; `frs` and the "
-              "fuzzed ablations report the conditional radius (assumes the trigger lies in the found span T(x'), "
-              "omega_H), `uniform`/`ranmask` the unconditional one (omega_M), `textguard` its word-group "
+    lines += ["", "CA, PA and ASR in % (mean ± std over seeds) of each defense's prediction (Appendix B.1; for the "
+              "smoothing defenses the K voters' majority vote, a tie abstains); an abstention counts as wrong for "
+              "CA/PA and as no attack success. \"Certified\" CA / PA / ASR count an input only where the "
+              "defense's certificate holds (FRS: Clopper-Pearson p_lower > 0.5 at alpha); \"not certified\" is "
+              "the share where it abstains. Radii in word tokens over clean inputs certified correct; `frs` and "
+              "the fuzzed ablations report the conditional radius (assumes the trigger lies in the found span "
+              "T(x'), omega_H), `uniform`/`ranmask` the unconditional one (omega_M), `textguard` its word-group "
               "certificate. Queries are model forward passes per input.", ""]
     datasets = sorted({r["dataset"] for r in summary})
     for d in datasets:
         lines += [f"## {d}", "",
-                  "| attack | defense | CA | PA | ASR | abstain (clean / trig.) | avg radius | max radius | "
-                  "cert. acc. 10/20/30/40/50% | queries / input | s / input | n (clean / trig.) | seeds |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| attack | defense | CA | PA | ASR | certified CA / PA / ASR | not certified (clean / trig.) | "
+                  "avg radius | max radius | cert. acc. 10/20/30/40/50% | queries / input | s / input | "
+                  "n (clean / trig.) | seeds |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in (r for r in summary if r["dataset"] == d):
             ca = r["certified_accuracy"]
             cert = "-" if all(v is None for v in ca.values()) else " / ".join(_pct(v) for v in ca.values())
             lines.append(
                 f"| {r['attack']} | {r['defense']} | {_pct(r['ca'], r['ca_std'])} | {_pct(r['pa'], r['pa_std'])} | "
-                f"{_pct(r['asr'], r['asr_std'])} | {_pct(r['abstain_clean'])} / {_pct(r['abstain_triggered'])} | "
+                f"{_pct(r['asr'], r['asr_std'])} | {_cert_cols(r)} | "
+                f"{_pct(r['not_certified_clean'])} / {_pct(r['not_certified_triggered'])} | "
                 f"{_num(r['avg_radius'], r['avg_radius_std'])} | {_num(r['max_radius'])} | {cert} | "
                 f"{_num(r['clean_queries_per_input'])} | {_num(r['clean_seconds_per_input'])} | "
                 f"{r['n_clean']} / {r['n_triggered']} | {len(r['seeds'])} |")
@@ -144,16 +156,45 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_bars(summary: list[dict[str, Any]], path: Path) -> None:
+    """CA, PA and ASR of every defense as grouped bars, one panel per (dataset, attack)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["dataset"], r["attack"]) for r in summary})
+    if not panels:
+        return
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.8 * len(panels)), squeeze=False)
+    for ax, (d, a) in zip(axes[:, 0], panels):
+        rows = [r for r in summary if (r["dataset"], r["attack"]) == (d, a)]
+        x = np.arange(len(rows))
+        for i, (k, colour) in enumerate((("ca", "tab:blue"), ("pa", "tab:green"), ("asr", "tab:red"))):
+            vals = [100 * (r[k] or 0.0) for r in rows]
+            errs = [100 * (r.get(f"{k}_std") or 0.0) for r in rows]
+            ax.bar(x + (i - 1) * 0.27, vals, 0.27, yerr=errs, color=colour, label=k.upper(), capsize=2)
+        ax.set_xticks(x, [r["defense"] for r in rows], fontsize=8)
+        ax.set(title=f"{d} / {a} (n seeds = {max(len(r['seeds']) for r in rows)})", ylabel="%", ylim=(0, 100))
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=8, ncol=3, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_reports(root: Path, header: dict[str, Any], results_dir: Path | None = None) -> dict[str, Path]:
     """Write summary.json/.csv, eval.md and certified_accuracy.png into ``root`` (and copies into ``results_dir``)."""
     summary = summarize(load_cells(root))
     doc = {**header, "records": summary}
     paths = {"json": root / "eval.json", "csv": root / "eval.csv", "md": root / "eval.md",
-             "png": root / "eval_certified_accuracy.png"}
+             "png": root / "eval_certified_accuracy.png", "bars": root / "eval_ca_pa_asr.png"}
     paths["json"].write_text(json.dumps(doc, indent=2))
     write_csv(summary, paths["csv"])
-    paths["md"].write_text(markdown(summary, header) + f"\n![certified accuracy]({paths['png'].name})\n")
+    paths["md"].write_text(markdown(summary, header) + f"\n![CA, PA, ASR]({paths['bars'].name})\n"
+                           f"\n![certified accuracy]({paths['png'].name})\n")
     plot(summary, paths["png"])
+    plot_bars(summary, paths["bars"])
     if results_dir is not None:
         results_dir.mkdir(parents=True, exist_ok=True)
         for k, p in paths.items():

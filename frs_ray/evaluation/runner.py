@@ -60,12 +60,21 @@ def _metrics(clean: TextDataset, ts: TriggeredSet, pc: list[DefensePrediction], 
              cfg: EvalConfig) -> dict[str, Any]:
     rad = M.radius_stats(pc, clean.labels)
     rad_u = M.radius_stats(pc, clean.labels, unconditional=True)
+    cc, ct = M.certified_view(pc), M.certified_view(pt)
+    certified = {
+        "ca_certified": M.clean_accuracy(cc, clean.labels) if cc else None,
+        "pa_certified": M.poisoned_accuracy(ct, ts.labels) if ct else None,
+        "asr_certified": M.attack_success_rate(ct, ts.target) if ct else None,
+        "not_certified_clean": M.abstain_rate(cc) if cc else None,
+        "not_certified_triggered": M.abstain_rate(ct) if ct else None,
+    }
     return {
         "ca": M.clean_accuracy(pc, clean.labels),
         "pa": M.poisoned_accuracy(pt, ts.labels),
         "asr": M.attack_success_rate(pt, ts.target),
         "abstain_clean": M.abstain_rate(pc),
         "abstain_triggered": M.abstain_rate(pt),
+        **certified,
         "certified_accuracy": M.certified_accuracy(pc, clean.labels, cfg.levels),
         "avg_radius": rad["avg"], "max_radius": rad["max"], "share_radius_positive": rad["share_positive"],
         "avg_radius_unconditional": rad_u["avg"], "max_radius_unconditional": rad_u["max"],
@@ -74,6 +83,18 @@ def _metrics(clean: TextDataset, ts: TriggeredSet, pc: list[DefensePrediction], 
         **{f"clean_{k}": v for k, v in M.cost(pc).items()},
         **{f"triggered_{k}": v for k, v in M.cost(pt).items()},
     }
+
+
+def machine() -> dict[str, Any]:
+    """Where a cell ran (recorded in it: cells computed on different hosts can share one summary)."""
+    import os
+    import platform
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"platform": platform.machine(), "cpus": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
+            "torch": torch.__version__}
 
 
 def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
@@ -130,9 +151,11 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
                     "data": {"test_source": test.source, "test_sha256": test.sha256, "train_sha256": train.sha256,
                              "triggered_sha256": ts.sha256, "n_clean": len(clean), "n_triggered": len(ts),
                              "triggered_skipped": ts.skipped},
-                    "metrics": rec, "wall_seconds": round(time.perf_counter() - t0, 2),
+                    "metrics": rec, "wall_seconds": round(time.perf_counter() - t0, 2), "machine": machine(),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "predictions": {"clean": [[p.label, p.radius] for p in pc], "triggered": [[p.label, p.radius] for p in pt]}}
+                    "predictions_fields": ["label", "certified_label", "radius"],
+                    "predictions": {"clean": [[p.label, p.certified_label, p.radius] for p in pc],
+                                    "triggered": [[p.label, p.certified_label, p.radius] for p in pt]}}
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(cell, indent=1))
             log(f"{dataset}/{attack}/{defense}/seed{seed}: CA {rec['ca']:.3f} PA {rec['pa']:.3f} ASR {rec['asr']:.3f} "

@@ -64,6 +64,8 @@ class CertificateModel(BaseModel):
     omega_l: float
     queries: dict[str, int]
     seconds: dict[str, float] = Field(default_factory=dict)
+    prediction: int = Field(-1, description="majority vote of all K-voter votes (-1 on a tie); no guarantee: "
+                                            "only `label` is certified, and it is -1 when the bound is not met")
 
 
 class ClassifyResponse(BaseModel):
