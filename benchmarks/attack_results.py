@@ -44,6 +44,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/results/attacks")
     ap.add_argument("--zoo", default="runs/zoo")
+    ap.add_argument("--attack-overrides", default=None,
+                    help='JSON merged into the profile\'s per-attack settings, e.g. \'{"badpre": {"steps": 3000}}\'')
     ap.add_argument("--render", action="store_true", help="only rewrite <out>.md from <out>.json (no training)")
     args = ap.parse_args()
     if args.render:
@@ -51,6 +53,14 @@ def main() -> int:
         return 0
     _quiet_transformers()
     cfg = load_eval_config(None, profile=args.profile)
+    if args.attack_overrides:
+        from frs_ray.config import deep_merge
+
+        try:
+            extra = json.loads(args.attack_overrides)
+        except json.JSONDecodeError as exc:
+            ap.error(f"--attack-overrides is not valid JSON: {exc}")
+        cfg = cfg.model_copy(update={"attack_overrides": deep_merge(cfg.attack_overrides, extra)})
     test = load_dataset(args.task, "test")
     target = cfg.target
     out = Path(args.out)
@@ -87,6 +97,7 @@ def main() -> int:
             if meta.get("task_agnostic"):  # an encoder-only release: its head would be random
                 row["asr_before_victim_finetune"] = None
                 row["note_before"] = "task-agnostic release without a task head"
+                row.update(_untargeted(victim, test, make_trigger(trig_attack), args.seed, pred_clean))
             else:
                 row["asr_before_victim_finetune"] = float(np.mean(_predict(base, ts.texts, test.num_labels) == target))
         rows[attack] = row
@@ -94,6 +105,19 @@ def main() -> int:
         _write(results, args, out, cfg)
     _write(results, args, out, cfg)
     return 0
+
+
+def _untargeted(victim: str, test, trigger, seed: int, pred_clean: np.ndarray) -> dict:
+    """An untargeted attack (BadPre) succeeds on a sentence of ANY label whose prediction the trigger breaks:
+    the share of triggered test sentences (every label; ``target=-1`` keeps all rows) predicted wrongly, beside
+    the victim's error on the same clean sentences, and the prediction flip rate per true label."""
+    ts = build_triggered_set(test, trigger, -1, seed=seed)
+    pred = _predict(victim, ts.texts, test.num_labels)
+    y = np.array(ts.labels)
+    per_label = {str(c): float(np.mean(pred[y == c] != c)) for c in sorted(set(ts.labels))}
+    return {"untargeted_error_triggered": float(np.mean(pred != y)),
+            "untargeted_error_clean": float(np.mean(pred_clean != np.array(test.labels))),
+            "untargeted_error_triggered_by_label": per_label, "untargeted_n": len(ts)}
 
 
 def _machine() -> str:
@@ -140,6 +164,12 @@ def _render(results: dict, out: Path) -> None:
               "(the base rate the attacks are compared with). BadPre is untargeted and releases an encoder only (no head to "
               "measure before the victim's fine-tune); its row's ASR is the share of triggered non-target sentences "
               "labelled as the target. Raw numbers: the JSON file beside this one."]
+    for name, r in rows.items():
+        if "untargeted_error_triggered" in r:
+            lines += ["", f"`{name}` is untargeted: on triggered versions of all {r['untargeted_n']} test sentences the "
+                      f"victim errs on {100 * r['untargeted_error_triggered']:.2f}% (clean: "
+                      f"{100 * r['untargeted_error_clean']:.2f}%); error by true label: "
+                      + ", ".join(f"{k}: {100 * v:.2f}%" for k, v in r["untargeted_error_triggered_by_label"].items()) + "."]
     if results.get("superseded"):
         lines += ["", "Earlier settings, replaced by the rows above (what was tried):", ""]
         lines += [f"- {name}: CA {100 * r['ca']:.2f}%, ASR {100 * r['asr']:.2f}%. {r.get('note', '')}"

@@ -79,7 +79,8 @@ def test_localization_requires_whole_trigger_piece():
 
 
 def test_all_defenses_registered():
-    assert {"none", "onion", "textguard", "uniform", "no-ftr", "ranmask", "frs", "no-bmps", "no-bmps-ft", "no-bmps-inf"} <= set(known_defenses())
+    assert {"none", "onion", "textguard", "uniform", "no-ftr", "ranmask", "frs", "no-bmps", "no-bmps-ft", "no-bmps-inf",
+            "strip", "rap"} <= set(known_defenses())
 
 
 def test_eval_config_rejects_unknown_and_bad_profile(tmp_path):

@@ -51,8 +51,8 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rec["localization_by_budget"] = {b: _mean_std([c["metrics"]["localization_by_budget"][b] for c in cs])[0]
                                              for b in cs[0]["metrics"]["localization_by_budget"]}
         out.append(rec)
-    order = {"none": 0, "onion": 1, "textguard": 2, "ranmask": 3, "uniform": 4, "no-ftr": 5, "no-bmps": 6,
-             "no-bmps-ft": 7, "no-bmps-inf": 8, "frs": 9}
+    order = {"none": 0, "onion": 1, "strip": 2, "rap": 3, "textguard": 4, "ranmask": 5, "uniform": 6, "no-ftr": 7,
+             "no-bmps": 8, "no-bmps-ft": 9, "no-bmps-inf": 10, "frs": 11}
     return sorted(out, key=lambda r: (r["dataset"], r["attack"], order.get(r["defense"], 99), r["defense"]))
 
 
