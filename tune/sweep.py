@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
-import _study as S  # noqa: E402
+import study as S  # noqa: E402
 
 from frs_ray.errors import ConfigError, FRSError  # noqa: E402
 
