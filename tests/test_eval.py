@@ -162,3 +162,17 @@ def test_tiny_eval_grid_is_real_and_resumable(tmp_path, data_dir):
     mtimes = {p: p.stat().st_mtime for p in (root / "cells").rglob("*.json")}
     assert main(["eval", "--config", str(path), "--no-progress"]) == 0
     assert {p: p.stat().st_mtime for p in (root / "cells").rglob("*.json")} == mtimes
+
+
+def test_summary_does_not_mix_cells_of_older_settings():
+    from frs_ray.evaluation.report import summarize
+
+    def cell(seed, ca, victim_epochs, created):
+        return {"dataset": "sst2", "attack": "badnets", "defense": "frs", "seed": seed, "created": created,
+                "settings": {"seed": seed, "victim": {"epochs": victim_epochs}}, "wall_seconds": 1.0,
+                "data": {"n_clean": 10, "n_triggered": 10},
+                "metrics": {"ca": ca, "pa": 0.5, "asr": 0.1, "certified_accuracy": {"0.1": 0.2}}}
+
+    [rec] = summarize([cell(0, 0.9, 3, "2026-01-02"), cell(1, 0.7, 3, "2026-01-03"), cell(2, 0.1, 1, "2026-01-01")])
+    assert rec["seeds"] == [0, 1] and rec["stale_cells_skipped"] == 1
+    assert rec["ca"] == pytest.approx(0.8) and rec["machines"] == ["not recorded"]

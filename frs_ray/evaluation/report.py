@@ -33,16 +33,35 @@ def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
 
 
+def _signature(cell: dict[str, Any]) -> str:
+    """Everything that defines a cell except its seed (cells of one summary row must agree on it)."""
+    return json.dumps({k: v for k, v in cell.get("settings", {}).items() if k != "seed"}, sort_keys=True, default=str)
+
+
+def _machine(cell: dict[str, Any]) -> str:
+    m = cell.get("machine")
+    if not m:
+        return "not recorded"
+    return f"{m['platform']}, {m['cpus']} cores, " + (f"GPU {m['gpu']}" if m.get("gpu") else "no GPU") + f", torch {m['torch']}"
+
+
 def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per (dataset, attack, defense), over the seeds of its newest settings: cells left in the run
+    folder by an earlier configuration (other attack, victim or defense settings) are not mixed in; they are
+    counted in ``stale_cells_skipped``."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for c in cells:
         groups.setdefault((c["dataset"], c["attack"], c["defense"]), []).append(c)
     out = []
-    for (d, a, f), cs in groups.items():
+    for (d, a, f), all_cs in groups.items():
+        newest = _signature(max(all_cs, key=lambda c: c.get("created", "")))
+        cs = [c for c in all_cs if _signature(c) == newest]
         rec: dict[str, Any] = {"dataset": d, "attack": a, "defense": f, "seeds": sorted(c["seed"] for c in cs),
                                "n_clean": cs[0]["data"]["n_clean"], "n_triggered": cs[0]["data"]["n_triggered"],
                                "radius_assumes": cs[0]["metrics"].get("radius_assumes"),
-                               "wall_seconds": float(sum(c["wall_seconds"] for c in cs))}
+                               "wall_seconds": float(sum(c["wall_seconds"] for c in cs)),
+                               "stale_cells_skipped": len(all_cs) - len(cs),
+                               "machines": sorted({_machine(c) for c in cs})}
         for k in SCALARS:
             rec[k], rec[f"{k}_std"] = _mean_std([c["metrics"].get(k) for c in cs])
         levels = cs[0]["metrics"]["certified_accuracy"].keys()
@@ -89,7 +108,10 @@ def markdown(summary: list[dict[str, Any]], header: dict[str, Any]) -> str:
               "certificate. Queries are model forward passes per input.", ""]
     datasets = sorted({r["dataset"] for r in summary})
     for d in datasets:
-        lines += [f"## {d}", "",
+        machines = sorted({m for r in summary if r["dataset"] == d for m in r.get("machines", [])})
+        stale = sum(r.get("stale_cells_skipped", 0) for r in summary if r["dataset"] == d)
+        lines += [f"## {d}", "", f"Cells ran on: {'; '.join(machines) or 'not recorded'}"
+                  + (f" ({stale} cells of earlier settings in the run folder not included)" if stale else ""), "",
                   "| attack | defense | CA | PA | ASR | certified CA / PA / ASR | not certified (clean / trig.) | "
                   "avg radius | max radius | cert. acc. 10/20/30/40/50% | queries / input | s / input | "
                   "n (clean / trig.) | seeds |",
