@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from frs_ray.cli import _quiet_transformers
 from frs_ray.config import RandomizeConfig
 from frs_ray.evaluation.config import load_eval_config
+from frs_ray.evaluation.commands import _machine_line
 from frs_ray.evaluation.runner import cell_path, run_eval
 
 KEYS = ("ca", "pa", "asr", "ca_certified", "avg_radius", "not_certified_clean", "not_certified_triggered")
@@ -56,9 +56,9 @@ def main() -> int:
                     cell = json.loads(cell_path(root, cfg.datasets[0], attack, defense, seed).read_text())
                     rows.append({"omega_h": h, "attack": attack, "defense": defense, "seed": seed,
                                  "n_clean": cell["data"]["n_clean"], "n_triggered": cell["data"]["n_triggered"],
-                                 **{k: cell["metrics"].get(k) for k in KEYS}})
+                                 "cell_seconds": cell["wall_seconds"], **{k: cell["metrics"].get(k) for k in KEYS}})
     doc = {"command": "python benchmarks/omega_study.py " + shlex.join(sys.argv[1:]),
-           "machine": f"{platform.machine()}, {platform.python_version()}", "date": time.strftime("%Y-%m-%d"),
+           "machine": _machine_line(), "date": time.strftime("%Y-%m-%d"),
            "wall_seconds": round(time.perf_counter() - started), "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,9 @@ def _pct(v) -> str:
 def _markdown(doc: dict, png: str) -> str:
     lines = ["# FRS: omega_H against clean accuracy and backdoor removal (SST-2, K=20)", "",
              f"Command: `{doc['command']}`  ", f"Machine: {doc['machine']}  ", f"Date: {doc['date']}  ",
-             f"Wall time of this invocation: {doc['wall_seconds']} s (cells already computed are reused)", "",
+             f"Compute time of the cells: {round(sum(r['cell_seconds'] for r in doc['rows']))} s on one core (this "
+             f"invocation: {doc['wall_seconds']} s; cells already computed are reused, the 0.9 ones from the main "
+             "evaluation run)", "",
              "CA / PA / ASR (%) of the voters' majority vote; certified CA counts an input only where the "
              "Clopper-Pearson certificate holds. `none` is the same victim without defense. One seed: with 100 "
              "sentences per set, differences under about 10 points are noise.", "",
