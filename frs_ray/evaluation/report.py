@@ -110,7 +110,9 @@ def markdown(summary: list[dict[str, Any]], header: dict[str, Any]) -> str:
     for d in datasets:
         machines = sorted({m for r in summary if r["dataset"] == d for m in r.get("machines", [])})
         stale = sum(r.get("stale_cells_skipped", 0) for r in summary if r["dataset"] == d)
-        lines += [f"## {d}", "", f"Cells ran on: {'; '.join(machines) or 'not recorded'}"
+        cell_s = sum(r["wall_seconds"] for r in summary if r["dataset"] == d)
+        lines += [f"## {d}", "", f"Cells ran on: {'; '.join(machines) or 'not recorded'}; their compute time: "
+                  f"{cell_s:.0f} s (defense build + predictions; model training in the zoo not included)"
                   + (f" ({stale} cells of earlier settings in the run folder not included)" if stale else ""), "",
                   "| attack | defense | CA | PA | ASR | certified CA / PA / ASR | not certified (clean / trig.) | "
                   "avg radius | max radius | cert. acc. 10/20/30/40/50% | queries / input | s / input | "
