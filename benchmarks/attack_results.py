@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 import time
@@ -29,6 +28,7 @@ from frs_ray.backends.hf import HFClassifier
 from frs_ray.cli import _quiet_transformers
 from frs_ray.data import load_dataset
 from frs_ray.evaluation.config import load_eval_config
+from frs_ray.evaluation.runner import machine_line
 from frs_ray.evaluation.zoo import poisoned_model, victim_checkpoint
 
 
@@ -89,7 +89,7 @@ def main() -> int:
             "asr": float(np.mean(pred_trig == target)),
             "n_clean": len(test), "n_triggered": len(ts), "triggered_skipped": ts.skipped,
             "trigger": trig_attack, "victim": victim, "poisoned": base,
-            "seconds_total": round(time.perf_counter() - t0, 1), "machine": _machine(),
+            "seconds_total": round(time.perf_counter() - t0, 1), "machine": machine_line(),
         }
         if attack != "clean":
             meta = json.loads((Path(base) / "attack.json").read_text())
@@ -120,17 +120,8 @@ def _untargeted(victim: str, test, trigger, seed: int, pred_clean: np.ndarray) -
             "untargeted_error_triggered_by_label": per_label, "untargeted_n": len(ts)}
 
 
-def _machine() -> str:
-    import os
-
-    import torch
-
-    gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
-
-
 def _write(results: dict, args, out: Path, cfg) -> None:
-    results["machine"] = f"{platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}"
+    results["machine"] = machine_line()
     results["command"] = "python benchmarks/attack_results.py " + shlex.join(sys.argv[1:])
     results["commands"] = list(dict.fromkeys([*results.get("commands", []), results["command"]]))
     results["date"] = time.strftime("%Y-%m-%d")

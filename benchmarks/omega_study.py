@@ -24,8 +24,7 @@ from pathlib import Path
 from frs_ray.cli import _quiet_transformers
 from frs_ray.config import RandomizeConfig
 from frs_ray.evaluation.config import load_eval_config
-from frs_ray.evaluation.commands import _machine_line
-from frs_ray.evaluation.runner import cell_path, run_eval
+from frs_ray.evaluation.runner import cell_path, machine_line, run_eval
 
 KEYS = ("ca", "pa", "asr", "ca_certified", "avg_radius", "not_certified_clean", "not_certified_triggered")
 
@@ -58,7 +57,7 @@ def main() -> int:
                                  "n_clean": cell["data"]["n_clean"], "n_triggered": cell["data"]["n_triggered"],
                                  "cell_seconds": cell["wall_seconds"], **{k: cell["metrics"].get(k) for k in KEYS}})
     doc = {"command": "python benchmarks/omega_study.py " + shlex.join(sys.argv[1:]),
-           "machine": _machine_line(), "date": time.strftime("%Y-%m-%d"),
+           "machine": machine_line(), "date": time.strftime("%Y-%m-%d"),
            "wall_seconds": round(time.perf_counter() - started), "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

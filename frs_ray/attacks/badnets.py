@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import TriggeredText, insert_pieces, words_of
+from .base import TriggeredText, insert_pieces
 
 BADNETS_WORDS = ("cf", "mn", "bb", "tq", "mb")
 

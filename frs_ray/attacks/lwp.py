@@ -30,7 +30,7 @@ import torch
 from pydantic import Field
 
 from ..config import _Strict
-from .base import TriggeredText, insert_pieces, words_of
+from .base import TriggeredText, insert_pieces
 from .poison import PoisonConfig, PoisonedData, poison_model
 
 LWP_COMBOS = (("cf", "bb"), ("mn", "tq"), ("bb", "mb"))

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..backends.hf import HFClassifier, resolve_model_path
 from ..config import _Strict
-from ..data import TextDataset, load_dataset
+from ..data import load_dataset
 from ..errors import CheckpointError, ConfigError, DataError
 from .base import Trigger, words_of
 

@@ -66,6 +66,14 @@ class DefenseContext:
     progress: bool = False
     finetune: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig fields the victim used (epochs, lr, ...)
 
+    def plain_classifier(self, max_length: int | None = None, **kwargs: Any):
+        """The victim's plain fine-tuned model as an HFClassifier; ``max_length`` defaults to the victim's
+        fine-tuning length (``finetune['max_length']``, else 128)."""
+        from ..backends.hf import HFClassifier
+
+        length = max_length or int(self.finetune.get("max_length", 128))
+        return HFClassifier(self.plain_checkpoint, max_length=length, device=self.device, **kwargs)
+
 
 class Defense(ABC):
     """Base class: subclasses set ``name`` and ``certified`` and implement :meth:`predict`."""

@@ -52,7 +52,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from ..backends.hf import HFClassifier, pick_device
+from ..backends.hf import pick_device
 from ..config import build
 from ..errors import CheckpointError
 from ..text.tokens import Token, render, tokenize
@@ -260,8 +260,7 @@ class Onion(Defense):
         self.ctx = ctx
         self.config: OnionConfig = build(OnionConfig, params)  # type: ignore[assignment]
         cfg = self.config
-        max_length = cfg.max_length or int(ctx.finetune.get("max_length", 128))
-        self.classifier = HFClassifier(ctx.plain_checkpoint, max_length=max_length, device=ctx.device)
+        self.classifier = ctx.plain_classifier(cfg.max_length)
         lm_path = resolve_lm(cfg.lm)
         self.lm = _load_lm(str(lm_path), ctx.device, cfg.lm_batch_size, cfg.lm_max_tokens)
         tag = hashlib.sha256(f"{lm_path.resolve()}|{cfg.lm_max_tokens}|{self.lm.prefix_id}".encode()).hexdigest()[:12]

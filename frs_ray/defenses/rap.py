@@ -61,7 +61,6 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..attacks.base import insert_pieces
-from ..backends.hf import HFClassifier
 from ..config import build
 from ..errors import ConfigError
 from ..text.tokens import tokenize
@@ -143,8 +142,7 @@ class RAP(Defense):
         self.config: RAPConfig = build(RAPConfig, params)  # type: ignore[assignment]
         cfg = self.config
         self.seed = cfg.seed if cfg.seed is not None else int(ctx.seed)
-        max_length = cfg.max_length or int(ctx.finetune.get("max_length", 128))
-        self.classifier = HFClassifier(ctx.plain_checkpoint, max_length=max_length, device=ctx.device)
+        self.classifier = ctx.plain_classifier(cfg.max_length)
         n_labels = self.classifier.num_labels
         if cfg.protect_label >= n_labels:
             raise ConfigError(f"protect_label {cfg.protect_label} is not a label of {ctx.plain_checkpoint} "

@@ -41,7 +41,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from ..backends.hf import HFClassifier
 from ..config import build
 from ..errors import ConfigError
 from ..text.tokens import render, tokenize
@@ -151,9 +150,7 @@ class Strip(Defense):
         self.donor_texts = [pool[i] for i in picked[:n_don]]
         self.calibration_texts = [pool[i] for i in picked[n_don:]]
         self.donors = [[t.text for t in tokenize(x) if any(c.isalnum() for c in t.text)] for x in self.donor_texts]
-        max_length = cfg.max_length or int(ctx.finetune.get("max_length", 128))
-        self.classifier = HFClassifier(ctx.plain_checkpoint, max_length=max_length, device=ctx.device,
-                                       batch_size=cfg.batch_size)
+        self.classifier = ctx.plain_classifier(cfg.max_length, batch_size=cfg.batch_size)
         self.calibration_entropies = self._run(self.calibration_texts, "strip calibration")[1]
         self.threshold = entropy_threshold(self.calibration_entropies, cfg.frr)
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -66,7 +64,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _quiet()
     from .config import load_eval_config
     from .report import write_reports
-    from .runner import run_eval
+    from .runner import machine_line, run_eval
 
     overrides = {}
     for key in ("name", "datasets", "attacks", "defenses", "seeds"):
@@ -78,7 +76,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     command = "frs eval " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:])
     run = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "wall_seconds": round(time.perf_counter() - started), "datasets": cfg.datasets, "attacks": cfg.attacks,
-           "defenses": cfg.defenses, "seeds": cfg.seeds, "machine": _machine_line()}
+           "defenses": cfg.defenses, "seeds": cfg.seeds, "machine": machine_line()}
     with (root / "invocations.jsonl").open("a") as f:
         f.write(json.dumps(run) + "\n")
     runs = [json.loads(line) for line in (root / "invocations.jsonl").read_text().splitlines() if line.strip()]
@@ -93,12 +91,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0
 
-
-def _machine_line() -> str:
-    import torch
-
-    gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
 
 
 def add_commands(sub) -> None:

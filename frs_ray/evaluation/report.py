@@ -39,10 +39,9 @@ def _signature(cell: dict[str, Any]) -> str:
 
 
 def _machine(cell: dict[str, Any]) -> str:
-    m = cell.get("machine")
-    if not m:
-        return "not recorded"
-    return f"{m['platform']}, {m['cpus']} cores, " + (f"GPU {m['gpu']}" if m.get("gpu") else "no GPU") + f", torch {m['torch']}"
+    from .runner import machine_line
+
+    return machine_line(cell.get("machine") or {})
 
 
 def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:

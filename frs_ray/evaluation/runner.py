@@ -97,6 +97,15 @@ def machine() -> dict[str, Any]:
             "torch": torch.__version__}
 
 
+def machine_line(m: dict[str, Any] | None = None) -> str:
+    """One line for :func:`machine`'s dict (this host when ``m`` is None; 'not recorded' for an empty one)."""
+    m = machine() if m is None else m
+    if not m:
+        return "not recorded"
+    gpu = f"GPU {m['gpu']}" if m.get("gpu") else "no GPU"
+    return f"{m['platform']}, {m['cpus']} cores, {gpu}, torch {m['torch']}"
+
+
 def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
     """Run every missing cell of ``cfg``; return the run folder (summaries are written by :mod:`.report`)."""
     root = Path(cfg.out_dir) / cfg.name
