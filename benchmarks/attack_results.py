@@ -49,7 +49,10 @@ def main() -> int:
     ap.add_argument("--render", action="store_true", help="only rewrite <out>.md from <out>.json (no training)")
     args = ap.parse_args()
     if args.render:
-        _render(json.loads(Path(args.out).with_suffix(".json").read_text()), Path(args.out))
+        src = Path(args.out).with_suffix(".json")
+        if not src.is_file():
+            ap.error(f"--render needs {src} (written by a run with the same --out)")
+        _render(json.loads(src.read_text()), Path(args.out))
         return 0
     _quiet_transformers()
     cfg = load_eval_config(None, profile=args.profile)
