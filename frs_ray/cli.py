@@ -70,7 +70,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     smoothing = dict(raw.get("smoothing", {}))
     if args.no_smoothing:
         smoothing["finetune_mode"] = "none"
-    for key, value in (("sigma", args.sigma), ("top_h", args.top_h), ("finetune_mode", args.mode)):
+    for key, value in (("sigma", args.sigma), ("top_h", args.top_h), ("finetune_mode", args.mode),
+                       ("data_noise", args.data_noise)):
         if value is not None:
             smoothing[key] = value
     raw["smoothing"] = smoothing
@@ -207,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--mode", choices=["perturb", "accumulate", "none"], default=None, help="fine-tuning smoothing mode")
     ft.add_argument("--sigma", type=float, default=None, help="parameter noise std (default 0.01)")
     ft.add_argument("--top-h", type=int, default=None, help="smoothed top layers H (default 10, clamped to depth)")
+    ft.add_argument("--data-noise", type=float, default=None,
+                    help="also randomize the training texts (Eq. 3's D_F + eps): per-token mutation probability (default 0)")
     ft.add_argument("--epochs", type=float, default=None, help="epochs (default 3)")
     ft.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-5)")
     ft.add_argument("--batch-size", type=int, default=None, help="batch size (default 32)")

@@ -63,6 +63,19 @@ class SmoothingConfig(_Strict):
         "and applies the gradient to the un-noised weights (trains for E_eps[loss(theta + eps)], the inference-phase "
         "distribution); 'none' disables the fine-tuning phase.",
     )
+    data_noise: float = Field(
+        0.0, ge=0, lt=1,
+        description="per-token mutation probability of the randomized fine-tuning data D_F + eps of Eq. 3: each training "
+        "text is re-randomized at every step with the mutation set M (FTR's operations and filler). 0 (default) is the "
+        "paper's BMPS, which smooths parameters instead of data. Decision: an opt-in extension, used only by the "
+        "evaluation's noise-aware study; it changes the smoothed fine-tune only, never the victim's plain model",
+    )
+
+    @model_validator(mode="after")
+    def _noise_needs_smoothing(self) -> "SmoothingConfig":
+        if self.data_noise > 0 and self.finetune_mode == "none":
+            raise ValueError("data_noise is part of the smoothed fine-tune; it needs finetune_mode 'perturb' or 'accumulate', not 'none'")
+        return self
 
 
 class FinetuneConfig(_Strict):

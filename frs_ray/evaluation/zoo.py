@@ -30,6 +30,17 @@ def settings_hash(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+# Settings added after checkpoints were first cached, with the value that reproduces the older behaviour: left
+# out of the hash at that value, so every existing zoo entry keeps its name (and is not retrained).
+_ADDED_SMOOTHING_DEFAULTS = {"data_noise": 0.0}
+
+
+def _hashed(finetune: dict[str, Any]) -> dict[str, Any]:
+    sm = {k: v for k, v in finetune["smoothing"].items()
+          if not (k in _ADDED_SMOOTHING_DEFAULTS and v == _ADDED_SMOOTHING_DEFAULTS[k])}
+    return {**finetune, "smoothing": sm}
+
+
 def attack_dir(root: str | Path, task: str, attack: str, settings: dict[str, Any]) -> Path:
     return Path(root) / task / (f"{attack}-{settings_hash({'attack': attack, **settings})}" if attack != "clean" else "clean")
 
@@ -55,7 +66,7 @@ def victim_checkpoint(root: str | Path, task: str, attack: str, attack_settings:
     cfg = build(FinetuneConfig, {**victim, "model": base, "data": task, "data_dir": data_dir, "seed": seed,
                                  "smoothing": sm.model_dump()})
     kind = "plain" if sm.finetune_mode == "none" else "bmps"
-    out = attack_dir(root, task, attack, attack_settings) / f"victim-{kind}-{settings_hash(cfg.model_dump())}"
+    out = attack_dir(root, task, attack, attack_settings) / f"victim-{kind}-{settings_hash(_hashed(cfg.model_dump()))}"
     if not (out / META_FILE).is_file():
         if out.exists():
             shutil.rmtree(out)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -22,6 +23,7 @@ from ..config import FinetuneConfig
 from ..data import TextDataset
 from ..errors import CheckpointError, DataError
 from .bmps import apply_clip_, finetune_noise_step, perturbed, reference_norms
+from .data_noise import randomize_training_text
 from .layers import select_top_h
 
 META_FILE = "frs.json"
@@ -54,6 +56,7 @@ def finetune(
     Smoothing modes (``config.smoothing.finetune_mode``): ``perturb`` (default; fresh noise on the top-H
     tensors for each step's forward/backward, gradient applied to the clean weights, then Clip_rho),
     ``accumulate`` (literal Eq. 4: optimizer step, Clip_rho, then noise that stays in the weights), ``none``.
+    ``config.smoothing.data_noise`` > 0 also randomizes the training texts (Eq. 3, see ``data_noise``).
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / META_FILE).exists():
@@ -77,6 +80,8 @@ def finetune(
     data_gen = torch.Generator().manual_seed(config.seed)
     noise_gen = torch.Generator().manual_seed(config.seed + 1)
     labels = torch.tensor(train.labels)
+    data_noise = sm.data_noise  # 0 unless smoothing is on (SmoothingConfig rejects noise with mode 'none')
+    text_rng = np.random.default_rng([config.seed, 3])
 
     model.train()
     started = time.perf_counter()
@@ -87,7 +92,10 @@ def finetune(
         for batch in torch.randperm(len(train), generator=data_gen).split(config.batch_size):
             if step >= total_steps:
                 break
-            enc = backend.encode([train.texts[i] for i in batch.tolist()])
+            texts = [train.texts[i] for i in batch.tolist()]
+            if data_noise > 0:  # Eq. 3's D_F + eps: a fresh randomization of each text at every step
+                texts = [randomize_training_text(t, data_noise, text_rng, backend.filler_token) for t in texts]
+            enc = backend.encode(texts)
             y = labels[batch].to(backend.device)
             if sm.finetune_mode == "perturb" and sm.sigma > 0:
                 with perturbed(model, selection, sm.sigma, noise_gen):
