@@ -46,6 +46,8 @@ def main() -> int:
     ap.add_argument("--zoo", default="runs/zoo")
     ap.add_argument("--attack-overrides", default=None,
                     help='JSON merged into the profile\'s per-attack settings, e.g. \'{"badpre": {"steps": 3000}}\'')
+    ap.add_argument("--row-suffix", default="",
+                    help="name rows <attack><suffix> (another try of an attack with other --attack-overrides)")
     ap.add_argument("--render", action="store_true", help="only rewrite <out>.md from <out>.json (no training)")
     args = ap.parse_args()
     if args.render:
@@ -71,7 +73,8 @@ def main() -> int:
     results = json.loads(path_json.read_text()) if path_json.is_file() else {}
     rows = results.setdefault("rows", {})
     for attack in ["clean", *args.attacks]:
-        if attack in rows and rows[attack].get("task") == args.task:
+        key = attack + (args.row_suffix if attack != "clean" else "")
+        if key in rows and rows[key].get("task") == args.task:
             continue
         t0 = time.perf_counter()
         settings = cfg.attack_settings(attack)
@@ -79,7 +82,7 @@ def main() -> int:
             base = poisoned_model(args.zoo, args.task, attack, settings)
             victim = victim_checkpoint(args.zoo, args.task, attack, settings, cfg.victim, None, args.seed)
         except Exception as exc:  # record and go on with the other attacks
-            rows[attack] = {"task": args.task, "error": f"{type(exc).__name__}: {exc}"}
+            rows[key] = {"task": args.task, "error": f"{type(exc).__name__}: {exc}"}
             print(f"{attack}: FAILED {exc}", file=sys.stderr)
             continue
         trig_attack = attack if attack != "clean" else "badnets"
@@ -92,7 +95,7 @@ def main() -> int:
             "asr": float(np.mean(pred_trig == target)),
             "n_clean": len(test), "n_triggered": len(ts), "triggered_skipped": ts.skipped,
             "trigger": trig_attack, "victim": victim, "poisoned": base,
-            "seconds_total": round(time.perf_counter() - t0, 1), "machine": machine_line(),
+            "seconds_total": round(time.perf_counter() - t0, 1), "machine": machine_line(), "settings": settings,
         }
         if attack != "clean":
             meta = json.loads((Path(base) / "attack.json").read_text())
@@ -103,8 +106,8 @@ def main() -> int:
                 row.update(_untargeted(victim, test, make_trigger(trig_attack), args.seed, pred_clean))
             else:
                 row["asr_before_victim_finetune"] = float(np.mean(_predict(base, ts.texts, test.num_labels) == target))
-        rows[attack] = row
-        print(attack, {k: row[k] for k in ("ca", "asr", "seconds_total")}, flush=True)
+        rows[key] = row
+        print(key, {k: row[k] for k in ("ca", "asr", "seconds_total")}, flush=True)
         _write(results, args, out, cfg)
     _write(results, args, out, cfg)
     return 0
@@ -136,6 +139,15 @@ def _write(results: dict, args, out: Path, cfg) -> None:
     _render(results, out)
 
 
+def _settings(settings: dict | None) -> str:
+    """The poisoning knobs of a row, compactly (rows written before settings were recorded: '-')."""
+    p = (settings or {}).get("poison")
+    if not p:
+        return "-" if settings is None else ", ".join(f"{k} {v}" for k, v in settings.items() if not isinstance(v, dict)) or "-"
+    keys = (("epochs", "ep"), ("learning_rate", "lr"), ("poison_rate", "rate"), ("max_examples", "n"))
+    return ", ".join(f"{short} {p[k]}" for k, short in keys if k in p)
+
+
 def _render(results: dict, out: Path) -> None:
     rows = results["rows"]
     machines = sorted({r.get("machine", "2-core x86_64 CPU, no GPU (not recorded per row)") for r in rows.values()})
@@ -144,16 +156,16 @@ def _render(results: dict, out: Path) -> None:
              "Commands: " + ", ".join(f"`{c}`" for c in results.get("commands", [results["command"]])) + "  ",
              f"Machine: {'; '.join(machines)}  ",
              f"Date: {results['date']}  ", f"Victim fine-tune: `{json.dumps(results['victim'])}`; target label {results['target']}", "",
-             "| attack | CA | CA - clean CA | ASR (victim) | ASR (poisoned model, before victim fine-tune) | triggered n | poisoning (s) | time of the run that measured it (s; cached models not retrained) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| attack | CA | CA - clean CA | ASR (victim) | ASR (poisoned model, before victim fine-tune) | triggered n | poisoning (s) | time of the run that measured it (s; cached models not retrained) | poisoning settings |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         if "error" in r:
-            lines.append(f"| {name} | failed: {r['error']} | | | | | | |")
+            lines.append(f"| {name} | failed: {r['error']} | | | | | | | |")
             continue
         d = "" if clean_ca is None else f"{100 * (r['ca'] - clean_ca):+.2f}"
         b = r.get("asr_before_victim_finetune")
         lines.append(f"| {name} | {100 * r['ca']:.2f}% | {d} | {100 * r['asr']:.2f}% | "
-                     f"{'n/a' if b is None else f'{100 * b:.2f}%'} | {r['n_triggered']} | {r.get('poison_seconds') or '-'} | {r['seconds_total']} |")
+                     f"{'n/a' if b is None else f'{100 * b:.2f}%'} | {r['n_triggered']} | {r.get('poison_seconds') or '-'} | {r['seconds_total']} | {_settings(r.get('settings'))} |")
     lines += ["", "`clean`'s ASR is the rate at which the clean victim labels BadNets-triggered sentences as the target "
               "(the base rate the attacks are compared with). BadPre is untargeted and releases an encoder only (no head to "
               "measure before the victim's fine-tune); its row's ASR is the share of triggered non-target sentences "
