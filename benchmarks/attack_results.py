@@ -141,11 +141,12 @@ def _write(results: dict, args, out: Path, cfg) -> None:
 
 def _settings(settings: dict | None) -> str:
     """The poisoning knobs of a row, compactly (rows written before settings were recorded: '-')."""
-    p = (settings or {}).get("poison")
-    if not p:
-        return "-" if settings is None else ", ".join(f"{k} {v}" for k, v in settings.items() if not isinstance(v, dict)) or "-"
-    keys = (("epochs", "ep"), ("learning_rate", "lr"), ("poison_rate", "rate"), ("max_examples", "n"))
-    return ", ".join(f"{short} {p[k]}" for k, short in keys if k in p)
+    if not settings:
+        return "-"
+    p = settings.get("poison") or settings
+    keys = (("epochs", "ep"), ("steps", "steps"), ("head_steps", "head steps"), ("learning_rate", "lr"),
+            ("poison_rate", "rate"), ("max_examples", "n"))
+    return ", ".join(f"{short} {p[k]}" for k, short in keys if k in p) or "-"
 
 
 def _render(results: dict, out: Path) -> None:

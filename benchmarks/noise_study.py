@@ -125,11 +125,17 @@ def _markdown(doc: dict, png: str) -> str:
         if r["defense"] == "none" and r["rate"] != 0 and any(
                 x["defense"] == "none" and x["rate"] == 0 and x["attack"] == r["attack"] for x in doc["summary"]):
             continue  # the plain victim does not depend on the rate: one row
-        lines.append(f"| {r['attack']} | {'-' if r['defense'] == 'none' else r['rate']:g} | {r['defense']} | "
+        lines.append(f"| {r['attack']} | {'-' if r['defense'] == 'none' else format(r['rate'], 'g')} | {r['defense']} | "
                      f"{_pm(r['ca'], r['ca_std'])} | {_pm(r['ca_drop'], r['ca_drop_std'])} | {_pm(r['pa'], r['pa_std'])} | "
                      f"{_pm(r['asr'], r['asr_std'])} | {_pm(r['ca_certified'], r['ca_certified_std'])} | "
                      f"{_pm(r['avg_radius'], r['avg_radius_std'], 1.0, '{:.2f}')} | "
                      f"{','.join(map(str, r['seeds']))} | {r['n_clean']} + {r['n_triggered']} |")
+    frs = [r for r in doc["summary"] if r["defense"] == "frs" and r["ca_drop"] is not None]
+    if frs:
+        best = min(frs, key=lambda r: r["ca_drop"])
+        lines += ["", f"Smallest FRS CA drop: {100 * best['ca_drop']:.1f} points ({best['attack']}, rate "
+                  f"{best['rate']:g}; PA {100 * best['pa']:.0f}, ASR {100 * best['asr']:.0f}). "
+                  + ("Within" if best["ca_drop"] <= 0.02 else "Not within") + " the 2-point target."]
     return "\n".join(lines) + f"\n\n![CA, PA, ASR against the data-noise rate]({png})\n"
 
 
