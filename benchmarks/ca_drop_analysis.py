@@ -89,11 +89,10 @@ def main() -> int:
            "n_clean": len(yc), "n_triggered": len(yt), "n_dev": len(dev), "smoothed": frs["models"]["smoothed"],
            "ca": {d: float((pred[d]["clean"] == yc).mean()) for d in cells},
            "frs_lost": len(lost), "frs_won": len(won),
-           "frs_lost_into_target": sum(pred["frs"]["clean"][i] == target for i in lost),
+           "frs_lost_into_target": int(sum(pred["frs"]["clean"][i] == target for i in lost)),
            "score_quantiles": {k: {str(q): round(float(np.quantile(v, q)), 4) for q in (0.1, 0.5, 0.9)}
                                for k, v in score.items()},
            "gate": gate, "lost_examples": examples}
-    doc["frs_lost_into_target"] = int(doc["frs_lost_into_target"])
     out = Path(args.out or f"docs/results/ca_drop_{args.attack}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2))

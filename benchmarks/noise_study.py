@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _plots import METRIC_COLOURS, attack_panels
 from frs_ray.cli import _quiet_transformers
 from frs_ray.evaluation.config import load_eval_config
 from frs_ray.evaluation.runner import cell_path, machine_line, run_eval
@@ -140,29 +141,20 @@ def _markdown(doc: dict, png: str) -> str:
 
 
 def _plot(summary: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    attacks = sorted({r["attack"] for r in summary})
-    fig, axes = plt.subplots(1, len(attacks), figsize=(4.6 * len(attacks), 3.5), squeeze=False)
-    for ax, attack in zip(axes[0], attacks):
-        none = [r for r in summary if r["attack"] == attack and r["defense"] == "none"]
+    def draw(ax, attack: str) -> str:
         for defense, ls in (("frs", "-"), ("uniform", "--")):
             rs = sorted((r for r in summary if r["attack"] == attack and r["defense"] == defense), key=lambda r: r["rate"])
-            for k, colour in (("ca", "tab:blue"), ("pa", "tab:green"), ("asr", "tab:red")):
+            for k, colour in METRIC_COLOURS:
                 ax.errorbar([r["rate"] for r in rs], [100 * r[k] for r in rs],
                             yerr=[100 * (r[f"{k}_std"] or 0) for r in rs], color=colour, ls=ls, marker="o",
                             capsize=3, label=f"{defense} {k.upper()}")
+        none = [r for r in summary if r["attack"] == attack and r["defense"] == "none"]
         if none:
             ax.axhline(100 * none[0]["ca"], color="tab:blue", ls=":", lw=1, label="none CA")
-        ax.set(title=attack, xlabel="data_noise (fine-tuning text randomization)", ylabel="%", ylim=(0, 100))
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        return attack
+
+    attack_panels(sorted({r["attack"] for r in summary}), path, draw,
+                  xlabel="data_noise (fine-tuning text randomization)", width=4.6, legend={"fontsize": 7, "ncol": 2})
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from _plots import METRIC_COLOURS, attack_panels
 from frs_ray.cli import _quiet_transformers
 from frs_ray.config import RandomizeConfig
 from frs_ray.evaluation.config import load_eval_config
@@ -95,25 +96,15 @@ def _markdown(doc: dict, png: str) -> str:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    attacks = sorted({r["attack"] for r in rows})
-    fig, axes = plt.subplots(1, len(attacks), figsize=(4.4 * len(attacks), 3.4), squeeze=False)
-    for ax, attack in zip(axes[0], attacks):
+    def draw(ax, attack: str) -> str:
         frs = sorted((r for r in rows if r["attack"] == attack and r["defense"] == "frs"), key=lambda r: r["omega_h"])
         none = next(r for r in rows if r["attack"] == attack and r["defense"] == "none")
-        for k, colour in (("ca", "tab:blue"), ("pa", "tab:green"), ("asr", "tab:red")):
+        for k, colour in METRIC_COLOURS:
             ax.plot([r["omega_h"] for r in frs], [100 * r[k] for r in frs], marker="o", color=colour, label=f"FRS {k.upper()}")
             ax.axhline(100 * none[k], color=colour, ls=":", lw=1)
-        ax.set(title=f"sst2 / {attack} (dotted: no defense)", xlabel="omega_H", ylabel="%", ylim=(0, 100))
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        return f"sst2 / {attack} (dotted: no defense)"
+
+    attack_panels(sorted({r["attack"] for r in rows}), path, draw, xlabel="omega_H")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ omega_L is solved from the equation. If T(x') is so large that even omega_L = 0 
 (|T| omega_H > L omega_M), omega_L = 0 and omega_H is lowered to L omega_M / |T|. If T(x') is empty or the
 whole text, both equal omega_M (uniform randomization).
 
-Mutation (Eq. 13). A token with B = 1 gets one operation drawn from M with the configured weights
-(``frs_ray.text.edits``): deletion, substitution by the filler token, insertion of a filler before it, or
+Mutation (Eq. 13, ``frs_ray.text.apply_mutations``). A token with B = 1 gets one operation drawn from M with the
+configured weights (``frs_ray.text.edits``): deletion, substitution by the filler token, insertion of a filler before it, or
 transposition with its neighbour. Only deletion and substitution remove the token, so for the certificate
 the probability that a token is randomized is omega x destroy_fraction (see ``MutationWeights``).
 
@@ -30,7 +30,7 @@ import numpy as np
 
 from ..config import RandomizeConfig
 from ..errors import ConfigError
-from ..text import apply_operation, normalized_dl_distance
+from ..text import apply_mutations, normalized_dl_distance
 
 
 def allocate_omegas(length: int, span_tokens: int, omega_m: float, omega_h: float) -> tuple[float, float]:
@@ -59,20 +59,6 @@ def token_weights(length: int, in_span: Sequence[bool], omega_h: float, omega_l:
 def bernoulli_draws(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Eq. 12: B_i ~ Bernoulli(W_i) for every token."""
     return rng.random(len(weights)) < weights
-
-
-def apply_mutations(tokens: Sequence[str], draws: np.ndarray, ops: Sequence[str], op_probs: np.ndarray,
-                    rng: np.random.Generator, filler: str) -> list[str]:
-    """Eq. 13: mutate each token with B = 1 by an operation drawn from M; consolidate into x~.
-
-    Operations are applied right to left so indices of tokens still to process stay valid.
-    """
-    out = list(tokens)
-    for i in sorted(np.flatnonzero(draws).tolist(), reverse=True):
-        op = ops[int(rng.choice(len(ops), p=op_probs))]
-        if i < len(out):
-            out = apply_operation(out, i, op, filler)
-    return out
 
 
 def within_distance(original: Sequence[str], mutated: Sequence[str], max_distance: float) -> bool:

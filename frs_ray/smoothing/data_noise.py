@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import MutationWeights
-from ..text import apply_operation, render, tokenize
+from ..text import apply_mutations, render, tokenize
 
 
 def randomize_training_text(text: str, rate: float, rng: np.random.Generator, filler: str,
@@ -38,9 +38,5 @@ def randomize_training_text(text: str, rate: float, rng: np.random.Generator, fi
         return text
     items = (weights or MutationWeights()).as_items()
     ops, probs = [op for op, _ in items], np.array([p for _, p in items])
-    hits = np.flatnonzero(rng.random(len(words)) < rate)
-    out = list(words)
-    for i in sorted(hits.tolist(), reverse=True):  # right to left keeps the remaining indices valid
-        if i < len(out):
-            out = apply_operation(out, i, ops[int(rng.choice(len(ops), p=probs))], filler)
+    out = apply_mutations(words, rng.random(len(words)) < rate, ops, probs, rng, filler)
     return render(out) if out else text

@@ -80,7 +80,6 @@ def finetune(
     data_gen = torch.Generator().manual_seed(config.seed)
     noise_gen = torch.Generator().manual_seed(config.seed + 1)
     labels = torch.tensor(train.labels)
-    data_noise = sm.data_noise  # 0 unless smoothing is on (SmoothingConfig rejects noise with mode 'none')
     text_rng = np.random.default_rng([config.seed, 3])
 
     model.train()
@@ -93,8 +92,8 @@ def finetune(
             if step >= total_steps:
                 break
             texts = [train.texts[i] for i in batch.tolist()]
-            if data_noise > 0:  # Eq. 3's D_F + eps: a fresh randomization of each text at every step
-                texts = [randomize_training_text(t, data_noise, text_rng, backend.filler_token) for t in texts]
+            if sm.data_noise > 0:  # Eq. 3's D_F + eps: a fresh randomization of each text at every step
+                texts = [randomize_training_text(t, sm.data_noise, text_rng, backend.filler_token) for t in texts]
             enc = backend.encode(texts)
             y = labels[batch].to(backend.device)
             if sm.finetune_mode == "perturb" and sm.sigma > 0:

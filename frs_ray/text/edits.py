@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 from rapidfuzz.distance import DamerauLevenshtein
 
 OPERATIONS: tuple[str, ...] = ("insertion", "deletion", "substitution", "transposition")
@@ -41,6 +42,22 @@ def apply_operation(tokens: Sequence[str], index: int, op: str, filler: str) -> 
             out[index], out[other] = out[other], out[index]
     else:
         raise ValueError(f"unknown mutation operation {op!r}; expected one of {OPERATIONS}")
+    return out
+
+
+def apply_mutations(tokens: Sequence[str], draws: np.ndarray, ops: Sequence[str], op_probs: np.ndarray,
+                    rng: np.random.Generator, filler: str) -> list[str]:
+    """Eq. 13 of the FRS paper: mutate each token with B = 1 by an operation drawn from M (``ops`` with
+    probabilities ``op_probs``); consolidate into x~. Shared by fuzzed randomization (``frs_ray.fuzzing``) and the
+    randomized fine-tuning data (``frs_ray.smoothing.data_noise``).
+
+    Operations are applied right to left so indices of tokens still to process stay valid.
+    """
+    out = list(tokens)
+    for i in sorted(np.flatnonzero(draws).tolist(), reverse=True):
+        op = ops[int(rng.choice(len(ops), p=op_probs))]
+        if i < len(out):
+            out = apply_operation(out, i, op, filler)
     return out
 
 
