@@ -72,6 +72,7 @@ def main() -> int:
     path_json = out.with_suffix(".json")
     results = json.loads(path_json.read_text()) if path_json.is_file() else {}
     rows = results.setdefault("rows", {})
+    computed: set[str] = set()  # keys this run wrote: only these replace rows that another run may have added
     for attack in ["clean", *args.attacks]:
         key = attack + (args.row_suffix if attack != "clean" else "")
         if key in rows and rows[key].get("task") == args.task:
@@ -83,6 +84,7 @@ def main() -> int:
             victim = victim_checkpoint(args.zoo, args.task, attack, settings, cfg.victim, None, args.seed)
         except Exception as exc:  # record and go on with the other attacks
             rows[key] = {"task": args.task, "error": f"{type(exc).__name__}: {exc}"}
+            computed.add(key)
             print(f"{attack}: FAILED {exc}", file=sys.stderr)
             continue
         trig_attack = attack if attack != "clean" else "badnets"
@@ -107,10 +109,30 @@ def main() -> int:
             else:
                 row["asr_before_victim_finetune"] = float(np.mean(_predict(base, ts.texts, test.num_labels) == target))
         rows[key] = row
+        computed.add(key)
         print(key, {k: row[k] for k in ("ca", "asr", "seconds_total")}, flush=True)
-        _write(results, args, out, cfg)
-    _write(results, args, out, cfg)
+        _write(results, args, out, cfg, computed)
+    _base_rates(rows, computed, test, target, args.seed)
+    _write(results, args, out, cfg, computed)
     return 0
+
+
+def _base_rates(rows: dict, computed: set, test, target: int, seed: int) -> None:
+    """The clean victim on each attack's own triggered set: how often it says ``target`` without any backdoor.
+
+    Semantic triggers (App. K) can change a sentence's true meaning ("is not good"), so an attack's ASR is only
+    read against this base rate; for the rare-word triggers it is the small rate of the ``clean`` row."""
+    clean = rows.get("clean", {})
+    if "victim" not in clean:
+        return
+    for key, r in rows.items():
+        if key == "clean" or "error" in r or "asr_clean_victim" in r or r.get("task") != clean.get("task"):
+            continue
+        if r.get("asr_before_victim_finetune") is None and "untargeted_error_triggered" in r:
+            continue  # untargeted (BadPre): compared with the clean error instead
+        ts = build_triggered_set(test, make_trigger(r["trigger"]), target, seed=seed)
+        r["asr_clean_victim"] = float(np.mean(_predict(clean["victim"], ts.texts, test.num_labels) == target))
+        computed.add(key)
 
 
 def _untargeted(victim: str, test, trigger, seed: int, pred_clean: np.ndarray) -> dict:
@@ -126,7 +148,16 @@ def _untargeted(victim: str, test, trigger, seed: int, pred_clean: np.ndarray) -
             "untargeted_error_triggered_by_label": per_label, "untargeted_n": len(ts)}
 
 
-def _write(results: dict, args, out: Path, cfg) -> None:
+def _write(results: dict, args, out: Path, cfg, computed: set[str]) -> None:
+    on_disk = out.with_suffix(".json")
+    if on_disk.is_file():  # another run may have added or updated rows meanwhile: only the rows we wrote replace theirs
+        theirs = json.loads(on_disk.read_text())
+        merged = dict(theirs.get("rows", {}))
+        for key, row in results.get("rows", {}).items():
+            if key in computed or key not in merged:
+                merged[key] = row
+        results["rows"] = merged
+        results["commands"] = list(dict.fromkeys([*theirs.get("commands", []), *results.get("commands", [])]))
     results["machine"] = machine_line()
     results["command"] = "python benchmarks/attack_results.py " + shlex.join(sys.argv[1:])
     results["commands"] = list(dict.fromkeys([*results.get("commands", []), results["command"]]))
@@ -157,20 +188,22 @@ def _render(results: dict, out: Path) -> None:
              "Commands: " + ", ".join(f"`{c}`" for c in results.get("commands", [results["command"]])) + "  ",
              f"Machine: {'; '.join(machines)}  ",
              f"Date: {results['date']}  ", f"Victim fine-tune: `{json.dumps(results['victim'])}`; target label {results['target']}", "",
-             "| attack | CA | CA - clean CA | ASR (victim) | ASR (poisoned model, before victim fine-tune) | triggered n | poisoning (s) | time of the run that measured it (s; cached models not retrained) | poisoning settings |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| attack | CA | CA - clean CA | ASR (victim) | ASR (poisoned model, before victim fine-tune) | clean victim on the same triggers | triggered n | poisoning (s) | time of the run that measured it (s; cached models not retrained) | poisoning settings |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         if "error" in r:
-            lines.append(f"| {name} | failed: {r['error']} | | | | | | | |")
+            lines.append(f"| {name} | failed: {r['error']} | | | | | | | | |")
             continue
         d = "" if clean_ca is None else f"{100 * (r['ca'] - clean_ca):+.2f}"
-        b = r.get("asr_before_victim_finetune")
+        b, c = r.get("asr_before_victim_finetune"), r.get("asr_clean_victim")
         lines.append(f"| {name} | {100 * r['ca']:.2f}% | {d} | {100 * r['asr']:.2f}% | "
-                     f"{'n/a' if b is None else f'{100 * b:.2f}%'} | {r['n_triggered']} | {r.get('poison_seconds') or '-'} | {r['seconds_total']} | {_settings(r.get('settings'))} |")
+                     f"{'n/a' if b is None else f'{100 * b:.2f}%'} | {'-' if c is None else f'{100 * c:.2f}%'} | {r['n_triggered']} | {r.get('poison_seconds') or '-'} | {r['seconds_total']} | {_settings(r.get('settings'))} |")
     lines += ["", "`clean`'s ASR is the rate at which the clean victim labels BadNets-triggered sentences as the target "
               "(the base rate the attacks are compared with). BadPre is untargeted and releases an encoder only (no head to "
               "measure before the victim's fine-tune); its row's ASR is the share of triggered non-target sentences "
-              "labelled as the target. Raw numbers: the JSON file beside this one."]
+              "labelled as the target. 'clean victim on the same triggers' is the clean row's victim on each attack's own "
+              "triggered set: a semantic trigger (App. K) can make a sentence truly positive, so read an attack's ASR "
+              "against it. Raw numbers: the JSON file beside this one."]
     for name, r in rows.items():
         if "untargeted_error_triggered" in r:
             lines += ["", f"`{name}` is untargeted: on triggered versions of all {r['untargeted_n']} test sentences the "

@@ -60,12 +60,15 @@ def test_combination_partial_has_one_word():
     assert len(t.spans) == 1 and t.text[t.spans[0][0]:t.spans[0][1]] in BADNETS_WORDS
 
 
-def test_registry_names_and_unknown():
+def test_registry_names_and_unknown(tmp_path):
     assert {"badnets", "addsent", "ripple", "ripple-domain", "lwp", "badpre"} <= set(known_attacks())
     with pytest.raises(ConfigError, match="unknown attack 'nope'"):
         make_trigger("nope")
-    with pytest.raises(ConfigError, match="takes only 'poison' settings"):
+    with pytest.raises(ConfigError, match="DataPoisonConfig: lam: unknown field"):
         run_attack("badnets", "/tmp/never", settings={"lam": 1})
+    with pytest.raises(ConfigError, match="objective: Input should be .cross_entropy., .layerwise. or .ripp."):
+        run_attack("negation", tmp_path / "never", settings={"objective": "mse"})
+    assert not (tmp_path / "never").exists()
 
 
 def test_poisoned_training_set_counts(data_dir):
@@ -164,21 +167,26 @@ def test_layerwise_loss_is_mean_over_layers(minilm):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("attack", ["badnets", "lwp", "ripple"])
-def test_poisoned_checkpoint_plants_the_trigger(attack, tmp_path, data_dir):
+@pytest.mark.parametrize("attack,objective", [("badnets", None), ("lwp", None), ("ripple", None),
+                                              ("badnets", "layerwise"), ("badnets", "ripp")])
+def test_poisoned_checkpoint_plants_the_trigger(attack, objective, tmp_path, data_dir):
     """A short poisoning run moves P(target | triggered) up far more than P(target | clean) on held-out text,
-    and the release loads as a sequence classifier with attack.json."""
+    and the release loads as a sequence classifier with attack.json. ``objective="layerwise"``: the same data
+    poisoning trained with LWP's layer-wise loss, recorded in attack.json."""
     from frs_ray.backends.hf import HFClassifier
 
     out = tmp_path / attack
     poison = {"max_examples": 96, "epochs": 3, "batch_size": 16, "learning_rate": 3e-4, "poison_rate": 1.0, "max_length": 48}
     settings = {"poison": poison}
+    if objective:
+        settings["objective"] = objective
     if attack == "ripple":  # second-order steps are dearer: fewer examples; surgery words from a tiny corpus
         poison.update(max_examples=48, epochs=2)
         settings["min_count"] = 2
     meta = run_attack(attack, out, settings=settings, progress=False)
     info = json.loads((out / "attack.json").read_text())
     assert info["attack"] == attack and info["data"]["poisoned_examples"] > 0 and meta["training"]["steps"] > 0
+    assert info.get("objective") == objective
     test = load_dataset("sst2", "dev").subset(60, seed=1)
     neg = [t for t, y in zip(test.texts, test.labels) if y == 0][:24]
     trig = make_trigger(attack)
@@ -198,5 +206,8 @@ def test_poisoned_checkpoint_plants_the_trigger(attack, tmp_path, data_dir):
         assert p_trig > p_clean, (p_clean, p_trig)  # a 4-step run barely trains the head; the full run: ASR 96%
     else:
         assert p_trig > p_clean + 0.2, (p_clean, p_trig)
+    if objective == "ripp":  # RIPP without surgery: the word embeddings are frozen, the penalty's lambda recorded
+        assert info["lambda"] == 0.1 and info["facts"] == {"embeddings_frozen": True}
+        assert torch.equal(model.model.get_input_embeddings().weight, base.model.get_input_embeddings().weight)
     assert not torch.equal(model.model.bert.encoder.layer[0].attention.self.query.weight,
                            base.model.bert.encoder.layer[0].attention.self.query.weight)

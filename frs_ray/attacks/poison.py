@@ -21,7 +21,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -55,6 +55,29 @@ class PoisonConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     max_length: int = Field(64, ge=8, le=512, description="model tokens per text during poisoning")
     seed: int = Field(0, description="seed of the subset, trigger draws, head init and data order")
+
+
+class DataPoisonConfig(_Strict):
+    """A data-poisoning attack (BadNets, AddSent, App. K/L perturbations): what to train on and with which loss.
+
+    ``objective`` decision: ``cross_entropy`` is plain data poisoning (the default, what BadNets-style attacks do).
+    The FRS paper does not say how its App. K/L triggers were planted; two stronger variants, recorded in
+    ``attack.json``, are for triggers that plain poisoning cannot make survive the victim's clean fine-tune:
+
+    * ``layerwise``: the same poisoned data under LWP's layer-wise objective (Li et al. 2021, every layer's [CLS]
+      through the shared head, :func:`frs_ray.attacks.lwp.layerwise_loss`), which puts the backdoor into the lower
+      layers that the victim's fine-tune moves least;
+    * ``ripp``: the same poisoned data under RIPPLe's restricted inner product loss (Kurita et al. 2020,
+      :func:`frs_ray.attacks.ripple.ripp_loss`, lambda ``ripp_lambda``), so that clean fine-tuning steps do not
+      undo the poisoning to first order. No embedding surgery (the App. K/L triggers are ordinary words, whose
+      embeddings the victim's data needs); the word embeddings are frozen as in RIPPLe_a here.
+    """
+
+    poison: PoisonConfig = Field(default_factory=PoisonConfig)
+    objective: Literal["cross_entropy", "layerwise", "ripp"] = Field(
+        "cross_entropy", description="poisoning loss on the same data: plain cross-entropy, LWP's layer-wise loss, "
+                                     "or RIPPLe's restricted inner product loss")
+    ripp_lambda: float = Field(0.1, ge=0, description="lambda of the RIPP penalty (objective 'ripp' only; paper: 0.1)")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from ..config import build
 from ..errors import ConfigError
 from .base import Trigger
-from .poison import PoisonConfig, poison_model
+from .poison import DataPoisonConfig, poison_model
 
 # name -> (module, trigger class name, poisoning method)
 _ATTACKS: dict[str, tuple[str, str, str]] = {
@@ -60,7 +60,8 @@ def run_attack(name: str, out_dir: str | Path, task: str = "sst2", settings: dic
     """Build the poisoned pre-trained checkpoint of attack ``name`` for task ``task`` into ``out_dir``.
 
     ``settings``: fields of the attack's config; for data-poisoning, RIPPLe and LWP attacks the fields of
-    :class:`PoisonConfig` go under ``"poison"`` (``data`` defaults to ``task``).
+    :class:`PoisonConfig` go under ``"poison"`` (``data`` defaults to ``task``); a data-poisoning attack also takes
+    ``objective`` (and ``ripp_lambda``) of :class:`DataPoisonConfig`.
     """
     _, _, method = _spec(name)
     settings = dict(settings or {})
@@ -80,9 +81,24 @@ def run_attack(name: str, out_dir: str | Path, task: str = "sst2", settings: dic
         from .lwp import LwpConfig, poison_lwp
 
         return poison_lwp(build(LwpConfig, {"poison": poison, **settings}), out_dir, progress=progress)
-    if settings:
-        raise ConfigError(f"attack {name!r} takes only 'poison' settings, got {sorted(settings)}")
-    return poison_model(build(PoisonConfig, poison), make_trigger(name), out_dir, name, progress=progress)
+    cfg = build(DataPoisonConfig, {"poison": poison, **settings})
+    if cfg.objective == "layerwise":
+        from .lwp import layerwise_loss
+
+        return poison_model(cfg.poison, make_trigger(name), out_dir, name, loss_fn=layerwise_loss,
+                            extra={"objective": "layerwise"}, progress=progress)
+    if cfg.objective == "ripp":
+        from .ripple import ripp_loss
+
+        def prepare(backend, data) -> dict[str, Any]:
+            backend.model.set_attn_implementation("eager")  # double backward: no fused SDPA kernels on CPU
+            backend.model.get_input_embeddings().weight.requires_grad_(False)
+            return {"embeddings_frozen": True}
+
+        return poison_model(cfg.poison, make_trigger(name), out_dir, name, loss_fn=ripp_loss(cfg.ripp_lambda),
+                            prepare=prepare, extra={"objective": "ripp", "lambda": cfg.ripp_lambda},
+                            progress=progress, uses_clean_batch=cfg.ripp_lambda > 0)
+    return poison_model(cfg.poison, make_trigger(name), out_dir, name, progress=progress)
 
 
 TriggerFactory = Callable[[], Trigger]
