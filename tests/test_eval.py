@@ -176,3 +176,39 @@ def test_summary_does_not_mix_cells_of_older_settings():
     [rec] = summarize([cell(0, 0.9, 3, "2026-01-02"), cell(1, 0.7, 3, "2026-01-03"), cell(2, 0.1, 1, "2026-01-01")])
     assert rec["seeds"] == [0, 1] and rec["stale_cells_skipped"] == 1
     assert rec["ca"] == pytest.approx(0.8) and rec["machines"] == ["not recorded"]
+
+
+
+def test_zoo_builds_in_a_private_folder_and_keeps_the_first_finished(tmp_path):
+    """Two processes needing one model never delete each other's files: each builds in its own folder, the first
+    to finish is moved into place, a later copy is dropped; an interrupted folder (no marker) is replaced."""
+    from frs_ray.evaluation.zoo import _build_once
+
+    def build(tmp, text="ours"):
+        assert ".building-" in tmp.name
+        tmp.mkdir(parents=True)
+        (tmp / "model.bin").write_text(text)
+        (tmp / "frs.json").write_text("{}")
+
+    out = tmp_path / "sst2" / "badnets-x" / "victim-plain-y"
+    _build_once(out, "frs.json", build)
+    assert (out / "model.bin").read_text() == "ours"
+    _build_once(out, "frs.json", lambda tmp: pytest.fail("a finished model is rebuilt"))
+
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    (interrupted / "partial.bin").write_text("no marker")
+    _build_once(interrupted, "frs.json", build)
+    assert not (interrupted / "partial.bin").exists() and (interrupted / "model.bin").read_text() == "ours"
+
+    raced = tmp_path / "raced"
+
+    def other_process_finishes_first(tmp):
+        build(tmp, "late")
+        raced.mkdir()
+        (raced / "model.bin").write_text("first")
+        (raced / "frs.json").write_text("{}")
+
+    _build_once(raced, "frs.json", other_process_finishes_first)
+    assert (raced / "model.bin").read_text() == "first"
+    assert not [p for p in tmp_path.rglob("*") if ".building-" in p.name]

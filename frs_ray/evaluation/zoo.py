@@ -8,16 +8,19 @@ Layout under ``root`` (default ``runs/zoo``)::
 ``attack`` ``clean`` is the un-poisoned packaged model (no poisoned folder). A folder is reused when its
 ``attack.json`` / ``frs.json`` exists, so interrupted evaluations resume and evaluations that share models (the
 attack benchmark, ``frs eval``, ``tune/sweep.py``) train each one once. The hashes cover every setting, so a
-changed setting never reuses a stale model.
+changed setting never reuses a stale model. A model is built in a private folder and moved into place when done
+(:func:`_build_once`), so two processes that need the same model at once (two ``frs eval`` runs, one per core)
+never delete or overwrite each other's files: the first to finish is kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..attacks import run_attack
 from ..attacks.poison import ATTACK_FILE
@@ -41,6 +44,24 @@ def _hashed(finetune: dict[str, Any]) -> dict[str, Any]:
     return {**finetune, "smoothing": sm}
 
 
+def _build_once(out: Path, marker: str, build_into: Callable[[Path], Any]) -> None:
+    """Build ``out`` (complete when ``out/marker`` exists) unless it is there: into a folder of this process, then
+    renamed into place; a copy finished meanwhile by another process is kept and ours dropped."""
+    if (out / marker).is_file():
+        return
+    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    build_into(tmp)
+    if (out / marker).is_file():
+        shutil.rmtree(tmp)
+        return
+    if out.exists():
+        shutil.rmtree(out)  # an interrupted build (no marker)
+    os.replace(tmp, out)
+
+
 def attack_dir(root: str | Path, task: str, attack: str, settings: dict[str, Any]) -> Path:
     return Path(root) / task / (f"{attack}-{settings_hash({'attack': attack, **settings})}" if attack != "clean" else "clean")
 
@@ -50,10 +71,8 @@ def poisoned_model(root: str | Path, task: str, attack: str, settings: dict[str,
     if attack == "clean":
         return settings.get("poison", {}).get("model", "minilm")
     out = attack_dir(root, task, attack, settings) / "poisoned"
-    if not (out / ATTACK_FILE).is_file():
-        if out.exists():
-            shutil.rmtree(out)  # an interrupted build
-        run_attack(attack, out, task=task, settings=json.loads(json.dumps(settings)), progress=progress)
+    _build_once(out, ATTACK_FILE, lambda tmp: run_attack(attack, tmp, task=task, settings=json.loads(json.dumps(settings)),
+                                                          progress=progress))
     return str(out)
 
 
@@ -68,8 +87,6 @@ def victim_checkpoint(root: str | Path, task: str, attack: str, attack_settings:
     kind = "plain" if sm.finetune_mode == "none" else "bmps"
     out = attack_dir(root, task, attack, attack_settings) / f"victim-{kind}-{settings_hash(_hashed(cfg.model_dump()))}"
     if not (out / META_FILE).is_file():
-        if out.exists():
-            shutil.rmtree(out)
         train = load_dataset(task, "train", data_dir).subset(cfg.max_train_examples, seed=cfg.seed)
-        finetune(cfg, train, out, progress=progress)
+        _build_once(out, META_FILE, lambda tmp: finetune(cfg, train, tmp, progress=progress))
     return str(out)
