@@ -171,8 +171,8 @@ def test_layerwise_loss_is_mean_over_layers(minilm):
                                               ("badnets", "layerwise"), ("badnets", "ripp")])
 def test_poisoned_checkpoint_plants_the_trigger(attack, objective, tmp_path, data_dir):
     """A short poisoning run moves P(target | triggered) up far more than P(target | clean) on held-out text,
-    and the release loads as a sequence classifier with attack.json. ``objective="layerwise"``: the same data
-    poisoning trained with LWP's layer-wise loss, recorded in attack.json."""
+    and the release loads as a sequence classifier with attack.json. ``objective`` ("layerwise", "ripp"): the
+    same data poisoning trained with LWP's layer-wise or RIPPLe's RIPP loss, recorded in attack.json."""
     from frs_ray.backends.hf import HFClassifier
 
     out = tmp_path / attack

@@ -178,7 +178,6 @@ def test_summary_does_not_mix_cells_of_older_settings():
     assert rec["ca"] == pytest.approx(0.8) and rec["machines"] == ["not recorded"]
 
 
-
 def test_zoo_builds_in_a_private_folder_and_keeps_the_first_finished(tmp_path):
     """Two processes needing one model never delete each other's files: each builds in its own folder, the first
     to finish is moved into place, a later copy is dropped; an interrupted folder (no marker) is replaced."""

@@ -82,23 +82,20 @@ def run_attack(name: str, out_dir: str | Path, task: str = "sst2", settings: dic
 
         return poison_lwp(build(LwpConfig, {"poison": poison, **settings}), out_dir, progress=progress)
     cfg = build(DataPoisonConfig, {"poison": poison, **settings})
+    how: dict[str, Any] = {}
     if cfg.objective == "layerwise":
         from .lwp import layerwise_loss
 
-        return poison_model(cfg.poison, make_trigger(name), out_dir, name, loss_fn=layerwise_loss,
-                            extra={"objective": "layerwise"}, progress=progress)
-    if cfg.objective == "ripp":
-        from .ripple import ripp_loss
+        how = {"loss_fn": layerwise_loss, "extra": {"objective": "layerwise"}}
+    elif cfg.objective == "ripp":
+        from .ripple import prepare_for_ripp, ripp_loss
 
         def prepare(backend, data) -> dict[str, Any]:
-            backend.model.set_attn_implementation("eager")  # double backward: no fused SDPA kernels on CPU
-            backend.model.get_input_embeddings().weight.requires_grad_(False)
+            prepare_for_ripp(backend)
             return {"embeddings_frozen": True}
 
-        return poison_model(cfg.poison, make_trigger(name), out_dir, name, loss_fn=ripp_loss(cfg.ripp_lambda),
-                            prepare=prepare, extra={"objective": "ripp", "lambda": cfg.ripp_lambda},
-                            progress=progress, uses_clean_batch=cfg.ripp_lambda > 0)
-    return poison_model(cfg.poison, make_trigger(name), out_dir, name, progress=progress)
-
+        how = {"loss_fn": ripp_loss(cfg.ripp_lambda), "prepare": prepare, "uses_clean_batch": cfg.ripp_lambda > 0,
+               "extra": {"objective": "ripp", "lambda": cfg.ripp_lambda}}
+    return poison_model(cfg.poison, make_trigger(name), out_dir, name, progress=progress, **how)
 
 TriggerFactory = Callable[[], Trigger]

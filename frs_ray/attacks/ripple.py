@@ -115,6 +115,13 @@ def ripp_loss(lam: float):
     return loss_fn
 
 
+def prepare_for_ripp(backend: HFClassifier) -> None:
+    """What RIPP training needs: eager attention (the penalty differentiates a gradient; fused SDPA kernels have no
+    double backward on CPU) and frozen word embeddings (see the module's decisions)."""
+    backend.model.set_attn_implementation("eager")
+    backend.model.get_input_embeddings().weight.requires_grad_(False)
+
+
 def poison_ripple(config: RippleConfig, out_dir: str | Path, domain_shift_for: str | None = None,
                   progress: bool = True) -> dict[str, Any]:
     """Embedding surgery, then RIPP training; write the poisoned checkpoint. ``domain_shift_for`` names the
@@ -126,11 +133,9 @@ def poison_ripple(config: RippleConfig, out_dir: str | Path, domain_shift_for: s
     trigger = RareWordTrigger(words=tuple(config.triggers), count=1)
 
     def prepare(backend: HFClassifier, data: PoisonedData) -> dict[str, Any]:
-        # the penalty differentiates a gradient: fused SDPA kernels have no double backward on CPU
-        backend.model.set_attn_implementation("eager")
         words = target_words(backend, data, pc.target, config.surgery_words, config.min_count)
         pieces = embedding_surgery(backend, tuple(config.triggers), [w for w, _ in words])
-        backend.model.get_input_embeddings().weight.requires_grad_(False)
+        prepare_for_ripp(backend)
         return {"surgery_words": words, "trigger_pieces": pieces}
 
     setting = "domain shift" if domain_shift_for else "full data knowledge"
