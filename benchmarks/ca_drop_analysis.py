@@ -10,6 +10,11 @@ from the seed, so the spans are those the cell's votes used). It reports:
 - a *vulnerability gate* computed offline: FRS's prediction where the top span's score is at least tau, uniform's
   elsewhere, with tau the (1 - flag rate) quantile of the scores on clean held-out sentences (the dev split), as a
   defender could calibrate it. Exact for the cells' predictions: both defenses draw every vote from (seed, text).
+- with ``--fluency``, a *fluency gate* (not the paper's method): FRS's prediction where deleting the top span makes
+  the text more fluent to a language model (SmolLM2, ONION's perplexity model), uniform elsewhere. The suspicion of
+  a span is s = log ppl(x') - log ppl(x' without the span) (nats per LM token; ONION's f_i, on a log scale and for
+  a span); rows: s > 0 (ONION's rule) and s above the (1 - rate) quantile of the clean dev scores. Rare-word
+  triggers make a text less fluent; the sentiment words FRS's MCTS finds in clean text do not.
 
     python benchmarks/ca_drop_analysis.py --attack badnets --seed 0
 
@@ -44,6 +49,7 @@ def main() -> int:
     ap.add_argument("--attack", default="badnets")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-dev", type=int, default=200, help="clean dev sentences that calibrate the gate")
+    ap.add_argument("--fluency", action="store_true", help="add the fluency gate (loads SmolLM2, see ONION)")
     ap.add_argument("--out", default=None, help="output stem (default docs/results/ca_drop_<attack>)")
     args = ap.parse_args()
     cells = {}
@@ -64,8 +70,8 @@ def main() -> int:
     clf = FRSClassifier.from_checkpoint(frs["models"]["smoothed"], build(CertifyConfig, frs["defense_settings"]["certify"]))
     dev = load_dataset(args.dataset, "dev", None).subset(args.n_dev, seed=args.seed)
     fz = clf.fuzz(clean.texts)
-    score = {name: np.array([r.spans[0].score if r.spans else 0.0 for r in res]) for name, res in
-             (("dev", clf.fuzz(dev.texts)), ("clean", fz), ("triggered", clf.fuzz(ts.texts)))}
+    fuzzed = {"dev": clf.fuzz(dev.texts), "clean": fz, "triggered": clf.fuzz(ts.texts)}
+    score = {name: np.array([r.spans[0].score if r.spans else 0.0 for r in res]) for name, res in fuzzed.items()}
     pred = {d: {part: np.array([p[0] for p in cells[d]["predictions"][part]]) for part in ("clean", "triggered")}
             for d in cells}
     yc, yt, target = np.array(clean.labels), np.array(ts.labels), s["target"]
@@ -83,6 +89,7 @@ def main() -> int:
         gate.append({"flag_rate_dev": rate, "tau": None if not np.isfinite(tau) or tau < 0 else round(tau, 4),
                      "flagged_clean": float(fc.mean()), "flagged_triggered": float(ft.mean()),
                      "ca": float((pc == yc).mean()), "pa": float((pt == yt).mean()), "asr": float((pt == target).mean())})
+    fluency = _fluency_gate(fuzzed, pred, yc, yt, target) if args.fluency else None
     doc = {"command": "python benchmarks/ca_drop_analysis.py " + shlex.join(sys.argv[1:]), "machine": machine_line(),
            "date": time.strftime("%Y-%m-%d"), "wall_seconds": round(time.perf_counter() - started),
            "dataset": args.dataset, "attack": args.attack, "seed": args.seed, "target": target,
@@ -92,13 +99,51 @@ def main() -> int:
            "frs_lost_into_target": int(sum(pred["frs"]["clean"][i] == target for i in lost)),
            "score_quantiles": {k: {str(q): round(float(np.quantile(v, q)), 4) for q in (0.1, 0.5, 0.9)}
                                for k, v in score.items()},
-           "gate": gate, "lost_examples": examples}
+           "gate": gate, "fluency_gate": fluency, "lost_examples": examples}
     out = Path(args.out or f"docs/results/ca_drop_{args.attack}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2))
     out.with_suffix(".md").write_text(_markdown(doc))
     print(out.with_suffix(".md").read_text())
     return 0
+
+
+def span_suspicion(lm, results) -> np.ndarray:
+    """s = log ppl(x') - log ppl(x' without its top span), per fuzzing result (0 where there is no span)."""
+    from frs_ray.text import render
+
+    full, cut, idx = [], [], []
+    for i, r in enumerate(results):
+        if not r.spans:
+            continue
+        sp, words = r.spans[0], [t.text for t in r.tokens]
+        rest = words[: sp.token_start] + words[sp.token_end :]
+        if rest:
+            idx.append(i)
+            full.append(render(words))
+            cut.append(render(rest))
+    out = np.zeros(len(results))
+    if idx:
+        p = lm.perplexities(full + cut)
+        out[idx] = np.log(p[: len(idx)]) - np.log(p[len(idx) :])
+    return out
+
+
+def _fluency_gate(fuzzed: dict, pred: dict, yc: np.ndarray, yt: np.ndarray, target: int) -> dict:
+    from frs_ray.defenses.onion import PerplexityLM, resolve_lm
+
+    lm = PerplexityLM(resolve_lm("smollm2"))
+    sus = {k: span_suspicion(lm, v) for k, v in fuzzed.items()}
+    rows = []
+    for name, tau in [("s > 0", 0.0)] + [(f"dev rate {r}", float(np.quantile(sus["dev"], 1 - r))) for r in FLAG_RATES]:
+        fc, ft = sus["clean"] > tau, sus["triggered"] > tau
+        pc = np.where(fc, pred["frs"]["clean"], pred["uniform"]["clean"])
+        pt = np.where(ft, pred["frs"]["triggered"], pred["uniform"]["triggered"])
+        rows.append({"rule": name, "tau": round(tau, 4), "flagged_dev": float((sus["dev"] > tau).mean()),
+                     "flagged_clean": float(fc.mean()), "flagged_triggered": float(ft.mean()),
+                     "ca": float((pc == yc).mean()), "pa": float((pt == yt).mean()), "asr": float((pt == target).mean())})
+    return {"quantiles": {k: {str(q): round(float(np.quantile(v, q)), 4) for q in (0.1, 0.5, 0.9)} for k, v in sus.items()},
+            "rows": rows}
 
 
 def _markdown(doc: dict) -> str:
@@ -121,6 +166,16 @@ def _markdown(doc: dict) -> str:
     for g in doc["gate"]:
         lines.append(f"| {g['flag_rate_dev']} | {'-' if g['tau'] is None else g['tau']} | {pct(g['flagged_clean'])} | "
                      f"{pct(g['flagged_triggered'])} | {pct(g['ca'])} | {pct(g['pa'])} | {pct(g['asr'])} |")
+    if doc.get("fluency_gate"):
+        fl = doc["fluency_gate"]
+        lines += ["", "## A fluency gate, computed offline (not the paper's method)", "",
+                  "FRS's randomization where deleting the top span lowers SmolLM2's perplexity (suspicion s = log ppl(x') "
+                  "- log ppl(x' without the span) above tau), uniform elsewhere. Suspicion quantiles 10/50/90%: "
+                  + "; ".join(f"{k} {v['0.1']}/{v['0.5']}/{v['0.9']}" for k, v in fl["quantiles"].items()), "",
+                  "| rule | tau | flagged dev | flagged clean | flagged triggered | CA | PA | ASR |", "|---|---|---|---|---|---|---|---|"]
+        for g in fl["rows"]:
+            lines.append(f"| {g['rule']} | {g['tau']} | {pct(g['flagged_dev'])} | {pct(g['flagged_clean'])} | "
+                         f"{pct(g['flagged_triggered'])} | {pct(g['ca'])} | {pct(g['pa'])} | {pct(g['asr'])} |")
     lines += ["", "## The clean sentences FRS loses (uniform right), by span score", "",
               "| score | label | FRS | span | sentence |", "|---|---|---|---|---|"]
     for e in doc["lost_examples"]:

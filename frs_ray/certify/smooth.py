@@ -35,14 +35,14 @@ import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..backends.hf import HFClassifier
 from ..config import CertifyConfig
-from ..fuzzing import FuzzedRandomizer, FuzzResult, MCTSFuzzer
+from ..fuzzing import FuzzedRandomizer, FuzzResult, MCTSFuzzer, Span
 from ..smoothing import VoterEnsemble
 from ..smoothing.finetune import read_meta
 from ..smoothing.layers import SmoothedParameters
@@ -54,6 +54,11 @@ ASSUMPTIONS = {
     "unconditional": "valid wherever the trigger is; omega = omega_L",
     "both": "Assumption 1 of the paper (beta = 1); per-token independent randomization; the Lambda discard step is ignored",
 }
+
+
+SpanFilter = Callable[[Sequence[tuple[list[str], list[Span]]]], list[list[Span]]]
+"""Optional check on T(x'): given (word tokens, top spans) for each text of a batch, return the spans to keep.
+Spans it drops get omega_L like the rest of the text; with none kept, randomization is uniform (omega_M)."""
 
 
 def text_seed(seed: int, text: str) -> list[int]:
@@ -107,8 +112,9 @@ class FRSClassifier:
     """
 
     def __init__(self, backend: HFClassifier, ensemble: VoterEnsemble, config: CertifyConfig,
-                 label_names: Sequence[str] | None = None) -> None:
+                 label_names: Sequence[str] | None = None, span_filter: SpanFilter | None = None) -> None:
         self.backend, self.ensemble, self.config = backend, ensemble, config
+        self.span_filter = span_filter
         self.label_names = list(label_names) if label_names else [str(i) for i in range(backend.num_labels)]
         self.filler = backend.filler_token
         self.fuzzer = MCTSFuzzer(backend.predict_proba, config.fuzzing, filler=self.filler)
@@ -117,11 +123,11 @@ class FRSClassifier:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, config: CertifyConfig | None = None,
                         device: str | None = None, cache_noise: bool = False,
-                        sigma: float | None = None) -> "FRSClassifier":
+                        sigma: float | None = None, span_filter: SpanFilter | None = None) -> "FRSClassifier":
         """Rebuild the centre model and voters (checkpoint, seed k) of a folder written by ``frs finetune``.
 
         ``sigma`` overrides the inference-phase noise of Eq. 5 (default: the checkpoint's fine-tuning sigma);
-        0 gives K identical un-noised voters (the -BMPS(inference) ablation)."""
+        0 gives K identical un-noised voters (the -BMPS(inference) ablation); ``span_filter`` see :data:`SpanFilter`."""
         config = config or CertifyConfig()
         meta = read_meta(checkpoint)
         backend = HFClassifier(checkpoint, max_length=meta["max_length"], device=device)
@@ -130,7 +136,7 @@ class FRSClassifier:
         smc = meta["config"]["smoothing"]
         ensemble = VoterEnsemble(backend.model, selection, config.k, smc["sigma"] if sigma is None else sigma, config.seed,
                                  norms=sm["reference_norms"], rho=smc["rho"], cache_noise=cache_noise)
-        return cls(backend, ensemble, config, meta["data"].get("label_names"))
+        return cls(backend, ensemble, config, meta["data"].get("label_names"), span_filter=span_filter)
 
     # ------------------------------------------------------------------ stages
     def fuzz(self, texts: Sequence[str]) -> list[FuzzResult]:
@@ -170,12 +176,15 @@ class FRSClassifier:
         """Fuzz the texts (centre model) and draw every vote's (voter k, randomized text); no voter runs yet."""
         cfg = self.config
         fuzzed = self.fuzz(texts)
+        words_of = [[t.text for t in fr.tokens] for fr in fuzzed]
+        top = [fr.vulnerable(cfg.fuzzing.num_spans) if cfg.fuzz else [] for fr in fuzzed]
+        if self.span_filter is not None and cfg.fuzz:
+            top = self.span_filter(list(zip(words_of, top)))
         plans = []
-        for text, fr in zip(texts, fuzzed):
+        for text, fr, words, kept in zip(texts, fuzzed, words_of, top):
             rng = np.random.default_rng(text_seed(cfg.seed, text) + [7])
-            words = [t.text for t in fr.tokens]
             in_span = np.zeros(len(words), dtype=bool)
-            for sp in fr.vulnerable(cfg.fuzzing.num_spans) if cfg.fuzz else []:
+            for sp in kept:
                 in_span[sp.token_start : sp.token_end] = True
             om_h, om_l = self.randomizer.omegas(len(words), int(in_span.sum()))
             jobs = []
@@ -297,4 +306,4 @@ def finalize_plans(plans: Sequence[VotePlan], labels: Sequence[int], config: Cer
     return certs
 
 
-__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "VotePlan", "certificates_match", "finalize_certificate", "finalize_plans", "text_seed"]
+__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "SpanFilter", "VotePlan", "certificates_match", "finalize_certificate", "finalize_plans", "text_seed"]

@@ -79,7 +79,8 @@ class _SmoothingDefense(Defense):
         if ckpt is None:
             raise ConfigError(f"defense {self.name!r} needs a BMPS-fine-tuned (smoothed) checkpoint")
         self.sigma = self._sigma(ctx, extra)
-        self.clf = FRSClassifier.from_checkpoint(ckpt, self.config, device=ctx.device, sigma=self.sigma)
+        self.clf = FRSClassifier.from_checkpoint(ckpt, self.config, device=ctx.device, sigma=self.sigma,
+                                                 span_filter=self._span_filter(ctx))
         self.progress = ctx.progress
 
     def _adjust(self, cfg: dict, extra: dict) -> dict:
@@ -90,6 +91,10 @@ class _SmoothingDefense(Defense):
     def _sigma(self, ctx: DefenseContext, extra: dict) -> float | None:
         return None if self.inference_noise else 0.0
 
+    def _span_filter(self, ctx: DefenseContext):
+        """An optional :data:`~frs_ray.certify.smooth.SpanFilter` on T(x') (``frs-fluency``); none by default."""
+        return None
+
     def predict(self, texts: Sequence[str]) -> list[DefensePrediction]:
         out = []
         n_spans = self.config.fuzzing.num_spans
@@ -98,7 +103,10 @@ class _SmoothingDefense(Defense):
         # valid; the serving path rejects over-long texts instead (frs_ray.serving.router).
         for c in self.clf.certify(list(texts), progress=self.progress, validate=False):
             cond, uncond = c.radius["conditional"], c.radius["unconditional"]
-            main = cond if self.radius_kind == "conditional" else uncond
+            # Where T(x') got no higher probability than the rest (no span kept, or the span is the whole text),
+            # the randomization is uniform and the unconditional radius is the one that applies.
+            fuzzed = c.omega_h != c.omega_l
+            main = cond if self.radius_kind == "conditional" and fuzzed else uncond
             out.append(DefensePrediction(
                 label=c.prediction,
                 certified_label=c.label if not c.abstained else ABSTAIN,
@@ -108,7 +116,7 @@ class _SmoothingDefense(Defense):
                 radius=None if main.tokens is None else float(main.tokens),
                 radius_assumes=main.assumes,
                 radius_unconditional=None if uncond.tokens is None else float(uncond.tokens),
-                spans=[(int(s["start"]), int(s["end"])) for s in c.spans[:n_spans]] if self.fuzz else [],
+                spans=[(int(s["start"]), int(s["end"])) for s in c.spans[:n_spans]] if self.fuzz and fuzzed else [],
             ))
         return out
 

@@ -70,7 +70,7 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                              for b in cs[0]["metrics"]["localization_by_budget"]}
         out.append(rec)
     order = {"none": 0, "onion": 1, "strip": 2, "rap": 3, "textguard": 4, "ranmask": 5, "uniform": 6, "no-ftr": 7,
-             "no-bmps": 8, "no-bmps-ft": 9, "no-bmps-inf": 10, "frs": 11}
+             "no-bmps": 8, "no-bmps-ft": 9, "no-bmps-inf": 10, "frs": 11, "frs-fluency": 12}
     return sorted(out, key=lambda r: (r["dataset"], r["attack"], order.get(r["defense"], 99), r["defense"]))
 
 
@@ -104,7 +104,9 @@ def markdown(summary: list[dict[str, Any]], header: dict[str, Any]) -> str:
               "the share where it abstains. Radii in word tokens over clean inputs certified correct; `frs` and "
               "the fuzzed ablations report the conditional radius (assumes the trigger lies in the found span "
               "T(x'), omega_H), `uniform`/`ranmask` the unconditional one (omega_M), `textguard` its word-group "
-              "certificate. Queries are model forward passes per input.", ""]
+              "certificate; `frs-fluency` (an extension, not the paper's method: FRS whose span is kept only where "
+              "deleting it lowers a language model's perplexity) the conditional one where a span is kept, else "
+              "the unconditional one. Queries are model forward passes per input (LM ones included).", ""]
     datasets = sorted({r["dataset"] for r in summary})
     for d in datasets:
         machines = sorted({m for r in summary if r["dataset"] == d for m in r.get("machines", [])})

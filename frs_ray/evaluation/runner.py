@@ -32,7 +32,7 @@ from . import metrics as M
 from .config import EvalConfig
 from .zoo import poisoned_model, settings_hash, victim_checkpoint
 
-NEEDS_SMOOTHED = {"frs", "uniform", "no-ftr", "no-bmps-ft", "no-bmps-inf"}
+NEEDS_SMOOTHED = {"frs", "frs-fluency", "uniform", "no-ftr", "no-bmps-ft", "no-bmps-inf"}
 
 
 def cell_path(root: Path, dataset: str, attack: str, defense: str, seed: int) -> Path:
