@@ -72,7 +72,8 @@ class FuzzWorker:
 
         cfg = CertifyConfig.model_validate(config)
         if cfg != self.clf.config:
-            self.clf = FRSClassifier(self.clf.backend, self.clf.ensemble, cfg, self.clf.label_names)
+            self.clf = FRSClassifier(self.clf.backend, self.clf.ensemble, cfg, self.clf.label_names,
+                                     span_filter=self.clf.span_filter)
         return self.clf.prepare(list(texts))
 
     def pid(self) -> int:
