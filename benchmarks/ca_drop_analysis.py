@@ -130,7 +130,7 @@ def span_suspicion(lm, results) -> np.ndarray:
 
 
 def _fluency_gate(fuzzed: dict, pred: dict, yc: np.ndarray, yt: np.ndarray, target: int) -> dict:
-    from frs_ray.defenses.onion import PerplexityLM, resolve_lm
+    from frs_ray.backends.lm import PerplexityLM, resolve_lm
 
     lm = PerplexityLM(resolve_lm("smollm2"))
     sus = {k: span_suspicion(lm, v) for k, v in fuzzed.items()}

@@ -9,8 +9,8 @@ import pytest
 
 from frs_ray.data import load_dataset
 from frs_ray.defenses.base import ABSTAIN, DefenseContext
-from frs_ray.defenses.fluency import FluencySpanFilter, span_suspicion
-from frs_ray.defenses.onion import PerplexityLM, resolve_lm
+from frs_ray.fuzzing.fluency import FluencySpanFilter, span_suspicion
+from frs_ray.backends.lm import PerplexityLM, resolve_lm
 from frs_ray.defenses.registry import build_defense, known_defenses
 from frs_ray.errors import ConfigError
 from frs_ray.fuzzing import Span
@@ -85,3 +85,34 @@ def test_without_a_kept_span_it_is_uniform_smoothing_and_with_all_kept_it_is_frs
     assert none_kept.describe()["spans_kept"] == 0.0 and all_kept.describe()["spans_kept"] == 1.0
     assert none_kept.describe()["fluency"]["threshold"] == 1e9
     assert np.all([p.label in (0, 1, ABSTAIN) for p in a + b])
+
+
+def test_service_settings_take_the_span_check():
+    from pydantic import ValidationError
+
+    from frs_ray.serving.settings import ServiceSettings
+
+    assert ServiceSettings(checkpoint="x").span_check_options() is None
+    s = ServiceSettings(checkpoint="x", span_check="fluency", span_check_threshold=0.5)
+    assert s.span_check_options() == {"lm": "smollm2", "threshold": 0.5}
+    with pytest.raises(ValidationError, match="span_check"):
+        ServiceSettings(checkpoint="x", span_check="perplexity")
+
+
+@pytest.mark.slow
+def test_fuzz_worker_applies_the_span_check(minilm_checkpoint):
+    """The service's fuzzing worker (the class Ray runs as an actor) with the fluency check: a dropped span leaves
+    uniform randomization and no span in the plan; keeping every span gives FRS's plan."""
+    from frs_ray.certify.smooth import FRSClassifier
+    from frs_ray.config import CertifyConfig
+    from frs_ray.serving.actors import FuzzWorker
+
+    texts = ["a gorgeous , witty , seductive movie .", "the film is strictly cf routine and dull ."]
+    cfg = CertifyConfig(k=4, seed=1, fuzzing={"budget": 3})
+    plain = FRSClassifier.from_checkpoint(minilm_checkpoint, cfg).prepare(texts)
+    none_kept = FuzzWorker(str(minilm_checkpoint), span_check={"lm": "smollm2", "threshold": 1e9}).prepare(texts, cfg.model_dump())
+    all_kept = FuzzWorker(str(minilm_checkpoint), span_check={"lm": "smollm2", "threshold": -1e9}).prepare(texts, cfg.model_dump())
+    for p, n, a in zip(plain, none_kept, all_kept):
+        assert n.spans == [] and n.span_tokens == 0 and n.omega_h == n.omega_l == cfg.randomize.omega_m
+        assert a.spans == p.spans[: cfg.fuzzing.num_spans] and (a.omega_h, a.omega_l) == (p.omega_h, p.omega_l)
+        assert a.select == p.select and a.estimate == p.estimate

@@ -58,7 +58,8 @@ ASSUMPTIONS = {
 
 SpanFilter = Callable[[Sequence[tuple[list[str], list[Span]]]], list[list[Span]]]
 """Optional check on T(x'): given (word tokens, top spans) for each text of a batch, return the spans to keep.
-Spans it drops get omega_L like the rest of the text; with none kept, randomization is uniform (omega_M)."""
+Spans it drops get omega_L like the rest of the text; with none kept, randomization is uniform (omega_M) and the
+conditional radius is 0. The certificate then lists only the kept spans. Example: ``frs_ray.fuzzing.fluency``."""
 
 
 def text_seed(seed: int, text: str) -> list[int]:
@@ -191,7 +192,9 @@ class FRSClassifier:
             for _ in range(cfg.votes_select + cfg.votes_estimate):
                 k = int(rng.integers(cfg.k))
                 jobs.append((k, render(self.randomizer.randomize(words, in_span, rng).tokens)))
-            spans = fr.spans[: max(5, cfg.fuzzing.num_spans)] if cfg.fuzz else []
+            # Recorded spans: MCTS's best few; with a span filter, exactly the kept T(x') (empty if none was kept),
+            # so that a certificate never shows a span its randomization did not favour.
+            spans = (kept if self.span_filter is not None else fr.spans[: max(5, cfg.fuzzing.num_spans)]) if cfg.fuzz else []
             plans.append(VotePlan(text, len(words), int(in_span.sum()) if cfg.fuzz else len(words), om_h, om_l,
                                   [sp.to_dict() for sp in spans], fr.queries,
                                   jobs[: cfg.votes_select], jobs[cfg.votes_select :]))

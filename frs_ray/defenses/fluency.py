@@ -9,7 +9,8 @@ RIPPLe's) is the opposite: it makes the sentence *less* fluent, which is what ON
 detects with a language model.
 
 What. Before the fuzzed randomization, each span of T(x') is kept only if deleting it makes the text more fluent
-to a causal language model (SmolLM2-135M, ONION's perplexity model here, :class:`~frs_ray.defenses.onion.PerplexityLM`):
+to a causal language model (SmolLM2-135M, ONION's perplexity model here, :class:`~frs_ray.backends.lm.PerplexityLM`; the check is
+:class:`~frs_ray.fuzzing.fluency.FluencySpanFilter`):
 
     s(span) = log ppl(x') - log ppl(x' without the span) > threshold      (default threshold 0)
 
@@ -28,6 +29,10 @@ Decisions:
 - Limitation, by design: a *fluent* trigger (AddSent's sentence, negation or sentiment words, a reordering)
   does not lower fluency when deleted, so the check drops its span and such inputs get uniform smoothing only.
 
+Measured (``docs/results/eval.md``, quick profile, K=20, CPU): on SST-2 over 3 seeds the CA drop against no
+defense is 2.7 / 2.7 points (BadNets / RIPPLe_a; FRS: 11.0 / 11.7) at ASR 23.3 / 34.3 (FRS: 19.3 / 31.0); against
+AddSent (one seed) ASR stays at 99 (FRS: 35).
+
 Parameters (``build_defense("frs-fluency", ctx, threshold=0.0, lm="smollm2")``), plus every FRS parameter.
 
 Example::
@@ -38,19 +43,15 @@ Example::
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..backends.lm import load_lm, resolve_lm
 from ..config import build
-from ..fuzzing import Span
-from ..text import render
+from ..fuzzing.fluency import FluencySpanFilter
 from .base import DefenseContext, DefensePrediction
-from .onion import _load_lm, resolve_lm
 from .registry import register
 from .smoothing import FRS
 
@@ -66,67 +67,6 @@ class FluencyConfig(BaseModel):
     lm_batch_size: int = Field(32, ge=1, le=4096, description="LM sequences per padded forward pass")
 
 
-@dataclass
-class SpanCheck:
-    """What the check decided for one text: its top span's suspicion s, whether any span was kept, LM cost."""
-
-    suspicion: float | None
-    kept: bool
-    lm_queries: int
-    seconds: float
-
-
-def span_suspicion(ppl_text: float, ppl_without: float) -> float:
-    """s = log ppl(x') - log ppl(x' without the span) (ONION's f_i on a log scale); > 0: the span hurts fluency."""
-    if not (math.isfinite(ppl_text) and math.isfinite(ppl_without)) or ppl_text <= 0 or ppl_without <= 0:
-        return 0.0
-    return math.log(ppl_text) - math.log(ppl_without)
-
-
-class FluencySpanFilter:
-    """A :data:`~frs_ray.certify.smooth.SpanFilter`: keeps the spans whose deletion lowers the LM's perplexity.
-
-    ``checks`` records a :class:`SpanCheck` per text, in the order the texts were seen."""
-
-    def __init__(self, lm, threshold: float = 0.0) -> None:
-        self.lm, self.threshold = lm, float(threshold)
-        self.checks: list[SpanCheck] = []
-
-    def __call__(self, batch: Sequence[tuple[list[str], list[Span]]]) -> list[list[Span]]:
-        t0 = time.perf_counter()
-        seqs: list[str] = []
-        index: list[list[tuple[int, int]]] = []  # per text: (position of x', position of x' without span) per span
-        for words, spans in batch:
-            rests = [words[: sp.token_start] + words[sp.token_end:] for sp in spans]
-            full = -1
-            if any(rests):
-                seqs.append(render(words))
-                full = len(seqs) - 1
-            pairs = []
-            for rest in rests:
-                if rest:
-                    seqs.append(render(rest))
-                    pairs.append((full, len(seqs) - 1))
-                else:  # the span is the whole text: kept (s = inf)
-                    pairs.append((-1, -1))
-            index.append(pairs)
-        ppl = self.lm.perplexities(seqs) if seqs else np.zeros(0)
-        dt = (time.perf_counter() - t0) / max(1, len(batch))
-        out = []
-        for (words, spans), pairs in zip(batch, index):
-            kept, first = [], None
-            for sp, (i_full, i_rest) in zip(spans, pairs):
-                s = math.inf if i_full < 0 else span_suspicion(float(ppl[i_full]), float(ppl[i_rest]))
-                first = s if first is None else first
-                if s > self.threshold:
-                    kept.append(sp)
-            n_seq = len({i for p in pairs for i in p if i >= 0})
-            self.checks.append(SpanCheck(None if first is None or not math.isfinite(first) else round(first, 5),
-                                         bool(kept), n_seq, dt))
-            out.append(kept)
-        return out
-
-
 @register("frs-fluency")
 class FRSFluency(FRS):
     """FRS whose T(x') keeps only spans that hurt the text's fluency (see the module docstring; not the paper's)."""
@@ -138,7 +78,7 @@ class FRSFluency(FRS):
         return cfg
 
     def _span_filter(self, ctx: DefenseContext):
-        lm = _load_lm(str(resolve_lm(self.fluency.lm)), ctx.device, self.fluency.lm_batch_size, 256)
+        lm = load_lm(str(resolve_lm(self.fluency.lm)), ctx.device, self.fluency.lm_batch_size, 256)
         self.filter = FluencySpanFilter(lm, self.fluency.threshold)
         return self.filter
 

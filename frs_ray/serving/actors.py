@@ -57,7 +57,8 @@ class VoterShard:
 class FuzzWorker:
     """The centre model; ``prepare`` runs MCTS fuzzing and draws the randomized texts of every vote."""
 
-    def __init__(self, checkpoint: str, device: str | None = None, torch_threads: int | None = None) -> None:
+    def __init__(self, checkpoint: str, device: str | None = None, torch_threads: int | None = None,
+                 span_check: dict[str, Any] | None = None) -> None:
         _quiet()
         import torch
 
@@ -65,7 +66,14 @@ class FuzzWorker:
             torch.set_num_threads(torch_threads)
         from ..certify.smooth import FRSClassifier
 
-        self.clf = FRSClassifier.from_checkpoint(checkpoint, CertifyConfig(k=1), device=device)
+        span_filter = None
+        if span_check is not None:  # ServiceSettings.span_check_options(): the fluency check on T(x')
+            from ..backends.lm import load_lm, resolve_lm
+            from ..fuzzing.fluency import FluencySpanFilter
+
+            lm = load_lm(str(resolve_lm(span_check["lm"])), device, 32, 256)
+            span_filter = FluencySpanFilter(lm, span_check["threshold"], keep_checks=False)
+        self.clf = FRSClassifier.from_checkpoint(checkpoint, CertifyConfig(k=1), device=device, span_filter=span_filter)
 
     def prepare(self, texts: Sequence[str], config: dict[str, Any]) -> list:
         from ..certify.smooth import FRSClassifier

@@ -121,7 +121,8 @@ class FRSRouter:
             for ids in self.layout
         ]
         self.shard_of = {k: r for r, ids in enumerate(self.layout) for k in ids}
-        self.fuzzers = [remote_fuzz_worker(**actor_opts).remote(s.checkpoint, s.device, s.torch_threads)
+        self.fuzzers = [remote_fuzz_worker(**actor_opts).remote(s.checkpoint, s.device, s.torch_threads,
+                                                                s.span_check_options())
                         for _ in range(s.fuzz_actors)]
         ray.get([a.pid.remote() for a in self.shards + self.fuzzers])  # wait until every model is loaded
         self._next_fuzzer = 0
@@ -161,7 +162,7 @@ class FRSRouter:
             omega_h=b.randomize.omega_h, max_distance=b.randomize.max_distance, n_select=b.votes_select,
             n_estimate=b.votes_estimate, seed=b.seed, voter_actors=len(self.shards), fuzz_actors=len(self.fuzzers),
             voters_per_actor=self.layout, max_texts_per_request=s.max_texts_per_request,
-            max_chars_per_text=s.max_chars_per_text,
+            max_chars_per_text=s.max_chars_per_text, span_check=s.span_check,
         )
 
     @app.post("/v1/classify", response_model=ClassifyResponse)

@@ -96,6 +96,7 @@ class InfoResponse(BaseModel):
     voters_per_actor: list[list[int]]
     max_texts_per_request: int
     max_chars_per_text: int
+    span_check: str = "none"
 
 
 class ErrorResponse(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -29,6 +29,19 @@ class ServiceSettings(BaseModel):
     torch_threads: int | None = Field(1, ge=1, description="torch threads per actor (1 avoids oversubscribing small machines)")
     max_restarts: int = Field(-1, ge=-1, description="restarts of a dead actor (-1: unlimited)")
     certify: dict[str, Any] = Field(default_factory=dict, description="CertifyConfig fields (alpha, seed, fuzzing, randomize...)")
+    span_check: Literal["none", "fluency"] = Field("none", description="check on T(x') before randomization: 'fluency' "
+                                                  "keeps a span only where deleting it makes the text more fluent to "
+                                                  "span_check_lm (an extension, not the paper's method: "
+                                                  "frs_ray/fuzzing/fluency.py); 'none' is FRS")
+    span_check_threshold: float = Field(0.0, allow_inf_nan=False, description="fluency check: keep a span when log "
+                                        "ppl(x') - log ppl(x' without it) exceeds this")
+    span_check_lm: str = Field("smollm2", description="fluency check: 'smollm2' or a local causal-LM folder")
+
+    def span_check_options(self) -> dict[str, Any] | None:
+        """What the fuzzing workers need to build the span check, or None for plain FRS."""
+        if self.span_check == "none":
+            return None
+        return {"lm": self.span_check_lm, "threshold": self.span_check_threshold}
 
     @model_validator(mode="after")
     def _check(self) -> "ServiceSettings":
