@@ -108,32 +108,20 @@ def main() -> int:
     return 0
 
 
-def span_suspicion(lm, results) -> np.ndarray:
-    """s = log ppl(x') - log ppl(x' without its top span), per fuzzing result (0 where there is no span)."""
-    from frs_ray.text import render
-
-    full, cut, idx = [], [], []
-    for i, r in enumerate(results):
-        if not r.spans:
-            continue
-        sp, words = r.spans[0], [t.text for t in r.tokens]
-        rest = words[: sp.token_start] + words[sp.token_end :]
-        if rest:
-            idx.append(i)
-            full.append(render(words))
-            cut.append(render(rest))
-    out = np.zeros(len(results))
-    if idx:
-        p = lm.perplexities(full + cut)
-        out[idx] = np.log(p[: len(idx)]) - np.log(p[len(idx) :])
-    return out
+def span_suspicion(check, results) -> np.ndarray:
+    """s of ``frs_ray.fuzzing.fluency`` for each fuzzing result's T(x'), with the defense's own check: 0 where there
+    is no span, +inf where the span is the whole text (the check keeps it)."""
+    check([([t.text for t in r.tokens], r.vulnerable(1)) for r in results])
+    done, check.checks = check.checks, []
+    return np.array([c.suspicion if c.suspicion is not None else (np.inf if c.kept else 0.0) for c in done])
 
 
 def _fluency_gate(fuzzed: dict, pred: dict, yc: np.ndarray, yt: np.ndarray, target: int) -> dict:
     from frs_ray.backends.lm import PerplexityLM, resolve_lm
+    from frs_ray.fuzzing.fluency import FluencySpanFilter
 
-    lm = PerplexityLM(resolve_lm("smollm2"))
-    sus = {k: span_suspicion(lm, v) for k, v in fuzzed.items()}
+    check = FluencySpanFilter(PerplexityLM(resolve_lm("smollm2")), threshold=0.0)
+    sus = {k: span_suspicion(check, v) for k, v in fuzzed.items()}
     rows = []
     for name, tau in [("s > 0", 0.0)] + [(f"dev rate {r}", float(np.quantile(sus["dev"], 1 - r))) for r in FLAG_RATES]:
         fc, ft = sus["clean"] > tau, sus["triggered"] > tau
@@ -142,7 +130,8 @@ def _fluency_gate(fuzzed: dict, pred: dict, yc: np.ndarray, yt: np.ndarray, targ
         rows.append({"rule": name, "tau": round(tau, 4), "flagged_dev": float((sus["dev"] > tau).mean()),
                      "flagged_clean": float(fc.mean()), "flagged_triggered": float(ft.mean()),
                      "ca": float((pc == yc).mean()), "pa": float((pt == yt).mean()), "asr": float((pt == target).mean())})
-    return {"quantiles": {k: {str(q): round(float(np.quantile(v, q)), 4) for q in (0.1, 0.5, 0.9)} for k, v in sus.items()},
+    return {"quantiles": {k: {str(q): round(float(np.quantile(v[np.isfinite(v)], q)), 4) for q in (0.1, 0.5, 0.9)}
+                          for k, v in sus.items()},
             "rows": rows}
 
 

@@ -11,7 +11,7 @@ from frs_ray.data import load_dataset
 from frs_ray.defenses.base import ABSTAIN, DefenseContext
 from frs_ray.fuzzing.fluency import FluencySpanFilter, span_suspicion
 from frs_ray.backends.lm import PerplexityLM, resolve_lm
-from frs_ray.defenses.registry import build_defense, known_defenses
+from frs_ray.defenses.registry import build_defense, known_defenses, needs_smoothed
 from frs_ray.errors import ConfigError
 from frs_ray.fuzzing import Span
 from frs_ray.text import render, tokenize
@@ -37,6 +37,8 @@ def test_suspicion_formula_and_degenerate_perplexities():
 
 def test_registered_and_rejects_bad_parameters(tmp_path, data_dir):
     assert "frs-fluency" in known_defenses()
+    smoothed = {d for d in known_defenses() if needs_smoothed(d)}  # what `frs eval` builds a BMPS victim for
+    assert smoothed == {"frs", "frs-fluency", "uniform", "no-ftr", "no-bmps-ft", "no-bmps-inf"}
     ctx = _ctx(tmp_path, "unused", data_dir)
     with pytest.raises(ConfigError, match="treshold"):
         build_defense("frs-fluency", ctx, treshold=0.0)

@@ -80,6 +80,7 @@ class Defense(ABC):
 
     name: ClassVar[str]
     certified: ClassVar[bool] = False
+    needs_smoothed: ClassVar[bool] = False  # whether it reads ctx.smoothed_checkpoint (the BMPS fine-tune)
 
     @abstractmethod
     def predict(self, texts: Sequence[str]) -> list[DefensePrediction]:

@@ -59,6 +59,13 @@ def known_defenses() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def needs_smoothed(name: str) -> bool:
+    """Whether the defense registered as ``name`` reads the BMPS-fine-tuned (smoothed) checkpoint."""
+    _load_builtins()
+    cls = _REGISTRY.get(name)
+    return bool(cls is not None and cls.needs_smoothed)
+
+
 def build_defense(name: str, ctx: DefenseContext, **params: Any) -> Defense:
     """Build the defense registered as ``name`` from ``ctx`` and its parameters."""
     _load_builtins()

@@ -62,6 +62,7 @@ class NoDefense(Defense):
 
 class _SmoothingDefense(Defense):
     certified = True
+    needs_smoothed = True
     checkpoint: ClassVar[str] = "smoothed"  # "smoothed" | "plain"
     fuzz: ClassVar[bool] = True
     inference_noise: ClassVar[bool] = True
@@ -148,6 +149,7 @@ class NoFTR(UniformSmoothing):
 class RanMask(_SmoothingDefense):
     """RanMASK-style masking smoothing on the plain model (see the module docstring for the difference)."""
 
+    needs_smoothed = False
     checkpoint = "plain"
     fuzz = False
     inference_noise = False
@@ -169,6 +171,7 @@ class RanMask(_SmoothingDefense):
 class NoBMPS(_SmoothingDefense):
     """Ablation -BMPS (Table 3): plain fine-tune, no inference noise, fuzzed randomization kept."""
 
+    needs_smoothed = False
     checkpoint = "plain"
     inference_noise = False
 
@@ -177,7 +180,7 @@ class NoBMPS(_SmoothingDefense):
 class NoBMPSFinetune(_SmoothingDefense):
     """Ablation -BMPS(fine-tuning) (Table 6): plain fine-tune, inference-phase voters with the BMPS sigma."""
 
-    checkpoint = "plain"
+    checkpoint = "plain"  # still needs_smoothed: its default sigma is the smoothed checkpoint's
     extra_params = ("sigma",)
 
     def _adjust(self, cfg: dict, extra: dict) -> dict:

@@ -27,13 +27,10 @@ from ..certify.smooth import text_seed
 from ..config import CertifyConfig, SmoothingConfig, build
 from ..data import TextDataset, load_dataset
 from ..defenses.base import DefenseContext, DefensePrediction
-from ..defenses.registry import build_defense
+from ..defenses.registry import build_defense, needs_smoothed
 from . import metrics as M
 from .config import EvalConfig
 from .zoo import poisoned_model, settings_hash, victim_checkpoint
-
-NEEDS_SMOOTHED = {"frs", "frs-fluency", "uniform", "no-ftr", "no-bmps-ft", "no-bmps-inf"}
-
 
 def cell_path(root: Path, dataset: str, attack: str, defense: str, seed: int) -> Path:
     return root / "cells" / dataset / attack / f"{defense}-seed{seed}.json"
@@ -130,7 +127,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
         base = poisoned_model(cfg.zoo, dataset, attack, settings, progress)
         plain = victim_checkpoint(cfg.zoo, dataset, attack, settings, cfg.victim, None, seed, cfg.data_dir, progress)
         smoothed = None
-        if any(d in NEEDS_SMOOTHED for d, _, _ in todo):
+        if any(needs_smoothed(d) for d, _, _ in todo):
             sm = build(SmoothingConfig, cfg.bmps)
             smoothed = victim_checkpoint(cfg.zoo, dataset, attack, settings, cfg.victim, sm, seed, cfg.data_dir, progress)
         clean = test.subset(cfg.n_clean, seed=seed)
