@@ -46,6 +46,10 @@ def main() -> int:
     ap.add_argument("--zoo", default="runs/zoo")
     ap.add_argument("--attack-overrides", default=None,
                     help='JSON merged into the profile\'s per-attack settings, e.g. \'{"badpre": {"steps": 3000}}\'')
+    ap.add_argument("--victim-overrides", default=None,
+                    help='JSON merged into the profile\'s victim fine-tune (FinetuneConfig fields), e.g. the paper\'s '
+                         '\'{"max_train_examples": null, "epochs": 3, "learning_rate": 2e-5}\'; use its own --out, since '
+                         'the clean row and every CA difference depend on it')
     ap.add_argument("--row-suffix", default="",
                     help="name rows <attack><suffix> (another try of an attack with other --attack-overrides)")
     ap.add_argument("--render", action="store_true", help="only rewrite <out>.md from <out>.json (no training)")
@@ -66,11 +70,22 @@ def main() -> int:
         except json.JSONDecodeError as exc:
             ap.error(f"--attack-overrides is not valid JSON: {exc}")
         cfg = cfg.model_copy(update={"attack_overrides": deep_merge(cfg.attack_overrides, extra)})
+    if args.victim_overrides:
+        try:
+            victim_extra = json.loads(args.victim_overrides)
+        except json.JSONDecodeError as exc:
+            ap.error(f"--victim-overrides is not valid JSON: {exc}")
+        if not isinstance(victim_extra, dict):
+            ap.error("--victim-overrides must be a JSON object of FinetuneConfig fields")
+        cfg = cfg.model_copy(update={"victim": {**cfg.victim, **victim_extra}})
     test = load_dataset(args.task, "test")
     target = cfg.target
     out = Path(args.out)
     path_json = out.with_suffix(".json")
     results = json.loads(path_json.read_text()) if path_json.is_file() else {}
+    if results.get("victim") not in (None, cfg.victim):
+        ap.error(f"{path_json} holds rows of another victim fine-tune ({results['victim']}); this run's is "
+                 f"{cfg.victim}: write to another --out")
     rows = results.setdefault("rows", {})
     computed: set[str] = set()  # keys this run wrote: only these replace rows that another run may have added
     for attack in ["clean", *args.attacks]:

@@ -118,6 +118,16 @@ class RandomizeConfig(_Strict):
     max_distance: float = Field(0.5, ge=0, le=1, description="Lambda: bound on the normalized token-level Damerau-Levenshtein distance (Eq. 10)")
     max_redraws: int = Field(100, ge=1, le=100_000, description="draws before falling back to the unmodified text when Lambda cannot be met")
     mutations: MutationWeights = Field(default_factory=MutationWeights)
+    mutation_level: Literal["token", "character"] = Field(
+        "token", description="what a drawn token's mutation edits: 'token' applies the DL operation to the token sequence "
+        "(filler insertion/substitution, deletion, swap with a neighbour); 'character' applies it to the token's spelling "
+        "(one character inserted, deleted, replaced or swapped; see frs_ray.text.edits)")
+
+    def destroy_fraction(self) -> float:
+        """Share of a drawn token's mutations that count as randomizing it in Theorem 1: deletion + substitution
+        at token level (see :meth:`MutationWeights.destroy_fraction`); 1 at character level, where every edit changes
+        the token's spelling (assuming a trigger whose spelling changed no longer fires)."""
+        return 1.0 if self.mutation_level == "character" else self.mutations.destroy_fraction()
 
     @model_validator(mode="after")
     def _order(self) -> "RandomizeConfig":

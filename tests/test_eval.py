@@ -142,8 +142,12 @@ def test_tiny_eval_grid_is_real_and_resumable(tmp_path, data_dir):
     assert cell["data"]["test_sha256"] and cell["settings"]["seed"] == 0 and cell["models"]["smoothed"]
     rows = list(csv.DictReader((root / "eval.csv").open()))
     assert {"dataset", "attack", "defense", "ca", "pa", "asr", "avg_radius", "max_radius"} <= set(rows[0])
-    assert (tmp_path / "res" / "eval.md").is_file() and (root / "eval_certified_accuracy.png").read_bytes()[:4] == b"\x89PNG"
-    assert (tmp_path / "res" / "eval_ca_pa_asr.png").read_bytes()[:4] == b"\x89PNG"
+    # published copies are named after the run ("tiny"), so another config's run never overwrites them
+    published = (tmp_path / "res" / "tiny.md").read_text()
+    assert "](tiny_ca_pa_asr.png)" in published and "](tiny_certified_accuracy.png)" in published
+    assert (root / "eval_certified_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "res" / "tiny_ca_pa_asr.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "res" / "eval.md").exists()
     # prediction = the vote majority, certified columns = the certificate: certified CA can only be lower
     for name in ("frs", "uniform", "textguard"):
         assert recs[name]["ca_certified"] <= recs[name]["ca"] + 1e-9

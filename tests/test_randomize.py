@@ -269,3 +269,86 @@ def test_randomize_config_accepts_bounds_and_is_frozen():
         cfg.omega_m = 0.5  # type: ignore[misc]
     with pytest.raises(ConfigError, match="unknown field"):
         build(RandomizeConfig, {"omegam": 0.1})
+
+
+# --- character-level mutations (RandomizeConfig.mutation_level = "character") --------------------------------
+
+from rapidfuzz.distance import DamerauLevenshtein  # noqa: E402
+
+from frs_ray.text.edits import apply_char_operation  # noqa: E402
+
+CHAR_OPS = ("insertion", "deletion", "substitution", "transposition")
+
+
+@pytest.mark.parametrize("op", CHAR_OPS)
+@pytest.mark.parametrize("token", ["cf", "lacks", "a", "aa", ",", "n't", "Great"])
+def test_char_operation_is_one_character_edit_that_changes_the_spelling(op, token):
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        new = apply_char_operation(token, op, rng)
+        assert new != token
+        assert DamerauLevenshtein.distance(token, new) == 1
+        if op == "insertion":
+            assert len(new) == len(token) + 1
+        elif op == "deletion":
+            assert len(new) == len(token) - 1
+        else:
+            assert len(new) == len(token)
+
+
+def test_char_transposition_without_distinct_neighbours_substitutes():
+    rng = np.random.default_rng(0)
+    assert {len(apply_char_operation(t, "transposition", rng)) for t in ("a", "aa", "zzz")} == {1, 2, 3}
+    assert apply_char_operation("ab", "transposition", rng) == "ba"
+    with pytest.raises(ValueError, match="unknown mutation operation"):
+        apply_char_operation("ab", "swap", rng)
+
+
+def test_apply_mutations_character_level_edits_only_drawn_tokens():
+    tokens = ["the", "story", "lacks", "cf", "punch", "."]
+    draws = np.array([0, 0, 1, 1, 0, 0], dtype=bool)
+    ops, probs = list(CHAR_OPS), np.full(4, 0.25)
+    for seed in range(30):
+        out = apply_mutations(tokens, draws, ops, probs, np.random.default_rng(seed), "[MASK]", "character")
+        assert "[MASK]" not in out and "cf" not in out and "lacks" not in out
+        kept = [t for t in out if t in ("the", "story", "punch", ".")]
+        assert kept == ["the", "story", "punch", "."]
+    # a one-character token that loses its character is dropped, not left as an empty token
+    out = apply_mutations(["a", "b"], np.array([1, 0], dtype=bool), ["deletion"], np.ones(1), np.random.default_rng(0),
+                          "[MASK]", "character")
+    assert out == ["b"]
+    with pytest.raises(ValueError, match="unknown mutation level"):
+        apply_mutations(tokens, draws, ops, probs, np.random.default_rng(0), "[MASK]", "word")
+
+
+def test_character_level_randomizer_is_reproducible_and_counts_every_edit_as_destroying():
+    cfg = build(RandomizeConfig, {"omega_m": 0.3, "omega_h": 0.9, "mutation_level": "character"})
+    assert cfg.destroy_fraction() == 1.0
+    assert build(RandomizeConfig, {}).destroy_fraction() == MutationWeights().destroy_fraction()
+    rnd = FuzzedRandomizer(cfg)
+    tokens, span = ["it", "'s", "a", "mn", "film", "."], [0, 0, 0, 1, 0, 0]
+    a = [rnd.randomize(tokens, span, np.random.default_rng(s)).tokens for s in range(20)]
+    b = [rnd.randomize(tokens, span, np.random.default_rng(s)).tokens for s in range(20)]
+    assert a == b
+    assert sum("mn" not in x for x in a) >= 12  # omega_H = 0.9 in T(x'): the trigger's spelling changes in most draws
+    assert all("[MASK]" not in x for x in a)
+    with pytest.raises(ConfigError, match="mutation_level"):
+        build(RandomizeConfig, {"mutation_level": "word"})
+
+
+def test_character_level_certificate_counts_every_mutation_and_states_its_assumption():
+    from frs_ray.certify.smooth import VotePlan, finalize_certificate
+    from frs_ray.config import CertifyConfig
+
+    plan = VotePlan(text="it 's a mn film .", length_tokens=6, span_tokens=1, omega_h=0.9, omega_l=0.2, spans=[],
+                    fuzz_queries=0, select=[], estimate=[])
+    token = finalize_certificate(plan, [0, 200], [0, 200], CertifyConfig(k=200), ["neg", "pos"])
+    char = finalize_certificate(plan, [0, 200], [0, 200], build(CertifyConfig, {
+        "k": 200, "randomize": {"mutation_level": "character"}}), ["neg", "pos"])
+    destroy = MutationWeights().destroy_fraction()
+    assert token.radius["unconditional"].omega == pytest.approx(0.2 * destroy)
+    assert char.radius["unconditional"].omega == pytest.approx(0.2)  # every character edit changes the spelling
+    assert char.radius["unconditional"].tokens >= token.radius["unconditional"].tokens
+    for kind in ("conditional", "unconditional"):
+        assert "spelling changed" in char.radius[kind].assumes
+        assert "spelling" not in token.radius[kind].assumes

@@ -53,6 +53,7 @@ ASSUMPTIONS = {
     "conditional": "valid only if the trigger lies inside the returned spans T(x'); omega = omega_H",
     "unconditional": "valid wherever the trigger is; omega = omega_L",
     "both": "Assumption 1 of the paper (beta = 1); per-token independent randomization; the Lambda discard step is ignored",
+    "character": "; character-level mutations: a trigger word whose spelling changed is assumed not to fire",
 }
 
 
@@ -252,7 +253,8 @@ def finalize_certificate(plan: VotePlan, select: Sequence[int], estimate: Sequen
                          label_names: Sequence[str], seconds: dict[str, float] | None = None) -> Certificate:
     """CERTIFY protocol on the vote counts of one plan, plus both radii (no model needed)."""
     dec = predict_and_bound(list(select), list(estimate), config.alpha)
-    destroy = config.randomize.mutations.destroy_fraction()
+    destroy = config.randomize.destroy_fraction()
+    extra = ASSUMPTIONS["character"] if config.randomize.mutation_level == "character" else ""
     L = plan.length_tokens
     return Certificate(
         text=plan.text,
@@ -263,8 +265,8 @@ def finalize_certificate(plan: VotePlan, select: Sequence[int], estimate: Sequen
         select_votes=[int(v) for v in select],
         p_lower=dec.p_lower,
         radius={
-            "conditional": _radius(dec.label, dec.p_lower, plan.omega_h, destroy, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"]),
-            "unconditional": _radius(dec.label, dec.p_lower, plan.omega_l, destroy, L, L, ASSUMPTIONS["unconditional"]),
+            "conditional": _radius(dec.label, dec.p_lower, plan.omega_h, destroy, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"] + extra),
+            "unconditional": _radius(dec.label, dec.p_lower, plan.omega_l, destroy, L, L, ASSUMPTIONS["unconditional"] + extra),
         },
         spans=plan.spans,
         length_tokens=L,

@@ -123,6 +123,7 @@ def add_commands(sub) -> None:
     ev.add_argument("--attacks", nargs="+", default=None, help="only these attacks (overrides the config)")
     ev.add_argument("--defenses", nargs="+", default=None, help="only these defenses (overrides the config)")
     ev.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds (overrides the config)")
-    ev.add_argument("--results-dir", default=None, help="also copy eval.{json,csv,md} and the plot here (e.g. docs/results)")
+    ev.add_argument("--results-dir", default=None, help="also copy the reports here, named after the run: <name>.{json,csv,md} and "
+                    "<name>_*.png (e.g. docs/results)")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=cmd_eval)

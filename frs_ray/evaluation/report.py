@@ -209,7 +209,8 @@ def plot_bars(summary: list[dict[str, Any]], path: Path) -> None:
 
 
 def write_reports(root: Path, header: dict[str, Any], results_dir: Path | None = None) -> dict[str, Path]:
-    """Write summary.json/.csv, eval.md and certified_accuracy.png into ``root`` (and copies into ``results_dir``)."""
+    """Write eval.json/.csv/.md and the two plots into ``root``; with ``results_dir``, copies named after the run
+    (:func:`copy_reports`)."""
     summary = summarize(load_cells(root))
     doc = {**header, "records": summary}
     paths = {"json": root / "eval.json", "csv": root / "eval.csv", "md": root / "eval.md",
@@ -221,8 +222,23 @@ def write_reports(root: Path, header: dict[str, Any], results_dir: Path | None =
     plot(summary, paths["png"])
     plot_bars(summary, paths["bars"])
     if results_dir is not None:
-        results_dir.mkdir(parents=True, exist_ok=True)
-        for k, p in paths.items():
-            if p.is_file():
-                (results_dir / p.name).write_bytes(p.read_bytes())
+        copy_reports(paths, results_dir, str(header.get("name") or "eval"))
     return paths
+
+
+def copy_reports(paths: dict[str, Path], results_dir: Path, stem: str) -> None:
+    """Copy the run's reports into ``results_dir`` named after the run (``eval.md`` -> ``<stem>.md``, the plots
+    likewise, with the Markdown's image links renamed to match), so runs of different configs never overwrite
+    each other's published reports."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    renamed = {p.name: p.name.replace("eval", stem, 1) for p in paths.values()}
+    for key, p in paths.items():
+        if not p.is_file():
+            continue
+        if key == "md":
+            text = p.read_text()
+            for old, new in renamed.items():
+                text = text.replace(f"]({old})", f"]({new})")
+            (results_dir / renamed[p.name]).write_text(text)
+        else:
+            (results_dir / renamed[p.name]).write_bytes(p.read_bytes())

@@ -14,7 +14,12 @@ whole text, both equal omega_M (uniform randomization).
 Mutation (Eq. 13, ``frs_ray.text.apply_mutations``). A token with B = 1 gets one operation drawn from M with the
 configured weights (``frs_ray.text.edits``): deletion, substitution by the filler token, insertion of a filler before it, or
 transposition with its neighbour. Only deletion and substitution remove the token, so for the certificate
-the probability that a token is randomized is omega x destroy_fraction (see ``MutationWeights``).
+the probability that a token is randomized is omega x destroy_fraction (see ``MutationWeights``). With
+``RandomizeConfig.mutation_level = "character"`` the operation edits the drawn token's spelling instead (one
+character; ``frs_ray.text.edits.apply_char_operation``) and every draw counts as randomizing the token, under the
+assumption, stated in the certificates, that a trigger whose spelling changed no longer fires. Measured on SST-2
+(``docs/results/char_level.md``): it leaves FRS's clean-accuracy loss where it was, because a misspelt sentiment
+word loses its meaning for MiniLM as surely as a deleted one; token level stays the default.
 
 Distance bound (Eq. 10, 14). A draw whose normalized token DL distance to x' exceeds Lambda is discarded and
 redrawn; after ``max_redraws`` failed draws the unmodified x' (distance 0) is used and counted as a fallback.
@@ -100,7 +105,8 @@ class FuzzedRandomizer:
         omega_h, omega_l = self.omegas(length, int(np.sum(np.asarray(in_span, dtype=bool))))
         weights = token_weights(length, in_span, omega_h, omega_l)
         for attempt in range(self.config.max_redraws):
-            mutated = apply_mutations(tokens, bernoulli_draws(weights, rng), self._ops, self._probs, rng, self.filler)
+            mutated = apply_mutations(tokens, bernoulli_draws(weights, rng), self._ops, self._probs, rng, self.filler,
+                                      self.config.mutation_level)
             if within_distance(tokens, mutated, self.config.max_distance):
                 return Randomization(mutated, omega_h, omega_l, attempt, False)
         return Randomization(list(tokens), omega_h, omega_l, self.config.max_redraws, True)

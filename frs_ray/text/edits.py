@@ -6,6 +6,16 @@ the new token is a *filler* token chosen by the caller, by default the model's m
 mutation removes information without injecting new words (a random vocabulary word could itself be a
 trigger such as "cf"). Each operation is one DL edit, so a single mutation moves the text by exactly one
 unit of DL distance.
+
+Character level (``level="character"``, an option of the randomization, see ``RandomizeConfig.mutation_level``):
+a mutated token gets one character-level DL edit instead (:func:`apply_char_operation`): a random lowercase letter
+inserted, one character deleted (a one-character token disappears), one character replaced by a different random
+letter, or two adjacent different characters swapped. The paper measures DL distance in characters in its
+Appendix K ("not" = 3, "great" -> "awful" = 5) and says FTR should "damage the triggers' dedicated structure while
+keeping genuine features intact" (Sec. 4.3): a misspelt rare-word trigger is no longer the trigger, while a
+misspelt ordinary word often keeps its meaning for a subword model. Every character edit changes the token's
+spelling, so each one "randomizes" the token in the sense of Theorem 1 under the assumption that a trigger whose
+spelling changed no longer fires (stated in the certificates).
 """
 
 from __future__ import annotations
@@ -16,6 +26,36 @@ import numpy as np
 from rapidfuzz.distance import DamerauLevenshtein
 
 OPERATIONS: tuple[str, ...] = ("insertion", "deletion", "substitution", "transposition")
+LEVELS: tuple[str, ...] = ("token", "character")
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def apply_char_operation(token: str, op: str, rng: np.random.Generator) -> str:
+    """One character-level DL edit of ``token`` (the empty string when a one-character token loses its character).
+
+    - insertion: a random lowercase letter at a random position (0..len);
+    - deletion: remove a random character;
+    - substitution: replace a random character by a different random lowercase letter;
+    - transposition: swap a random pair of adjacent, different characters (a substitution where there is none,
+      e.g. a one-character token, so that the spelling always changes).
+    """
+    if op not in OPERATIONS:
+        raise ValueError(f"unknown mutation operation {op!r}; expected one of {OPERATIONS}")
+    n = len(token)
+    if op == "transposition":
+        pairs = [j for j in range(n - 1) if token[j] != token[j + 1]]
+        if pairs:
+            j = pairs[int(rng.integers(len(pairs)))]
+            return token[:j] + token[j + 1] + token[j] + token[j + 2:]
+        op = "substitution"
+    if op == "insertion" or n == 0:
+        j = int(rng.integers(n + 1))
+        return token[:j] + LETTERS[int(rng.integers(len(LETTERS)))] + token[j:]
+    j = int(rng.integers(n))
+    if op == "deletion":
+        return token[:j] + token[j + 1:]
+    choices = [c for c in LETTERS if c != token[j].lower()]
+    return token[:j] + choices[int(rng.integers(len(choices)))] + token[j + 1:]
 
 
 def apply_operation(tokens: Sequence[str], index: int, op: str, filler: str) -> list[str]:
@@ -46,18 +86,27 @@ def apply_operation(tokens: Sequence[str], index: int, op: str, filler: str) -> 
 
 
 def apply_mutations(tokens: Sequence[str], draws: np.ndarray, ops: Sequence[str], op_probs: np.ndarray,
-                    rng: np.random.Generator, filler: str) -> list[str]:
+                    rng: np.random.Generator, filler: str, level: str = "token") -> list[str]:
     """Eq. 13 of the FRS paper: mutate each token with B = 1 by an operation drawn from M (``ops`` with
     probabilities ``op_probs``); consolidate into x~. Shared by fuzzed randomization (``frs_ray.fuzzing``) and the
     randomized fine-tuning data (``frs_ray.smoothing.data_noise``).
 
-    Operations are applied right to left so indices of tokens still to process stay valid.
+    ``level="token"`` edits the token sequence (:func:`apply_operation`); ``level="character"`` edits the spelling
+    of the drawn token (:func:`apply_char_operation`; a token left empty is dropped). Operations are applied right
+    to left so indices of tokens still to process stay valid.
     """
+    if level not in LEVELS:
+        raise ValueError(f"unknown mutation level {level!r}; expected one of {LEVELS}")
     out = list(tokens)
     for i in sorted(np.flatnonzero(draws).tolist(), reverse=True):
         op = ops[int(rng.choice(len(ops), p=op_probs))]
-        if i < len(out):
+        if i >= len(out):
+            continue
+        if level == "token":
             out = apply_operation(out, i, op, filler)
+        else:
+            new = apply_char_operation(out[i], op, rng)
+            out = out[:i] + ([new] if new else []) + out[i + 1:]
     return out
 
 
