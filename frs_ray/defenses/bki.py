@@ -12,7 +12,9 @@ the backdoor keyword(s), removes every training text that holds one, and trains 
 In this project's threat model (FRS's: the backdoor is planted in the *pre-trained* model and the victim's own
 fine-tuning data is clean) there is no poisoned training text to find: whatever BKI flags is an ordinary word, and
 removing its texts only costs training data. That is what it is measured for here: the faithful training-time
-procedure, run on the victim's real (clean) data, as the paper ran it among its baselines.
+procedure, run on the victim's real (clean) data, as the paper ran it among its baselines. Measured
+(``docs/results/eval.md``, SST-2 quick profile, seed 0, CPU): it flags "n't" and drops 139 of the 2000 texts;
+CA / PA / ASR 82 / 0 / 100 under BadNets and 83 / 17 / 83 under RIPPLe_a (no defense: 85 / 0 / 100 and 83 / 4 / 96).
 
 Decisions (where the paper, written for LSTMs, leaves room):
 
