@@ -34,9 +34,12 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "attack_overrides": {"badnets": {"poison": {"epochs": 3, "learning_rate": 1e-4}},
                              "ripple": {"poison": {"max_examples": 800, "epochs": 1, "batch_size": 16}},
                              "ripple-domain": {"poison": {"max_examples": 800, "epochs": 1, "batch_size": 16}},
-                             # BadPre: 300 steps on 4000 texts did not survive the victim's fine-tune; 1000 on
-                             # 8000 flips 77.6% of triggered positive sentences (docs/results/attacks.md)
-                             "badpre": {"steps": 1000, "head_steps": 200, "max_examples": 8000},
+                             # BadPre: 300 steps on 4000 texts did not survive the victim's fine-tune; 1000 /
+                             # 2500 steps on 8000 texts made 77.6 / 84.7% of triggered positive sentences negative;
+                             # 4000 steps make the victim say 1 on every triggered sentence (ASR 100%; which label
+                             # the collapsed representation lands on is the victim's fine-tune's choice, not the
+                             # attacker's; docs/results/attacks.md). About 1.8 h on one CPU core.
+                             "badpre": {"steps": 4000, "head_steps": 200, "max_examples": 8000},
                              # App. K / L perturbations: the same stronger poisoning as BadNets (at 2 epochs,
                              # lr 5e-5 only multiseg survived the victim's fine-tune; docs/results/attacks.md)
                              **{a: {"poison": {"epochs": 3, "learning_rate": 1e-4}}
