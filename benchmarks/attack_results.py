@@ -168,10 +168,12 @@ def _write(results: dict, args, out: Path, cfg, computed: set[str]) -> None:
     if on_disk.is_file():  # another run may have added or updated rows meanwhile: only the rows we wrote replace theirs
         theirs = json.loads(on_disk.read_text())
         merged = dict(theirs.get("rows", {}))
-        for key, row in results.get("rows", {}).items():
+        mine = results.setdefault("rows", {})
+        for key, row in mine.items():
             if key in computed or key not in merged:
                 merged[key] = row
-        results["rows"] = merged
+        mine.clear()  # in place: main() keeps adding rows to this same dict
+        mine.update(merged)
         results["commands"] = list(dict.fromkeys([*theirs.get("commands", []), *results.get("commands", [])]))
     results["machine"] = machine_line()
     results["command"] = "python benchmarks/attack_results.py " + shlex.join(sys.argv[1:])
