@@ -41,8 +41,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import shutil
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -56,6 +54,7 @@ from tqdm.auto import tqdm
 from ..config import FinetuneConfig, SmoothingConfig, build
 from ..data import TextDataset
 from ..errors import ConfigError
+from ..storage import build_once
 from ..text.tokens import render, tokenize
 from .base import Defense, DefenseContext, DefensePrediction
 from .registry import register
@@ -209,18 +208,12 @@ class BKI(Defense):
                "labels": list(map(int, self.train.labels))}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
         out = Path(self.ctx.work_dir) / "bki" / digest
-        if not (out / META_FILE).is_file():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
-            try:
-                finetune(ft, self.train, tmp, device=self.ctx.device, progress=self.ctx.progress)
-                (tmp / "bki.json").write_text(json.dumps({**key, "removed": self.removed}, indent=2, default=str))
-                if out.exists():
-                    shutil.rmtree(out)
-                tmp.rename(out)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
+
+        def build_into(tmp: Path) -> None:
+            finetune(ft, self.train, tmp, device=self.ctx.device, progress=self.ctx.progress)
+            (tmp / "bki.json").write_text(json.dumps({**key, "removed": self.removed}, indent=2, default=str))
+
+        build_once(out, META_FILE, build_into)
         return str(out)
 
     def describe(self) -> dict[str, Any]:

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..attacks import run_attack
 from ..attacks.poison import ATTACK_FILE
 from ..config import FinetuneConfig, SmoothingConfig, build
 from ..data import load_dataset
 from ..smoothing.finetune import META_FILE, finetune
+from ..storage import build_once as _build_once
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
@@ -42,24 +41,6 @@ def _hashed(finetune: dict[str, Any]) -> dict[str, Any]:
     sm = {k: v for k, v in finetune["smoothing"].items()
           if not (k in _ADDED_SMOOTHING_DEFAULTS and v == _ADDED_SMOOTHING_DEFAULTS[k])}
     return {**finetune, "smoothing": sm}
-
-
-def _build_once(out: Path, marker: str, build_into: Callable[[Path], Any]) -> None:
-    """Build ``out`` (complete when ``out/marker`` exists) unless it is there: into a folder of this process, then
-    renamed into place; a copy finished meanwhile by another process is kept and ours dropped."""
-    if (out / marker).is_file():
-        return
-    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    build_into(tmp)
-    if (out / marker).is_file():
-        shutil.rmtree(tmp)
-        return
-    if out.exists():
-        shutil.rmtree(out)  # an interrupted build (no marker)
-    os.replace(tmp, out)
 
 
 def attack_dir(root: str | Path, task: str, attack: str, settings: dict[str, Any]) -> Path:
