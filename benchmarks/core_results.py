@@ -105,7 +105,7 @@ def _clean_accuracy(res, args, test, y):
 
     # 2. smoothed model: centre and the K=20 voter majority (BMPS, no text randomization)
     cfg = CertifyConfig()
-    clf = FRSClassifier.from_checkpoint(args.smoothed, cfg, cache_noise=True)
+    clf = FRSClassifier.from_checkpoint(args.smoothed, cfg)
     res["ca_smoothed_centre"] = float((clf.predict_centre(test.texts) == y).mean())
     t = time.perf_counter()
     res["ca_smoothed"] = float((clf.predict_voters(test.texts) == y).mean())
@@ -117,7 +117,7 @@ def _clean_accuracy(res, args, test, y):
 def _frs(res, args, test, cfg):
     from frs_ray.certify.smooth import FRSClassifier
 
-    clf = FRSClassifier.from_checkpoint(args.smoothed, cfg, cache_noise=True)
+    clf = FRSClassifier.from_checkpoint(args.smoothed, cfg)
     # 3. full FRS certification (fuzzing + fuzzed randomization + voters + CERTIFY) on a seeded subset
     sub = test.subset(args.frs_examples, seed=0)
     t = time.perf_counter()
@@ -146,7 +146,7 @@ def _literal(res, args, test, y, cfg):
     from frs_ray.smoothing.finetune import read_meta
 
     # 4. literal Eq. 4 (noise accumulating in the weights)
-    lit = FRSClassifier.from_checkpoint(args.literal, cfg, cache_noise=True)
+    lit = FRSClassifier.from_checkpoint(args.literal, cfg)
     res["literal_eq4"] = {
         "ca_centre": float((lit.predict_centre(test.texts) == y).mean()),
         "ca_voters_k20": float((lit.predict_voters(test.texts) == y).mean()),

@@ -44,7 +44,7 @@ def main() -> int:
     for name, cfg in variants.items():
         row: dict = {"variant": name}
         for split, ckpt, data in (("clean", args.smoothed, clean), ("triggered", args.poisoned, pois)):
-            clf = FRSClassifier.from_checkpoint(ckpt, cfg, cache_noise=True)
+            clf = FRSClassifier.from_checkpoint(ckpt, cfg)
             t = time.perf_counter()
             lab = np.array([c.label for c in clf.certify(data.texts, progress=True)])
             dt = time.perf_counter() - t

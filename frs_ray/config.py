@@ -136,6 +136,21 @@ class RandomizeConfig(_Strict):
         return self
 
 
+class VoterPoolConfig(_Strict):
+    """How the K voters run (``frs_ray.smoothing.pool``); a choice of speed and memory, never of the voters."""
+
+    implementation: Literal["auto", "loop", "stacked"] = Field(
+        "auto", description="'stacked': every hosted voter in one pass over the jobs (the smoothed leaf modules apply "
+        "each row's voter weights); 'loop': the reference, voter k written into the model in place, one pass per "
+        "voter; 'auto': stacked")
+    noise: Literal["auto", "resident", "per_batch", "regenerate"] = Field(
+        "auto", description="where the voters' noise lives: 'resident' (built once, voters x |top-H| values), "
+        "'per_batch' (stacked: rebuilt from the seeds once per call, as many voters at a time as memory allows), "
+        "'regenerate' (loop only: drawn again at every use, the slow reference); 'auto': resident when it takes at "
+        "most memory_fraction of the device's free memory, else per_batch (stacked) or regenerate (loop)")
+    memory_fraction: float = Field(0.5, gt=0, le=1, description="share of the device's free memory that resident voter weights may take")
+
+
 class CertifyConfig(_Strict):
     """Voting and certification (Eq. 3, Theorem 1, Corollary 1)."""
 
@@ -148,6 +163,7 @@ class CertifyConfig(_Strict):
     batch_size: int = Field(64, ge=1, le=100_000, description="texts processed together")
     fuzzing: FuzzConfig = Field(default_factory=FuzzConfig)
     randomize: RandomizeConfig = Field(default_factory=RandomizeConfig)
+    voters: VoterPoolConfig = Field(default_factory=VoterPoolConfig)
 
     @property
     def votes_estimate(self) -> int:

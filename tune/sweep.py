@@ -187,6 +187,12 @@ def run(args: argparse.Namespace) -> int:
         if out is None or not study_file.is_file():
             raise ConfigError(f"--resume: no study to resume at {out} (no study.json); pass --out of an existing study")
         prev = json.loads(study_file.read_text())
+        from frs_ray.smoothing.bmps import VOTER_DEFINITION
+
+        if prev.get("voter_definition") != VOTER_DEFINITION:  # its finished trials voted with other voters
+            raise ConfigError(f"--resume: the study in {out} was run with voter definition "
+                              f"{prev.get('voter_definition', 'v1')!r}, this code defines {VOTER_DEFINITION!r}; "
+                              "rerun it with --fresh (cached fine-tunes are reused)")
         s = S.StudySettings.from_dict(prev["settings"])
         history = prev.get("runs", [])
         s.run_id = len(history) + 1
@@ -228,8 +234,10 @@ def run(args: argparse.Namespace) -> int:
     n_trials = len(points) if points else s.num_samples
     command = shlex.join(["python", "tune/sweep.py", *sys.argv[1:]])
     run_rec = {"run_id": s.run_id, "command": command, "started": started_wall, "resumed": bool(args.resume)}
+    from frs_ray.smoothing.bmps import VOTER_DEFINITION
+
     study = {
-        "name": s.name, "settings": s.to_dict(), "points": points, "machine": S.machine_info(),
+        "name": s.name, "settings": s.to_dict(), "voter_definition": VOTER_DEFINITION, "points": points, "machine": S.machine_info(),
         "train": {"source": train.source, "sha256": train.sha256, "rows": len(train), "subset": s.train_n,
                   "subset_seed": s.seed},
         "evaluation": {

@@ -43,9 +43,11 @@ from tqdm.auto import tqdm
 from ..backends.hf import HFClassifier
 from ..config import CertifyConfig
 from ..fuzzing import FuzzedRandomizer, FuzzResult, MCTSFuzzer, Span
-from ..smoothing import VoterEnsemble
+from ..errors import ConfigError
+from ..smoothing.bmps import apply_clip_
 from ..smoothing.finetune import read_meta
 from ..smoothing.layers import SmoothedParameters
+from ..smoothing.pool import VoterPool, VoterSpec, make_voter_pool, vote_labels
 from ..text import render, tokenize
 from .bounds import ABSTAIN, certified_radius, majority_vote, predict_and_bound
 
@@ -109,13 +111,15 @@ class FRSClassifier:
     """Fuzzed Randomized Smoothing over a torch backend and its K smoothed voters.
 
     ``certify(texts)`` runs, per batch of texts: MCTS fuzzing (``budget`` batched queries of the centre
-    model), n_select + n_estimate fuzzed randomizations, one batched forward pass per voter over every
-    randomization assigned to it, then the CERTIFY protocol and both radii.
+    model), n_select + n_estimate fuzzed randomizations, every vote of the batch scored in one voter-pool call
+    (:mod:`frs_ray.smoothing.pool`), then the CERTIFY protocol and both radii.
     """
 
-    def __init__(self, backend: HFClassifier, ensemble: VoterEnsemble, config: CertifyConfig,
+    def __init__(self, backend: HFClassifier, pool: VoterPool | None, config: CertifyConfig,
                  label_names: Sequence[str] | None = None, span_filter: SpanFilter | None = None) -> None:
-        self.backend, self.ensemble, self.config = backend, ensemble, config
+        if pool is not None and config.k > pool.k:
+            raise ConfigError(f"K = {config.k} exceeds the {pool.k} voters of this pool")
+        self.backend, self.pool, self.config = backend, pool, config
         self.span_filter = span_filter
         self.label_names = list(label_names) if label_names else [str(i) for i in range(backend.num_labels)]
         self.filler = backend.filler_token
@@ -124,21 +128,29 @@ class FRSClassifier:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, config: CertifyConfig | None = None,
-                        device: str | None = None, cache_noise: bool = False,
-                        sigma: float | None = None, span_filter: SpanFilter | None = None) -> "FRSClassifier":
-        """Rebuild the centre model and voters (checkpoint, seed k) of a folder written by ``frs finetune``.
+                        device: str | None = None, sigma: float | None = None,
+                        span_filter: SpanFilter | None = None, voter_ids: Sequence[int] | None = (),
+                        ) -> "FRSClassifier":
+        """Rebuild the centre model Clip_rho(theta) and the voters (checkpoint, seed, k) of a folder written by
+        ``frs finetune``.
 
-        ``sigma`` overrides the inference-phase noise of Eq. 5 (default: the checkpoint's fine-tuning sigma);
-        0 gives K identical un-noised voters (the -BMPS(inference) ablation); ``span_filter`` see :data:`SpanFilter`."""
+        ``voter_ids``: which voters this process hosts (default ``()``: all K; ``None``: no voters, for a process
+        that only fuzzes); the pool is built as ``config.voters`` says. ``sigma`` overrides the inference-phase
+        noise of Eq. 5 (default: the checkpoint's fine-tuning sigma); 0 gives K identical un-noised voters (the
+        -BMPS(inference) ablation); ``span_filter`` see :data:`SpanFilter`."""
         config = config or CertifyConfig()
         meta = read_meta(checkpoint)
         backend = HFClassifier(checkpoint, max_length=meta["max_length"], device=device)
         sm = meta["smoothing"]
         selection = SmoothedParameters(tuple(sm["names"]), sm["top_h"], sm["depth"], sm["stack"])
         smc = meta["config"]["smoothing"]
-        ensemble = VoterEnsemble(backend.model, selection, config.k, smc["sigma"] if sigma is None else sigma, config.seed,
-                                 norms=sm["reference_norms"], rho=smc["rho"], cache_noise=cache_noise)
-        return cls(backend, ensemble, config, meta["data"].get("label_names"), span_filter=span_filter)
+        apply_clip_(backend.model, selection, sm["reference_norms"], smc["rho"])  # the centre of Eq. 5
+        pool = None
+        if voter_ids is not None:
+            spec = VoterSpec(selection, config.k, smc["sigma"] if sigma is None else sigma, config.seed)
+            v = config.voters
+            pool = make_voter_pool(backend, spec, list(voter_ids) or None, v.implementation, v.noise, v.memory_fraction)
+        return cls(backend, pool, config, meta["data"].get("label_names"), span_filter=span_filter)
 
     # ------------------------------------------------------------------ stages
     def fuzz(self, texts: Sequence[str]) -> list[FuzzResult]:
@@ -149,17 +161,10 @@ class FRSClassifier:
         return self.fuzzer.fuzz_many(texts, seeds)
 
     def vote_labels(self, jobs: Sequence[tuple[int, str]]) -> list[int]:
-        """Predicted label of voter k on each (k, randomized text) job: one batched forward pass per voter."""
-        by_voter: dict[int, list[int]] = {}
-        for j, (k, _) in enumerate(jobs):
-            by_voter.setdefault(k, []).append(j)
-        out = [0] * len(jobs)
-        for k, idx in sorted(by_voter.items()):
-            with self.ensemble.voter(k):
-                labels = self.backend.predict_proba([jobs[j][1] for j in idx]).argmax(axis=1)
-            for j, y in zip(idx, labels):
-                out[j] = int(y)
-        return out
+        """Predicted label of voter k on each (k, randomized text) job, through the voter pool."""
+        if self.pool is None:
+            raise ConfigError("this classifier hosts no voters (built with voter_ids=None): it can fuzz, not vote")
+        return vote_labels(self.pool, jobs)
 
     def certify(self, texts: Sequence[str], progress: bool = False, validate: bool = True) -> list[Certificate]:
         """Certificates for ``texts``; with ``validate`` (skip it only for texts already checked with
@@ -177,7 +182,9 @@ class FRSClassifier:
     def prepare(self, texts: Sequence[str]) -> list["VotePlan"]:
         """Fuzz the texts (centre model) and draw every vote's (voter k, randomized text); no voter runs yet."""
         cfg = self.config
+        t0 = time.perf_counter()
         fuzzed = self.fuzz(texts)
+        t1 = time.perf_counter()
         words_of = [[t.text for t in fr.tokens] for fr in fuzzed]
         top = [fr.vulnerable(cfg.fuzzing.num_spans) if cfg.fuzz else [] for fr in fuzzed]
         if self.span_filter is not None and cfg.fuzz:
@@ -199,15 +206,16 @@ class FRSClassifier:
             plans.append(VotePlan(text, len(words), int(in_span.sum()) if cfg.fuzz else len(words), om_h, om_l,
                                   [sp.to_dict() for sp in spans], fr.queries,
                                   jobs[: cfg.votes_select], jobs[cfg.votes_select :]))
+        per_text = {"fuzz": (t1 - t0) / max(1, len(texts)), "randomize": (time.perf_counter() - t1) / max(1, len(texts))}
+        for p in plans:
+            p.seconds = dict(per_text)
         return plans
 
     def _certify_batch(self, texts: list[str]) -> list[Certificate]:
-        t0 = time.perf_counter()
         plans = self.prepare(texts)
         t1 = time.perf_counter()
-        labels = self.vote_labels([job for p in plans for job in p.select + p.estimate])  # all votes in one pass
-        t2 = time.perf_counter()
-        per = {"fuzz_and_randomize": (t1 - t0) / len(texts), "vote": (t2 - t1) / len(texts)}
+        labels = self.vote_labels([job for p in plans for job in p.select + p.estimate])  # all votes in one call
+        per = {"vote": (time.perf_counter() - t1) / len(texts)}
         return finalize_plans(plans, labels, self.config, self.label_names, per)
 
     def predict_centre(self, texts: Sequence[str]) -> np.ndarray:
@@ -238,6 +246,7 @@ class VotePlan:
     fuzz_queries: int
     select: list[tuple[int, str]]
     estimate: list[tuple[int, str]]
+    seconds: dict[str, float] = field(default_factory=dict)  # per-text wall time of fuzzing and randomization
 
 
 def _radius(label: int, p_lower: float, omega: float, destroy: float, cap: int, length: int, assumes: str) -> Radius:
@@ -273,7 +282,7 @@ def finalize_certificate(plan: VotePlan, select: Sequence[int], estimate: Sequen
         omega_h=plan.omega_h,
         omega_l=plan.omega_l,
         queries={"fuzz": plan.fuzz_queries, "votes": len(plan.select) + len(plan.estimate)},
-        seconds={k: round(v, 5) for k, v in (seconds or {}).items()},
+        seconds={k: round(v, 5) for k, v in {**plan.seconds, **(seconds or {})}.items()},
         prediction=majority_vote([int(a) + int(b) for a, b in zip(select, estimate)]),
     )
 

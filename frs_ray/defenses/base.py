@@ -81,6 +81,7 @@ class Defense(ABC):
     name: ClassVar[str]
     certified: ClassVar[bool] = False
     needs_smoothed: ClassVar[bool] = False  # whether it reads ctx.smoothed_checkpoint (the BMPS fine-tune)
+    uses_voters: ClassVar[bool] = False  # whether its results depend on the K smoothed voters of Eq. 5
 
     @abstractmethod
     def predict(self, texts: Sequence[str]) -> list[DefensePrediction]:

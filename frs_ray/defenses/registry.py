@@ -67,6 +67,13 @@ def needs_smoothed(name: str) -> bool:
     return bool(cls is not None and cls.needs_smoothed)
 
 
+def uses_voters(name: str) -> bool:
+    """Whether the results of the defense registered as ``name`` depend on the smoothed voters (Eq. 5)."""
+    _load_builtins()
+    cls = _REGISTRY.get(name)
+    return bool(cls is not None and cls.uses_voters)
+
+
 def build_defense(name: str, ctx: DefenseContext, **params: Any) -> Defense:
     """Build the defense registered as ``name`` from ``ctx`` and its parameters."""
     _load_builtins()

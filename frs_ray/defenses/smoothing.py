@@ -63,6 +63,7 @@ class NoDefense(Defense):
 class _SmoothingDefense(Defense):
     certified = True
     needs_smoothed = True
+    uses_voters = True
     checkpoint: ClassVar[str] = "smoothed"  # "smoothed" | "plain"
     fuzz: ClassVar[bool] = True
     inference_noise: ClassVar[bool] = True
@@ -123,7 +124,7 @@ class _SmoothingDefense(Defense):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "certified": True, "checkpoint": self.checkpoint, "fuzz": self.fuzz,
-                "inference_sigma": self.clf.ensemble.sigma, "radius": self.radius_kind,
+                "inference_sigma": self.clf.pool.spec.sigma, "radius": self.radius_kind,
                 "certify": json.loads(self.config.model_dump_json())}
 
 

@@ -27,7 +27,8 @@ from ..certify.smooth import text_seed
 from ..config import CertifyConfig, SmoothingConfig, build
 from ..data import TextDataset, load_dataset
 from ..defenses.base import DefenseContext, DefensePrediction
-from ..defenses.registry import build_defense, needs_smoothed
+from ..defenses.registry import build_defense, needs_smoothed, uses_voters
+from ..smoothing.bmps import VOTER_DEFINITION
 from . import metrics as M
 from .config import EvalConfig
 from .zoo import poisoned_model, settings_hash, victim_checkpoint
@@ -40,7 +41,9 @@ def _cell_settings(cfg: EvalConfig, dataset: str, attack: str, defense: str, see
     return {"dataset": dataset, "attack": attack, "defense": defense, "seed": seed, "target": cfg.target,
             "n_clean": cfg.n_clean, "n_triggered": cfg.n_triggered, "levels": cfg.levels, "budgets": cfg.budgets,
             "victim": cfg.victim, "bmps": cfg.bmps, "certify": cfg.certify, "attack_settings": cfg.attack_settings(attack),
-            "params": cfg.defense_params.get(defense, {})}
+            "params": cfg.defense_params.get(defense, {}),
+            # voters of another definition are other voters: such a cell is measured again, never mixed in
+            **({"voter_definition": VOTER_DEFINITION} if uses_voters(defense) else {})}
 
 
 def localization_by_budget(clf, ts: TriggeredSet, budgets: list[int], seed: int) -> dict[str, float]:

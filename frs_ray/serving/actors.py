@@ -26,10 +26,11 @@ def _quiet() -> None:
 
 
 class VoterShard:
-    """Voters ``voter_ids`` of the ensemble; ``vote`` runs one batched forward pass per voter."""
+    """Voters ``voter_ids`` of the ensemble in one voter pool; ``vote`` scores all its jobs in one pool call."""
 
     def __init__(self, checkpoint: str, voter_ids: Sequence[int], k: int, seed: int,
-                 device: str | None = None, torch_threads: int | None = None) -> None:
+                 device: str | None = None, torch_threads: int | None = None,
+                 voters: dict[str, Any] | None = None) -> None:
         _quiet()
         import torch
 
@@ -37,11 +38,10 @@ class VoterShard:
             torch.set_num_threads(torch_threads)
         from ..certify.smooth import FRSClassifier
 
-        cfg = CertifyConfig(k=k, seed=seed, fuzz=False)
-        self.clf = FRSClassifier.from_checkpoint(checkpoint, cfg, device=device, cache_noise=True)
-        self.voter_ids = set(int(v) for v in voter_ids)
-        for v in self.voter_ids:  # materialise the noise now, not on the first request
-            self.clf.ensemble.noise(v)
+        cfg = CertifyConfig(k=k, seed=seed, fuzz=False, voters=voters or {})
+        # the pool materialises its voters now (resident noise), not on the first request
+        self.clf = FRSClassifier.from_checkpoint(checkpoint, cfg, device=device, voter_ids=list(voter_ids))
+        self.voter_ids = set(self.clf.pool.voter_ids)
 
     def vote(self, jobs: Sequence[tuple[int, str]]) -> list[int]:
         """Predicted label for each (voter k, text) job; every k must belong to this shard."""
@@ -49,6 +49,10 @@ class VoterShard:
         if wrong:
             raise ValueError(f"voters {sorted(wrong)} are not hosted by this shard")
         return self.clf.vote_labels(jobs)
+
+    def describe(self) -> dict[str, Any]:
+        """The shard's voter pool (implementation, noise mode, hosted voters, resident bytes)."""
+        return {**self.clf.pool.describe(), "voter_ids": sorted(self.voter_ids)}
 
     def pid(self) -> int:
         return os.getpid()
@@ -73,14 +77,15 @@ class FuzzWorker:
 
             lm = load_lm(str(resolve_lm(span_check["lm"])), device, 32, 256)
             span_filter = FluencySpanFilter(lm, span_check["threshold"], keep_checks=False)
-        self.clf = FRSClassifier.from_checkpoint(checkpoint, CertifyConfig(k=1), device=device, span_filter=span_filter)
+        self.clf = FRSClassifier.from_checkpoint(checkpoint, CertifyConfig(k=1), device=device, span_filter=span_filter,
+                                                 voter_ids=None)
 
     def prepare(self, texts: Sequence[str], config: dict[str, Any]) -> list:
         from ..certify.smooth import FRSClassifier
 
         cfg = CertifyConfig.model_validate(config)
         if cfg != self.clf.config:
-            self.clf = FRSClassifier(self.clf.backend, self.clf.ensemble, cfg, self.clf.label_names,
+            self.clf = FRSClassifier(self.clf.backend, None, cfg, self.clf.label_names,
                                      span_filter=self.clf.span_filter)
         return self.clf.prepare(list(texts))
 

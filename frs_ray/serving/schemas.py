@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -97,6 +97,9 @@ class InfoResponse(BaseModel):
     max_texts_per_request: int
     max_chars_per_text: int
     span_check: str = "none"
+    voter_pool: dict[str, Any] = Field(default_factory=dict, description="how the voters run: implementation "
+                                       "(stacked or loop), noise (resident, per_batch, cached, regenerated), device, "
+                                       "voter_definition")
 
 
 class ErrorResponse(BaseModel):

@@ -1,16 +1,24 @@
-"""Biphased model parameter smoothing (Sec. 4.2): top-H layer selection, Clip_rho, noisy voters, fine-tuning."""
+"""Biphased model parameter smoothing (Sec. 4.2): top-H layer selection, Clip_rho, noisy voters, voter pools, fine-tuning."""
 
-from .bmps import VoterEnsemble, clip_rho, finetune_noise_step, perturbed, voter_noise, voter_seed
+from .bmps import VOTER_DEFINITION, clip_rho, finetune_noise_step, parameter_noise, parameter_seed, perturbed, voter_noise
 from .layers import SmoothedParameters, find_layer_stack, select_top_h
+from .pool import LoopVoterPool, StackedVoterPool, VoterPool, VoterSpec, make_voter_pool, vote_labels
 
 __all__ = [
+    "LoopVoterPool",
     "SmoothedParameters",
-    "VoterEnsemble",
+    "StackedVoterPool",
+    "VOTER_DEFINITION",
+    "VoterPool",
+    "VoterSpec",
     "clip_rho",
     "find_layer_stack",
     "finetune_noise_step",
+    "make_voter_pool",
+    "parameter_noise",
+    "parameter_seed",
     "perturbed",
     "select_top_h",
+    "vote_labels",
     "voter_noise",
-    "voter_seed",
 ]

@@ -12,13 +12,21 @@ near 0.05 each get their own bound), idempotent, and the identity while fine-tun
 rho x the pre-trained norm. The reference norms are saved with the checkpoint so any process can rebuild
 Clip_rho(theta) exactly.
 
-Voter noise. eps_k is a Gaussian N(0, sigma^2) draw over the smoothed tensors, generated on the CPU by a
-torch generator seeded with ``voter_seed(seed, k)``: voter k is the pair (checkpoint, k) and is rebuilt
-bit-identically in any process, so the K copies are never stored.
+Voter noise. eps_k is a Gaussian N(0, sigma^2) draw over the smoothed tensors. Each tensor has its own
+generator, seeded with ``parameter_seed(seed, k, name)`` where ``name`` is the tensor's Hugging Face parameter
+name. Voter k is therefore the triple (checkpoint, seed, k) and is rebuilt in any process, whatever order the
+parameters are visited in, whichever subset of voters a process hosts, and however a backend stores the tensors
+(vLLM fuses q/k/v into ``qkv_proj``: the draws are made per HF name and copied into the fused slices).
+Equalities: on the same device type the draws are bit-identical across processes and machines (CPU: the
+Mersenne-Twister generator; CUDA: Philox, the same for every CUDA device). A CPU draw and a CUDA draw for the
+same key are different samples of the same distribution, so the K voters of a GPU host are not those of a CPU
+host (the certificate's guarantee holds for either: it only needs the voters fixed before the votes are drawn).
+``VOTER_DEFINITION`` names this definition; caches of results that depend on voters include it in their keys.
 """
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -30,16 +38,32 @@ from ..errors import ConfigError
 from .layers import SmoothedParameters
 
 
-def voter_seed(seed: int, k: int) -> int:
-    """A 63-bit seed for voter ``k`` derived from the ensemble seed (stable across processes and machines)."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, (int(seed) >> 32) & 0xFFFFFFFF, int(k), 0x5F52]).generate_state(2)
-    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+VOTER_DEFINITION = "v2-keyed-by-name"
+"""Version of the voter definition (how eps_k is drawn); v1 drew one CPU stream per voter over the tensors in order."""
 
 
-def voter_noise(shapes: Sequence[torch.Size], seed: int, k: int, sigma: float) -> list[torch.Tensor]:
-    """eps_{k, top-H} of Eq. 5: one N(0, sigma^2) tensor per smoothed parameter, from ``(seed, k)``."""
-    gen = torch.Generator(device="cpu").manual_seed(voter_seed(seed, k))
-    return [torch.randn(tuple(shape), generator=gen, dtype=torch.float32) * sigma for shape in shapes]
+def parameter_seed(seed: int, k: int, name: str) -> int:
+    """A 63-bit seed for the noise of parameter ``name`` (its Hugging Face name) in voter ``k``."""
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    words = [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, (int(seed) >> 32) & 0xFFFFFFFF, int(k), 0x5F53, *words])
+    a, b = state.generate_state(2)
+    return int((int(a) << 31) ^ int(b)) & ((1 << 63) - 1)
+
+
+def parameter_noise(name: str, shape: Sequence[int], seed: int, k: int, sigma: float,
+                    device: str | torch.device = "cpu") -> torch.Tensor:
+    """eps_k of Eq. 5 restricted to one smoothed tensor: N(0, sigma^2) in float32, drawn on ``device``."""
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed(parameter_seed(seed, k, name))
+    eps = torch.randn(tuple(shape), generator=gen, dtype=torch.float32, device=device)
+    return eps.mul_(sigma)
+
+
+def voter_noise(named_shapes: Sequence[tuple[str, Sequence[int]]], seed: int, k: int, sigma: float,
+                device: str | torch.device = "cpu") -> list[torch.Tensor]:
+    """eps_{k, top-H} of Eq. 5: one N(0, sigma^2) tensor per smoothed parameter ``(name, shape)``, keyed by name."""
+    return [parameter_noise(name, shape, seed, k, sigma, device) for name, shape in named_shapes]
 
 
 def clip_rho(tensor: torch.Tensor, reference_norm: float, rho: float) -> torch.Tensor:
@@ -105,59 +129,3 @@ def perturbed(model: nn.Module, selection: SmoothedParameters, sigma: float, gen
         with torch.no_grad():
             for t, s in zip(tensors, saved):
                 t.copy_(s)
-
-
-class VoterEnsemble:
-    """The K smoothed voters of Eq. 5 over one torch model, materialised one at a time.
-
-    On construction the smoothed tensors are replaced by Clip_rho(theta^I) (the centre). ``with
-    ensemble.voter(k):`` turns the model into voter k = Clip_rho(theta^I) + eps_k for the block and restores
-    the centre after it. With ``cache_noise=True`` the K noise tensors are kept in memory after their first use
-    (K x |top-H| floats) instead of being regenerated; either way the voter is the same.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        selection: SmoothedParameters,
-        k: int,
-        sigma: float,
-        seed: int,
-        norms: dict[str, float] | None = None,
-        rho: float = 1.5,
-        cache_noise: bool = False,
-    ) -> None:
-        if k < 1:
-            raise ConfigError(f"K (number of voters) must be >= 1, got {k}")
-        if sigma < 0:
-            raise ConfigError(f"sigma must be >= 0, got {sigma}")
-        self.model, self.selection, self.k, self.sigma, self.seed = model, selection, k, sigma, seed
-        if norms is not None:
-            apply_clip_(model, selection, norms, rho)
-        self._tensors = selection.tensors(model)
-        self._centre = [t.detach().clone() for t in self._tensors]
-        self._cache: dict[int, list[torch.Tensor]] | None = {} if cache_noise else None
-
-    def noise(self, k: int) -> list[torch.Tensor]:
-        if not 0 <= k < self.k:
-            raise ConfigError(f"voter index {k} out of range 0..{self.k - 1}")
-        if self._cache is not None and k in self._cache:
-            return self._cache[k]
-        eps = voter_noise([t.shape for t in self._tensors], self.seed, k, self.sigma)
-        if self._cache is not None:
-            self._cache[k] = eps
-        return eps
-
-    @contextmanager
-    def voter(self, k: int) -> Iterator[nn.Module]:
-        """Make the model voter ``k`` for the duration of the block."""
-        eps = self.noise(k)
-        with torch.no_grad():
-            for t, c, e in zip(self._tensors, self._centre, eps):
-                t.copy_(c + e.to(t.device, t.dtype))
-        try:
-            yield self.model
-        finally:
-            with torch.no_grad():
-                for t, c in zip(self._tensors, self._centre):
-                    t.copy_(c)

@@ -9,6 +9,8 @@ import math
 import time
 from typing import Any, Callable
 
+from frs_ray.smoothing.bmps import VOTER_DEFINITION
+
 from .finetune_cache import ensure_finetuned
 from .settings import OBJECTIVES, SEARCHED, StudySettings, is_range
 
@@ -104,7 +106,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], data: dict[str, 
     final = {**p, **metrics, "phase": "done", "checkpoint": ft["checkpoint"], "finetune_key": ft["key"],
              "finetune_reused": ft["reused"], "epochs_trained": ft["epochs_trained"],
              "finetune_seconds": ft["seconds"], "dev_acc_final": ft["dev_acc"], "trial_seconds":
-             round(time.perf_counter() - started, 2), "run_id": s.run_id, "trial_id": trial_id}
+             round(time.perf_counter() - started, 2), "run_id": s.run_id, "trial_id": trial_id,
+             "voter_definition": VOTER_DEFINITION}
     # no "epoch"/"dev_acc" key here: ASHA only looks at the fine-tune reports
     tune.report({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in final.items()
                  if k != "dev_acc"})
