@@ -372,6 +372,11 @@ class SequentialEstimate:
     def done(self) -> bool:
         return self._last is not None and self._last[1] != CONTINUE
 
+    @property
+    def looks(self) -> int:
+        """Looks made so far (the 0-based index of the next look)."""
+        return self._look
+
     def next_round_size(self) -> int:
         """Votes the next look needs; 0 once done."""
         return 0 if self.done else self.test.schedule.round_size(self._look)
