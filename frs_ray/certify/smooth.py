@@ -98,6 +98,9 @@ class Certificate:
     # The majority vote over all select + estimate votes (bounds.majority_vote; -1 on a tie): the prediction
     # CA / PA / ASR are measured on. Only ``label`` (with ``p_lower`` and the radii) carries the guarantee.
     prediction: int = ABSTAIN
+    # Sequential CERTIFY only (config.n_max set; frs_ray.certify.rounds): estimation votes spent, looks made, the
+    # final look's level and the alpha allotted to the looks made, why it stopped, and the target it aimed at.
+    sequential: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -198,10 +201,13 @@ class FRSClassifier:
             spans = (kept if self.span_filter is not None else fr.spans[: max(5, cfg.fuzzing.num_spans)]) if cfg.fuzz else []
             plans.append(VotePlan(text, len(words), int(in_span.sum()) if cfg.fuzz else len(words), om_h, om_l,
                                   [sp.to_dict() for sp in spans], fr.queries,
-                                  jobs[: cfg.votes_select], jobs[cfg.votes_select :]))
+                                  jobs[: cfg.votes_select], jobs[cfg.votes_select :],
+                                  words=list(words), in_span=in_span.tolist()))
         return plans
 
     def _certify_batch(self, texts: list[str]) -> list[Certificate]:
+        if self.config.n_max is not None:
+            return self._certify_batch_sequential(texts)
         t0 = time.perf_counter()
         plans = self.prepare(texts)
         t1 = time.perf_counter()
@@ -209,6 +215,17 @@ class FRSClassifier:
         t2 = time.perf_counter()
         per = {"fuzz_and_randomize": (t1 - t0) / len(texts), "vote": (t2 - t1) / len(texts)}
         return finalize_plans(plans, labels, self.config, self.label_names, per)
+
+    def _certify_batch_sequential(self, texts: list[str]) -> list[Certificate]:
+        """Sequential CERTIFY (``config.n_max``): the batch's rounds share each voter call (certify.rounds)."""
+        from .rounds import certify_plans_sequential, draw_round
+
+        t0 = time.perf_counter()
+        plans = self.prepare(texts)
+        per = {"fuzz_and_randomize": (time.perf_counter() - t0) / len(texts)}
+        return certify_plans_sequential(
+            plans, self.vote_labels, lambda plan, look, n: draw_round(plan, look, n, self.config, self.randomizer),
+            self.config, self.label_names, per)
 
     def predict_centre(self, texts: Sequence[str]) -> np.ndarray:
         """Labels of the un-noised centre model Clip_rho(theta) (no voters, no randomization)."""
@@ -238,6 +255,10 @@ class VotePlan:
     fuzz_queries: int
     select: list[tuple[int, str]]
     estimate: list[tuple[int, str]]
+    # The word tokens and the T(x') mask the randomizations were drawn with: sequential CERTIFY draws further
+    # rounds from them (frs_ray.certify.rounds.draw_round).
+    words: list[str] | None = None
+    in_span: list[bool] | None = None
 
 
 def _radius(label: int, p_lower: float, omega: float, destroy: float, cap: int, length: int, assumes: str) -> Radius:
