@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from frs_ray.certify.bounds import certified_radius, clopper_pearson_lower
-from frs_ray.certify.rounds import certify_plans_sequential, draw_round, run_rounds, sequential_test
-from frs_ray.certify.sequential import SequentialEstimate
+from frs_ray.certify.rounds import SequentialBatch, certify_plans_sequential, draw_round, sequential_test
 from frs_ray.certify.smooth import VotePlan, certificates_match, finalize_certificate, text_seed
 from frs_ray.config import CertifyConfig, RandomizeConfig, build
 from frs_ray.errors import ConfigError
@@ -171,15 +170,42 @@ def test_target_is_capped_at_the_radius_cap(rnd) -> None:
         sequential_test(plan, build(CertifyConfig, {"k": 8}))
 
 
-def test_bad_voter_output_is_a_clear_error(rnd) -> None:
+def test_bad_voter_output_and_misuse_are_clear_errors(rnd) -> None:
     cfg = _cfg()
     plans = [_plan(t, cfg, rnd) for t in TEXTS[:2]]
+    draw = lambda p, look, n: draw_round(p, look, n, cfg, rnd)  # noqa: E731
     with pytest.raises(ConfigError, match="labels for"):
-        certify_plans_sequential(plans, lambda jobs: [1] * (len(jobs) - 1),
-                                 lambda p, look, n: draw_round(p, look, n, cfg, rnd), cfg, LABELS)
-    est = SequentialEstimate(sequential_test(plans[0], cfg))
+        certify_plans_sequential(plans, lambda jobs: [1] * (len(jobs) - 1), draw, cfg, LABELS)
+    batch = SequentialBatch(plans, draw, cfg, LABELS)
+    with pytest.raises(ConfigError, match="rounds left"):
+        batch.certificates()
+    short = SequentialBatch(plans, lambda p, look, n: draw(p, look, n)[:-1] if look else draw(p, look, n), cfg, LABELS)
+    short.deliver([j % 2 for j in range(len(short.pending_jobs()))])  # 50% shares: neither text stops at look 1
     with pytest.raises(ConfigError, match="needs 20 jobs"):
-        run_rounds([est], [1], [[0, 0]], lambda i, look, n: [(0, "x")], lambda jobs: [1] * len(jobs))
+        short.pending_jobs()
+
+
+def test_concurrent_batches_can_share_voter_calls(rnd) -> None:
+    """The service's pattern: two requests' batches, each call merging both pending rounds, give the same
+    certificates as each batch run alone; pending_jobs is stable until deliver."""
+    cfg = _cfg(target_radius=1)
+    vote_labels, calls = _voter()
+    draw = lambda p, look, n: draw_round(p, look, n, cfg, rnd)  # noqa: E731
+    a = SequentialBatch([_plan(t, cfg, rnd) for t in TEXTS[:2]], draw, cfg, LABELS)
+    b = SequentialBatch([_plan(t, cfg, rnd) for t in TEXTS[2:]], draw, cfg, LABELS)
+    assert a.pending_jobs() == a.pending_jobs()
+    while not (a.done and b.done):
+        ja, jb = a.pending_jobs(), b.pending_jobs()
+        labels = vote_labels(ja + jb)  # one merged voter call
+        if ja:
+            a.deliver(labels[: len(ja)])
+        if jb:
+            b.deliver(labels[len(ja) :])
+    merged = a.certificates() + b.certificates()
+    alone, _ = _run(TEXTS, cfg, rnd)
+    assert len(calls) == max(c.sequential["looks"] for c in merged)
+    for x, y in zip(merged, alone):
+        assert certificates_match(x.to_dict(), y.to_dict())
 
 
 @pytest.mark.parametrize(

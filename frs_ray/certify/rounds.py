@@ -8,9 +8,9 @@ the smoothed classifier of :mod:`frs_ray.certify.smooth` through two callables o
   or any backend that runs voters);
 * ``draw(plan, look, count) -> jobs``: ``count`` more jobs for look ``look`` of one text (:func:`draw_round`).
 
-Per batch: one voter call for every text's selection votes and first estimation round (the plans of
-``FRSClassifier.prepare``, as in the fixed protocol), then one call per further look holding the next round of
-every text still running (:func:`run_rounds`), so adaptive votes never serialize texts.
+Per batch (:class:`SequentialBatch`): one voter call for every text's selection votes and first estimation round
+(the plans of ``FRSClassifier.prepare``, as in the fixed protocol), then one call per further look holding the
+next round of every text still running, so adaptive votes never serialize texts.
 
 Reproducibility: round ``look >= 1`` of a text is drawn from its own generator seeded by ``(seed, sha256 of the
 text, 8, look)`` (:func:`draw_round`), round 0 is the plan's estimation jobs (seeded as in the fixed protocol); a
@@ -39,8 +39,8 @@ Job = tuple[int, str]
 VoteLabels = Callable[[Sequence[Job]], Sequence[int]]
 DrawRound = Callable[[VotePlan, int, int], list[Job]]
 
-__all__ = ["DrawRound", "Job", "VoteLabels", "certify_plans_sequential", "draw_round", "finalize_sequential",
-           "run_rounds", "sequential_test"]
+__all__ = ["DrawRound", "Job", "SequentialBatch", "VoteLabels", "certify_plans_sequential", "draw_round",
+           "finalize_sequential", "sequential_test"]
 
 
 def sequential_test(plan: VotePlan, config: CertifyConfig) -> SequentialTest:
@@ -77,37 +77,6 @@ def draw_round(plan: VotePlan, look: int, count: int, config: CertifyConfig,
         k = int(rng.integers(config.k))
         jobs.append((k, render(randomizer.randomize(plan.words, mask, rng).tokens)))
     return jobs
-
-
-def run_rounds(estimates: Sequence[SequentialEstimate], chosen: Sequence[int], counts: list[list[int]],
-               next_jobs: Callable[[int, int, int], list[Job]], vote_labels: VoteLabels) -> int:
-    """Feed every unfinished estimate its next round, all texts' rounds in ONE ``vote_labels`` call per look,
-    until all are done. ``next_jobs(i, look, n)`` gives text ``i``'s jobs; ``counts[i]`` (per-class estimation
-    counts) is updated in place and ``chosen[i]``'s count feeds estimate ``i``. Returns the voter calls made."""
-    calls = 0
-    while True:
-        batch: list[tuple[int, int]] = []  # (text index, round size), in job order
-        jobs: list[Job] = []
-        for i, est in enumerate(estimates):
-            n = est.next_round_size()
-            if n:
-                new = next_jobs(i, est.looks, n)
-                if len(new) != n:
-                    raise ConfigError(f"text {i}: look {est.looks + 1} needs {n} jobs, the source gave {len(new)}")
-                batch.append((i, n))
-                jobs += new
-        if not batch:
-            return calls
-        labels = list(vote_labels(jobs))
-        calls += 1
-        if len(labels) != len(jobs):
-            raise ConfigError(f"vote_labels returned {len(labels)} labels for {len(jobs)} jobs")
-        pos = 0
-        for i, n in batch:
-            for y in labels[pos : pos + n]:
-                counts[i][int(y)] += 1
-            estimates[i].update(sum(1 for y in labels[pos : pos + n] if int(y) == chosen[i]), n)
-            pos += n
 
 
 def finalize_sequential(plan: VotePlan, select: Sequence[int], estimate: Sequence[int], result: SequentialResult,
@@ -151,37 +120,104 @@ def finalize_sequential(plan: VotePlan, select: Sequence[int], estimate: Sequenc
     )
 
 
+class SequentialBatch:
+    """Sequential CERTIFY of a batch of plans as a state machine over voter calls.
+
+    Ask :meth:`pending_jobs` for the next voter call's jobs, run them, hand the labels (in job order) to
+    :meth:`deliver`; repeat until :attr:`done`, then read :meth:`certificates`. The first call holds every text's
+    selection votes and first estimation round; each later call holds the next round of every text still
+    running. The caller decides how calls are run: synchronously (:func:`certify_plans_sequential`) or awaited
+    through a batcher that merges them with other requests' calls (the service's ``serve.batch`` voter path), so
+    a request waiting for its next round joins the next voter call with everyone else's.
+    """
+
+    def __init__(self, plans: Sequence[VotePlan], draw: DrawRound, config: CertifyConfig,
+                 label_names: Sequence[str]) -> None:
+        self.plans, self.draw, self.config = list(plans), draw, config
+        self.label_names = list(label_names)
+        self.tests = [sequential_test(p, config) for p in self.plans]
+        self.select: list[list[int]] | None = None  # per text: selection counts (after the first call)
+        self.counts: list[list[int]] = [[0] * len(self.label_names) for _ in self.plans]  # estimation counts
+        self.chosen: list[int] = []
+        self.estimates: list[SequentialEstimate] = []
+        self._pending: list[tuple[int, int, int]] | None = None  # (text, n_select of this call, round size)
+        self._jobs: list[Job] = []
+
+    @property
+    def done(self) -> bool:
+        return self.select is not None and all(e.done for e in self.estimates)
+
+    def pending_jobs(self) -> list[Job]:
+        """The next voter call's jobs ([] when done); the same list until :meth:`deliver` is called."""
+        if self._pending is not None:
+            return list(self._jobs)
+        self._pending, self._jobs = [], []
+        if self.select is None:
+            for i, (p, t) in enumerate(zip(self.plans, self.tests)):
+                first = self.draw(p, 0, t.schedule.round_size(0))
+                self._check(i, 0, first, t.schedule.round_size(0))
+                self._pending.append((i, len(p.select), len(first)))
+                self._jobs += list(p.select) + first
+        else:
+            for i, e in enumerate(self.estimates):
+                n = e.next_round_size()
+                if n:
+                    new = self.draw(self.plans[i], e.looks, n)
+                    self._check(i, e.looks, new, n)
+                    self._pending.append((i, 0, n))
+                    self._jobs += new
+        return list(self._jobs)
+
+    @staticmethod
+    def _check(i: int, look: int, jobs: list[Job], n: int) -> None:
+        if len(jobs) != n:
+            raise ConfigError(f"text {i}: look {look + 1} needs {n} jobs, the source gave {len(jobs)}")
+
+    def deliver(self, labels: Sequence[int]) -> None:
+        """Labels of :meth:`pending_jobs`, in order; updates every text's counts and sequential estimate."""
+        if self._pending is None:
+            self.pending_jobs()
+        assert self._pending is not None
+        labels = [int(y) for y in labels]
+        if len(labels) != len(self._jobs):
+            raise ConfigError(f"vote_labels returned {len(labels)} labels for {len(self._jobs)} jobs")
+        first = self.select is None
+        if first:
+            self.select = [[0] * len(self.label_names) for _ in self.plans]
+        pos = 0
+        for i, n_sel, n in self._pending:
+            if first:
+                for y in labels[pos : pos + n_sel]:
+                    self.select[i][y] += 1
+                self.chosen.append(selected_class(self.select[i]))
+                self.estimates.append(SequentialEstimate(self.tests[i]))
+            round_labels = labels[pos + n_sel : pos + n_sel + n]
+            for y in round_labels:
+                self.counts[i][y] += 1
+            self.estimates[i].update(sum(1 for y in round_labels if y == self.chosen[i]), n)
+            pos += n_sel + n
+        self._pending, self._jobs = None, []
+
+    def certificates(self, seconds: dict[str, float] | None = None) -> list[Certificate]:
+        """One certificate per plan, in order; raises :class:`ConfigError` before :attr:`done`."""
+        if not self.done:
+            raise ConfigError("the batch has rounds left; deliver labels until done")
+        assert self.select is not None
+        return [finalize_sequential(p, sel, est, e.result(), t, self.config, self.label_names, seconds)
+                for p, t, sel, est, e in zip(self.plans, self.tests, self.select, self.counts, self.estimates)]
+
+
 def certify_plans_sequential(plans: Sequence[VotePlan], vote_labels: VoteLabels, draw: DrawRound,
                              config: CertifyConfig, label_names: Sequence[str],
                              seconds: dict[str, float] | None = None) -> list[Certificate]:
-    """Sequential CERTIFY of a batch of plans: one voter call for all selection votes and first rounds, then
-    one per further look with every running text's next round (:func:`run_rounds`); certificates in order.
+    """Run a :class:`SequentialBatch` with a synchronous ``vote_labels``; certificates in plan order.
     ``seconds`` (per-text timings so far) gains ``vote``: the voting time divided by the number of texts."""
     if not plans:
         return []
     t0 = time.perf_counter()
-    n_classes = len(label_names)
-    tests = [sequential_test(p, config) for p in plans]
-    first = [list(p.select) + draw(p, 0, t.schedule.round_size(0)) for p, t in zip(plans, tests)]
-    labels = list(vote_labels([job for js in first for job in js]))
-    if len(labels) != sum(len(js) for js in first):
-        raise ConfigError(f"vote_labels returned {len(labels)} labels for {sum(len(js) for js in first)} jobs")
-    selects, counts, chosen, estimates = [], [], [], []
-    pos = 0
-    for p, t, js in zip(plans, tests, first):
-        sel, est = [0] * n_classes, [0] * n_classes
-        for j, y in enumerate(labels[pos : pos + len(js)]):
-            (sel if j < len(p.select) else est)[int(y)] += 1
-        pos += len(js)
-        c = selected_class(sel)
-        e = SequentialEstimate(t)
-        e.update(est[c], len(js) - len(p.select))
-        selects.append(sel)
-        counts.append(est)
-        chosen.append(c)
-        estimates.append(e)
-    run_rounds(estimates, chosen, counts, lambda i, look, n: draw(plans[i], look, n), vote_labels)
+    batch = SequentialBatch(plans, draw, config, label_names)
+    while not batch.done:
+        batch.deliver(vote_labels(batch.pending_jobs()))
     per = dict(seconds or {})
     per["vote"] = (time.perf_counter() - t0) / len(plans)
-    return [finalize_sequential(p, sel, est, e.result(), t, config, label_names, per)
-            for p, t, sel, est, e in zip(plans, tests, selects, counts, estimates)]
+    return batch.certificates(per)
