@@ -213,18 +213,23 @@ def test_decide_matches_brute_force(radius: int, omega: float, futility: float) 
 
 
 def test_exact_curtailment_is_never_premature() -> None:
-    """futility = 0: FUTILE only when even all remaining votes for the class cannot clear the thresholds."""
-    for radius, omega in TARGETS:
+    """futility = 0: FUTILE only when no outcome of the remaining votes (all of them for the class) could clear
+    the target at ANY later look, nor certify the label when it is not certified yet."""
+    for radius, omega in TARGETS + [(1, 0.6)]:
         t = SequentialTest(LookSchedule.geometric(20, 320, 0.05), radius, omega, futility=0.0)
         s = t.schedule
-        best = float(cp_lower(s.n_max, s.n_max, s.alphas[-1]))  # bound of a unanimous last look
+        futile_seen = 0
         for j in range(s.looks - 1):
             ks = np.arange(s.sizes[j] + 1)
-            _, code = t.decide(j, ks)
+            bound, code = t.decide(j, ks)
             for k in ks[code == FUTILE]:
-                top = clopper_pearson_lower(int(k) + s.n_max - s.sizes[j], s.n_max, s.alphas[-1])
-                assert top <= best
-                assert not robustness_condition(top, omega, radius)  # the target is out of reach
+                futile_seen += 1
+                for later in range(j + 1, s.looks):
+                    best = clopper_pearson_lower(int(k) + s.sizes[later] - s.sizes[j], s.sizes[later], s.alphas[later])
+                    assert not robustness_condition(best, omega, radius), (radius, omega, j, int(k), later)
+                    if not bound[k] > 0.5:
+                        assert not best > 0.5
+        assert futile_seen > 0
 
 
 def test_single_look_is_the_fixed_protocol() -> None:

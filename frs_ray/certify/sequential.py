@@ -15,18 +15,21 @@ Guarantee. ``P(L_T > p_c) <= alpha`` for any stopping rule, so every claim deriv
 certified (``L_T > 0.5``), the certified radius of Theorem 1 (a non-decreasing function of the bound) -- holds
 with probability at least ``1 - alpha``, for the selected class, exactly as for the fixed protocol.
 
-Argument (Bonferroni over a fixed schedule; the alpha-spending view of group-sequential tests, Lan & DeMets 1983,
-with the simplest spending, as in Jennison & Turnbull 2000, "Group Sequential Methods", ch. 2). The selection
+Argument (Bonferroni over a fixed schedule of looks: the simplest alpha-spending function of group-sequential
+testing, Lan & DeMets 1983, "Discrete sequential boundaries for clinical trials", Biometrika 70; Jennison &
+Turnbull 2000, "Group Sequential Methods with Applications to Clinical Trials"). The selection
 votes are independent of the estimation votes, so conditionally on the chosen class ``c`` the estimation votes
 are i.i.d. Bernoulli(``p_c``) (``frs_ray.certify.smooth``: every vote draws its voter and its randomization
-afresh) and ``k_j ~ Binomial(n_j, p_c)`` for each FIXED ``j``. The Clopper-Pearson bound is exact-conservative
-at a fixed sample size: ``P(L_j > p_c) <= alpha_j`` (Clopper & Pearson 1934). Whatever ``T`` is, the event
+afresh) and ``k_j ~ Binomial(n_j, p_c)`` for each FIXED ``j``. At a fixed sample size the Clopper-Pearson bound
+is valid from the exact binomial tail: ``P(L_j > p_c) <= alpha_j`` (Clopper & Pearson 1934). Whatever ``T`` is, the event
 ``{L_T > p_c}`` lies inside ``{L_1 > p_c} u ... u {L_J > p_c}``, because ``T`` takes one of the values 1..J;
 the union bound gives ``P(L_T > p_c) <= alpha_1 + ... + alpha_J = alpha``. Nothing about the stopping rule is
 used, so stopping early because the target is reached, giving up because it looks unreachable, or any other
 data-dependent rule keeps the guarantee; only the schedule ``(n_j, alpha_j)`` must be fixed in advance (it is:
-:class:`LookSchedule` depends on the configuration only, never on votes). Stopping early can only lower the
-error: the reported event is one of the looks' events, and looks never reached cannot err.
+:class:`LookSchedule` depends on the configuration only, never on votes). This holds for whichever class ``c``
+the selection picked, so a wrongly selected class is covered too. An anytime-valid confidence sequence (e.g. Howard
+et al. 2021, "Time-uniform, nonparametric, nonasymptotic confidence sequences", Ann. Statist. 49) would allow looks
+at any time; with a handful of looks fixed in advance, the Bonferroni split is simple and typically tighter.
 
 Stopping rule (:meth:`SequentialTest.decide`), which affects cost and power, never validity. The TARGET of a
 text is the smallest bound that certifies the requested radius ``r`` tokens under Theorem 1 with per-token
@@ -40,7 +43,8 @@ requested radius (``r = 0``) it is ``L > 0.5``. At look ``j``:
    (abstain early). "Looks unreachable" for a threshold: even if the class's share were the one-sided
    Clopper-Pearson UPPER bound ``U_j`` at level ``futility`` of the votes so far, and the remaining
    ``n_max - n_j`` votes came in at that share, the last look's bound would not clear it. ``futility = 0``
-   makes ``U_j = 1``: exact curtailment (stop only when no outcome of the remaining votes could clear it).
+   makes ``U_j = 1``: curtailment (stop only when no outcome of the remaining votes could clear it at the last
+   look, which with equal levels is the best any later look can give).
    The upper bound spends none of ``alpha``: abstaining, or returning a smaller radius, is never a false
    certificate; a larger ``futility`` saves votes on hopeless inputs and loses some power near the threshold.
 4. otherwise ask for the next round.
