@@ -90,7 +90,9 @@ def _certify_config(args: argparse.Namespace):
     from .config import CertifyConfig, build
 
     raw = _merge(_load_overrides(args.config), k=args.k, alpha=args.alpha, seed=args.seed,
-                 n_select=getattr(args, "n_select", None), n_estimate=getattr(args, "n_estimate", None))
+                 n_select=getattr(args, "n_select", None), n_estimate=getattr(args, "n_estimate", None),
+                 n_max=getattr(args, "n_max", None), target_radius=getattr(args, "target_radius", None),
+                 target_kind=getattr(args, "target_kind", None))
     if getattr(args, "no_fuzz", False):
         raw["fuzz"] = False
     fuzzing = dict(raw.get("fuzzing", {}))
@@ -239,6 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--out", default="-", help="output JSON-lines file or - (stdout)")
     ce.add_argument("--n-select", dest="n_select", type=_int, default=None, help="selection votes (default K)")
     ce.add_argument("--n-estimate", dest="n_estimate", type=_int, default=None, help="estimation votes (default K)")
+    ce.add_argument("--n-max", dest="n_max", type=_int, default=None,
+                    help="sequential CERTIFY: estimation votes in rounds (n_estimate, 2x, 4x, ...) up to this many per "
+                         "text, alpha split over the looks; each text stops once its target is met or out of reach "
+                         "(default: the fixed protocol)")
+    ce.add_argument("--target-radius", dest="target_radius", type=_int, default=None,
+                    help="with --n-max: keep voting until the certified radius reaches this many tokens (default: "
+                         "stop once the label is certified)")
+    ce.add_argument("--target-kind", dest="target_kind", choices=["conditional", "unconditional"], default=None,
+                    help="which radius --target-radius means (default conditional)")
     ce.add_argument("--no-fuzz", action="store_true", help="uniform randomization (the -FTR ablation)")
     ce.set_defaults(func=cmd_certify)
 

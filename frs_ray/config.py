@@ -8,11 +8,14 @@ H=10 (clamped to the model's depth), alpha=0.05, MCTS budget 10. Settings the pa
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .certify.sequential import LookSchedule
 
 MutationOp = Literal["insertion", "deletion", "substitution", "transposition"]
 
@@ -161,9 +164,55 @@ class CertifyConfig(_Strict):
     seed: int = Field(0, description="seed of voter noise (eps_k from (seed, k)) and of text randomization")
     fuzz: bool = Field(True, description="run MCTS fuzzing; false gives uniform randomization with omega_M (the -FTR ablation)")
     batch_size: int = Field(64, ge=1, le=100_000, description="texts processed together")
+    n_max: int | None = Field(
+        None, ge=1, le=1_000_000,
+        description="sequential CERTIFY (frs_ray.certify.sequential): most estimation votes per text. They come in "
+        "rounds, cumulative n_estimate, n_estimate x round_growth, ... up to n_max, with alpha split equally over the "
+        "looks; a text stops as soon as its target is met or out of reach. None: the fixed protocol (n_estimate votes)",
+    )
+    target_radius: int | None = Field(
+        None, ge=0, le=10_000,
+        description="sequential only: keep voting until the target_kind radius reaches this many tokens (capped at "
+        "that radius's own cap: |T(x')| for conditional, the text length for unconditional) or is out of reach within "
+        "n_max; None or 0: stop as soon as the label is certified",
+    )
+    target_kind: Literal["conditional", "unconditional"] = Field(
+        "conditional", description="which radius target_radius refers to (omega_H inside T(x'), or omega_L anywhere)")
+    round_growth: float = Field(2.0, gt=1, le=16, description="sequential only: each look's cumulative votes are this "
+                                "many times the previous look's (the last look is n_max)")
+    futility: float = Field(
+        0.05, ge=0, lt=1,
+        description="sequential only: level of the upper bound that stops a text whose target is out of reach "
+        "within n_max (spends none of alpha: abstaining is never a false certificate); 0 stops only when no outcome of "
+        "the remaining votes could reach it",
+    )
     fuzzing: FuzzConfig = Field(default_factory=FuzzConfig)
     randomize: RandomizeConfig = Field(default_factory=RandomizeConfig)
     voters: VoterPoolConfig = Field(default_factory=VoterPoolConfig)
+
+    @model_validator(mode="after")
+    def _sequential(self) -> "CertifyConfig":
+        if self.n_max is None:
+            if self.target_radius is not None:
+                raise ValueError("target_radius needs n_max (sequential CERTIFY); the fixed protocol has one look")
+            return self
+        if self.n_max < self.votes_estimate:
+            raise ValueError(f"n_max ({self.n_max}) must be >= the first round's votes n_estimate ({self.votes_estimate})")
+        from .certify.sequential import LookSchedule
+
+        try:
+            LookSchedule.geometric(self.votes_estimate, self.n_max, self.alpha, self.round_growth)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def schedule(self) -> LookSchedule | None:
+        """The sequential protocol's :class:`~frs_ray.certify.sequential.LookSchedule`; None for the fixed one."""
+        if self.n_max is None:
+            return None
+        from .certify.sequential import LookSchedule
+
+        return LookSchedule.geometric(self.votes_estimate, self.n_max, self.alpha, self.round_growth)
 
     @property
     def votes_estimate(self) -> int:

@@ -138,3 +138,46 @@ def test_no_traceback_from_the_console_script(tmp_path):
                            "--input", "-", "--k", "0"], input=b"hello\n", capture_output=True, timeout=120)
     assert proc.returncode == 2
     assert b"Traceback" not in proc.stderr and b"error:" in proc.stderr
+
+
+def test_certify_sequential_flags(minilm_checkpoint, tmp_path):
+    """--n-max / --target-radius: estimation votes in rounds; the certificate records what they cost."""
+    texts = ["a gorgeous , witty , seductive movie .", "the film is strictly routine and dull ."]
+    # K=4 voters, 20 selection votes, first round 20 estimation votes, looks at 20 / 40 / 80 (alpha 0.05 / 3 each)
+    rc, recs = _certify(minilm_checkpoint, tmp_path, texts, "--n-select", "20", "--n-estimate", "20",
+                        "--n-max", "80", "--target-radius", "1")
+    assert rc == 0 and len(recs) == 2
+    for r in recs:
+        s = r["sequential"]
+        assert s["looks"] in (1, 2, 3) and s["votes"] == (20, 40, 80)[s["looks"] - 1] == sum(r["votes"])
+        assert r["queries"]["votes"] == 20 + s["votes"] and sum(r["select_votes"]) == 20
+        assert s["alpha_look"] == pytest.approx(0.05 / 3) and s["alpha_spent"] == pytest.approx(s["looks"] * 0.05 / 3)
+        assert s["n_max"] == 80 and s["stop"] in ("target", "futile", "n_max") and s["target_kind"] == "conditional"
+        assert r["abstained"] == (not r["p_lower"] > 0.5)
+        if s["target_reached"]:
+            assert r["radius"]["conditional"]["tokens"] >= s["target_radius"]
+    # reproducible: the same texts in the other order give the same certificates
+    _, again = _certify(minilm_checkpoint, tmp_path, texts[::-1], "--n-select", "20", "--n-estimate", "20",
+                        "--n-max", "80", "--target-radius", "1")
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("index", "seconds")}
+    assert strip(recs[0]) == strip(again[1]) and strip(recs[1]) == strip(again[0])
+    # without --n-max nothing changes: the fixed protocol, no sequential record
+    _, fixed = _certify(minilm_checkpoint, tmp_path, texts[:1], "--n-select", "20", "--n-estimate", "20")
+    assert fixed[0]["sequential"] is None and sum(fixed[0]["votes"]) == 20
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--target-radius", "1"], "needs n_max"),
+        (["--n-max", "5"], "n_max"),
+        (["--n-max", "80", "--target-radius", "-1"], "target_radius"),
+        (["--n-max", "0"], "n_max"),
+    ],
+)
+def test_bad_sequential_settings_are_clear_errors(minilm_checkpoint, tmp_path, capsys, argv, needle):
+    inp = tmp_path / "in.txt"
+    inp.write_text("fine\n")
+    rc = main(["certify", "--checkpoint", str(minilm_checkpoint), "--input", str(inp), "--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error:") and needle in err

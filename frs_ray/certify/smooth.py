@@ -100,6 +100,9 @@ class Certificate:
     # The majority vote over all select + estimate votes (bounds.majority_vote; -1 on a tie): the prediction
     # CA / PA / ASR are measured on. Only ``label`` (with ``p_lower`` and the radii) carries the guarantee.
     prediction: int = ABSTAIN
+    # Sequential CERTIFY only (config.n_max set; frs_ray.certify.rounds): estimation votes spent, looks made, the
+    # final look's level and the alpha allotted to the looks made, why it stopped, and the target it aimed at.
+    sequential: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -205,18 +208,30 @@ class FRSClassifier:
             spans = (kept if self.span_filter is not None else fr.spans[: max(5, cfg.fuzzing.num_spans)]) if cfg.fuzz else []
             plans.append(VotePlan(text, len(words), int(in_span.sum()) if cfg.fuzz else len(words), om_h, om_l,
                                   [sp.to_dict() for sp in spans], fr.queries,
-                                  jobs[: cfg.votes_select], jobs[cfg.votes_select :]))
+                                  jobs[: cfg.votes_select], jobs[cfg.votes_select :],
+                                  words=list(words), in_span=in_span.tolist()))
         per_text = {"fuzz": (t1 - t0) / max(1, len(texts)), "randomize": (time.perf_counter() - t1) / max(1, len(texts))}
         for p in plans:
             p.seconds = dict(per_text)
         return plans
 
     def _certify_batch(self, texts: list[str]) -> list[Certificate]:
+        if self.config.n_max is not None:
+            return self._certify_batch_sequential(texts)
         plans = self.prepare(texts)
         t1 = time.perf_counter()
         labels = self.vote_labels([job for p in plans for job in p.select + p.estimate])  # all votes in one call
         per = {"vote": (time.perf_counter() - t1) / len(texts)}
         return finalize_plans(plans, labels, self.config, self.label_names, per)
+
+    def _certify_batch_sequential(self, texts: list[str]) -> list[Certificate]:
+        """Sequential CERTIFY (``config.n_max``): the batch's rounds share each voter call (certify.rounds)."""
+        from .rounds import certify_plans_sequential, draw_round
+
+        plans = self.prepare(texts)
+        return certify_plans_sequential(
+            plans, self.vote_labels, lambda plan, look, n: draw_round(plan, look, n, self.config, self.randomizer),
+            self.config, self.label_names)
 
     def predict_centre(self, texts: Sequence[str]) -> np.ndarray:
         """Labels of the un-noised centre model Clip_rho(theta) (no voters, no randomization)."""
@@ -247,6 +262,10 @@ class VotePlan:
     select: list[tuple[int, str]]
     estimate: list[tuple[int, str]]
     seconds: dict[str, float] = field(default_factory=dict)  # per-text wall time of fuzzing and randomization
+    # The word tokens and the T(x') mask the randomizations were drawn with: sequential CERTIFY draws further
+    # rounds from them (frs_ray.certify.rounds.draw_round).
+    words: list[str] | None = None
+    in_span: list[bool] | None = None
 
 
 def _radius(label: int, p_lower: float, omega: float, destroy: float, cap: int, length: int, assumes: str) -> Radius:
