@@ -38,6 +38,7 @@ from .bmps import VOTER_DEFINITION, parameter_noise
 from .layers import SmoothedParameters
 
 Job = tuple[int, str]
+VOTER_MAJOR_ROWS = 16  # jobs per voter from which each voter's jobs run as batches of their own
 
 
 @runtime_checkable
@@ -260,23 +261,40 @@ class StackedVoterPool(_TorchPool):
             del stack
         return out
 
+    def _batches(self, jobs: Sequence[Job], which: Sequence[int], slot_of: dict[int, int]) -> list[list[int]]:
+        """Rows of each model call. With many jobs per voter (>= ``VOTER_MAJOR_ROWS``), each voter's jobs in its own
+        length-sorted batches (one full-size matmul per layer, as one model would run). Otherwise length-sorted
+        batches across voters, equal texts together and, where every voter has the same number of jobs, a batch
+        size that is a multiple of the voter count (equal segments: one batched matmul per layer)."""
+        bs = self.backend.batch_size
+        counts: dict[int, int] = {}
+        for j in which:
+            counts[slot_of[int(jobs[j][0])]] = counts.get(slot_of[int(jobs[j][0])], 0) + 1
+        if len(which) >= VOTER_MAJOR_ROWS * len(counts):
+            by_slot: dict[int, list[int]] = {}
+            for j in sorted(which, key=lambda j: len(jobs[j][1])):
+                by_slot.setdefault(slot_of[int(jobs[j][0])], []).append(j)
+            return [idx[s : s + bs] for _, idx in sorted(by_slot.items()) for s in range(0, len(idx), bs)]
+        order = sorted(which, key=lambda j: (len(jobs[j][1]), jobs[j][1], slot_of[int(jobs[j][0])]))
+        if len(set(counts.values())) == 1 and len(counts) <= bs:
+            bs = (bs // len(counts)) * len(counts)
+        return [order[s : s + bs] for s in range(0, len(order), bs)]
+
     def _run(self, jobs: Sequence[Job], which: Sequence[int], stack: list[torch.Tensor], slot_of: dict[int, int],
              out: np.ndarray) -> None:
-        """Score jobs ``which`` with the stacked weights ``stack``: length-sorted batches as the backend makes them,
-        rows sorted by voter inside each batch, one model call per batch."""
-        backend = self.backend
-        order = sorted(which, key=lambda j: len(jobs[j][1]))
+        """Score jobs ``which`` with the stacked weights ``stack``, one model call per batch (rows sorted by voter
+        inside each batch)."""
         prev, self._stack = self._stack, stack
         try:
-            for s in range(0, len(order), backend.batch_size):
-                idx = sorted(order[s : s + backend.batch_size], key=lambda j: slot_of[int(jobs[j][0])])
+            for rows in self._batches(jobs, which, slot_of):
+                idx = sorted(rows, key=lambda j: slot_of[int(jobs[j][0])])
                 slots = [slot_of[int(jobs[j][0])] for j in idx]
                 segs, start = [], 0
                 for r in range(1, len(slots) + 1):
                     if r == len(slots) or slots[r] != slots[start]:
                         segs.append((slots[start], start, r))
                         start = r
-                enc = backend.encode([jobs[j][1] for j in idx])
+                enc = self.backend.encode([jobs[j][1] for j in idx])
                 self._segments = segs
                 self._row_slots = torch.tensor(slots, device=self.tensors[0].device)
                 sizes = {b - a for _, a, b in segs}
