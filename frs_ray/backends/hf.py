@@ -89,6 +89,21 @@ class HFClassifier:
         model_limit = getattr(self.model.config, "max_position_embeddings", None) or max_length
         self.max_length = int(min(max_length, model_limit))
 
+    @classmethod
+    def from_parts(cls, model: torch.nn.Module, tokenizer, max_length: int = 128, batch_size: int = 64) -> "HFClassifier":
+        """A backend over a sequence classifier already in memory (e.g. random weights of a model's shape for a
+        benchmark); the model stays on its device."""
+        self = cls.__new__(cls)
+        self.path, self.model, self.tokenizer, self.batch_size = None, model.eval(), tokenizer, batch_size
+        self.device = next(model.parameters()).device
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.num_labels = int(model.config.num_labels)
+        self.max_length = int(min(max_length, getattr(model.config, "max_position_embeddings", None) or max_length))
+        return self
+
     @property
     def torch_model(self) -> torch.nn.Module:
         return self.model

@@ -98,7 +98,7 @@ class InfoResponse(BaseModel):
     max_chars_per_text: int
     span_check: str = "none"
     voter_pool: dict[str, Any] = Field(default_factory=dict, description="how the voters run: implementation "
-                                       "(stacked or loop), noise (resident, per_batch, cached, regenerated), device, "
+                                       "(stacked or loop), noise (resident, per_batch or regenerate), device, "
                                        "voter_definition")
 
 

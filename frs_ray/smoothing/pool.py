@@ -132,8 +132,8 @@ class _TorchPool:
 class LoopVoterPool(_TorchPool):
     """Reference implementation: voter k is written into the model in place, its texts run, the centre restored.
 
-    ``cache_noise`` keeps the hosted voters' weights after their first use (voters x |top-H| values) instead of
-    regenerating them at every use; either way voter k is the same.
+    ``cache_noise`` keeps the hosted voters' weights after their first use (voters x |top-H| values; noise mode
+    ``resident``) instead of regenerating them at every use (``regenerate``); either way voter k is the same.
     """
 
     implementation = "loop"
@@ -177,7 +177,7 @@ class LoopVoterPool(_TorchPool):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "noise": "cached" if self._cache is not None else "regenerated"}
+        return {**super().describe(), "noise": "resident" if self._cache is not None else "regenerate"}
 
 
 def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
