@@ -39,7 +39,8 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def plot_tradeoff(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
-    """ASR vs CA and average radius vs CA, Pareto fronts marked, best configuration starred."""
+    """ASR vs CA (both on the majority vote) and average certified radius vs CA, Pareto fronts marked, best
+    configuration starred."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,7 +49,7 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Non
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     sigmas = sorted({r["sigma"] for r in rows})
     cmap = plt.get_cmap("viridis", max(2, len(sigmas)))
-    panels = [("asr", "min", "ASR (lower is better)", "ASR vs CA; Pareto front: CA up, ASR down"),
+    panels = [("asr", "min", "ASR, majority vote (lower is better)", "ASR vs CA; Pareto front: CA up, ASR down"),
               ("avg_radius", "max", "average certified radius (tokens)", "radius vs CA; Pareto front: CA up, radius up")]
     for ax, (ykey, sense, ylabel, subtitle) in zip(axes, panels):
         ax.set_title(subtitle, fontsize=9)
@@ -66,7 +67,7 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Non
             if r.get("best"):
                 ax.scatter(r["ca"], r[ykey], marker="*", s=260, color="gold", edgecolors="black", zorder=4,
                            label="chosen (best_config.yaml)")
-        ax.set_xlabel("CA (clean accuracy, abstain = wrong)")
+        ax.set_xlabel("CA, majority vote (clean accuracy, abstain = wrong)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         if not pts:
