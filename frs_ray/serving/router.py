@@ -87,13 +87,24 @@ def _request_id() -> str:
     return rid or uuid.uuid4().hex
 
 
-def _checkpoint_hash(path: str) -> str:
+def checkpoint_digest(path: str | Path) -> str:
+    """sha256 of a checkpoint folder's content: for every file (sorted by relative path), its relative path, its
+    size and its bytes. Identifies the model without revealing where it is stored."""
+    root = Path(path)
     h = hashlib.sha256()
-    for f in sorted(Path(path).glob("*.safetensors")):
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root).as_posix()
+        h.update(f"{rel}\0{f.stat().st_size}\0".encode())
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def public_name(model: str) -> str:
+    """A model as ``/v1/info`` names it: a folder's last component (``/srv/x/victim`` -> ``victim``), a bare name
+    (``minilm``) unchanged."""
+    return Path(model).name or str(model)
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64,
@@ -109,7 +120,7 @@ class FRSRouter:
         self.meta = meta
         self.label_names = meta["data"].get("label_names") or [str(i) for i in range(meta["num_labels"])]
         self.base = CertifyConfig.model_validate({**s.certify, "k": s.k})
-        self.checkpoint_sha = _checkpoint_hash(s.checkpoint)
+        self.checkpoint_sha = checkpoint_digest(s.checkpoint)
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(s.checkpoint)
@@ -159,7 +170,8 @@ class FRSRouter:
         b, s = self.base, self.settings
         sm = self.meta["config"]["smoothing"]
         return InfoResponse(
-            model=self.meta["config"]["model"], checkpoint=s.checkpoint, checkpoint_sha256=self.checkpoint_sha,
+            model=public_name(self.meta["config"]["model"]), checkpoint=public_name(s.checkpoint),
+            checkpoint_sha256=self.checkpoint_sha,
             labels=self.label_names, k=b.k, sigma=sm["sigma"], top_h=self.meta["smoothing"]["top_h"],
             budget=b.fuzzing.budget, max_budget=s.max_budget, alpha=b.alpha, omega_m=b.randomize.omega_m,
             omega_h=b.randomize.omega_h, max_distance=b.randomize.max_distance, n_select=b.votes_select,

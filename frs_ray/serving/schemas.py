@@ -75,9 +75,11 @@ class ClassifyResponse(BaseModel):
 
 
 class InfoResponse(BaseModel):
-    model: str
-    checkpoint: str
-    checkpoint_sha256: str
+    model: str = Field(description="the pre-trained model the checkpoint was fine-tuned from: its name or folder "
+                                   "name (never a path)")
+    checkpoint: str = Field(description="the served checkpoint's folder name (never a path)")
+    checkpoint_sha256: str = Field(description="sha256 of the checkpoint folder's content (every file's relative "
+                                               "path, size and bytes; frs_ray.serving.router.checkpoint_digest)")
     labels: list[str]
     k: int
     sigma: float
