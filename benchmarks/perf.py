@@ -80,11 +80,11 @@ def ensure_checkpoint(path: Path, quick: bool) -> Path:
     return path
 
 
-def _best_limit(backend, texts: list[str], repeats: int) -> tuple[float, int]:
+def _best_limit(backend, texts: list[str], repeats: int, sizes: tuple[int, ...] = (16, 32, 64, 128, 256)) -> tuple[float, int]:
     """Fastest centre-model pass over ``texts`` over batch sizes (length-sorted batches, as predict_proba does)."""
     best = (float("inf"), 0)
     saved = backend.batch_size
-    for bs in (16, 32, 64, 128, 256):
+    for bs in sizes:
         backend.batch_size = bs
         t = _median(lambda: backend.predict_proba(texts), repeats)
         best = min(best, (t, bs))
@@ -192,7 +192,7 @@ def measure_voter_pass(backend, spec, sizes: list[int], texts: list[str], repeat
                 t = time.perf_counter()
                 pool.vote_proba(jobs)
                 times[n].append(time.perf_counter() - t)
-        limit2, _ = _best_limit(backend, job_texts, reps)  # the limit again after them: the smaller one is used
+        limit2, _ = _best_limit(backend, job_texts, reps, (bs,))  # again after them, at its best size: the smaller counts
         limit = min(limit, limit2)
         limits[str(b)] = {"seconds": round(limit, 4), "batch_size": bs, "jobs": len(jobs)}
         for n in pools:
