@@ -277,33 +277,44 @@ def _radius(label: int, p_lower: float, omega: float, destroy: float, cap: int, 
     return Radius(r, r / length if length else 0.0, w, assumes)
 
 
-def finalize_certificate(plan: VotePlan, select: Sequence[int], estimate: Sequence[int], config: CertifyConfig,
-                         label_names: Sequence[str], seconds: dict[str, float] | None = None) -> Certificate:
-    """CERTIFY protocol on the vote counts of one plan, plus both radii (no model needed)."""
-    dec = predict_and_bound(list(select), list(estimate), config.alpha)
+def build_certificate(plan: VotePlan, label: int, p_lower: float, select: Sequence[int], estimate: Sequence[int],
+                      votes_spent: int, config: CertifyConfig, label_names: Sequence[str],
+                      seconds: dict[str, float] | None = None, sequential: dict[str, Any] | None = None) -> Certificate:
+    """The certificate of one plan once its decision is made: ``label`` (ABSTAIN or the certified class) and
+    ``p_lower`` from whichever protocol ran, both radii of Theorem 1 from that bound, the majority vote."""
     destroy = config.randomize.destroy_fraction()
     extra = ASSUMPTIONS["character"] if config.randomize.mutation_level == "character" else ""
     L = plan.length_tokens
+    abstained = label == ABSTAIN
     return Certificate(
         text=plan.text,
-        label=dec.label,
-        label_name="ABSTAIN" if dec.abstained else label_names[dec.label],
-        abstained=dec.abstained,
+        label=label,
+        label_name="ABSTAIN" if abstained else label_names[label],
+        abstained=abstained,
         votes=[int(v) for v in estimate],
         select_votes=[int(v) for v in select],
-        p_lower=dec.p_lower,
+        p_lower=p_lower,
         radius={
-            "conditional": _radius(dec.label, dec.p_lower, plan.omega_h, destroy, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"] + extra),
-            "unconditional": _radius(dec.label, dec.p_lower, plan.omega_l, destroy, L, L, ASSUMPTIONS["unconditional"] + extra),
+            "conditional": _radius(label, p_lower, plan.omega_h, destroy, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"] + extra),
+            "unconditional": _radius(label, p_lower, plan.omega_l, destroy, L, L, ASSUMPTIONS["unconditional"] + extra),
         },
         spans=plan.spans,
         length_tokens=L,
         omega_h=plan.omega_h,
         omega_l=plan.omega_l,
-        queries={"fuzz": plan.fuzz_queries, "votes": len(plan.select) + len(plan.estimate)},
+        queries={"fuzz": plan.fuzz_queries, "votes": int(votes_spent)},
         seconds={k: round(v, 5) for k, v in {**plan.seconds, **(seconds or {})}.items()},
         prediction=majority_vote([int(a) + int(b) for a, b in zip(select, estimate)]),
+        sequential=sequential,
     )
+
+
+def finalize_certificate(plan: VotePlan, select: Sequence[int], estimate: Sequence[int], config: CertifyConfig,
+                         label_names: Sequence[str], seconds: dict[str, float] | None = None) -> Certificate:
+    """CERTIFY protocol on the vote counts of one plan, plus both radii (no model needed)."""
+    dec = predict_and_bound(list(select), list(estimate), config.alpha)
+    return build_certificate(plan, ABSTAIN if dec.abstained else dec.label, dec.p_lower, select, estimate,
+                             len(plan.select) + len(plan.estimate), config, label_names, seconds)
 
 
 def certificates_match(a: dict, b: dict, score_tol: float = 1e-5) -> bool:
@@ -339,4 +350,4 @@ def finalize_plans(plans: Sequence[VotePlan], labels: Sequence[int], config: Cer
     return certs
 
 
-__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "SpanFilter", "VotePlan", "certificates_match", "finalize_certificate", "finalize_plans", "text_seed"]
+__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "SpanFilter", "VotePlan", "build_certificate", "certificates_match", "finalize_certificate", "finalize_plans", "text_seed"]
