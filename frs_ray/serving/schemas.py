@@ -66,6 +66,9 @@ class CertificateModel(BaseModel):
     seconds: dict[str, float] = Field(default_factory=dict)
     prediction: int = Field(-1, description="majority vote of all K-voter votes (-1 on a tie); no guarantee: "
                                             "only `label` is certified, and it is -1 when the bound is not met")
+    sequential: dict[str, Any] | None = Field(None, description="sequential CERTIFY only (n_max set): estimation votes "
+                                              "spent, looks, the final look's alpha, alpha spent, why it stopped, the "
+                                              "target; null under the fixed protocol")
 
 
 class ClassifyResponse(BaseModel):
