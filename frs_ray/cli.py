@@ -2,6 +2,7 @@
 
     frs finetune --model minilm --data sst2 --out runs/sst2 [--no-smoothing] [--epochs E] [--seed S]
     frs certify  --checkpoint runs/sst2 --input texts.txt|- --out certs.jsonl|- [--k K] [--budget B] [--alpha A]
+                 [--voter-backend torch|vllm]
     frs fuzz     --checkpoint runs/sst2 --text "..." --budget B
     frs attack badnets --task sst2 --out runs/attacks/badnets      (see frs_ray/evaluation/commands.py)
     frs triggered --data sst2 --attack badnets --out test-badnets.tsv
@@ -102,6 +103,8 @@ def _certify_config(args: argparse.Namespace):
         if getattr(args, key, None) is not None:
             randomize[key] = getattr(args, key)
     raw["randomize"] = randomize
+    if getattr(args, "voter_backend", None) is not None:
+        raw["voters"] = {**raw.get("voters", {}), "backend": args.voter_backend}
     return build(CertifyConfig, raw)
 
 
@@ -240,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--n-select", dest="n_select", type=_int, default=None, help="selection votes (default K)")
     ce.add_argument("--n-estimate", dest="n_estimate", type=_int, default=None, help="estimation votes (default K)")
     ce.add_argument("--no-fuzz", action="store_true", help="uniform randomization (the -FTR ablation)")
+    ce.add_argument("--voter-backend", dest="voter_backend", choices=["torch", "vllm"], default=None,
+                    help="what runs the K voters (voters.backend): torch (default) or vllm (one vLLM engine, decoder "
+                    "checkpoints; same voters, same certificates)")
     ce.set_defaults(func=cmd_certify)
 
     fz = sub.add_parser("fuzz", help="MCTS vulnerable spans of one text")
