@@ -2,15 +2,11 @@
 
 The checkpoint is a short real fine-tune: `frs finetune --model smollm2` for one step on 8 SST-2 sentences (the
 classification head is the fine-tune's seeded initialisation after that step; H = 10 blocks + final norm + head
-smoothed, sigma 0.01). One engine is shared by the whole module (engine start dominates its time).
+smoothed, sigma 0.01). One engine is shared by the whole module (engine start dominates its time). Fixtures
+``smollm2_checkpoint`` and ``vllm_env`` (IPC sockets in a folder removed afterwards) are in conftest.py.
 """
 
 from __future__ import annotations
-
-import os
-import re
-import shutil
-import tempfile
 
 import numpy as np
 import pytest
@@ -18,59 +14,11 @@ import pytest
 pytest.importorskip("vllm")
 pytest.importorskip("gguf")
 
-UUID_SOCKET = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def _uuid_sockets(folder: str) -> set[str]:
-    import stat
-
-    out = set()
-    for name in os.listdir(folder):
-        path = os.path.join(folder, name)
-        try:
-            if UUID_SOCKET.match(name) and stat.S_ISSOCK(os.lstat(path).st_mode):
-                out.add(path)
-        except OSError:
-            pass
-    return out
-
-
-@pytest.fixture(scope="module", autouse=True)
-def vllm_env():
-    """vLLM's IPC sockets go to a folder of this module (VLLM_RPC_BASE_PATH), removed afterwards together with
-    any socket vLLM left in the temp folder meanwhile."""
-    rpc = tempfile.mkdtemp(prefix="frs-vllm-rpc-")
-    before = _uuid_sockets(tempfile.gettempdir())
-    saved = {k: os.environ.get(k) for k in ("VLLM_RPC_BASE_PATH", "VLLM_CPU_KVCACHE_SPACE")}
-    os.environ["VLLM_RPC_BASE_PATH"] = rpc
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    yield rpc
-    for path in _uuid_sockets(tempfile.gettempdir()) - before:
-        os.unlink(path)
-    shutil.rmtree(rpc, ignore_errors=True)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
-def smollm2_checkpoint(tmp_path_factory, data_dir):
-    from frs_ray.cli import main
-
-    out = tmp_path_factory.mktemp("smollm2") / "sst2-1step"
-    rc = main(["finetune", "--model", "smollm2", "--data", "sst2", "--out", str(out), "--epochs", "1",
-               "--max-train-examples", "8", "--batch-size", "8", "--lr", "1e-4", "--seed", "5", "--no-progress"])
-    assert rc == 0
-    return out
-
-
 K = 4
 
 
 @pytest.fixture(scope="module")
-def centre(smollm2_checkpoint):
+def centre(smollm2_checkpoint, vllm_env):
     """FRSClassifier without voters: the torch centre Clip_rho(theta) (fuzzing, and the torch pools' model)."""
     from frs_ray.certify.smooth import FRSClassifier
     from frs_ray.config import CertifyConfig
@@ -195,7 +143,7 @@ def test_bad_settings_are_clear_errors(vpool, centre, spec):
         VLLMVoterPool.vote_proba(vpool, [(K + 1, "a film")])
 
 
-def test_cli_certify_voter_backend_vllm_equals_torch(smollm2_checkpoint, tmp_path, capsys):
+def test_cli_certify_voter_backend_vllm_equals_torch(smollm2_checkpoint, vllm_env, tmp_path):
     """`frs certify --voter-backend vllm` and `--voter-backend torch`: the same certificates (one more engine)."""
     import json
 
