@@ -1,6 +1,6 @@
 """The ``frs`` command: fine-tune, certify and fuzz from the shell.
 
-    frs finetune --model minilm --data sst2 --out runs/sst2 [--no-smoothing] [--epochs E] [--seed S]
+    frs finetune --model minilm --data sst2 --out runs/sst2 [--no-smoothing] [--epochs E] [--seed S] [--lora]
     frs certify  --checkpoint runs/sst2 --input texts.txt|- --out certs.jsonl|- [--k K] [--budget B] [--alpha A]
                  [--voter-backend torch|vllm]
     frs fuzz     --checkpoint runs/sst2 --text "..." --budget B
@@ -76,6 +76,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if value is not None:
             smoothing[key] = value
     raw["smoothing"] = smoothing
+    if args.lora:
+        raw["lora"] = raw.get("lora") or {}
     cfg = build(FinetuneConfig, raw)
     _quiet_transformers()
     from .smoothing.finetune import finetune
@@ -213,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--top-h", type=int, default=None, help="smoothed top layers H (default 10, clamped to depth)")
     ft.add_argument("--data-noise", type=float, default=None,
                     help="also randomize the training texts (Eq. 3's D_F + eps): per-token mutation probability (default 0)")
+    ft.add_argument("--lora", action="store_true", help="LoRA fine-tuning (rank 8, alpha 16 on q/k/v/o and the MLP "
+                    "projections; head trained fully; the checkpoint holds merged weights). Paper (LLaMA3-8B): --lr 1e-4")
     ft.add_argument("--epochs", type=float, default=None, help="epochs (default 3)")
     ft.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-5)")
     ft.add_argument("--batch-size", type=int, default=None, help="batch size (default 32)")

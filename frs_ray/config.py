@@ -78,6 +78,17 @@ class SmoothingConfig(_Strict):
         return self
 
 
+class LoraConfig(_Strict):
+    """LoRA adapters for fine-tuning (App. B.2.4 for LLaMA3-8B). The saved checkpoint holds the merged weights."""
+
+    rank: int = Field(8, ge=1, le=1024, description="adapter rank r (paper: 8)")
+    alpha: float = Field(16, gt=0, description="LoRA scaling alpha (paper: 16); the update is (alpha / r) B A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: tuple[str, ...] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        description="linear layers that get adapters (Llama names: attention q/k/v/o and the MLP projections)")
+
+
 class FinetuneConfig(_Strict):
     """Fine-tuning of a (possibly backdoored) pre-trained model on downstream data (Appendix B.2.4)."""
 
@@ -93,6 +104,9 @@ class FinetuneConfig(_Strict):
     max_train_examples: int | None = Field(None, ge=1, description="train on a seeded random subset of this size")
     seed: int = Field(42, description="seed of head init, data order and fine-tuning noise")
     smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
+    lora: LoraConfig | None = Field(None, description="LoRA fine-tuning (App. B, LLaMA3-8B: rank 8, alpha 16, lr 1e-4 "
+                                    "on q/k/v/o and the MLP projections; the head trained fully); None: every "
+                                    "parameter is trained")
 
 
 class FuzzConfig(_Strict):
