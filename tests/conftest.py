@@ -4,6 +4,9 @@ fine-tuned on a small SST-2 subset (once per session)."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
 
 import pytest
 
@@ -61,5 +64,55 @@ def minilm_checkpoint(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("ckpt") / "sst2-small"
     rc = main(["finetune", "--model", "minilm", "--data", "sst2", "--out", str(out), "--epochs", "1",
                "--max-train-examples", "192", "--lr", "1e-4", "--seed", "3", "--no-progress"])
+    assert rc == 0
+    return out
+
+
+UUID_SOCKET = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def _uuid_sockets(folder: str) -> set[str]:
+    import stat
+
+    out = set()
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        try:
+            if UUID_SOCKET.match(name) and stat.S_ISSOCK(os.lstat(path).st_mode):
+                out.add(path)
+        except OSError:
+            pass
+    return out
+
+
+@pytest.fixture(scope="session")
+def vllm_env():
+    """vLLM's IPC sockets go to a folder of this session (VLLM_RPC_BASE_PATH), removed afterwards together with
+    any socket vLLM left in the temp folder meanwhile."""
+    rpc = tempfile.mkdtemp(prefix="frs-vllm-rpc-")
+    before = _uuid_sockets(tempfile.gettempdir())
+    saved = {k: os.environ.get(k) for k in ("VLLM_RPC_BASE_PATH", "VLLM_CPU_KVCACHE_SPACE")}
+    os.environ["VLLM_RPC_BASE_PATH"] = rpc
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    yield rpc
+    for path in _uuid_sockets(tempfile.gettempdir()) - before:
+        os.unlink(path)
+    shutil.rmtree(rpc, ignore_errors=True)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(tmp_path_factory, data_dir):
+    """`frs finetune --model smollm2`: one step on 8 SST-2 sentences (a real fine-tune, the head mostly its seeded
+    initialisation; H = 10 blocks, sigma 0.01). Shared by the vLLM pool and vLLM service tests."""
+    from frs_ray.cli import main
+
+    out = tmp_path_factory.mktemp("smollm2") / "sst2-1step"
+    rc = main(["finetune", "--model", "smollm2", "--data", "sst2", "--out", str(out), "--epochs", "1",
+               "--max-train-examples", "8", "--batch-size", "8", "--lr", "1e-4", "--seed", "5", "--no-progress"])
     assert rc == 0
     return out

@@ -146,3 +146,43 @@ def test_tokenizer_without_any_filler_is_a_clear_error(tmp_path):
     b = HFClassifier(_tiny_llama_with(tok, tmp_path / "nofiller"), max_length=64)
     with pytest.raises(CheckpointError, match="no mask token, no unknown token and no <\\|reserved_special_token_N\\|>"):
         b.filler_token
+
+
+def test_lora_finetune_with_bmps_saves_merged_weights(tiny_llama_dir, tmp_path):
+    """LoRA (rank 8, alpha 16) on q/k/v/o + MLP, head trained fully, Eq. 4 noise on the top-H effective weights;
+    the checkpoint is a plain folder of merged weights that loads and certifies."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import LlamaForSequenceClassification
+
+    from frs_ray.certify.smooth import FRSClassifier
+    from frs_ray.config import CertifyConfig, FinetuneConfig
+    from frs_ray.data import load_dataset
+    from frs_ray.errors import ConfigError
+    from frs_ray.smoothing.finetune import finetune
+
+    train = load_dataset("sst2", "train").subset(32, seed=1)
+    base = LlamaForSequenceClassification.from_pretrained(tiny_llama_dir).state_dict()
+    metas, weights = {}, {}
+    for sigma in (0.0, 0.05):
+        out = tmp_path / f"lora-{sigma}"
+        cfg = FinetuneConfig(model=str(tiny_llama_dir), epochs=1, batch_size=16, max_length=64, learning_rate=1e-2,
+                             smoothing={"top_h": 2, "sigma": sigma}, lora={})
+        metas[sigma] = finetune(cfg, train, out, progress=False)
+        weights[sigma] = load_file(str(next(out.glob("*.safetensors"))))
+    w, meta = weights[0.05], metas[0.05]
+    assert not [k for k in w if "lora" in k or "base_layer" in k]  # merged: a plain transformers folder
+    assert meta["training"]["lora"]["rank"] == 8 and meta["training"]["lora"]["alpha"] == 16
+    total = sum(t.numel() for t in base.values())
+    assert 0 < meta["training"]["trainable_parameters"] < 0.5 * total
+    # embeddings are neither adapted nor trained; adapted projections and the fully trained head moved
+    assert torch.equal(w["model.embed_tokens.weight"], base["model.embed_tokens.weight"])
+    assert not torch.equal(w["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"])
+    assert not torch.equal(w["score.weight"], base["score.weight"])
+    # the fine-tuning noise reached the forward passes: same seeds, different sigma, different weights
+    assert not torch.equal(w["score.weight"], weights[0.0]["score.weight"])
+    clf = FRSClassifier.from_checkpoint(tmp_path / "lora-0.05", CertifyConfig(k=3, fuzzing={"budget": 2}))
+    assert [sum(c.votes) for c in clf.certify(["a mn charming film ."])] == [3]
+    with pytest.raises(ConfigError, match="not linear layers"):
+        finetune(FinetuneConfig(model=str(tiny_llama_dir), epochs=1, lora={"target_modules": ["query"]}),
+                 train, tmp_path / "bad", progress=False)

