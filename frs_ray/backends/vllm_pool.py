@@ -37,6 +37,7 @@ from ..config import VLLMEngineConfig
 from ..errors import ConfigError
 from ..smoothing.bmps import VOTER_DEFINITION, parameter_noise
 from ..smoothing.pool import Job, VoterSpec
+from .hf import HFClassifier
 
 # HF projection names that vLLM fuses, with their fused name and shard index (rows in shard order).
 FUSED = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
@@ -80,7 +81,7 @@ class VLLMVoterPool:
 
     implementation = "vllm"
 
-    def __init__(self, backend, spec: VoterSpec, voter_ids: Sequence[int] | None = None,
+    def __init__(self, backend: HFClassifier, spec: VoterSpec, voter_ids: Sequence[int] | None = None,
                  engine: VLLMEngineConfig | None = None, resident: bool = True, unpack: bool = True) -> None:
         if not vllm_available():
             raise ConfigError("voters.backend 'vllm' needs the vllm package (GPU hosts: pip install vllm; "
@@ -282,10 +283,7 @@ class VLLMVoterPool:
         """Shut the engine down and free its memory (the pool cannot vote afterwards)."""
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
-            try:
-                llm.llm_engine.engine_core.shutdown()
-            except Exception:
-                pass
+            llm.llm_engine.engine_core.shutdown()
         self.model = None
         self._targets = []
 
