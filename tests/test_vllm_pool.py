@@ -60,6 +60,8 @@ def texts(data_dir):
 
 
 def test_engine_centre_equals_torch_centre(vpool, centre, texts):
+    # the 10 smoothed blocks' 4 linears each (qkv, o, gate_up, down) and the head were packed, now unpacked
+    assert len(vpool.unpacked) == 10 * 4 + 1 and vpool.describe()["engine"]["unpacked_linears"] == 41
     a = centre.backend.predict_proba(texts)
     b = vpool.classify(texts)
     assert np.abs(a - b).max() < 1e-4

@@ -102,6 +102,7 @@ class VLLMVoterPool:
         self.centre = [params[n].detach().to("cpu", torch.float32).clone() for n in self.names]
         self.resident = resident
         self._cache: dict[int, list[torch.Tensor]] = {}
+        self.unpacked: list[str] = []  # vLLM-CPU linear layers given their real weights back
         self.llm = self._start_engine()
         self.model: nn.Module = self._live_model()
         self.dtype = next(iter(self.model.parameters())).dtype
@@ -198,6 +199,7 @@ class VLLMVoterPool:
         weight = torch.cat([hf[p].detach().float() for p in parts]).to(old.dtype)
         mod.weight = nn.Parameter(weight.to(old.device), requires_grad=False)
         mod.cpu_linear = F.linear
+        self.unpacked.append(vname)
 
     # ------------------------------------------------------------------ voters
     @property
@@ -277,7 +279,7 @@ class VLLMVoterPool:
                 "smoothed_parameters": int(sum(c.numel() for c in self.centre)),
                 "engine": {"runner": "pooling", "max_model_len": int(self.engine_config.max_model_len or
                                                                     self.backend.max_length),
-                           "prefix_caching": False, "unpacked_linears": True}}
+                           "prefix_caching": False, "unpacked_linears": len(self.unpacked)}}
 
     def close(self) -> None:
         """Shut the engine down and free its memory (the pool cannot vote afterwards)."""
