@@ -159,11 +159,12 @@ class VLLMEngineConfig(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="engine and voter weights dtype; 'auto': float32 on the CPU, bfloat16 on a GPU")
     max_model_len: int | None = Field(None, ge=8, le=131_072, description="longest sequence the engine accepts "
-                                      "(default: the checkpoint's max_length; longer inputs are truncated to it)")
+                                      "(default and minimum: the checkpoint's max_length, to which inputs are truncated)")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="GPU only: share of the GPU's memory the "
                                           "engine takes (weights, activations, KV cache)")
     max_num_seqs: int = Field(256, ge=1, le=65_536, description="sequences the engine scores in one step")
-    cpu_kvcache_space_gib: int = Field(1, ge=1, le=1024, description="CPU only: KV-cache GiB (VLLM_CPU_KVCACHE_SPACE)")
+    cpu_kvcache_space_gib: int = Field(1, ge=1, le=1024, description="CPU only: KV-cache GiB; "
+                                      "$VLLM_CPU_KVCACHE_SPACE wins when it is set")
 
 
 class VoterPoolConfig(_Strict):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_module
 from frs_ray.serving.env import apply_ray_env
 
 apply_ray_env()
@@ -54,7 +55,7 @@ def test_contradicting_voter_backend_is_rejected():
 
 @pytest.fixture(scope="module")
 def service(smollm2_checkpoint, vllm_env):
-    pytest.importorskip("vllm")
+    require_module("vllm")
     ray = pytest.importorskip("ray")
     from ray import serve
 

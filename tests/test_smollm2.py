@@ -10,7 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("gguf")
+from conftest import require_module
+
+require_module("gguf")
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ from ..config import VLLMEngineConfig
 from ..errors import ConfigError
 from ..smoothing.bmps import VOTER_DEFINITION, parameter_noise
 from ..smoothing.pool import Job, VoterSpec
+from .hf import HFClassifier
 
 # HF projection names that vLLM fuses, with their fused name and shard index (rows in shard order).
 FUSED = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
@@ -80,7 +81,7 @@ class VLLMVoterPool:
 
     implementation = "vllm"
 
-    def __init__(self, backend, spec: VoterSpec, voter_ids: Sequence[int] | None = None,
+    def __init__(self, backend: HFClassifier, spec: VoterSpec, voter_ids: Sequence[int] | None = None,
                  engine: VLLMEngineConfig | None = None, resident: bool = True, unpack: bool = True) -> None:
         if not vllm_available():
             raise ConfigError("voters.backend 'vllm' needs the vllm package (GPU hosts: pip install vllm; "
@@ -101,6 +102,7 @@ class VLLMVoterPool:
         self.centre = [params[n].detach().to("cpu", torch.float32).clone() for n in self.names]
         self.resident = resident
         self._cache: dict[int, list[torch.Tensor]] = {}
+        self.unpacked: list[str] = []  # vLLM-CPU linear layers given their real weights back
         self.llm = self._start_engine()
         self.model: nn.Module = self._live_model()
         self.dtype = next(iter(self.model.parameters())).dtype
@@ -197,6 +199,7 @@ class VLLMVoterPool:
         weight = torch.cat([hf[p].detach().float() for p in parts]).to(old.dtype)
         mod.weight = nn.Parameter(weight.to(old.device), requires_grad=False)
         mod.cpu_linear = F.linear
+        self.unpacked.append(vname)
 
     # ------------------------------------------------------------------ voters
     @property
@@ -276,16 +279,13 @@ class VLLMVoterPool:
                 "smoothed_parameters": int(sum(c.numel() for c in self.centre)),
                 "engine": {"runner": "pooling", "max_model_len": int(self.engine_config.max_model_len or
                                                                     self.backend.max_length),
-                           "prefix_caching": False, "unpacked_linears": True}}
+                           "prefix_caching": False, "unpacked_linears": len(self.unpacked)}}
 
     def close(self) -> None:
         """Shut the engine down and free its memory (the pool cannot vote afterwards)."""
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
-            try:
-                llm.llm_engine.engine_core.shutdown()
-            except Exception:
-                pass
+            llm.llm_engine.engine_core.shutdown()
         self.model = None
         self._targets = []
 
