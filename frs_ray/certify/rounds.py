@@ -108,7 +108,9 @@ def finalize_sequential(plan: VotePlan, select: Sequence[int], estimate: Sequenc
         length_tokens=L,
         omega_h=plan.omega_h,
         omega_l=plan.omega_l,
-        queries={"fuzz": plan.fuzz_queries, "votes": len(plan.select) + result.votes},
+        queries={"fuzz": plan.fuzz_queries, "votes": len(plan.select) + result.votes,
+                 **({"span_check": int(plan.span_check["queries"])} if plan.span_check else {})},
+        span_check=plan.span_check,
         seconds={k: round(v, 5) for k, v in {**plan.seconds, **(seconds or {})}.items()},
         prediction=majority_vote([int(a) + int(b) for a, b in zip(select, estimate)]),
         sequential={
