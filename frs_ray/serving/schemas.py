@@ -66,6 +66,8 @@ class CertificateModel(BaseModel):
     seconds: dict[str, float] = Field(default_factory=dict)
     prediction: int = Field(-1, description="majority vote of all K-voter votes (-1 on a tie); no guarantee: "
                                             "only `label` is certified, and it is -1 when the bound is not met")
+    span_check: dict[str, Any] | None = Field(None, description="the span check's report where the deployment has "
+                                              "one that gives it (transplant: threshold, m, calibration, scores)")
 
 
 class ClassifyResponse(BaseModel):
