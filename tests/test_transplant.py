@@ -215,3 +215,26 @@ def test_defense_and_fuzz_worker_build_the_check(backdoored, tmp_path, data_dir)
     assert plans[0].spans == [] and plans[0].omega_h == plans[0].omega_l == CFG.randomize.omega_m
     assert plans[0].span_check["queries"] == 8
     assert ServiceSettings(checkpoint="x", span_check="fluency").span_check_options() == {"lm": "smollm2", "threshold": 0.0}
+
+
+@pytest.mark.slow
+def test_frs_certify_takes_the_span_check(backdoored, tmp_path):
+    """``frs certify --span-check transplant``: each record carries the check's report and its queries."""
+    import json
+
+    from frs_ray.cli import main
+
+    ckpt, _ = backdoored
+    src = tmp_path / "in.txt"
+    src.write_text(TRIGGERED + "\n" + CLEAN_POSITIVE + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["certify", "--checkpoint", str(ckpt), "--input", str(src), "--out", str(out), "--k", "4",
+                 "--budget", "4", "--span-check", "transplant", "--span-check-data", "sst2",
+                 "--span-check-threshold=-1e9", "--span-check-m", "4", "--no-progress"]) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 2
+    for r in recs:  # threshold -1e9: the span is kept, so the certificate's spans are exactly T(x')
+        assert r["queries"]["span_check"] == 8 and r["span_check"]["m"] == 4 and r["span_check"]["kept"] == 1
+        assert len(r["spans"]) == 1 and r["span_check"]["calibration"] is None
+    with pytest.raises(SystemExit):
+        main(["certify", "--checkpoint", str(ckpt), "--input", str(src), "--span-check", "perplexity"])

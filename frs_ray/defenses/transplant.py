@@ -108,4 +108,9 @@ class FRSTransplant(FRS):
         return {**super().describe(), "transplant": self.transplant.model_dump(),
                 "transplant_settings": self.filter.settings(),
                 "transplant_calibration": None if cal is None else cal.to_dict(),
-                "spans_kept": float(np.mean([c.kept for c in checks])) if checks else None}
+                "spans_kept": float(np.mean([c.kept for c in checks])) if checks else None,
+                # per input, in the order predicted (frs eval: the clean inputs, then the triggered ones): centre
+                # label y, the top span's mean shift in P(y) and flip share, kept or not
+                "checks_fields": ["label", "shift", "flip", "kept"],
+                "checks": [[c.label, c.shifts[0] if c.shifts else None, c.flips[0] if c.flips else None, c.kept]
+                           for c in checks]}

@@ -67,13 +67,16 @@ POSITIONS = ("start", "random")
 
 @dataclass
 class TransplantCheck:
-    """What the check decided for one text: its label y, each top span's score, whether any was kept, cost."""
+    """What the check decided for one text: its label y, each top span's score (and both statistics, for
+    measuring which separates better), whether any was kept, cost."""
 
     label: int
     scores: list[float]
     kept: bool
     queries: int
     seconds: float
+    shifts: list[float] = field(default_factory=list)
+    flips: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -211,10 +214,13 @@ class TransplantSpanFilter:
         out, reports = [], []
         for (words, spans, y), per in zip(items, scored):
             scores = [self.statistic_of(sh, fl) for sh, fl in per]
+            n = len(self.positions) * self.m
             kept = [sp for sp, s in zip(spans, scores) if s > self.threshold]
             q = len(spans) * len(self.positions) * self.m + extra
             if self.keep_checks:
-                self.checks.append(TransplantCheck(y, [round(s, 5) for s in scores], bool(kept), q, dt))
+                self.checks.append(TransplantCheck(y, [round(s, 5) for s in scores], bool(kept), q, dt,
+                                                   [round(float(np.mean(sh[:n])), 5) for sh, _ in per],
+                                                   [round(float(np.mean(fl[:n])), 5) for _, fl in per]))
             reports.append({"name": "transplant", "label": y, "scores": [round(s, 4) for s in scores],
                             "kept": len(kept), "queries": q, **self.settings()})
             out.append(kept)
