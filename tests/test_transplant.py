@@ -8,7 +8,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from frs_ray.attacks.badnets import RareWordTrigger
@@ -20,8 +19,13 @@ from frs_ray.defenses.base import DefenseContext
 from frs_ray.defenses.registry import build_defense, known_defenses, needs_smoothed
 from frs_ray.errors import ConfigError
 from frs_ray.fuzzing import Span
-from frs_ray.fuzzing.transplant import (TransplantSpanFilter, build_transplant_filter, calibrate_transplant,
-                                        insert_words, split_clean)
+from frs_ray.fuzzing.transplant import (
+    TransplantSpanFilter,
+    build_transplant_filter,
+    calibrate_transplant,
+    insert_words,
+    split_clean,
+)
 from frs_ray.text import tokenize
 
 CFG = CertifyConfig(k=4, n_select=4, n_estimate=12, seed=0, fuzzing={"budget": 6})
