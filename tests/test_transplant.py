@@ -40,8 +40,11 @@ def _span(words: list[str], a: int, b: int) -> Span:
 
 def _released_backdoor() -> str | None:
     """A BadNets-poisoned MiniLM released by the project's attack code (``frs eval``'s zoo, layout in
-    frs_ray/evaluation/zoo.py): $FRS_BACKDOORED_MODEL, else this checkout's runs/zoo, else None."""
+    frs_ray/evaluation/zoo.py): $FRS_BACKDOORED_MODEL, else this checkout's runs/zoo, else None (also when
+    $FRS_BACKDOORED_MODEL is 'build')."""
     env = os.environ.get("FRS_BACKDOORED_MODEL")
+    if env == "build":  # force the fallback: poison and fine-tune here
+        return None
     if env:
         return env
     root = Path(__file__).resolve().parents[1]
