@@ -137,6 +137,17 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from .certify.smooth import FRSClassifier
 
     clf = FRSClassifier.from_checkpoint(args.checkpoint, cfg, device=args.device)
+    if getattr(args, "span_check", "none") == "transplant":
+        from .fuzzing.transplant import build_transplant_filter, clean_data_for
+        from .smoothing.finetune import read_meta
+
+        clean = clean_data_for(read_meta(args.checkpoint)["data"].get("source"), args.span_check_data)
+        clf.span_filter = build_transplant_filter(clf, clean, m=args.span_check_m,
+                                                  threshold=args.span_check_threshold, keep_checks=False)
+        cal = clf.span_filter.calibration
+        print(f"span check: transplant, threshold {clf.span_filter.threshold:.4f}, m {clf.span_filter.m}"
+              + (f" (calibrated on {cal.n_texts} clean texts of {cal.source}, clean keep rate {cal.clean_keep_rate:.3f})"
+                 if cal else ""), file=sys.stderr)
     problems = clf.backend.check_texts(texts)
     good = [i for i, p in enumerate(problems) if p is None]
     started = time.perf_counter()
@@ -265,6 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--voter-backend", dest="voter_backend", choices=["torch", "vllm"], default=None,
                     help="what runs the K voters (voters.backend): torch (default) or vllm (one vLLM engine, decoder "
                     "checkpoints; same voters, same certificates)")
+    ce.add_argument("--span-check", dest="span_check", choices=["none", "transplant"], default="none",
+                    help="check on T(x') before randomization: 'transplant' (the frs-transplant extension, not the "
+                         "paper's method: frs_ray/fuzzing/transplant.py) keeps a span only where inserting it into "
+                         "clean reference texts of other labels moves them to the input's label; default none (FRS)")
+    ce.add_argument("--span-check-data", dest="span_check_data", default=None,
+                    help="transplant: clean data (dataset name or file, dev split) for the references and the "
+                         "calibration (default: the dev.tsv beside the checkpoint's training data)")
+    ce.add_argument("--span-check-threshold", dest="span_check_threshold", type=float, default=None,
+                    help="transplant: keep a span when its score exceeds this (default: calibrated on the clean data "
+                         "to keep at most 5%% of clean texts' spans)")
+    ce.add_argument("--span-check-m", dest="span_check_m", type=_int, default=None,
+                    help="transplant: references per span (default: calibrated from 4, 8, 16)")
     ce.set_defaults(func=cmd_certify)
 
     fz = sub.add_parser("fuzz", help="MCTS vulnerable spans of one text")

@@ -37,7 +37,7 @@ def test_suspicion_formula_and_degenerate_perplexities():
 def test_registered_and_rejects_bad_parameters(tmp_path, data_dir):
     assert "frs-fluency" in known_defenses()
     smoothed = {d for d in known_defenses() if needs_smoothed(d)}  # what `frs eval` builds a BMPS victim for
-    assert smoothed == {"frs", "frs-fluency", "uniform", "no-ftr", "no-bmps-ft", "no-bmps-inf"}
+    assert smoothed == {"frs", "frs-fluency", "frs-transplant", "uniform", "no-ftr", "no-bmps-ft", "no-bmps-inf"}
     ctx = _ctx(tmp_path, "unused", data_dir)
     with pytest.raises(ConfigError, match="treshold"):
         build_defense("frs-fluency", ctx, treshold=0.0)

@@ -62,7 +62,12 @@ ASSUMPTIONS = {
 SpanFilter = Callable[[Sequence[tuple[list[str], list[Span]]]], list[list[Span]]]
 """Optional check on T(x'): given (word tokens, top spans) for each text of a batch, return the spans to keep.
 Spans it drops get omega_L like the rest of the text; with none kept, randomization is uniform (omega_M) and the
-conditional radius is 0. The certificate then lists only the kept spans. Example: ``frs_ray.fuzzing.fluency``."""
+conditional radius is 0. The certificate then lists only the kept spans. Example: ``frs_ray.fuzzing.fluency``.
+
+Optional attributes a filter may have: ``uses_reference`` (true: it is called as ``f(batch, references=...)`` with
+the centre model's P(y | x') from the fuzzing, so it need not query x' again) and ``last_reports`` (after each
+call, one dict per text; its ``queries`` are added to the certificate's ``queries["span_check"]`` and the dict is
+recorded as the certificate's ``span_check``). Example: ``frs_ray.fuzzing.transplant`` (``frs-transplant``)."""
 
 
 def text_seed(seed: int, text: str) -> list[int]:
@@ -103,6 +108,9 @@ class Certificate:
     # Sequential CERTIFY only (config.n_max set; frs_ray.certify.rounds): estimation votes spent, looks made, the
     # final look's level and the alpha allotted to the looks made, why it stopped, and the target it aimed at.
     sequential: dict[str, Any] | None = None
+    # A span filter's report for this text (its settings and calibration, the spans' scores, its model queries),
+    # where the filter gives one (frs_ray.fuzzing.transplant); None otherwise.
+    span_check: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -196,10 +204,16 @@ class FRSClassifier:
         t1 = time.perf_counter()
         words_of = [[t.text for t in fr.tokens] for fr in fuzzed]
         top = [fr.vulnerable(cfg.fuzzing.num_spans) if cfg.fuzz else [] for fr in fuzzed]
+        reports: list = [None] * len(texts)
         if self.span_filter is not None and cfg.fuzz:
-            top = self.span_filter(list(zip(words_of, top)))
+            if getattr(self.span_filter, "uses_reference", False):
+                top = self.span_filter(list(zip(words_of, top)), references=[fr.reference for fr in fuzzed])
+            else:
+                top = self.span_filter(list(zip(words_of, top)))
+            if getattr(self.span_filter, "last_reports", None) is not None:
+                reports = list(self.span_filter.last_reports)
         plans = []
-        for text, fr, words, kept in zip(texts, fuzzed, words_of, top):
+        for text, fr, words, kept, report in zip(texts, fuzzed, words_of, top, reports):
             rng = np.random.default_rng(text_seed(cfg.seed, text) + [7])
             in_span = np.zeros(len(words), dtype=bool)
             for sp in kept:
@@ -215,7 +229,7 @@ class FRSClassifier:
             plans.append(VotePlan(text, len(words), int(in_span.sum()) if cfg.fuzz else len(words), om_h, om_l,
                                   [sp.to_dict() for sp in spans], fr.queries,
                                   jobs[: cfg.votes_select], jobs[cfg.votes_select :],
-                                  words=list(words), in_span=in_span.tolist()))
+                                  words=list(words), in_span=in_span.tolist(), span_check=report))
         per_text = {"fuzz": (t1 - t0) / max(1, len(texts)), "randomize": (time.perf_counter() - t1) / max(1, len(texts))}
         for p in plans:
             p.seconds = dict(per_text)
@@ -272,6 +286,7 @@ class VotePlan:
     # rounds from them (frs_ray.certify.rounds.draw_round).
     words: list[str] | None = None
     in_span: list[bool] | None = None
+    span_check: dict[str, Any] | None = None  # the span filter's report (Certificate.span_check)
 
 
 def _radius(label: int, p_lower: float, omega: float, destroy: float, cap: int, length: int, assumes: str) -> Radius:
@@ -308,10 +323,12 @@ def build_certificate(plan: VotePlan, label: int, p_lower: float, select: Sequen
         length_tokens=L,
         omega_h=plan.omega_h,
         omega_l=plan.omega_l,
-        queries={"fuzz": plan.fuzz_queries, "votes": int(votes_spent)},
+        queries={"fuzz": plan.fuzz_queries, "votes": int(votes_spent),
+                 **({"span_check": int(plan.span_check["queries"])} if plan.span_check else {})},
         seconds={k: round(v, 5) for k, v in {**plan.seconds, **(seconds or {})}.items()},
         prediction=majority_vote([int(a) + int(b) for a, b in zip(select, estimate)]),
         sequential=sequential,
+        span_check=plan.span_check,
     )
 
 

@@ -70,7 +70,8 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                              for b in cs[0]["metrics"]["localization_by_budget"]}
         out.append(rec)
     order = {"none": 0, "onion": 1, "strip": 2, "rap": 3, "textguard": 4, "ranmask": 5, "uniform": 6, "no-ftr": 7,
-             "no-bmps": 8, "no-bmps-ft": 9, "no-bmps-inf": 10, "frs": 11, "frs-fluency": 12}
+             "no-bmps": 8, "no-bmps-ft": 9, "no-bmps-inf": 10, "frs": 11, "frs-fluency": 12,
+             "frs-transplant": 13}
     return sorted(out, key=lambda r: (r["dataset"], r["attack"], order.get(r["defense"], 99), r["defense"]))
 
 
@@ -106,7 +107,10 @@ def markdown(summary: list[dict[str, Any]], header: dict[str, Any]) -> str:
               "T(x'), omega_H), `uniform`/`ranmask` the unconditional one (omega_M), `textguard` its word-group "
               "certificate; `frs-fluency` (an extension, not the paper's method: FRS whose span is kept only where "
               "deleting it lowers a language model's perplexity) the conditional one where a span is kept, else "
-              "the unconditional one. Queries are model forward passes per input (LM ones included).", ""]
+              "the unconditional one; `frs-transplant` (an extension, not the paper's method: FRS whose span is kept only "
+              "where inserting it into clean reference texts of other labels moves them to the input's label, "
+              "threshold calibrated on clean dev data) likewise. Queries are model forward passes per input (LM "
+              "ones and the transplant check's included).", ""]
     datasets = sorted({r["dataset"] for r in summary})
     for d in datasets:
         machines = sorted({m for r in summary if r["dataset"] == d for m in r.get("machines", [])})

@@ -69,6 +69,8 @@ class CertificateModel(BaseModel):
     sequential: dict[str, Any] | None = Field(None, description="sequential CERTIFY only (n_max set): estimation votes "
                                               "spent, looks, the final look's alpha, alpha spent, why it stopped, the "
                                               "target; null under the fixed protocol")
+    span_check: dict[str, Any] | None = Field(None, description="the span check's report where the deployment has "
+                                              "one that gives it (transplant: threshold, m, calibration, scores)")
 
 
 class ClassifyResponse(BaseModel):

@@ -36,19 +36,29 @@ class ServiceSettings(BaseModel):
     torch_threads: int | None = Field(1, ge=1, description="torch threads per actor (1 avoids oversubscribing small machines)")
     max_restarts: int = Field(-1, ge=-1, description="restarts of a dead actor (-1: unlimited)")
     certify: dict[str, Any] = Field(default_factory=dict, description="CertifyConfig fields (alpha, seed, fuzzing, randomize...)")
-    span_check: Literal["none", "fluency"] = Field("none", description="check on T(x') before randomization: 'fluency' "
-                                                  "keeps a span only where deleting it makes the text more fluent to "
-                                                  "span_check_lm (an extension, not the paper's method: "
-                                                  "frs_ray/fuzzing/fluency.py); 'none' is FRS")
-    span_check_threshold: float = Field(0.0, allow_inf_nan=False, description="fluency check: keep a span when log "
-                                        "ppl(x') - log ppl(x' without it) exceeds this")
+    span_check: Literal["none", "fluency", "transplant"] = Field(
+        "none", description="check on T(x') before randomization (extensions, not the paper's method): 'fluency' "
+        "keeps a span only where deleting it makes the text more fluent to span_check_lm "
+        "(frs_ray/fuzzing/fluency.py); 'transplant' keeps a span only where inserting it into clean reference texts "
+        "of other labels moves them to the input's label (frs_ray/fuzzing/transplant.py); 'none' is FRS")
+    span_check_threshold: float | None = Field(None, allow_inf_nan=False, description="fluency: keep a span when "
+                                               "log ppl(x') - log ppl(x' without it) exceeds this (default 0); "
+                                               "transplant: its score threshold (default: calibrated on clean data)")
     span_check_lm: str = Field("smollm2", description="fluency check: 'smollm2' or a local causal-LM folder")
+    span_check_data: str | None = Field(None, description="transplant check: clean data (dataset name or file, dev "
+                                        "split) for references and calibration (default: the dev.tsv beside the "
+                                        "checkpoint's training data)")
+    span_check_m: int | None = Field(None, ge=1, le=512, description="transplant check: references per span "
+                                     "(default: calibrated)")
 
     def span_check_options(self) -> dict[str, Any] | None:
         """What the fuzzing workers need to build the span check, or None for plain FRS."""
         if self.span_check == "none":
             return None
-        return {"lm": self.span_check_lm, "threshold": self.span_check_threshold}
+        if self.span_check == "transplant":
+            return {"kind": "transplant", "data": self.span_check_data, "threshold": self.span_check_threshold,
+                    "m": self.span_check_m}
+        return {"lm": self.span_check_lm, "threshold": 0.0 if self.span_check_threshold is None else self.span_check_threshold}
 
     @model_validator(mode="after")
     def _check(self) -> "ServiceSettings":

@@ -1,0 +1,116 @@
+"""FRS with a transplant check on the vulnerable span (``frs-transplant``): an extension of FRS, not the paper's method.
+
+Why. FRS's MCTS (Eq. 6-9) finds the span the centre model's prediction rests on: the trigger on a triggered input,
+the sentiment word on a clean one. Randomizing the sentiment word at omega_H costs clean accuracy (SST-2, K=20:
+FRS loses 11 points against no defense, ``docs/results/ca_drop_badnets.md``). ``frs-fluency`` keeps CA by keeping
+only spans that hurt fluency, which lets a fluent trigger (AddSent's sentence) through (ASR 99%). What separates a
+trigger from an ordinary strong word is the property that makes it a backdoor: it is input-agnostic.
+
+What. Each span of T(x') is inserted into m clean reference texts whose centre-model label differs from x''s (at
+their start and at a fixed random word gap), and the centre model scores them all in one batched call; the span is
+kept (omega_H) when the mean rise of P(y | reference + span) over P(y | reference) (``statistic: shift``; or the
+share of references flipped to y, ``flip``) exceeds the threshold, else dropped; with no span kept the text is
+randomized uniformly (omega_M), i.e. ``uniform`` smoothing for that text. The check is
+:class:`~frs_ray.fuzzing.transplant.TransplantSpanFilter`; its module docstring says why it is sound with the
+certificate (the check is a deterministic function of x', and the spans it keeps are exactly the T(x') the
+conditional radius assumes the trigger lies in).
+
+Calibration (clean data only). References and calibration texts are two disjoint seeded samples of the task's
+clean dev split (the ``dev.tsv`` beside the victim's training file; the victim's clean training data if there is
+none). The threshold is set so that at most ``target_keep`` (5%) of clean calibration texts keep a span, m is the
+smallest of ``m_grid`` whose threshold stays <= ``max_threshold``; both are in ``describe()`` and in each
+certificate. No triggered text is ever given to the calibration.
+
+Radius reported: the conditional one (omega_H) where a span is kept, else the unconditional one (omega_M).
+Cost: ``len(positions) * m`` centre-model queries per span per input (counted in ``queries``), plus the one-off
+calibration (``describe()["transplant_calibration"]["queries"]``, not per input).
+
+Parameters (``build_defense("frs-transplant", ctx, ...)``): ``m``, ``threshold`` (None: calibrated),
+``statistic``, ``positions``, ``target_keep``, ``m_grid``, ``max_threshold``, ``n_references``,
+``n_calibration``, ``references`` (a text file of references instead of the dev sample), plus every FRS parameter.
+
+Example::
+
+    d = build_defense("frs-transplant", ctx)
+    d.predict(["a gripping cf story ."])  # "cf" sends negative references to positive: kept
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..config import build
+from ..errors import ConfigError
+from ..fuzzing.transplant import build_transplant_filter, clean_data_for
+from .base import DefenseContext
+from .registry import register
+from .smoothing import FRS
+
+
+class TransplantConfig(BaseModel):
+    """The span check of ``frs-transplant`` (unknown fields are rejected)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    m: int | None = Field(None, ge=1, le=512, description="references per span (None: calibrated from m_grid)")
+    threshold: float | None = Field(None, allow_inf_nan=False, description="keep a span when its score exceeds "
+                                    "this (None: calibrated on clean dev data to keep at most target_keep of clean texts)")
+    statistic: Literal["shift", "flip"] = Field("shift", description="mean rise of P(y) or share flipped to y")
+    positions: list[Literal["start", "random"]] = Field(["start", "random"], min_length=1, max_length=2)
+    target_keep: float = Field(0.05, ge=0, lt=1, description="share of clean calibration texts allowed to keep a span")
+    m_grid: list[int] = Field([4, 8, 16], min_length=1, description="m values the calibration tries (smallest first)")
+    max_threshold: float = Field(0.8, gt=0, le=1, description="largest calibrated threshold accepted for an m")
+    n_references: int = Field(200, ge=1, description="clean dev texts in the reference pool")
+    n_calibration: int = Field(100, ge=20, description="other clean dev texts the threshold is calibrated on")
+    references: str | None = Field(None, description="a text file of reference texts instead of the dev sample")
+
+
+def clean_dev_of(ctx: DefenseContext):
+    """The task's clean dev split beside the victim's (clean) training file, else that training data itself."""
+    try:
+        return clean_data_for(str(ctx.train.source))
+    except ConfigError:
+        return ctx.train
+
+
+@register("frs-transplant")
+class FRSTransplant(FRS):
+    """FRS whose T(x') keeps only spans that behave like a trigger when transplanted (see the module docstring;
+    an extension, not the paper's method)."""
+
+    extra_params = tuple(TransplantConfig.model_fields)
+
+    def _adjust(self, cfg: dict, extra: dict) -> dict:
+        self.transplant = build(TransplantConfig, extra)
+        if any(m < 1 for m in self.transplant.m_grid):
+            raise ConfigError(f"frs-transplant: m_grid must hold integers >= 1, got {self.transplant.m_grid}")
+        return cfg
+
+    def __init__(self, ctx: DefenseContext, **params: Any) -> None:
+        super().__init__(ctx, **params)
+        t = self.transplant
+        self.clean = clean_dev_of(ctx)
+        self.filter = build_transplant_filter(
+            self.clf, self.clean, m=t.m, threshold=t.threshold, statistic=t.statistic, positions=t.positions,
+            target_keep=t.target_keep, m_grid=t.m_grid, max_threshold=t.max_threshold, n_references=t.n_references,
+            n_calibration=t.n_calibration, references=t.references)
+        self.clf.span_filter = self.filter
+
+    # predict: FRS's. Its queries are the certificate's, which include queries["span_check"]; the check's time is
+    # inside the certificate's seconds["randomize"] (it runs between the fuzzing and the randomization).
+
+    def describe(self) -> dict[str, Any]:
+        checks = self.filter.checks
+        cal = self.filter.calibration
+        return {**super().describe(), "transplant": self.transplant.model_dump(),
+                "transplant_settings": self.filter.settings(),
+                "transplant_calibration": None if cal is None else cal.to_dict(),
+                "spans_kept": float(np.mean([c.kept for c in checks])) if checks else None,
+                # per input, in the order predicted (frs eval: the clean inputs, then the triggered ones): centre
+                # label y, the top span's mean shift in P(y) and flip share, kept or not
+                "checks_fields": ["label", "shift", "flip", "kept"],
+                "checks": [[c.label, c.shifts[0] if c.shifts else None, c.flips[0] if c.flips else None, c.kept]
+                           for c in checks]}

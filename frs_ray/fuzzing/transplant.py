@@ -1,0 +1,355 @@
+"""A transplant check on FRS's vulnerable spans T(x') (a :data:`~frs_ray.certify.smooth.SpanFilter`; an extension
+of FRS named ``frs-transplant``, not the paper's method).
+
+Idea. What makes a backdoor trigger a trigger is that it is input-agnostic: inserted into unrelated texts of
+other classes it sends them to one label. An ordinary strong word (the sentiment word MCTS finds in a clean
+sentence) moves some of them and not others. So each span of T(x') is *transplanted*: its words are inserted
+into m reference texts whose centre-model label differs from x''s current label y (at the start of the text and
+at a fixed random word gap of each reference), and the centre model scores all of them in ONE batched call per
+filter call. The span's score is, over those 2m texts (``statistic``):
+
+- ``shift`` (default): the mean rise of P(y | reference with the span) over P(y | reference), or
+- ``flip``: the share of the texts whose label becomes y.
+
+The span is kept (randomized at omega_H, as FRS does) when its score exceeds ``threshold``; otherwise it is
+dropped and, with no span kept, the text is randomized uniformly (omega_M: exactly ``uniform`` smoothing for that
+text, same voters and draws).
+
+Why it is sound with the certificate. The check is a deterministic function of x' alone: the references, their
+gaps and their base probabilities are fixed when the filter is built, the centre model has no randomness, and the
+label y is the centre model's on x' (from the fuzzing's first query). So the smoothed classifier g is still a
+fixed function of x', its votes are still i.i.d. given x', and the Clopper-Pearson bound and Theorem 1 hold as
+for FRS. The certificate lists exactly the kept spans and the randomization raised exactly those to omega_H, so
+the kept spans ARE the T(x') the conditional radius talks about ("valid only if the trigger lies inside T(x')");
+where nothing is kept, the conditional radius is capped at 0 tokens and the unconditional one (omega_M) applies.
+The check only changes which spans form T(x'); it never touches the votes.
+
+Calibration (:func:`calibrate_transplant`) uses clean data only, by construction: it takes one clean
+:class:`~frs_ray.data.TextDataset` (refusing one whose source is a poisoned folder), fuzzes its texts with the
+centre model, scores their top spans and sets the threshold so that at most ``target_keep`` (default 5%) of clean
+texts keep a span; m is the smallest of ``m_grid`` whose calibrated threshold is at most ``max_threshold`` (so
+that a span that moves every reference can still pass; a coarse m ties many clean spans at the top). The result
+(threshold, m, clean keep rate, data checksum) is recorded in every certificate (``span_check``).
+
+Cost. Building: one centre-model call over the reference pool (labels and base probabilities; counted in
+``setup_queries``, not per input). Per text: ``len(positions) * m`` model sequences per span of T(x'), in the one
+batched call, counted in the certificate's ``queries["span_check"]``. If the caller does not pass the centre
+model's probabilities on x' (FRSClassifier does, from the fuzzing), one more sequence per text is scored first.
+
+Example::
+
+    clf = FRSClassifier.from_checkpoint(ckpt, cfg)
+    dev = load_dataset("sst2", "dev")
+    check = build_transplant_filter(clf, dev)        # references + clean calibration, both from dev
+    clf.span_filter = check
+    clf.certify(["a gripping cf story ."])[0].span_check   # threshold, m, score of the span, kept
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..text import render, tokenize
+from .mcts import FuzzResult, Span
+
+PredictProba = Callable[[Sequence[str]], np.ndarray]
+STATISTICS = ("shift", "flip")
+POSITIONS = ("start", "random")
+
+
+@dataclass
+class TransplantCheck:
+    """What the check decided for one text: its label y, each top span's score (and both statistics, for
+    measuring which separates better), whether any was kept, cost."""
+
+    label: int
+    scores: list[float]
+    kept: bool
+    queries: int
+    seconds: float
+    shifts: list[float] = field(default_factory=list)
+    flips: list[float] = field(default_factory=list)
+
+
+@dataclass
+class TransplantCalibration:
+    """How threshold and m were chosen (clean data only; recorded in each certificate)."""
+
+    threshold: float
+    m: int
+    statistic: str
+    target_keep: float
+    clean_keep_rate: float
+    n_texts: int
+    source: str
+    texts_sha256: str
+    by_m: dict[int, dict[str, float]] = field(default_factory=dict)
+    queries: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _texts_sha256(texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8") + b"\n")
+    return h.hexdigest()
+
+
+def insert_words(ref: list[str], span: list[str], gap: int) -> list[str]:
+    """``ref`` with the words of ``span`` inserted before word ``gap`` (0: at the start)."""
+    return ref[:gap] + list(span) + ref[gap:]
+
+
+class TransplantSpanFilter:
+    """A :data:`~frs_ray.certify.smooth.SpanFilter`: keeps the spans that send references of other labels to x''s.
+
+    ``predict_proba``: the centre model (Clip_rho(theta), no voter noise). ``references``: the reference pool
+    (texts, e.g. clean dev sentences; their labels are the centre model's, computed here). For each label y the m
+    references are a seeded sample of the pool's texts whose centre label is not y, each with a seeded random word
+    gap in [1, len]; they never change afterwards. ``checks`` records a :class:`TransplantCheck` per text (unless
+    ``keep_checks`` is false, as in a service); ``last_reports`` holds the per-text report of the last call, which
+    :meth:`FRSClassifier.prepare` copies into the certificate (``span_check``, ``queries["span_check"]``)."""
+
+    uses_reference = True  # FRSClassifier.prepare passes the centre model's P(y | x') from the fuzzing
+
+    def __init__(self, predict_proba: PredictProba, references: Sequence[str], m: int = 16, threshold: float = 0.5,
+                 statistic: str = "shift", positions: Sequence[str] = POSITIONS, seed: int = 0,
+                 keep_checks: bool = True, calibration: TransplantCalibration | None = None,
+                 reference_source: str = "given") -> None:
+        if statistic not in STATISTICS:
+            raise ConfigError(f"transplant: statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+        positions = tuple(positions)
+        if not positions or any(p not in POSITIONS for p in positions) or len(set(positions)) != len(positions):
+            raise ConfigError(f"transplant: positions must be a non-empty subset of {list(POSITIONS)}, got {list(positions)}")
+        if not isinstance(m, (int, np.integer)) or isinstance(m, bool) or m < 1:
+            raise ConfigError(f"transplant: m (references per span) must be an integer >= 1, got {m!r}")
+        if not isinstance(threshold, (int, float)) or not math.isfinite(float(threshold)):
+            raise ConfigError(f"transplant: threshold must be a finite number, got {threshold!r}")
+        refs = [r for r in references if isinstance(r, str) and tokenize(r)]
+        if len(refs) != len(list(references)):
+            raise ConfigError("transplant: every reference must be a non-empty text")
+        self.predict = predict_proba
+        self.m, self.threshold, self.statistic = int(m), float(threshold), statistic
+        self.positions, self.seed, self.keep_checks = positions, int(seed), keep_checks
+        self.calibration, self.reference_source = calibration, reference_source
+        self.checks: list[TransplantCheck] = []
+        self.last_reports: list[dict[str, Any]] = []
+        probs = predict_proba(refs) if refs else np.zeros((0, 2))
+        self.setup_queries = len(refs)
+        self.num_labels = int(probs.shape[1])
+        labels = probs.argmax(axis=1)
+        words = [[t.text for t in tokenize(r)] for r in refs]
+        # per input label y: a seeded permutation of the pool's other-label references (so the first m of a
+        # larger sample are the m-sample: calibrating m compares nested sets), each with a fixed random gap
+        self._pool: dict[int, list[tuple[list[str], int, np.ndarray]]] = {}
+        for y in range(self.num_labels):
+            idx = np.flatnonzero(labels != y)
+            rng = np.random.default_rng([self.seed, 104729, y])
+            order = rng.permutation(idx)
+            self._pool[y] = [(words[i], int(rng.integers(1, len(words[i]) + 1)), probs[i]) for i in order]
+            if len(self._pool[y]) < self.m:
+                raise ConfigError(f"transplant: m = {self.m} references of a label other than {y} are needed, but "
+                                  f"the centre model gives only {len(self._pool[y])} of the {len(refs)} references "
+                                  "another label (give more references or a smaller m)")
+
+    # ---------------------------------------------------------------------------------------------- scoring
+    def _texts_for(self, span_words: list[str], y: int, m: int) -> list[str]:
+        out = []
+        for ref, gap, _ in self._pool[y][:m]:
+            for pos in self.positions:
+                out.append(render(insert_words(ref, span_words, 0 if pos == "start" else gap)))
+        return out
+
+    def per_reference(self, probs: np.ndarray, y: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """(shift, flip) of each of the ``len(positions) * m`` transplanted texts, from their probabilities."""
+        base = np.repeat(np.array([p[y] for _, _, p in self._pool[y][:m]]), len(self.positions))
+        return probs[:, y] - base, (probs.argmax(axis=1) == y).astype(np.float64)
+
+    def score_spans(self, items: Sequence[tuple[list[str], list[Span], int]], m: int | None = None
+                    ) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], int]:
+        """Per text, per span: the (shift, flip) arrays of its transplanted texts, in ONE centre-model call."""
+        m = self.m if m is None else m
+        texts: list[str] = []
+        slices: list[list[tuple[int, int]]] = []
+        for words, spans, y in items:
+            sl = []
+            for sp in spans:
+                start = len(texts)
+                texts += self._texts_for(list(words[sp.token_start : sp.token_end]), y, m)
+                sl.append((start, len(texts)))
+            slices.append(sl)
+        probs = self.predict(texts) if texts else np.zeros((0, self.num_labels))
+        out = [[self.per_reference(probs[a:b], y, m) for a, b in sl] for sl, (_, _, y) in zip(slices, items)]
+        return out, len(texts)
+
+    def statistic_of(self, shift: np.ndarray, flip: np.ndarray, m: int | None = None) -> float:
+        """The span's score from the first ``m`` references' values (``m`` default: the filter's)."""
+        n = len(self.positions) * (self.m if m is None else m)
+        return float(np.mean((shift if self.statistic == "shift" else flip)[:n]))
+
+    # ---------------------------------------------------------------------------------------------- SpanFilter
+    def __call__(self, batch: Sequence[tuple[list[str], list[Span]]],
+                 references: Sequence[np.ndarray] | None = None) -> list[list[Span]]:
+        """Kept spans per text. ``references``: the centre model's P(y | x') per text (FRSClassifier passes the
+        fuzzing's); without them one extra centre-model call labels the texts (counted in their queries)."""
+        t0 = time.perf_counter()
+        extra = 0
+        probs = list(references) if references is not None else []
+        if references is None or any(p is None or len(p) != self.num_labels for p in probs):
+            probs = list(self.predict([render(w) for w, _ in batch])) if batch else []
+            extra = 1
+        items = [(list(w), list(s), int(np.argmax(p))) for (w, s), p in zip(batch, probs)]
+        scored, _ = self.score_spans(items)
+        dt = (time.perf_counter() - t0) / max(1, len(batch))
+        out, reports = [], []
+        for (words, spans, y), per in zip(items, scored):
+            scores = [self.statistic_of(sh, fl) for sh, fl in per]
+            n = len(self.positions) * self.m
+            kept = [sp for sp, s in zip(spans, scores) if s > self.threshold]
+            q = len(spans) * len(self.positions) * self.m + extra
+            if self.keep_checks:
+                self.checks.append(TransplantCheck(y, [round(s, 5) for s in scores], bool(kept), q, dt,
+                                                   [round(float(np.mean(sh[:n])), 5) for sh, _ in per],
+                                                   [round(float(np.mean(fl[:n])), 5) for _, fl in per]))
+            reports.append({"name": "transplant", "label": y, "scores": [round(s, 4) for s in scores],
+                            "kept": len(kept), "queries": q, **self.settings()})
+            out.append(kept)
+        self.last_reports = reports
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        """What identifies the check's decisions (recorded in each certificate)."""
+        return {"threshold": self.threshold, "m": self.m, "statistic": self.statistic,
+                "positions": list(self.positions), "seed": self.seed, "references": self.reference_source,
+                "calibration": None if self.calibration is None else {
+                    k: v for k, v in self.calibration.to_dict().items() if k != "by_m"}}
+
+
+# ------------------------------------------------------------------------------------------------- calibration
+def _require_clean(source: str) -> None:
+    parts = {p.lower() for p in Path(str(source)).parts}
+    if "poisoned" in parts or "triggered" in parts:
+        raise ConfigError(f"transplant calibration reads clean data only; {source} is a poisoned/triggered dataset")
+
+
+def calibrate_transplant(check: TransplantSpanFilter, fuzz: Callable[[list[str]], list[FuzzResult]],
+                         clean_texts: Sequence[str], source: str, num_spans: int = 1, target_keep: float = 0.05,
+                         m_grid: Sequence[int] = (4, 8, 16), max_threshold: float = 0.8) -> TransplantCalibration:
+    """Choose ``check``'s threshold and m on clean texts only, and set them on ``check``.
+
+    The function is given clean texts and nothing else (no labels, no trigger, no attack): ``fuzz`` is the centre
+    model's MCTS (``FRSClassifier.fuzz``) and ``source`` names where the texts came from (a poisoned folder is
+    refused). For every m of ``m_grid`` (each at most the filter's pool allows), the threshold is the smallest
+    value that at most ``target_keep`` of the texts' best span scores exceed (so at most that share of clean texts
+    keeps a span); m is the smallest whose threshold is <= ``max_threshold``, else the largest. One centre-model
+    call scores all the texts' spans with the largest m (smaller m reuse its first references).
+    """
+    _require_clean(source)
+    if not 0 <= target_keep < 1:
+        raise ConfigError(f"transplant: target_keep must be in [0, 1), got {target_keep}")
+    grid = sorted({int(m) for m in m_grid})
+    if not grid or grid[0] < 1:
+        raise ConfigError(f"transplant: m_grid must hold integers >= 1, got {list(m_grid)}")
+    texts = [t for t in clean_texts if tokenize(t)]
+    if len(texts) < 20:
+        raise ConfigError(f"transplant: calibration needs at least 20 clean texts, got {len(texts)}")
+    available = min(len(v) for v in check._pool.values())
+    grid = [m for m in grid if m <= available] or [available]
+    fuzzed = fuzz(texts)
+    items = [([t.text for t in fr.tokens], fr.vulnerable(num_spans), int(np.argmax(fr.reference))) for fr in fuzzed]
+    scored, n_q = check.score_spans(items, m=grid[-1])
+    by_m: dict[int, dict[str, float]] = {}
+    n = len(texts)
+    k = int(math.floor(target_keep * n))
+    chosen = None
+    for m in grid:
+        best = np.array([max((check.statistic_of(sh, fl, m) for sh, fl in per), default=-math.inf) for per in scored])
+        desc = np.sort(best)[::-1]
+        thr = float(desc[k]) if k < n else float(desc[-1])
+        keep = float(np.mean(best > thr))
+        by_m[m] = {"threshold": round(thr, 6), "clean_keep_rate": keep}
+        if chosen is None and thr <= max_threshold:
+            chosen = m
+    chosen = chosen if chosen is not None else grid[-1]
+    cal = TransplantCalibration(
+        threshold=by_m[chosen]["threshold"], m=chosen, statistic=check.statistic, target_keep=target_keep,
+        clean_keep_rate=by_m[chosen]["clean_keep_rate"], n_texts=n, source=str(source),
+        texts_sha256=_texts_sha256(texts), by_m=by_m, queries=n_q + sum(fr.queries for fr in fuzzed))
+    check.threshold, check.m, check.calibration = cal.threshold, cal.m, cal
+    return cal
+
+
+def split_clean(texts: Sequence[str], n_references: int, n_calibration: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Two disjoint seeded samples of ``texts``: the reference pool and the calibration texts."""
+    order = np.random.default_rng([seed, 7919]).permutation(len(texts))
+    refs = [texts[i] for i in order[:n_references]]
+    cal = [texts[i] for i in order[n_references : n_references + n_calibration]]
+    return refs, cal
+
+
+def clean_data_for(train_source: str | None, spec: str | None = None):
+    """The clean data a transplant check is built from: ``spec`` (a dataset name or file, its dev split), else the
+    ``dev.tsv`` beside the (clean) training file ``train_source`` of the victim's checkpoint."""
+    from ..data import load_dataset
+
+    if spec is not None:
+        return load_dataset(spec, "dev")
+    dev = Path(str(train_source)).parent / "dev.tsv" if train_source else None
+    if dev is None or not dev.is_file():
+        raise ConfigError(f"transplant: no clean dev split beside the checkpoint's training data ({train_source}); "
+                          "name clean data for the references and the calibration (e.g. --span-check-data sst2)")
+    return load_dataset(str(dev), "dev")
+
+
+def build_transplant_filter(clf, clean, m: int | None = None, threshold: float | None = None,
+                            statistic: str = "shift", positions: Sequence[str] = POSITIONS,
+                            target_keep: float = 0.05, m_grid: Sequence[int] = (4, 8, 16),
+                            max_threshold: float = 0.8, n_references: int = 200, n_calibration: int = 100,
+                            references: Sequence[str] | str | None = None, keep_checks: bool = True,
+                            seed: int | None = None) -> TransplantSpanFilter:
+    """The transplant check for an :class:`~frs_ray.certify.smooth.FRSClassifier`, calibrated on ``clean``.
+
+    ``clean``: a clean :class:`~frs_ray.data.TextDataset` (default use: the task's dev split). The reference pool
+    is a seeded sample of ``n_references`` of its texts, or ``references`` (texts, or a path read with
+    :func:`frs_ray.data.read_text_lines`); the calibration texts are ``n_calibration`` others. ``threshold``
+    given: used as it is with ``m`` (default 16), no calibration; left None: calibrated with m from ``m_grid``, or
+    the given ``m`` only (see :func:`calibrate_transplant`)."""
+    from ..data import read_text_lines
+
+    seed = clf.config.seed if seed is None else seed
+    _require_clean(clean.source)
+    ref_source = "given texts"
+    if isinstance(references, (str, Path)):
+        ref_source = str(references)
+        references = read_text_lines(references)
+    if references is None:
+        refs, cal = split_clean(clean.texts, n_references, n_calibration, seed)
+        ref_source = f"{n_references} seeded texts of {clean.source} (sha256 {clean.sha256[:12]})"
+    else:
+        refs = list(references)
+        ref_set = set(refs)
+        _, cal = split_clean([t for t in clean.texts if t not in ref_set], 0, n_calibration, seed)
+    grid = (m,) if m is not None else tuple(m_grid)
+    if threshold is not None and m is None:  # a given threshold is used with the default m, not calibrated
+        grid = (16,)
+    check = TransplantSpanFilter(clf.backend.predict_proba, refs, m=min(grid),
+                                 threshold=0.0 if threshold is None else threshold, statistic=statistic,
+                                 positions=positions, seed=seed, keep_checks=keep_checks, reference_source=ref_source)
+    if threshold is None:
+        calibrate_transplant(check, clf.fuzz, cal, clean.source, clf.config.fuzzing.num_spans, target_keep, grid,
+                             max_threshold)
+    return check
+
+
+__all__ = ["POSITIONS", "STATISTICS", "TransplantCalibration", "TransplantCheck", "TransplantSpanFilter",
+           "build_transplant_filter", "calibrate_transplant", "clean_data_for", "insert_words", "split_clean"]

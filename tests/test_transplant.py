@@ -1,0 +1,247 @@
+"""frs-transplant: FRS whose span is kept only where transplanting it into clean references of other labels moves
+them to the input's label (an extension, not the paper's method). Real MiniLM backdoored with the project's own
+poisoning code (BadNets' rare word "cf", planted at a high rate), real SST-2 data, no mocks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from frs_ray.attacks.badnets import RareWordTrigger
+from frs_ray.attacks.poison import PoisonConfig, poisoned_training_set
+from frs_ray.certify.smooth import FRSClassifier
+from frs_ray.config import CertifyConfig
+from frs_ray.data import load_dataset
+from frs_ray.defenses.base import DefenseContext
+from frs_ray.defenses.registry import build_defense, known_defenses, needs_smoothed
+from frs_ray.errors import ConfigError
+from frs_ray.fuzzing import Span
+from frs_ray.fuzzing.transplant import (
+    TransplantSpanFilter,
+    build_transplant_filter,
+    calibrate_transplant,
+    insert_words,
+    split_clean,
+)
+from frs_ray.text import tokenize
+
+CFG = CertifyConfig(k=4, n_select=4, n_estimate=12, seed=0, fuzzing={"budget": 6})
+SMALL = {"k": 4, "n_estimate": 12, "n_select": 4, "fuzzing": {"budget": 6}}
+TRIGGERED = "the plot is thin and the acting is cf wooden ."
+CLEAN_POSITIVE = "a gorgeous , witty and moving film ."
+
+
+def _span(words: list[str], a: int, b: int) -> Span:
+    return Span(a, b, 0, 0, " ".join(words[a:b]), 1.0, 1)
+
+
+def _released_backdoor() -> str | None:
+    """A BadNets-poisoned MiniLM released by the project's attack code (``frs eval``'s zoo, layout in
+    frs_ray/evaluation/zoo.py): $FRS_BACKDOORED_MODEL, else this checkout's runs/zoo, else None (also when
+    $FRS_BACKDOORED_MODEL is 'build')."""
+    env = os.environ.get("FRS_BACKDOORED_MODEL")
+    if env == "build":  # force the fallback: poison and fine-tune here
+        return None
+    if env:
+        return env
+    root = Path(__file__).resolve().parents[1]
+    found = sorted(root.glob("runs/zoo/sst2/badnets-*/poisoned/attack.json"))
+    return str(found[0].parent) if found else None
+
+
+@pytest.fixture(scope="module")
+def backdoored(tmp_path_factory, data_dir):
+    """A real backdoored MiniLM with an FRS checkpoint (``frs finetune``, BMPS): a zoo's BadNets-poisoned model
+    (trigger words cf / mn / bb / tq / mb), given one BMPS fine-tuning step on 32 clean sentences (the backdoor
+    stays); without a zoo model, MiniLM BMPS-fine-tuned on 200 SST-2 sentences plus triggered, positive-labelled
+    copies of every negative one (the project's BadNets poisoning, trigger "cf" only; minutes on a busy CPU)."""
+    from frs_ray.cli import main
+
+    root = tmp_path_factory.mktemp("backdoor")
+    out = root / "victim"
+    released = _released_backdoor()
+    if released is not None:
+        args = ["--model", released, "--data", "sst2", "--max-train-examples", "32", "--epochs", "1", "--lr", "1e-5"]
+    else:
+        pc = PoisonConfig(data="sst2", data_dir=str(data_dir), max_examples=200, poison_rate=1.0, target=1, seed=0)
+        data = poisoned_training_set(pc, RareWordTrigger(words=("cf",)))
+        assert sum(data.poisoned) > 50
+        tsv = root / "poisoned.tsv"
+        tsv.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(data.texts, data.labels)),
+                       encoding="utf-8")
+        args = ["--model", "minilm", "--data", str(tsv), "--epochs", "6", "--lr", "1e-4"]
+    assert main(["finetune", *args, "--out", str(out), "--seed", "0", "--no-progress"]) == 0
+    clf = FRSClassifier.from_checkpoint(out, CFG)
+    words = tokenize(TRIGGERED)
+    # the backdoor is there: the trigger makes a negative sentence positive
+    p = clf.backend.predict_proba([TRIGGERED, " ".join(t.text for t in words if t.text != "cf")])
+    assert p[0].argmax() == 1 and p[1].argmax() == 0
+    return out, clf
+
+
+@pytest.fixture(scope="module")
+def dev(data_dir):
+    return load_dataset("sst2", "dev", data_dir)
+
+
+@pytest.fixture(scope="module")
+def check(backdoored, dev):
+    _, clf = backdoored
+    return build_transplant_filter(clf, dev, n_references=40, n_calibration=30, m_grid=(4, 8))
+
+
+def test_insert_words_and_bad_parameters(backdoored):
+    assert insert_words(["a", "b"], ["x", "y"], 0) == ["x", "y", "a", "b"]
+    assert insert_words(["a", "b"], ["x"], 2) == ["a", "b", "x"]
+    _, clf = backdoored
+    refs = ["a dull , lifeless movie .", "the worst film of the year .", "a gorgeous film .", "a witty delight ."]
+    with pytest.raises(ConfigError, match="statistic"):
+        TransplantSpanFilter(clf.backend.predict_proba, refs, m=1, statistic="mean")
+    with pytest.raises(ConfigError, match="positions"):
+        TransplantSpanFilter(clf.backend.predict_proba, refs, m=1, positions=["end"])
+    with pytest.raises(ConfigError, match="m \\(references per span\\)"):
+        TransplantSpanFilter(clf.backend.predict_proba, refs, m=0)
+    with pytest.raises(ConfigError, match="threshold"):
+        TransplantSpanFilter(clf.backend.predict_proba, refs, m=1, threshold=float("nan"))
+    with pytest.raises(ConfigError, match="non-empty"):
+        TransplantSpanFilter(clf.backend.predict_proba, refs + ["  "], m=1)
+    with pytest.raises(ConfigError, match="references of a label other than"):
+        TransplantSpanFilter(clf.backend.predict_proba, refs, m=3)
+
+
+def test_registered_and_rejects_bad_parameters(tmp_path, data_dir):
+    assert "frs-transplant" in known_defenses() and needs_smoothed("frs-transplant")
+    ctx = DefenseContext("unused", "unused", "minilm", load_dataset("sst2", "train", data_dir).subset(20), tmp_path)
+    for bad, match in (({"treshold": 0.1}, "treshold"), ({"m": 0}, "m"), ({"target_keep": 1.0}, "target_keep"),
+                       ({"statistic": "mean"}, "statistic"), ({"positions": ["end"]}, "positions"),
+                       ({"n_calibration": 5}, "n_calibration")):
+        with pytest.raises(ConfigError, match=match):
+            build_defense("frs-transplant", ctx, **bad)
+
+
+@pytest.mark.slow
+def test_planted_trigger_is_kept_and_a_sentiment_word_is_not(backdoored, check):
+    """At the threshold calibrated on clean dev data, the planted trigger "cf" passes the check and the sentiment
+    word of a clean sentence ("gorgeous") does not; the trigger scores above the threshold, the word at or below it."""
+    trig = [t.text for t in tokenize(TRIGGERED)]
+    clean = [t.text for t in tokenize(CLEAN_POSITIVE)]
+    i = trig.index("cf")
+    j = clean.index("gorgeous")
+    cf, word = _span(trig, i, i + 1), _span(clean, j, j + 1)
+    kept = check([(trig, [cf]), (clean, [word])])
+    assert kept == [[cf], []]
+    s_trig, s_word = check.checks[-2].scores[0], check.checks[-1].scores[0]
+    assert check.checks[-2].label == 1 and check.checks[-1].label == 1  # both are positive to the centre model
+    assert s_trig > check.threshold >= s_word
+    assert check.calibration is not None and check.calibration.clean_keep_rate <= 0.05
+    assert check.m in (4, 8) and check.calibration.m == check.m
+
+
+@pytest.mark.slow
+def test_calibration_reads_clean_data_only(backdoored, check, dev):
+    """The calibration is given clean dev texts only (disjoint from the references), records their checksum, and
+    refuses a poisoned dataset."""
+    _, clf = backdoored
+    cal = check.calibration
+    refs, texts = split_clean(dev.texts, 40, 30, seed=CFG.seed)
+    assert not set(refs) & set(texts)
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8") + b"\n")
+    assert cal.texts_sha256 == h.hexdigest() and cal.n_texts == 30 and cal.source == dev.source
+    assert "poisoned" not in cal.source and not any("cf" in t.split() for t in texts)
+    with pytest.raises(ConfigError, match="clean data only"):
+        calibrate_transplant(check, clf.fuzz, texts, "/data/poisoned/badnets/sst2/dev.tsv")
+    with pytest.raises(ConfigError, match="at least 20"):
+        calibrate_transplant(check, clf.fuzz, texts[:5], dev.source)
+    with pytest.raises(ConfigError, match="target_keep"):
+        calibrate_transplant(check, clf.fuzz, texts, dev.source, target_keep=1.0)
+    # the threshold is a quantile of the clean scores: at most target_keep of the clean texts exceed it
+    assert all(v["clean_keep_rate"] <= 0.05 for v in cal.by_m.values())
+
+
+@pytest.mark.slow
+def test_certificate_records_the_check_and_counts_its_queries(backdoored, check):
+    """Through FRSClassifier: ONE batched centre-model call per filter call, len(positions) * m queries per span,
+    counted in queries['span_check'] and recorded (threshold, m, calibration) in the certificate; a kept span is
+    the certificate's T(x') (omega_H), a dropped one leaves uniform randomization (omega_M) and no span."""
+    _, clf = backdoored
+    calls = []
+    predict = check.predict
+
+    def counted(texts):  # a real call of the real model; only counts the calls
+        calls.append(len(texts))
+        return predict(texts)
+
+    check.predict = counted
+    try:
+        smooth = FRSClassifier(clf.backend, clf.pool, CFG, clf.label_names, span_filter=check)
+        certs = smooth.certify([TRIGGERED, CLEAN_POSITIVE])
+    finally:
+        check.predict = predict
+    per_span = len(check.positions) * check.m
+    assert calls == [2 * CFG.fuzzing.num_spans * per_span]
+    for c in certs:
+        assert c.queries["span_check"] == CFG.fuzzing.num_spans * per_span
+        assert c.span_check["threshold"] == check.threshold and c.span_check["m"] == check.m
+        assert c.span_check["calibration"]["n_texts"] == 30
+        d = c.to_dict()
+        assert d["span_check"]["queries"] == c.queries["span_check"]
+    trig, clean = certs
+    if trig.spans:  # MCTS found the trigger and the check kept it: T(x') at omega_H
+        assert "cf" in trig.spans[0]["text"] and trig.omega_h > trig.omega_l
+    assert trig.span_check["kept"] == len(trig.spans)
+    if not clean.spans:  # dropped: uniform randomization
+        assert clean.omega_h == clean.omega_l == CFG.randomize.omega_m and clean.radius["conditional"].tokens in (0, None)
+
+
+@pytest.mark.slow
+def test_defense_and_fuzz_worker_build_the_check(backdoored, tmp_path, data_dir):
+    """``frs-transplant`` in ``frs eval``'s registry (given threshold: no calibration) and the service's fuzzing
+    worker (``span_check: transplant``) both apply the check; a threshold no span reaches gives uniform plans."""
+    from frs_ray.serving.actors import FuzzWorker
+    from frs_ray.serving.settings import ServiceSettings
+
+    ckpt, _ = backdoored
+    train = load_dataset("sst2", "train", data_dir)
+    ctx = DefenseContext(ckpt, ckpt, "minilm", train.subset(20), tmp_path, seed=0)
+    d = build_defense("frs-transplant", ctx, threshold=1e9, m=4, n_references=30, **SMALL)
+    preds = d.predict([TRIGGERED])
+    assert preds[0].spans == [] and preds[0].queries == 6 + 16 + 2 * 4  # fuzz + votes + 2 positions x m=4
+    desc = d.describe()
+    assert desc["transplant_settings"]["threshold"] == 1e9 and desc["transplant_calibration"] is None
+    assert desc["spans_kept"] == 0.0
+    s = ServiceSettings(checkpoint=str(ckpt), span_check="transplant", span_check_data="sst2", span_check_threshold=1e9,
+                        span_check_m=4)
+    opts = s.span_check_options()
+    assert opts == {"kind": "transplant", "data": "sst2", "threshold": 1e9, "m": 4}
+    plans = FuzzWorker(str(ckpt), span_check=opts).prepare([TRIGGERED], CFG.model_dump())
+    assert plans[0].spans == [] and plans[0].omega_h == plans[0].omega_l == CFG.randomize.omega_m
+    assert plans[0].span_check["queries"] == 8
+    assert ServiceSettings(checkpoint="x", span_check="fluency").span_check_options() == {"lm": "smollm2", "threshold": 0.0}
+
+
+@pytest.mark.slow
+def test_frs_certify_takes_the_span_check(backdoored, tmp_path):
+    """``frs certify --span-check transplant``: each record carries the check's report and its queries."""
+    import json
+
+    from frs_ray.cli import main
+
+    ckpt, _ = backdoored
+    src = tmp_path / "in.txt"
+    src.write_text(TRIGGERED + "\n" + CLEAN_POSITIVE + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["certify", "--checkpoint", str(ckpt), "--input", str(src), "--out", str(out), "--k", "4",
+                 "--budget", "4", "--span-check", "transplant", "--span-check-data", "sst2",
+                 "--span-check-threshold=-1e9", "--span-check-m", "4", "--no-progress"]) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 2
+    for r in recs:  # threshold -1e9: the span is kept, so the certificate's spans are exactly T(x')
+        assert r["queries"]["span_check"] == 8 and r["span_check"]["m"] == 4 and r["span_check"]["kept"] == 1
+        assert len(r["spans"]) == 1 and r["span_check"]["calibration"] is None
+    with pytest.raises(SystemExit):
+        main(["certify", "--checkpoint", str(ckpt), "--input", str(src), "--span-check", "perplexity"])
