@@ -279,18 +279,20 @@ class StackedVoterPool(_TorchPool):
 
     def _batches(self, jobs: Sequence[Job], which: Sequence[int], slot_of: dict[int, int]) -> list[list[int]]:
         """Rows of each model call: jobs sorted by text length (equal texts together), so padding stays as small as
-        in the centre model's own length-sorted batches. A batch holds at least ``ROWS_PER_SEGMENT`` rows per voter
-        on average, so that each voter's matmul is not starved, and, where every voter has the same number of
-        jobs, a multiple of the voter count (equal segments: one batched matmul per layer)."""
+        in the centre model's own length-sorted batches. Where every voter has the same number of jobs, a batch
+        holds a multiple of the voter count near the backend's batch size (equal segments: one batched matmul per
+        layer, efficient even at a few rows per voter); otherwise at least ``ROWS_PER_SEGMENT`` rows per voter on
+        average, so that each voter's own matmul is not starved."""
         bs = self.backend.batch_size
         counts: dict[int, int] = {}
         for j in which:
             counts[slot_of[int(jobs[j][0])]] = counts.get(slot_of[int(jobs[j][0])], 0) + 1
         order = sorted(which, key=lambda j: (len(jobs[j][1]), jobs[j][1], slot_of[int(jobs[j][0])]))
         n = len(counts)
-        size = max(bs, ROWS_PER_SEGMENT * n)
-        if len(set(counts.values())) == 1:
-            size = max(n, (size // n) * n)
+        if len(set(counts.values())) == 1:  # equal segments run as one batched matmul: keep batches short
+            size = max(n, (bs // n) * n)
+        else:
+            size = max(bs, ROWS_PER_SEGMENT * n)
         return [order[s : s + size] for s in range(0, len(order), size)]
 
     def _run(self, jobs: Sequence[Job], which: Sequence[int], stack: list[torch.Tensor], slot_of: dict[int, int],
