@@ -21,7 +21,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 MD_COLUMNS = [("K", "K"), ("sigma", "sigma"), ("H", "H"), ("budget", "budget"), ("omega_h", "omega_H"),
-              ("omega_m", "omega_M"), ("max_distance", "Lambda"), ("ca", "CA"), ("pa", "PA"), ("asr", "ASR"),
+              ("omega_m", "omega_M"), ("max_distance", "Lambda"), ("n_max", "n_max"), ("ca", "CA"), ("pa", "PA"), ("asr", "ASR"),
               ("avg_radius", "avg radius"), ("avg_radius_all", "radius (all)"), ("abstain", "abstain"),
               ("queries_per_input", "queries/input"), ("seconds_per_input", "s/input"), ("dev_acc", "dev acc"),
               ("finetune_reused", "ckpt reused"), ("pareto", "Pareto")]
