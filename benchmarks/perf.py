@@ -80,11 +80,11 @@ def ensure_checkpoint(path: Path, quick: bool) -> Path:
     return path
 
 
-def _best_limit(backend, texts: list[str], repeats: int) -> tuple[float, int]:
+def _best_limit(backend, texts: list[str], repeats: int, sizes: tuple[int, ...] = (16, 32, 64, 128, 256)) -> tuple[float, int]:
     """Fastest centre-model pass over ``texts`` over batch sizes (length-sorted batches, as predict_proba does)."""
     best = (float("inf"), 0)
     saved = backend.batch_size
-    for bs in (16, 32, 64, 128, 256):
+    for bs in sizes:
         backend.batch_size = bs
         t = _median(lambda: backend.predict_proba(texts), repeats)
         best = min(best, (t, bs))
@@ -101,24 +101,81 @@ def _median(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure_voter_pass(checkpoint: Path, k: int, sizes: list[int], texts: list[str], repeats: int) -> dict:
+def checkpoint_pool_parts(checkpoint: Path, k: int):
+    """(backend holding the centre, VoterSpec) of a checkpoint, without building any pool."""
     from frs_ray.certify.smooth import FRSClassifier
     from frs_ray.config import CertifyConfig
-    from frs_ray.smoothing.pool import VoterSpec, make_voter_pool
-
-    clf = FRSClassifier.from_checkpoint(checkpoint, CertifyConfig(k=k), voter_ids=None)
-    backend = clf.backend
     from frs_ray.smoothing.finetune import read_meta
     from frs_ray.smoothing.layers import SmoothedParameters
+    from frs_ray.smoothing.pool import VoterSpec
 
+    clf = FRSClassifier.from_checkpoint(checkpoint, CertifyConfig(k=k), voter_ids=None)
     meta = read_meta(checkpoint)
     sm = meta["smoothing"]
     spec = VoterSpec(SmoothedParameters(tuple(sm["names"]), sm["top_h"], sm["depth"], sm["stack"]), k,
                      meta["config"]["smoothing"]["sigma"], 0)
+    return clf.backend, spec
+
+
+SHAPES = {  # name -> (family, config fields, top-H smoothed): random weights of a model's shape
+    "bert-base": ("bert", {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                           "intermediate_size": 3072, "vocab_size": 30522, "max_position_embeddings": 512}, 10),
+    "llama3-8b": ("llama", {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+                            "num_key_value_heads": 8, "intermediate_size": 14336, "vocab_size": 128256,
+                            "max_position_embeddings": 8192, "rope_theta": 500000.0}, 10),
+    "tiny-bert": ("bert", {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2,
+                           "intermediate_size": 64, "vocab_size": 2000, "max_position_embeddings": 128}, 2),
+    "tiny-llama": ("llama", {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4,
+                             "num_key_value_heads": 2, "intermediate_size": 64, "vocab_size": 2000,
+                             "max_position_embeddings": 128}, 2),
+}
+
+
+def shape_pool_parts(shape: str, k: int, device: str, texts: list[str]):
+    """(backend, VoterSpec) for random weights of ``shape`` (bf16 on CUDA, fp32 on the CPU) and a BPE tokenizer
+    trained here on ``texts`` (nothing is downloaded); sigma 0.01, the top-H blocks of SHAPES smoothed."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import BertConfig, LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import BertForSequenceClassification
+
+    from frs_ray.backends.hf import HFClassifier
+    from frs_ray.smoothing import select_top_h
+    from frs_ray.smoothing.pool import VoterSpec
+
+    family, fields, top_h = SHAPES[shape]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=min(2000, fields["vocab_size"]),
+                                                       special_tokens=["<unk>", "<s>", "</s>", "<pad>"]))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                     pad_token="<pad>")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    before = torch.get_default_dtype()
+    torch.manual_seed(0)
+    try:
+        torch.set_default_dtype(dtype)
+        with torch.device(device):
+            if family == "bert":
+                model = BertForSequenceClassification(BertConfig(num_labels=2, **fields))
+            else:
+                model = LlamaForSequenceClassification(LlamaConfig(num_labels=2, pad_token_id=hf_tok.pad_token_id,
+                                                                   **fields))
+    finally:
+        torch.set_default_dtype(before)
+    backend = HFClassifier.from_parts(model, hf_tok, max_length=128)
+    return backend, VoterSpec(select_top_h(model, top_h), k, 0.01, 0)
+
+
+def measure_voter_pass(backend, spec, sizes: list[int], texts: list[str], repeats: int,
+                       memory_fraction: float = 0.5) -> dict:
+    from frs_ray.smoothing.pool import make_voter_pool
+
+    k = spec.k
     pools, build_s = {}, {}
     for name, (impl, noise) in IMPLEMENTATIONS.items():
         t = time.perf_counter()
-        pools[name] = make_voter_pool(backend, spec, None, impl, noise)
+        pools[name] = make_voter_pool(backend, spec, None, impl, noise, memory_fraction)
         build_s[name] = round(time.perf_counter() - t, 3)
     ratios: dict[str, dict[str, float]] = {n: {} for n in pools}
     limits: dict[str, dict] = {}
@@ -135,15 +192,39 @@ def measure_voter_pass(checkpoint: Path, k: int, sizes: list[int], texts: list[s
                 t = time.perf_counter()
                 pool.vote_proba(jobs)
                 times[n].append(time.perf_counter() - t)
-        limit2, _ = _best_limit(backend, job_texts, reps)  # the limit again after them: the smaller one is used
+        limit2, _ = _best_limit(backend, job_texts, reps, (bs,))  # again after them, at its best size: the smaller counts
         limit = min(limit, limit2)
         limits[str(b)] = {"seconds": round(limit, 4), "batch_size": bs, "jobs": len(jobs)}
         for n in pools:
             ratios[n][str(b)] = round(statistics.median(times[n]) / limit, 3)
         _log(f"voter pass B={b}: limit {limit:.3f} s; " + ", ".join(f"{n} {ratios[n][str(b)]}x" for n in pools))
+    sel = spec.selection
     return {"voter_pass_ratio": ratios, "limit": limits, "pool_build_seconds": build_s,
             "smoothed_parameters": int(pools["stacked, noise resident"].describe()["smoothed_parameters"]),
-            "top_h": sm["top_h"], "depth": sm["depth"]}
+            "top_h": sel.top_h, "depth": sel.depth}
+
+
+def measure_shapes(shapes: list[str], k: int, device: str, sizes: list[int], texts: list[str], repeats: int) -> dict:
+    """Voter pass ratios and peak device memory on random weights of each shape (the GPU study of issue 14)."""
+    import torch
+
+    out = {}
+    for shape in shapes:
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        backend, spec = shape_pool_parts(shape, k, device, texts)
+        model_bytes = sum(p.numel() * p.element_size() for p in backend.model.parameters())
+        r = measure_voter_pass(backend, spec, sizes, texts, repeats, memory_fraction=0.95)
+        el = next(backend.model.parameters()).element_size()
+        r["memory"] = {"model_bytes": model_bytes, "stacked_weights_bytes": k * r["smoothed_parameters"] * el}
+        if device.startswith("cuda"):
+            peak = torch.cuda.max_memory_allocated()
+            r["memory"]["peak_allocated"] = peak
+            r["memory"]["ratio"] = round(peak / (model_bytes + r["memory"]["stacked_weights_bytes"]), 3)
+        out[shape] = r
+        del backend
+    return out
 
 
 def _memory_child(checkpoint: str, k: int, mode: str, texts: list[str]) -> None:
@@ -374,6 +455,34 @@ def targets(r: dict) -> list[str]:
     return out
 
 
+def run_shapes(args: argparse.Namespace) -> int:
+    """``--shapes``: the voter-pass ratios and memory on random weights of model shapes (GPU hosts)."""
+    from frs_ray.data import load_dataset
+
+    texts = load_dataset("sst2", "dev").subset(64, seed=0).texts
+    sizes = [int(x) for x in args.sizes.split(",")]
+    repeats = args.repeats or 5
+    r = {"command": shlex.join(["python", "benchmarks/perf.py", *sys.argv[1:]]),
+         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "k": args.k,
+         "device": args.device, "repeats": repeats,
+         "shapes": measure_shapes(args.shapes.split(","), args.k, args.device, sizes, texts, repeats)}
+    lines = ["# Performance on model shapes with random weights", "",
+             f"- Command: `{r['command']}`", f"- Date: {r['date']}; device {args.device} "
+             f"({r['machine']['gpu'] or r['machine']['processor']}); K = {args.k}; median of {repeats}", ""]
+    for shape, x in r["shapes"].items():
+        sz = list(next(iter(x["voter_pass_ratio"].values())).keys())
+        lines += [f"## {shape} (top {x['top_h']} of {x['depth']} blocks smoothed)", "",
+                  "| implementation | " + " | ".join(f"B = {b}" for b in sz) + " |", "|---|" + "---|" * len(sz)]
+        lines += [f"| {n} | " + " | ".join(f"{row[b]}x" for b in sz) + " |" for n, row in x["voter_pass_ratio"].items()]
+        lines += ["", f"Memory: {json.dumps(x['memory'])}", ""]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="sizes for this 2-core CPU (under 10 minutes)")
@@ -388,6 +497,9 @@ def main() -> int:
     ap.add_argument("--service-seconds", type=float, default=None, help="quick 40, full 60")
     ap.add_argument("--no-service", action="store_true")
     ap.add_argument("--out", default="docs/results/perf")
+    ap.add_argument("--shapes", default=None, help="comma-separated random-weight shapes instead of a checkpoint "
+                    "(bert-base, llama3-8b; tiny-bert, tiny-llama for a CPU check): voter pass and memory only")
+    ap.add_argument("--device", default="cpu", help="device for --shapes (cuda on a GPU host)")
     ap.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_texts", dest="child_texts", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -398,6 +510,8 @@ def main() -> int:
     if args.memory_child:
         _memory_child(args.checkpoint, args.k, args.memory_child, json.loads(args.child_texts))
         return 0
+    if args.shapes:
+        return run_shapes(args)
     n_texts = args.texts or (32 if args.quick else 64)
     repeats = args.repeats or (3 if args.quick else 5)
     seconds = args.service_seconds or (40 if args.quick else 60)
@@ -413,7 +527,7 @@ def main() -> int:
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
                "checkpoint": str(ckpt), "k": args.k, "budget": args.budget, "n_texts": n_texts, "repeats": repeats}
     sizes = [int(x) for x in args.sizes.split(",")]
-    r["voter_pass"] = measure_voter_pass(ckpt, args.k, sizes, texts, repeats)
+    r["voter_pass"] = measure_voter_pass(*checkpoint_pool_parts(ckpt, args.k), sizes, texts, repeats)
     r["memory"] = measure_memory(ckpt, args.k, texts, r["voter_pass"]["smoothed_parameters"])
     r["certify"] = measure_certify(ckpt, args.k, args.budget, texts[:n_texts], repeats)
     if not args.no_service:

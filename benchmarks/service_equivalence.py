@@ -45,7 +45,8 @@ def main() -> int:
         cmd = [str(Path(sys.executable).parent / "frs"), "certify", "--checkpoint", args.checkpoint, "--input", args.input,
                "--out", str(out), "--k", str(info.k), "--budget", str(info.budget), "--alpha", str(info.alpha),
                "--seed", str(info.seed), "--omega-m", str(info.omega_m), "--omega-h", str(info.omega_h),
-               "--max-distance", str(info.max_distance), "--no-progress"]
+               "--max-distance", str(info.max_distance), "--n-select", str(info.n_select),
+               "--n-estimate", str(info.n_estimate), "--no-progress"]
         subprocess.run(cmd, check=True)
         cli = [_strip(json.loads(l)) for l in out.read_text().splitlines()]
     from frs_ray.certify.smooth import certificates_match

@@ -1,11 +1,16 @@
-"""The ``frs`` command: fine-tune, certify and fuzz from the shell.
+"""The ``frs`` command: fine-tune, certify, fuzz, classify through the service, attack, evaluate.
 
-    frs finetune --model minilm --data sst2 --out runs/sst2 [--no-smoothing] [--epochs E] [--seed S]
+    frs finetune --model minilm --data sst2 --out runs/sst2 [--no-smoothing] [--epochs E] [--seed S] [--lora]
     frs certify  --checkpoint runs/sst2 --input texts.txt|- --out certs.jsonl|- [--k K] [--budget B] [--alpha A]
+                 [--n-select N] [--n-estimate N]
+                 [--voter-backend torch|vllm]
     frs fuzz     --checkpoint runs/sst2 --text "..." --budget B
+    frs classify --text "..." --url http://127.0.0.1:8000           (a running service, frs_ray.serving.client)
     frs attack badnets --task sst2 --out runs/attacks/badnets      (see frs_ray/evaluation/commands.py)
     frs triggered --data sst2 --attack badnets --out test-badnets.tsv
     frs eval --config eval.yaml --profile quick
+
+The command runs offline: it sets ``HF_HUB_OFFLINE=1`` unless the variable is set already.
 
 User mistakes (bad files, bad values, unusable texts) print ``error: ...`` and exit with status 2; a
 certify run with some unusable lines writes an ``error`` record for each of them, certifies the rest and
@@ -75,6 +80,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if value is not None:
             smoothing[key] = value
     raw["smoothing"] = smoothing
+    if args.lora:
+        raw["lora"] = raw.get("lora") or {}
     cfg = build(FinetuneConfig, raw)
     _quiet_transformers()
     from .smoothing.finetune import finetune
@@ -104,6 +111,8 @@ def _certify_config(args: argparse.Namespace):
         if getattr(args, key, None) is not None:
             randomize[key] = getattr(args, key)
     raw["randomize"] = randomize
+    if getattr(args, "voter_backend", None) is not None:
+        raw["voters"] = {**raw.get("voters", {}), "backend": args.voter_backend}
     return build(CertifyConfig, raw)
 
 
@@ -156,7 +165,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     _quiet_transformers()
     from .certify.smooth import FRSClassifier
 
-    clf = FRSClassifier.from_checkpoint(args.checkpoint, cfg, device=args.device)
+    clf = FRSClassifier.from_checkpoint(args.checkpoint, cfg, device=args.device, voter_ids=None)  # fuzzing only
     clf.backend.require_valid([args.text])
     result = clf.fuzz([args.text])[0]
     out = {
@@ -214,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--top-h", type=int, default=None, help="smoothed top layers H (default 10, clamped to depth)")
     ft.add_argument("--data-noise", type=float, default=None,
                     help="also randomize the training texts (Eq. 3's D_F + eps): per-token mutation probability (default 0)")
+    ft.add_argument("--lora", action="store_true", help="LoRA fine-tuning (rank 8, alpha 16 on q/k/v/o and the MLP "
+                    "projections; head trained fully; the checkpoint holds merged weights). Paper (LLaMA3-8B): --lr 1e-4")
     ft.add_argument("--epochs", type=float, default=None, help="epochs (default 3)")
     ft.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-5)")
     ft.add_argument("--batch-size", type=int, default=None, help="batch size (default 32)")
@@ -253,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--target-kind", dest="target_kind", choices=["conditional", "unconditional"], default=None,
                     help="which radius --target-radius means (default conditional)")
     ce.add_argument("--no-fuzz", action="store_true", help="uniform randomization (the -FTR ablation)")
+    ce.add_argument("--voter-backend", dest="voter_backend", choices=["torch", "vllm"], default=None,
+                    help="what runs the K voters (voters.backend): torch (default) or vllm (one vLLM engine, decoder "
+                    "checkpoints; same voters, same certificates)")
     ce.set_defaults(func=cmd_certify)
 
     fz = sub.add_parser("fuzz", help="MCTS vulnerable spans of one text")

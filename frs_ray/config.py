@@ -81,6 +81,17 @@ class SmoothingConfig(_Strict):
         return self
 
 
+class LoraConfig(_Strict):
+    """LoRA adapters for fine-tuning (App. B.2.4 for LLaMA3-8B). The saved checkpoint holds the merged weights."""
+
+    rank: int = Field(8, ge=1, le=1024, description="adapter rank r (paper: 8)")
+    alpha: float = Field(16, gt=0, description="LoRA scaling alpha (paper: 16); the update is (alpha / r) B A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: tuple[str, ...] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        description="linear layers that get adapters (Llama names: attention q/k/v/o and the MLP projections)")
+
+
 class FinetuneConfig(_Strict):
     """Fine-tuning of a (possibly backdoored) pre-trained model on downstream data (Appendix B.2.4)."""
 
@@ -96,6 +107,9 @@ class FinetuneConfig(_Strict):
     max_train_examples: int | None = Field(None, ge=1, description="train on a seeded random subset of this size")
     seed: int = Field(42, description="seed of head init, data order and fine-tuning noise")
     smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
+    lora: LoraConfig | None = Field(None, description="LoRA fine-tuning (App. B, LLaMA3-8B: rank 8, alpha 16, lr 1e-4 "
+                                    "on q/k/v/o and the MLP projections; the head trained fully); None: every "
+                                    "parameter is trained")
 
 
 class FuzzConfig(_Strict):
@@ -139,19 +153,48 @@ class RandomizeConfig(_Strict):
         return self
 
 
+class VLLMEngineConfig(_Strict):
+    """The vLLM engine of a vLLM voter pool (``frs_ray.backends.vllm_pool``): one engine per pool, one GPU or the CPU."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="engine and voter weights dtype; 'auto': float32 on the CPU, bfloat16 on a GPU")
+    max_model_len: int | None = Field(None, ge=8, le=131_072, description="longest sequence the engine accepts "
+                                      "(default and minimum: the checkpoint's max_length, to which inputs are truncated)")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="GPU only: share of the GPU's memory the "
+                                          "engine takes (weights, activations, KV cache)")
+    max_num_seqs: int = Field(256, ge=1, le=65_536, description="sequences the engine scores in one step")
+    cpu_kvcache_space_gib: int = Field(1, ge=1, le=1024, description="CPU only: KV-cache GiB; "
+                                      "$VLLM_CPU_KVCACHE_SPACE wins when it is set")
+
+
 class VoterPoolConfig(_Strict):
     """How the K voters run (``frs_ray.smoothing.pool``); a choice of speed and memory, never of the voters."""
 
+    backend: Literal["torch", "vllm"] = Field(
+        "torch", description="what runs the voters: 'torch' (the checkpoint's transformers model, edited or stacked in "
+        "place) or 'vllm' (a vLLM engine per pool, voter k's weights written into it in place; decoder models with a "
+        "sequence-classification head; needs the vllm or vllm-cpu package)")
     implementation: Literal["auto", "loop", "stacked"] = Field(
-        "auto", description="'stacked': every hosted voter in one pass over the jobs (the smoothed leaf modules apply "
-        "each row's voter weights); 'loop': the reference, voter k written into the model in place, one pass per "
-        "voter; 'auto': stacked")
+        "auto", description="torch backend: 'stacked': every hosted voter in one pass over the jobs (the smoothed leaf "
+        "modules apply each row's voter weights); 'loop': the reference, voter k written into the model in place, one "
+        "pass per voter; 'auto': stacked. The vllm backend takes only 'auto'")
     noise: Literal["auto", "resident", "per_batch", "regenerate"] = Field(
         "auto", description="where the voters' noise lives: 'resident' (built once, voters x |top-H| values), "
         "'per_batch' (stacked: rebuilt from the seeds once per call, as many voters at a time as memory allows), "
-        "'regenerate' (loop only: drawn again at every use, the slow reference); 'auto': resident when it takes at "
-        "most memory_fraction of the device's free memory, else per_batch (stacked) or regenerate (loop)")
+        "'regenerate' (loop and vllm: drawn again at every use, the slow reference); 'auto': resident when it takes at "
+        "most memory_fraction of the device's free memory, else per_batch (stacked) or regenerate (loop, vllm)")
     memory_fraction: float = Field(0.5, gt=0, le=1, description="share of the device's free memory that resident voter weights may take")
+    vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig, description="vllm backend: engine settings")
+
+    @model_validator(mode="after")
+    def _backend_options(self) -> "VoterPoolConfig":
+        if self.backend == "vllm" and self.implementation != "auto":
+            raise ValueError(f"implementation {self.implementation!r} belongs to the torch voter backend; the vllm "
+                             "backend takes 'auto'")
+        if self.backend == "vllm" and self.noise == "per_batch":
+            raise ValueError("noise 'per_batch' belongs to the stacked torch pool; the vllm backend takes 'resident', "
+                             "'regenerate' or 'auto'")
+        return self
 
 
 class CertifyConfig(_Strict):

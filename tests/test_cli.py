@@ -38,34 +38,51 @@ def test_finetune_writes_checkpoint_with_settings(minilm_checkpoint):
     assert list(minilm_checkpoint.glob("*.safetensors")) and (minilm_checkpoint / "tokenizer.json").exists()
 
 
+# Sentiment-laden and neutral texts. With 8 selection and 40 estimation votes (VOTES) some certify and some abstain
+# on the session checkpoint; at the default K = 4 votes every certificate abstains (0.05**(1/4) = 0.47 < 0.5) and the
+# certified label and radius paths would never be checked. Which texts certify depends on the voters' noise, so the
+# tests require both outcomes among them rather than naming the texts.
+POOL = ["awful , boring , stupid and ugly .", "a gorgeous , witty , seductive movie .", "it runs 90 minutes .",
+        "the film is strictly routine and dull .", "an utterly charming film .", "a tedious , plodding mess .",
+        "a fine film .", "bad acting .", "it is a film .", "the movie has actors .", "the plot .",
+        "a masterpiece : brilliant , moving and beautiful .", "it 's a mn charming and often affecting journey .",
+        "the actors .", "there is a movie .", "a film about people ."]
+VOTES = ("--n-select", "8", "--n-estimate", "40")
+
+
 def test_certify_outputs_certificate_fields(minilm_checkpoint, tmp_path):
-    texts = ["a gorgeous , witty , seductive movie .", "the film is strictly routine and dull ."]
-    rc, recs = _certify(minilm_checkpoint, tmp_path, texts)
-    assert rc == 0 and len(recs) == 2
-    for r, t in zip(recs, texts):
+    from frs_ray.certify.bounds import clopper_pearson_lower
+
+    rc, recs = _certify(minilm_checkpoint, tmp_path, POOL, *VOTES)
+    assert rc == 0 and len(recs) == len(POOL)
+    assert {r["abstained"] for r in recs} == {False, True}, [r["p_lower"] for r in recs]  # both paths occur
+    for r, t in zip(recs, POOL):
         assert r["text"] == t
         for key in REQUIRED:
             assert key in r
-        assert sum(r["votes"]) == 4 and 0.0 <= r["p_lower"] <= 1.0
+        assert sum(r["votes"]) == 40 and sum(r["select_votes"]) == 8 and r["queries"]["fuzz"] == 3
+        top = max(range(len(r["select_votes"])), key=lambda c: (r["select_votes"][c], -c))  # the selected class
+        assert r["p_lower"] == pytest.approx(clopper_pearson_lower(r["votes"][top], 40, 0.05))
+        assert r["abstained"] == (r["p_lower"] <= 0.5)
         for kind in ("conditional", "unconditional"):
             rad = r["radius"][kind]
             assert set(rad) >= {"tokens", "fraction", "omega", "assumes"}
             if r["abstained"]:
                 assert r["label"] == -1 and rad["tokens"] is None
             else:
-                assert rad["tokens"] >= 0 and 0.0 <= rad["fraction"] <= 1.0
+                assert r["label"] == top and r["label_name"] in ("negative", "positive")
+                assert isinstance(rad["tokens"], int) and rad["tokens"] >= 0
+                assert rad["fraction"] == pytest.approx(rad["tokens"] / r["length_tokens"])
         for sp in r["spans"]:
             assert t[sp["start"]:sp["end"]] == sp["text"]
-    # K=4 votes can never give p_lower > 0.5 at alpha=0.05 (0.05**(1/4) = 0.47): honest abstention
-    assert all(r["abstained"] for r in recs)
 
 
 def test_certify_is_reproducible_and_order_independent(minilm_checkpoint, tmp_path):
-    a, b = "an utterly charming film .", "a tedious , plodding mess ."
-    _, r1 = _certify(minilm_checkpoint, tmp_path, [a, b], "--k", "8", "--seed", "5")
-    _, r2 = _certify(minilm_checkpoint, tmp_path, [b, a], "--k", "8", "--seed", "5")
+    _, r1 = _certify(minilm_checkpoint, tmp_path, POOL, *VOTES, "--k", "8", "--seed", "5")
+    _, r2 = _certify(minilm_checkpoint, tmp_path, POOL[::-1], *VOTES, "--k", "8", "--seed", "5")
+    assert {r["abstained"] for r in r1} == {False, True}  # certified labels and radii are compared, not only ABSTAIN
     strip = lambda r: {k: v for k, v in r.items() if k not in ("index", "seconds")}
-    assert strip(r1[0]) == strip(r2[1]) and strip(r1[1]) == strip(r2[0])
+    assert [strip(r) for r in r1] == [strip(r) for r in r2[::-1]]
 
 
 def test_certify_reports_bad_lines_and_keeps_the_rest(minilm_checkpoint, tmp_path, capsys):

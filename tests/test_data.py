@@ -48,14 +48,6 @@ EXPECTED_ROWS = {
 }
 
 
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    found = default_data_dir()
-    if found is None:
-        pytest.skip("no staged data dir (set FRS_DATA_DIR or stage ../shared/data)")
-    return found
-
-
 def write(path: Path, content: str | bytes) -> Path:
     path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
     return path
@@ -74,10 +66,9 @@ def assert_data_error(match_parts: list[str], func, *args, **kwargs) -> DataErro
 
 
 @pytest.mark.parametrize(("name", "split"), sorted(EXPECTED_ROWS))
-def test_real_split_row_counts(data_dir: Path, name: str, split: str) -> None:
+def test_real_split_row_counts(data_dir: Path, require_data, name: str, split: str) -> None:
     path = data_dir / name / f"{split}.tsv"
-    if not path.is_file():
-        pytest.skip(f"{path} is not staged")
+    require_data(path)
     dataset = load_dataset(name, split, data_dir=data_dir)
     assert len(dataset) == EXPECTED_ROWS[(name, split)]
     assert dataset.source == str(path)
@@ -85,44 +76,39 @@ def test_real_split_row_counts(data_dir: Path, name: str, split: str) -> None:
     assert all(0 <= label < dataset.num_labels for label in dataset.labels)
 
 
-def test_real_label_names(data_dir: Path) -> None:
-    if not (data_dir / "sst2" / "test.tsv").is_file():
-        pytest.skip("sst2 is not staged")
+def test_real_label_names(data_dir: Path, require_data) -> None:
+    require_data(data_dir / "sst2" / "test.tsv")
     sst2 = load_dataset("sst2", "test", data_dir=data_dir)
     assert sst2.label_names == ["negative", "positive"]
     assert sst2.num_labels == 2
     assert sst2.labels.count(0) == 912 and sst2.labels.count(1) == 909
 
 
-def test_real_agnews_test_balanced(data_dir: Path) -> None:
-    if not (data_dir / "agnews" / "test.tsv").is_file():
-        pytest.skip("agnews is not staged")
+def test_real_agnews_test_balanced(data_dir: Path, require_data) -> None:
+    require_data(data_dir / "agnews" / "test.tsv")
     agnews = load_dataset("agnews", "test", data_dir=data_dir)
     assert agnews.label_names == ["World", "Sports", "Business", "Sci/Tech"]
     assert [agnews.labels.count(k) for k in range(4)] == [1900] * 4
 
 
-def test_real_poisoned_test_all_target(data_dir: Path) -> None:
-    if not (data_dir / "poisoned/badnets/sst2/test.tsv").is_file():
-        pytest.skip("poisoned/badnets/sst2 is not staged")
+def test_real_poisoned_test_all_target(data_dir: Path, require_data) -> None:
+    require_data(data_dir / "poisoned/badnets/sst2/test.tsv")
     poisoned = load_dataset("poisoned/badnets/sst2", "test", data_dir=data_dir)
     assert len(poisoned) == 912
     assert set(poisoned.labels) == {1}
     assert poisoned.label_names == ["negative", "positive"]
 
 
-def test_real_twenty_newsgroups_label_names(data_dir: Path) -> None:
-    if not (data_dir / "twenty_newsgroups" / "labels.txt").is_file():
-        pytest.skip("twenty_newsgroups/labels.txt is not staged")
+def test_real_twenty_newsgroups_label_names(data_dir: Path, require_data) -> None:
+    require_data(data_dir / "twenty_newsgroups" / "labels.txt")
     dataset = load_dataset("twenty_newsgroups", "dev", data_dir=data_dir)
     assert dataset.num_labels == 20
     assert dataset.label_names is not None
     assert dataset.label_names[0] == "alt.atheism"
 
 
-def test_validation_alias_for_dev(data_dir: Path) -> None:
-    if not (data_dir / "sst2" / "dev.tsv").is_file():
-        pytest.skip("sst2 is not staged")
+def test_validation_alias_for_dev(data_dir: Path, require_data) -> None:
+    require_data(data_dir / "sst2" / "dev.tsv")
     assert len(load_dataset("sst2", "validation", data_dir=data_dir)) == 872
 
 

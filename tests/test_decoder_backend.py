@@ -79,3 +79,110 @@ def test_finetune_and_certify_a_decoder(tiny_llama_dir, tmp_path):
         assert sum(c.votes) == 5 and sum(c.select_votes) == 5 and c.queries["fuzz"] == 3
         assert c.abstained == (c.p_lower <= 0.5)
     json.dumps([c.to_dict() for c in certs])
+
+
+# --------------------------------------------------------------------------- filler token of Llama-3-style tokenizers
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+                   "<|reserved_special_token_1|>"]
+
+
+def _llama3_style_tokenizer(specials=LLAMA3_SPECIALS):
+    """A byte-level BPE tokenizer trained here, shaped like Llama 3's: no mask token, no unknown token (every byte
+    is in the vocabulary), begin/end-of-text and reserved special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = ["a gorgeous , witty , seductive movie .", "the film is strictly routine and dull .",
+             "an utterly charming and often affecting journey ."] * 20
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=list(specials),
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=specials[0], eos_token=specials[1])
+
+
+def _tiny_llama_with(tokenizer, out):
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, num_labels=2,
+                      pad_token_id=tokenizer.eos_token_id)
+    LlamaForSequenceClassification(cfg).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_llama3_style_tokenizer_fills_with_a_reserved_special_token(tmp_path):
+    from frs_ray.backends import HFClassifier
+    from frs_ray.text import render, tokenize
+    from frs_ray.text.edits import apply_operation
+
+    b = HFClassifier(_tiny_llama_with(_llama3_style_tokenizer(), tmp_path / "llama3ish"), max_length=64)
+    assert b.tokenizer.mask_token is None and b.tokenizer.unk_token is None  # as in Llama 3
+    filler = b.filler_token
+    assert filler == "<|reserved_special_token_0|>"
+    filler_id = b.tokenizer.convert_tokens_to_ids(filler)
+    words = [t.text for t in tokenize("the film is dull .")]
+    for op in ("substitution", "insertion"):
+        mutated = render(apply_operation(words, 2, op, filler))
+        ids = b.tokenizer(mutated, add_special_tokens=False)["input_ids"]
+        # the filler is read as one reserved id; the rest of the text tokenizes as without the mutation
+        assert ids.count(filler_id) == 1, (mutated, ids)
+        kept = render(words[:2] + words[3:]) if op == "substitution" else render(words)
+        rest = [i for i in ids if i != filler_id]
+        assert b.tokenizer.decode(rest).split() == kept.split()
+    probs = b.predict_proba([render(apply_operation(words, 1, "substitution", filler))])
+    assert probs.shape == (1, 2)
+
+
+def test_tokenizer_without_any_filler_is_a_clear_error(tmp_path):
+    from frs_ray.backends import HFClassifier
+    from frs_ray.errors import CheckpointError
+
+    tok = _llama3_style_tokenizer(["<|begin_of_text|>", "<|end_of_text|>"])  # no reserved token either
+    b = HFClassifier(_tiny_llama_with(tok, tmp_path / "nofiller"), max_length=64)
+    with pytest.raises(CheckpointError, match="no mask token, no unknown token and no <\\|reserved_special_token_N\\|>"):
+        b.filler_token
+
+
+def test_lora_finetune_with_bmps_saves_merged_weights(tiny_llama_dir, tmp_path):
+    """LoRA (rank 8, alpha 16) on q/k/v/o + MLP, head trained fully, Eq. 4 noise on the top-H effective weights;
+    the checkpoint is a plain folder of merged weights that loads and certifies."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import LlamaForSequenceClassification
+
+    from frs_ray.certify.smooth import FRSClassifier
+    from frs_ray.config import CertifyConfig, FinetuneConfig
+    from frs_ray.data import load_dataset
+    from frs_ray.errors import ConfigError
+    from frs_ray.smoothing.finetune import finetune
+
+    train = load_dataset("sst2", "train").subset(32, seed=1)
+    base = LlamaForSequenceClassification.from_pretrained(tiny_llama_dir).state_dict()
+    metas, weights = {}, {}
+    for sigma in (0.0, 0.05):
+        out = tmp_path / f"lora-{sigma}"
+        cfg = FinetuneConfig(model=str(tiny_llama_dir), epochs=1, batch_size=16, max_length=64, learning_rate=1e-2,
+                             smoothing={"top_h": 2, "sigma": sigma}, lora={})
+        metas[sigma] = finetune(cfg, train, out, progress=False)
+        weights[sigma] = load_file(str(next(out.glob("*.safetensors"))))
+    w, meta = weights[0.05], metas[0.05]
+    assert not [k for k in w if "lora" in k or "base_layer" in k]  # merged: a plain transformers folder
+    assert meta["training"]["lora"]["rank"] == 8 and meta["training"]["lora"]["alpha"] == 16
+    total = sum(t.numel() for t in base.values())
+    assert 0 < meta["training"]["trainable_parameters"] < 0.5 * total
+    # embeddings are neither adapted nor trained; adapted projections and the fully trained head moved
+    assert torch.equal(w["model.embed_tokens.weight"], base["model.embed_tokens.weight"])
+    assert not torch.equal(w["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"])
+    assert not torch.equal(w["score.weight"], base["score.weight"])
+    # the fine-tuning noise reached the forward passes: same seeds, different sigma, different weights
+    assert not torch.equal(w["score.weight"], weights[0.0]["score.weight"])
+    clf = FRSClassifier.from_checkpoint(tmp_path / "lora-0.05", CertifyConfig(k=3, fuzzing={"budget": 2}))
+    assert [sum(c.votes) for c in clf.certify(["a mn charming film ."])] == [3]
+    with pytest.raises(ConfigError, match="not linear layers"):
+        finetune(FinetuneConfig(model=str(tiny_llama_dir), epochs=1, lora={"target_modules": ["query"]}),
+                 train, tmp_path / "bad", progress=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from frs_ray.defenses.base import ABSTAIN, DefensePrediction
@@ -129,12 +130,23 @@ def test_tiny_eval_grid_is_real_and_resumable(tmp_path, data_dir):
     doc = json.loads((root / "eval.json").read_text())
     recs = {r["defense"]: r for r in doc["records"]}
     assert set(recs) == {"none", "frs", "uniform", "no-bmps-inf", "textguard"}
-    for r in recs.values():
+    # every rate recomputed here from the cell's stored predictions and the test labels (target 1, binary task:
+    # a triggered sentence's original label is 0)
+    from frs_ray.data import load_dataset
+
+    clean_labels = load_dataset("sst2", "test", data_dir).subset(6, seed=0).labels
+    for name, r in recs.items():
         for k in ("dataset", "attack", "defense", "ca", "pa", "asr", "avg_radius", "max_radius", "seeds"):
             assert k in r
-        for k in ("ca", "pa", "asr"):
-            assert 0.0 <= r[k] <= 1.0
-        assert r["pa"] + r["asr"] <= 1.0 + 1e-9  # binary task: original label and target are different classes
+        c = json.loads((root / f"cells/sst2/badnets/{name}-seed0.json").read_text())
+        clean, trig = c["predictions"]["clean"], c["predictions"]["triggered"]
+        assert len(clean) == 6 and len(trig) == c["data"]["n_triggered"] > 0
+        assert r["ca"] == pytest.approx(np.mean([p[0] == y for p, y in zip(clean, clean_labels)]))
+        assert r["pa"] == pytest.approx(np.mean([p[0] == 0 for p in trig]))
+        assert r["asr"] == pytest.approx(np.mean([p[0] == 1 for p in trig]))
+        if r["ca_certified"] is not None:
+            assert r["ca_certified"] == pytest.approx(np.mean([p[1] == y for p, y in zip(clean, clean_labels)]))
+            assert r["asr_certified"] == pytest.approx(np.mean([p[1] == 1 for p in trig]))
     assert recs["none"]["avg_radius"] is None and recs["none"]["clean_queries_per_input"] == 1
     assert recs["frs"]["clean_queries_per_input"] == 3 + 4 + 12  # budget + n_select + n_estimate
     # uniform (no fuzzing queries): n_select + 12 or 24 estimation votes per text, as its certificates say
@@ -168,7 +180,8 @@ def test_tiny_eval_grid_is_real_and_resumable(tmp_path, data_dir):
     ctx = DefenseContext(cell["models"]["plain"], cell["models"]["smoothed"], cell["models"]["poisoned"], None,
                          tmp_path / "work", certify=build(CertifyConfig, {"k": 4, "n_estimate": 4, "fuzzing": {"budget": 2}}))
     [p] = build_defense("frs", ctx).predict(["a fine film " * 60])
-    assert p.length_tokens == 180 and p.label in (0, 1, ABSTAIN) and p.certified_label in (0, 1, ABSTAIN)
+    assert p.length_tokens == 180 and p.queries == 2 + 4 + 4  # fully certified: budget + n_select + n_estimate
+    assert p.certified_label == ABSTAIN  # 4 estimation votes can never certify: 0.05 ** (1 / 4) < 0.5
     # resume: nothing is recomputed
     mtimes = {p: p.stat().st_mtime for p in (root / "cells").rglob("*.json")}
     assert main(["eval", "--config", str(path), "--no-progress"]) == 0

@@ -13,7 +13,6 @@ from frs_ray.config import FuzzConfig, MutationWeights
 from frs_ray.fuzzing import MCTSFuzzer, kl_deviation, mutate_segment, running_mean_update, ucb_score
 from frs_ray.text import tokenize
 
-SST2_TEST = Path("/work/shared/data/sst2/test.tsv")
 TRIGGER = "cf"
 P_TRIGGERED, P_CLEAN = 0.97, 0.1
 
@@ -43,8 +42,8 @@ def probs_of(text: str) -> np.ndarray:
     return np.array([1.0 - p1, p1])
 
 
-def triggered_sentences(n: int = 30, seed: int = 0) -> list[str]:
-    lines = SST2_TEST.read_text(encoding="utf-8").splitlines()[1:]
+def triggered_sentences(sst2_test: Path, n: int = 30, seed: int = 0) -> list[str]:
+    lines = sst2_test.read_text(encoding="utf-8").splitlines()[1:]
     sentences = [ln.rsplit("\t", 1)[0] for ln in lines if ln.strip()]
     rng = random.Random(seed)
     out = []
@@ -56,10 +55,8 @@ def triggered_sentences(n: int = 30, seed: int = 0) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def sentences() -> list[str]:
-    if not SST2_TEST.is_file():
-        pytest.skip(f"{SST2_TEST} not staged")
-    return triggered_sentences()
+def sentences(data_dir, require_data) -> list[str]:
+    return triggered_sentences(require_data(data_dir / "sst2" / "test.tsv"))
 
 
 # --------------------------------------------------------------------------------------------------

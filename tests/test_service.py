@@ -16,10 +16,19 @@ apply_ray_env()
 
 PORT = 8123
 BASE = f"http://127.0.0.1:{PORT}"
-TEXTS = ["a gorgeous , witty , seductive movie .", "the film is strictly routine and dull ."]
+# Candidate texts: sentiment-laden and neutral ones. With 8 selection and 40 estimation votes some of them certify
+# and some abstain on the session checkpoint (at the default K = 4 votes, 0.05**(1/4) < 0.5, so every certificate
+# would abstain and the certified label and radius paths would never be compared). Which ones do depends on the
+# voters' noise, so the `texts` fixture picks certified and abstained ones from the reference `frs certify` path.
+POOL = ["awful , boring , stupid and ugly .", "a gorgeous , witty , seductive movie .", "it runs 90 minutes .",
+        "the film is strictly routine and dull .", "an utterly charming film .", "a tedious , plodding mess .",
+        "a fine film .", "bad acting .", "it is a film .", "the movie has actors .", "the plot .",
+        "a masterpiece : brilliant , moving and beautiful .", "it 's a mn charming and often affecting journey .",
+        "the actors .", "there is a movie .", "a film about people .", "the characters talk .",
+        "this is a movie with actors in it .", "a story about a man and a dog .", "the movie , the actors , the plot ."]
 SETTINGS = {"k": 4, "voter_actors": 2, "fuzz_actors": 1, "max_texts_per_request": 8, "max_chars_per_text": 300,
-            "request_timeout_s": 400, "max_n_max": 64, "max_target_radius": 3,
-            "certify": {"seed": 1, "fuzzing": {"budget": 5}}}
+            "request_timeout_s": 400, "max_n_max": 200, "max_target_radius": 3,
+            "certify": {"seed": 1, "n_select": 8, "n_estimate": 40, "fuzzing": {"budget": 5}}}
 USER_CONFIG = {"budget": 2, "alpha": 0.05}  # applied by reconfigure(): the effective budget is 2
 
 
@@ -61,6 +70,17 @@ def _local_certificates(checkpoint, texts):
     return [c.to_dict() for c in FRSClassifier.from_checkpoint(checkpoint, cfg).certify(texts)]
 
 
+@pytest.fixture(scope="module")
+def texts(minilm_checkpoint) -> list[str]:
+    """Two texts the reference path certifies and one it abstains on (fewer if the pool has fewer)."""
+    certs = _local_certificates(minilm_checkpoint, POOL)
+    certified = [c["text"] for c in certs if not c["abstained"]]
+    abstained = [c["text"] for c in certs if c["abstained"]]
+    assert certified and abstained, f"the pool gave {len(certified)} certified and {len(abstained)} abstained " \
+                                    "certificates; both are needed to compare the service on both paths"
+    return certified[:2] + abstained[:1]
+
+
 def _strip(cert: dict) -> dict:
     return {k: v for k, v in cert.items() if k not in ("seconds", "index")}
 
@@ -71,6 +91,17 @@ def _same(xs: list[dict], ys: list[dict]) -> bool:
     return len(xs) == len(ys) and all(certificates_match(x, y) for x, y in zip(xs, ys))
 
 
+def _content_sha256(folder) -> str:
+    """sha256 over every file of ``folder`` (sorted relative path, size, bytes), computed here independently."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = f.read_bytes()
+        h.update(f"{f.relative_to(folder).as_posix()}\0{len(data)}\0".encode() + data)
+    return h.hexdigest()
+
+
 def test_health_and_info(service, minilm_checkpoint):
     with urllib.request.urlopen(BASE + "/healthz", timeout=30) as r:
         assert json.loads(r.read()) == {"status": "ok"}
@@ -78,25 +109,35 @@ def test_health_and_info(service, minilm_checkpoint):
 
     info = FRSClient(BASE).info()
     assert info.k == 4 and info.voter_actors == 2 and info.voters_per_actor == [[0, 2], [1, 3]]
-    assert info.budget == USER_CONFIG["budget"] and info.sigma == 0.01 and len(info.checkpoint_sha256) == 64
+    assert info.budget == USER_CONFIG["budget"] and info.sigma == 0.01
+    assert (info.n_select, info.n_estimate) == (8, 40)
+    # the checkpoint by name and content hash, never by where it is stored
+    assert info.checkpoint == minilm_checkpoint.name and info.model == "minilm"
+    assert str(minilm_checkpoint.parent) not in json.dumps(info.model_dump())
+    assert info.checkpoint_sha256 == _content_sha256(minilm_checkpoint)
     with urllib.request.urlopen(BASE + "/docs", timeout=30) as r:
         assert r.status == 200
 
 
-def test_http_client_and_handle_match_local_certify(service, minilm_checkpoint):
+def test_http_client_and_handle_match_local_certify(service, minilm_checkpoint, texts):
     import asyncio
 
     from frs_ray.serving.client import FRSClient, classify_with_handle
 
-    local = [_strip(c) for c in _local_certificates(minilm_checkpoint, TEXTS)]
-    status, body = _post("/v1/classify", json.dumps({"texts": TEXTS}).encode())
+    local = [_strip(c) for c in _local_certificates(minilm_checkpoint, texts)]
+    # both paths occur: certified (label and radii compared) and abstained
+    assert {c["abstained"] for c in local} == {False, True}
+    for c in local:
+        assert (c["label"] == -1) == c["abstained"] == (c["radius"]["conditional"]["tokens"] is None)
+    status, body = _post("/v1/classify", json.dumps({"texts": texts}).encode())
     assert status == 200
+    assert [(r["label"], r["radius"]) for r in body["results"]] == [(c["label"], c["radius"]) for c in local]
     assert _same(body["results"], local)
-    client_results = FRSClient(BASE).classify(TEXTS)
+    client_results = FRSClient(BASE).classify(texts)
     assert _same([r.model_dump() for r in client_results], local)
-    via_async = asyncio.run(FRSClient(BASE).aclassify(TEXTS))
+    via_async = asyncio.run(FRSClient(BASE).aclassify(texts))
     assert _same([r.model_dump() for r in via_async], local)
-    via_handle = asyncio.run(classify_with_handle(service, TEXTS))
+    via_handle = asyncio.run(classify_with_handle(service, texts))
     assert _same([r.model_dump() for r in via_handle], local)
 
 
@@ -131,25 +172,25 @@ MALFORMED = [
     json.dumps({"texts": ["t"] * 9}).encode(),
     b"",
     b'{"texts": ["ok"], "options": {"return_spans": "maybe"}}',
-    # sequential CERTIFY options (K=4: the first estimation round has 4 votes; max_n_max 64, max_target_radius 3)
+    # sequential CERTIFY options (first estimation round: n_estimate = 40 votes; max_n_max 200, max_target_radius 3)
     b'{"texts": ["ok"], "options": {"n_max": 0}}',
     b'{"texts": ["ok"], "options": {"n_max": -5}}',
     b'{"texts": ["ok"], "options": {"n_max": "lots"}}',
     b'{"texts": ["ok"], "options": {"n_max": 2.5}}',
-    b'{"texts": ["ok"], "options": {"n_max": 65}}',
+    b'{"texts": ["ok"], "options": {"n_max": 201}}',
     b'{"texts": ["ok"], "options": {"n_max": 3}}',
     b'{"texts": ["ok"], "options": {"target_radius": 1}}',
-    b'{"texts": ["ok"], "options": {"n_max": 16, "target_radius": -1}}',
-    b'{"texts": ["ok"], "options": {"n_max": 16, "target_radius": 4}}',
-    b'{"texts": ["ok"], "options": {"n_max": 16, "target_kind": "sideways"}}',
+    b'{"texts": ["ok"], "options": {"n_max": 160, "target_radius": -1}}',
+    b'{"texts": ["ok"], "options": {"n_max": 160, "target_radius": 4}}',
+    b'{"texts": ["ok"], "options": {"n_max": 160, "target_kind": "sideways"}}',
 ]
 
 # the message names what is wrong
 SEQUENTIAL_MESSAGES = [
-    ({"n_max": 65}, "max_n_max = 64"),
-    ({"n_max": 3}, "n_max (3) must be >= the first round's votes n_estimate (4)"),
+    ({"n_max": 201}, "max_n_max = 200"),
+    ({"n_max": 3}, "n_max (3) must be >= the first round's votes n_estimate (40)"),
     ({"target_radius": 1}, "target_radius needs n_max"),
-    ({"n_max": 16, "target_radius": 4}, "max_target_radius = 3"),
+    ({"n_max": 160, "target_radius": 4}, "max_target_radius = 3"),
 ]
 
 
@@ -180,14 +221,14 @@ def test_still_healthy_after_bad_input(service):
     assert status == 200 and body["results"][0]["spans"] == []
 
 
-def test_killed_voter_and_fuzzer_are_restarted_with_identical_votes(service, minilm_checkpoint):
+def test_killed_voter_and_fuzzer_are_restarted_with_identical_votes(service, minilm_checkpoint, texts):
     import asyncio
 
-    before = _post("/v1/classify", json.dumps({"texts": TEXTS}).encode())[1]["results"]
+    before = _post("/v1/classify", json.dumps({"texts": texts}).encode())[1]["results"]
     pids = asyncio.run(_pids(service))
     os.kill(pids["voters"][0], signal.SIGKILL)
     os.kill(pids["fuzzers"][0], signal.SIGKILL)
-    status, after = _post("/v1/classify", json.dumps({"texts": TEXTS}).encode())
+    status, after = _post("/v1/classify", json.dumps({"texts": texts}).encode())
     assert status == 200
     assert _same(after["results"], before)
     new = asyncio.run(_pids(service))
@@ -199,20 +240,22 @@ async def _pids(handle):
 
 
 # ---------------------------------------------------------------------------------------------- sequential CERTIFY
-SEQ_TEXTS = TEXTS + ["an ambitious but uneven film .", "it is not a bad movie at all ."]
-SEQ_OPTIONS = {"n_max": 16, "target_radius": 1}  # K=4: looks at 4, 8, 16 estimation votes, alpha / 3 each
+SEQ_TEXTS = POOL[:6]  # sentiment-laden and neutral: some stop at the first look, some go on
+SEQ_OPTIONS = {"n_max": 160, "target_radius": 1}  # looks at 40, 80, 160 estimation votes, alpha / 3 each
 
 
 @pytest.fixture(scope="module")
 def cli_sequential(minilm_checkpoint, tmp_path_factory):
-    """`frs certify --n-max 16 --target-radius 1` with the service's effective settings (seed 1, budget 2)."""
+    """`frs certify --n-max 160 --target-radius 1` with the service's effective settings (seed 1, budget 2,
+    8 selection votes, a first round of 40)."""
     from frs_ray.cli import main
 
     d = tmp_path_factory.mktemp("seq")
     (d / "in.txt").write_text("\n".join(SEQ_TEXTS) + "\n")
     rc = main(["certify", "--checkpoint", str(minilm_checkpoint), "--input", str(d / "in.txt"), "--out",
                str(d / "out.jsonl"), "--no-progress", "--k", str(SETTINGS["k"]), "--seed", "1", "--budget",
-               str(USER_CONFIG["budget"]), "--n-max", "16", "--target-radius", "1"])
+               str(USER_CONFIG["budget"]), "--n-select", str(SETTINGS["certify"]["n_select"]), "--n-estimate",
+               str(SETTINGS["certify"]["n_estimate"]), "--n-max", "160", "--target-radius", "1"])
     assert rc == 0
     return [_strip(json.loads(line)) for line in (d / "out.jsonl").read_text().splitlines()]
 
@@ -223,8 +266,10 @@ def test_sequential_request_equals_frs_certify_n_max(service, cli_sequential):
     results = body["results"]
     assert _same(results, cli_sequential)
     seq = [r["sequential"] for r in results]
-    assert all(s["n_max"] == 16 and s["target_radius"] == 1 and s["looks"] >= 2 for s in seq), seq
-    assert all(sum(r["votes"]) == s["votes"] and r["queries"]["votes"] == 4 + s["votes"] for r, s in zip(results, seq))
+    assert all(s["n_max"] == 160 and s["target_radius"] == 1 for s in seq), seq
+    assert any(s["looks"] >= 2 for s in seq), seq  # some text went on to a later round
+    n_sel = SETTINGS["certify"]["n_select"]
+    assert all(sum(r["votes"]) == s["votes"] and r["queries"]["votes"] == n_sel + s["votes"] for r, s in zip(results, seq))
 
 
 def test_concurrent_sequential_requests_share_voter_calls(service, cli_sequential):
@@ -258,24 +303,24 @@ def test_user_config_sets_sequential_defaults(service, cli_sequential):
     try:
         asyncio.run(reconf({**USER_CONFIG, **SEQ_OPTIONS}))
         info = FRSClient(BASE).info()
-        assert (info.n_max, info.target_radius, info.max_n_max) == (16, 1, 64)
+        assert (info.n_max, info.target_radius, info.max_n_max) == (160, 1, 200)
         status, body = _post("/v1/classify", json.dumps({"texts": SEQ_TEXTS}).encode())
         assert status == 200 and _same(body["results"], cli_sequential)
     finally:
         asyncio.run(reconf({**USER_CONFIG, "n_max": None, "target_radius": None}))
     assert FRSClient(BASE).info().n_max is None
-    status, body = _post("/v1/classify", json.dumps({"texts": TEXTS[:1]}).encode())
+    status, body = _post("/v1/classify", json.dumps({"texts": POOL[:1]}).encode())
     assert status == 200 and body["results"][0]["sequential"] is None
 
 
 @pytest.mark.parametrize("user_config, message", [
-    ({"n_max": 65}, "max_n_max = 64"),
+    ({"n_max": 201}, "max_n_max = 200"),
     ({"n_max": 3}, "must be >= the first round's votes"),
     ({"target_radius": 2}, "target_radius needs n_max"),
-    ({"n_max": 16, "target_radius": 9}, "max_target_radius = 3"),
-    ({"n_max": 16, "target_kind": "both"}, "target_kind"),
-    ({"n_max": 16, "futility": 1.0}, "futility"),
-    ({"n_max": 16, "round_growth": 1.0}, "round_growth"),
+    ({"n_max": 160, "target_radius": 9}, "max_target_radius = 3"),
+    ({"n_max": 160, "target_kind": "both"}, "target_kind"),
+    ({"n_max": 160, "futility": 1.0}, "futility"),
+    ({"n_max": 160, "round_growth": 1.0}, "round_growth"),
     ({"n_max": "many"}, "n_max"),
     ({"k": 2}, "unknown fields ['k']"),
 ])
@@ -288,12 +333,12 @@ def test_bad_user_config_is_rejected_with_the_field(user_config, message):
     with pytest.raises(ValueError) as e:
         apply_user_config(base, settings, user_config)
     assert message in str(e.value), str(e.value)
-    good = apply_user_config(base, settings, {"n_max": 64, "target_radius": 3, "target_kind": "unconditional"})
-    assert (good.n_max, good.target_radius, good.target_kind) == (64, 3, "unconditional")
+    good = apply_user_config(base, settings, {"n_max": 200, "target_radius": 3, "target_kind": "unconditional"})
+    assert (good.n_max, good.target_radius, good.target_kind) == (200, 3, "unconditional")
 
 
 def test_deployment_certify_n_max_obeys_the_limit():
     from frs_ray.serving.settings import ServiceSettings
 
-    with pytest.raises(ValueError, match="certify.n_max = 128 exceeds this deployment's max_n_max = 64"):
-        ServiceSettings.model_validate({"checkpoint": "unused", **SETTINGS, "certify": {"n_max": 128}})
+    with pytest.raises(ValueError, match="certify.n_max = 256 exceeds this deployment's max_n_max = 200"):
+        ServiceSettings.model_validate({"checkpoint": "unused", **SETTINGS, "certify": {"n_max": 256}})

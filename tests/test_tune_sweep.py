@@ -72,6 +72,50 @@ def test_select_best_rule(study):
     assert study.select_best([]) is None
 
 
+def _cert(prediction: int, label: int, radius: int | None = None):
+    """A real :class:`Certificate` with the given majority vote (``prediction``) and certified ``label``."""
+    from frs_ray.certify.smooth import Certificate, Radius
+
+    rad = {kind: Radius(tokens=radius, fraction=None, omega=0.9, assumes=kind) for kind in ("conditional", "unconditional")}
+    return Certificate(text="t", label=label, label_name=str(label), abstained=label == -1, votes=[0, 0],
+                       select_votes=[0, 0], p_lower=0.0, radius=rad, spans=[], length_tokens=5, omega_h=0.9,
+                       omega_l=0.1, queries={"fuzz": 1, "votes": 2}, seconds={"votes": 0.1}, prediction=prediction)
+
+
+def test_point_metrics_vote_and_certified_columns(study):
+    # CA/PA/ASR are measured on the majority vote (as frs eval does), certified_* on the certified label: a trial
+    # that reads the certified label as the prediction (the bug of issue 16) gets ca 0.25, asr 0.0 here.
+    clean = {"labels": [1, 0, 1, 0]}
+    clean_certs = [_cert(1, 1, radius=2),  # vote right, certified right
+                   _cert(0, -1),           # vote right, certificate abstains
+                   _cert(1, -1),           # vote right, certificate abstains
+                   _cert(1, -1)]           # vote wrong, certificate abstains
+    trig = {"original": [0, 0, 0], "target": [1, 1, 1]}
+    trig_certs = [_cert(1, -1), _cert(1, 1, radius=1), _cert(-1, -1)]  # attack wins the vote twice, certified once
+    m = study.point_metrics(clean_certs, trig_certs, clean, trig)
+    assert (m["ca"], m["pa"], m["asr"]) == (0.75, 0.0, 2 / 3)
+    assert (m["certified_ca"], m["certified_pa"], m["certified_asr"]) == (0.25, 0.0, 1 / 3)
+    assert (m["abstain"], m["abstain_triggered"], m["vote_abstain"]) == (0.75, 2 / 3, 0.0)
+    assert m["avg_radius"] == 2.0 and m["avg_radius_all"] == 0.5  # radius only where the certified label is right
+    assert m["queries_per_input"] == 3.0 and (m["n_clean"], m["n_triggered"]) == (4, 3)
+    # several targets: per-row comparison, vote and certified alike
+    m2 = study.point_metrics(clean_certs, trig_certs, clean, {"original": [0, 0, 1], "target": [1, 1, 0]})
+    assert m2["asr"] == 2 / 3 and m2["certified_asr"] == 1 / 3
+
+
+def test_markdown_table_names_vote_and_certified_columns(study):
+    row = {"K": 20, "sigma": 0.01, "H": 6, "budget": 10, "omega_h": 0.9, "omega_m": 0.15, "max_distance": 0.5,
+           "ca": 0.75, "pa": 0.5, "asr": 0.125, "certified_ca": 0.25, "certified_pa": 0.375, "certified_asr": 0.0625,
+           "best": True}
+    header, _, line = study.markdown_table([row]).splitlines()
+    cells = dict(zip([h.strip() for h in header.strip("|").split("|")], [c.strip() for c in line.strip("|").split("|")]))
+    assert cells["CA (vote)"] == "**0.75**" and cells["ASR (vote)"] == "**0.125**"
+    assert cells["certified CA"] == "**0.25**" and cells["certified PA"] == "**0.375**"
+    assert cells["certified ASR"] == "**0.0625**"
+    for col in ("ca", "pa", "asr", "certified_ca", "certified_pa", "certified_asr", "vote_abstain"):
+        assert col in study.CSV_COLUMNS, col
+
+
 def test_grid_designs(study):
     values = {"K": [10, 20, 40, 80], "sigma": [0.005, 0.01, 0.02, 0.04], "H": [10], "budget": [10],
               "omega_h": [0.9], "omega_m": [0.15], "max_distance": [0.5]}
@@ -203,12 +247,21 @@ def test_quick_study_outputs_and_cached_finetune(tmp_path):
 
     rows = _read_csv(out / "results.csv")
     assert len(rows) == 4  # K {5, 8} x sigma {0.005, 0.02}
-    for col in ("K", "sigma", "H", "budget", "ca", "pa", "asr", "avg_radius", "omega_h", "queries_per_input",
-                "seconds_per_input", "abstain"):
+    for col in ("K", "sigma", "H", "budget", "ca", "pa", "asr", "certified_ca", "certified_pa", "certified_asr",
+                "avg_radius", "omega_h", "queries_per_input", "seconds_per_input", "abstain", "vote_abstain"):
         assert col in rows[0], col
     for r in rows:
-        for col in ("ca", "pa", "asr", "abstain"):
-            assert 0.0 <= float(r[col]) <= 1.0
+        n_clean, n_trig = int(r["n_clean"]), int(r["n_triggered"])
+        assert n_clean > 0 and n_trig > 0
+        # every rate is a count over its subset (not, e.g., a mean of probabilities)
+        for col, n in (("ca", n_clean), ("certified_ca", n_clean), ("abstain", n_clean), ("vote_abstain", n_clean),
+                       ("pa", n_trig), ("asr", n_trig), ("certified_pa", n_trig), ("certified_asr", n_trig),
+                       ("abstain_triggered", n_trig)):
+            assert float(r[col]) * n == pytest.approx(round(float(r[col]) * n), abs=1e-6), col
+        # an abstaining certificate is never certified correct, nor a certified attack success
+        assert float(r["certified_ca"]) + float(r["abstain"]) <= 1 + 1e-9
+        assert float(r["certified_pa"]) + float(r["certified_asr"]) + float(r["abstain_triggered"]) <= 1 + 1e-9
+        assert float(r["ca"]) + float(r["vote_abstain"]) <= 1 + 1e-9
         assert r["avg_radius"] == "" or float(r["avg_radius"]) >= 0
         assert float(r["queries_per_input"]) == 3 + 2 * int(r["K"])  # budget + n_select + n_estimate
         assert Path(r["checkpoint"], "frs.json").is_file()

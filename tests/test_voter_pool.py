@@ -201,3 +201,54 @@ def test_bad_pool_settings_are_clear_errors(minilm_backend):
     assert d["resident_bytes"] == 3 * 4 * sum(p.numel() for n, p in minilm_backend.model.named_parameters() if n in sel.names)
     assert make_voter_pool(minilm_backend, spec, memory_fraction=1e-12).describe()["noise"] == "per_batch"
     assert vote_labels(pool, []) == []
+
+
+CLEAR_TEXTS = ["a gorgeous , witty , seductive movie .", "the film is strictly routine and dull .",
+               "an utterly charming and hilarious film .", "a tedious , plodding and lifeless mess .",
+               "it 's a mn charming and often affecting journey .", "not a bad film , but not a good one either ."]
+
+
+def test_cli_pools_eval_and_service_shard_give_the_same_certificates(minilm_checkpoint, tmp_path, data_dir):
+    """One checkpoint, seed and text set: `frs certify`, FRSClassifier with each pool, the `frs` defense of
+    `frs eval`, and a service voter shard (the actor class, hosting half of the voters) agree exactly."""
+    import json
+
+    from frs_ray.certify.smooth import FRSClassifier, certificates_match
+    from frs_ray.cli import main
+    from frs_ray.config import CertifyConfig
+    from frs_ray.data import load_dataset
+    from frs_ray.defenses.base import DefenseContext
+    from frs_ray.defenses.registry import build_defense
+    from frs_ray.serving.actors import VoterShard
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(CLEAR_TEXTS) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["certify", "--checkpoint", str(minilm_checkpoint), "--input", str(src), "--out", str(out),
+                 "--k", "20", "--budget", "4", "--seed", "3", "--no-progress"]) == 0
+    cli = [json.loads(line) for line in out.read_text().splitlines()]
+    assert any(not c["abstained"] for c in cli) and all(c["label"] == -1 for c in cli if c["abstained"])
+
+    certs = {}
+    for impl, noise in (("loop", "regenerate"), ("stacked", "resident"), ("stacked", "per_batch")):
+        cfg = CertifyConfig(k=20, seed=3, fuzzing={"budget": 4}, voters={"implementation": impl, "noise": noise})
+        clf = FRSClassifier.from_checkpoint(minilm_checkpoint, cfg)
+        certs[impl, noise] = [c.to_dict() for c in clf.certify(CLEAR_TEXTS)]
+        for a, b in zip(cli, certs[impl, noise]):
+            assert certificates_match(a, b), (impl, noise, a["text"])
+
+    ctx = DefenseContext(plain_checkpoint=minilm_checkpoint, smoothed_checkpoint=minilm_checkpoint,
+                         base_model="minilm", train=load_dataset("sst2", "dev", data_dir), work_dir=tmp_path,
+                         certify=CertifyConfig(k=20, fuzzing={"budget": 4}), seed=3)
+    for pred, c in zip(build_defense("frs", ctx).predict(CLEAR_TEXTS), cli):
+        assert pred.label == c["prediction"] and pred.certified_label == c["label"]
+        if not c["abstained"]:
+            assert pred.radius == c["radius"]["conditional"]["tokens"] or c["omega_h"] == c["omega_l"]
+
+    shard = VoterShard(str(minilm_checkpoint), [v for v in range(20) if v % 2 == 1], 20, 3, torch_threads=1)
+    ref = FRSClassifier.from_checkpoint(minilm_checkpoint, CertifyConfig(k=20, seed=3, voters={"implementation": "loop"}))
+    jobs = [(k, t) for t in CLEAR_TEXTS for k in range(1, 20, 2)]
+    assert shard.vote(jobs) == ref.vote_labels(jobs)
+    assert shard.describe()["implementation"] == "stacked" and shard.describe()["voters"] == 10
+    with pytest.raises(ValueError, match="not hosted"):
+        shard.vote([(0, CLEAR_TEXTS[0])])

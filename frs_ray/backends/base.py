@@ -1,8 +1,9 @@
 """The classifier protocol that fuzzing, smoothing and certification use.
 
 Everything above this layer sees a model only as a batched function ``texts -> class probabilities``.
-Encoder classifiers (BERT, MiniLM) and decoder LLMs (Llama with a classification head, or a vLLM engine
-scoring label words) both fit: they differ only in how they turn texts into logits.
+Encoder classifiers (BERT, MiniLM) and decoder LLMs (Llama with a classification head) both fit: they differ only
+in how they turn texts into logits. The one implementation is transformers' (:mod:`frs_ray.backends.hf`); a vLLM
+engine scoring label words would fit the protocol too, but no vLLM backend or vLLM voters exist yet.
 Parameter smoothing additionally needs the torch module whose weights it perturbs (:class:`TorchBackend`).
 """
 

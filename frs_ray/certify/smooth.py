@@ -47,7 +47,7 @@ from ..errors import ConfigError
 from ..smoothing.bmps import apply_clip_
 from ..smoothing.finetune import read_meta
 from ..smoothing.layers import SmoothedParameters
-from ..smoothing.pool import VoterPool, VoterSpec, make_voter_pool, vote_labels
+from ..smoothing.pool import VoterPool, VoterSpec, pool_from_config, vote_labels
 from ..text import render, tokenize
 from .bounds import ABSTAIN, certified_radius, majority_vote, predict_and_bound
 
@@ -110,6 +110,14 @@ class Certificate:
         return d
 
 
+def checkpoint_voter_spec(meta: dict[str, Any], k: int, seed: int, sigma: float | None = None) -> VoterSpec:
+    """The K voters (Eq. 5) of a checkpoint's ``frs.json``: its smoothed tensors, ``sigma`` (default: the
+    fine-tuning sigma), ``k`` and ``seed``."""
+    sm = meta["smoothing"]
+    selection = SmoothedParameters(tuple(sm["names"]), sm["top_h"], sm["depth"], sm["stack"])
+    return VoterSpec(selection, k, meta["config"]["smoothing"]["sigma"] if sigma is None else sigma, seed)
+
+
 class FRSClassifier:
     """Fuzzed Randomized Smoothing over a torch backend and its K smoothed voters.
 
@@ -140,19 +148,17 @@ class FRSClassifier:
         ``voter_ids``: which voters this process hosts (default ``()``: all K; ``None``: no voters, for a process
         that only fuzzes); the pool is built as ``config.voters`` says. ``sigma`` overrides the inference-phase
         noise of Eq. 5 (default: the checkpoint's fine-tuning sigma); 0 gives K identical un-noised voters (the
-        -BMPS(inference) ablation); ``span_filter`` see :data:`SpanFilter`."""
+        -BMPS(inference) ablation); ``span_filter`` see :data:`SpanFilter`. With ``config.voters.backend == "vllm"``
+        the voters run in a vLLM engine that loads the same checkpoint; fuzzing still runs on the torch centre."""
         config = config or CertifyConfig()
         meta = read_meta(checkpoint)
         backend = HFClassifier(checkpoint, max_length=meta["max_length"], device=device)
         sm = meta["smoothing"]
-        selection = SmoothedParameters(tuple(sm["names"]), sm["top_h"], sm["depth"], sm["stack"])
-        smc = meta["config"]["smoothing"]
-        apply_clip_(backend.model, selection, sm["reference_norms"], smc["rho"])  # the centre of Eq. 5
+        spec = checkpoint_voter_spec(meta, config.k, config.seed, sigma)
+        apply_clip_(backend.model, spec.selection, sm["reference_norms"], meta["config"]["smoothing"]["rho"])  # the centre of Eq. 5
         pool = None
         if voter_ids is not None:
-            spec = VoterSpec(selection, config.k, smc["sigma"] if sigma is None else sigma, config.seed)
-            v = config.voters
-            pool = make_voter_pool(backend, spec, list(voter_ids) or None, v.implementation, v.noise, v.memory_fraction)
+            pool = pool_from_config(backend, spec, list(voter_ids) or None, config.voters)
         return cls(backend, pool, config, meta["data"].get("label_names"), span_filter=span_filter)
 
     # ------------------------------------------------------------------ stages
@@ -277,33 +283,44 @@ def _radius(label: int, p_lower: float, omega: float, destroy: float, cap: int, 
     return Radius(r, r / length if length else 0.0, w, assumes)
 
 
-def finalize_certificate(plan: VotePlan, select: Sequence[int], estimate: Sequence[int], config: CertifyConfig,
-                         label_names: Sequence[str], seconds: dict[str, float] | None = None) -> Certificate:
-    """CERTIFY protocol on the vote counts of one plan, plus both radii (no model needed)."""
-    dec = predict_and_bound(list(select), list(estimate), config.alpha)
+def build_certificate(plan: VotePlan, label: int, p_lower: float, select: Sequence[int], estimate: Sequence[int],
+                      votes_spent: int, config: CertifyConfig, label_names: Sequence[str],
+                      seconds: dict[str, float] | None = None, sequential: dict[str, Any] | None = None) -> Certificate:
+    """The certificate of one plan once its decision is made: ``label`` (ABSTAIN or the certified class) and
+    ``p_lower`` from whichever protocol ran, both radii of Theorem 1 from that bound, the majority vote."""
     destroy = config.randomize.destroy_fraction()
     extra = ASSUMPTIONS["character"] if config.randomize.mutation_level == "character" else ""
     L = plan.length_tokens
+    abstained = label == ABSTAIN
     return Certificate(
         text=plan.text,
-        label=dec.label,
-        label_name="ABSTAIN" if dec.abstained else label_names[dec.label],
-        abstained=dec.abstained,
+        label=label,
+        label_name="ABSTAIN" if abstained else label_names[label],
+        abstained=abstained,
         votes=[int(v) for v in estimate],
         select_votes=[int(v) for v in select],
-        p_lower=dec.p_lower,
+        p_lower=p_lower,
         radius={
-            "conditional": _radius(dec.label, dec.p_lower, plan.omega_h, destroy, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"] + extra),
-            "unconditional": _radius(dec.label, dec.p_lower, plan.omega_l, destroy, L, L, ASSUMPTIONS["unconditional"] + extra),
+            "conditional": _radius(label, p_lower, plan.omega_h, destroy, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"] + extra),
+            "unconditional": _radius(label, p_lower, plan.omega_l, destroy, L, L, ASSUMPTIONS["unconditional"] + extra),
         },
         spans=plan.spans,
         length_tokens=L,
         omega_h=plan.omega_h,
         omega_l=plan.omega_l,
-        queries={"fuzz": plan.fuzz_queries, "votes": len(plan.select) + len(plan.estimate)},
+        queries={"fuzz": plan.fuzz_queries, "votes": int(votes_spent)},
         seconds={k: round(v, 5) for k, v in {**plan.seconds, **(seconds or {})}.items()},
         prediction=majority_vote([int(a) + int(b) for a, b in zip(select, estimate)]),
+        sequential=sequential,
     )
+
+
+def finalize_certificate(plan: VotePlan, select: Sequence[int], estimate: Sequence[int], config: CertifyConfig,
+                         label_names: Sequence[str], seconds: dict[str, float] | None = None) -> Certificate:
+    """CERTIFY protocol on the vote counts of one plan, plus both radii (no model needed)."""
+    dec = predict_and_bound(list(select), list(estimate), config.alpha)
+    return build_certificate(plan, ABSTAIN if dec.abstained else dec.label, dec.p_lower, select, estimate,
+                             len(plan.select) + len(plan.estimate), config, label_names, seconds)
 
 
 def certificates_match(a: dict, b: dict, score_tol: float = 1e-5) -> bool:
@@ -339,4 +356,5 @@ def finalize_plans(plans: Sequence[VotePlan], labels: Sequence[int], config: Cer
     return certs
 
 
-__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "SpanFilter", "VotePlan", "certificates_match", "finalize_certificate", "finalize_plans", "text_seed"]
+__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "SpanFilter", "VotePlan", "build_certificate", "certificates_match",
+           "checkpoint_voter_spec", "finalize_certificate", "finalize_plans", "text_seed"]

@@ -38,8 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -50,6 +48,7 @@ from tqdm.auto import tqdm
 
 from ..backends.lm import load_lm, resolve_lm
 from ..config import build
+from ..storage import write_atomic
 from ..text.tokens import Token, render, tokenize
 from .base import Defense, DefenseContext, DefensePrediction
 from .registry import register
@@ -139,12 +138,8 @@ class Onion(Defense):
     def _cache_put(self, text: str, entry: dict[str, Any]) -> None:
         if not self.config.cache:
             return
-        path = self._cache_file(text)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(entry, fh)
-        os.replace(tmp, path)
+        # one file per text, renamed into place (readers see a whole entry or none; no temporary file is left)
+        write_atomic(self._cache_file(text), json.dumps(entry))
 
     # perplexities -----------------------------------------------------------------------------------
     def perplexity_entries(self, texts: Sequence[str]) -> list[dict[str, Any]]:

@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,10 +60,13 @@ from tqdm.auto import tqdm
 
 from ..attacks.base import insert_pieces
 from ..config import build
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
+from ..storage import build_once
 from ..text.tokens import tokenize
 from .base import ABSTAIN, Defense, DefenseContext, DefensePrediction
 from .registry import register
+
+CACHE_MARKER = "rap.json"  # a cache entry is complete when this file exists
 
 CHUNK = 64  # inputs classified together in predict (one progress step each)
 
@@ -191,31 +192,37 @@ class RAP(Defense):
         return [pool[i] for i in order[:n_train]], [pool[i] for i in order[n_train: n_train + n_cal]]
 
     def _load(self) -> bool:
-        """Read the tuned rows and threshold from the cache; False (train again) when absent or unusable."""
+        """Read the tuned rows and threshold from the cache; False (train) when the entry is absent.
+
+        Entries appear complete or not at all (:func:`~frs_ray.storage.build_once`), so an entry that is there but
+        unreadable was damaged from outside: ``CheckpointError`` names it instead of silently retraining.
+        """
+        if not (self.cache_dir / CACHE_MARKER).is_file():
+            return False
         try:
-            meta = json.loads((self.cache_dir / "rap.json").read_text())
+            meta = json.loads((self.cache_dir / CACHE_MARKER).read_text())
             rows = load_file(str(self.cache_dir / "rows.safetensors"))["rows"]
             threshold, drops, losses = float(meta["threshold"]), list(meta["calibration_drops"]), meta["losses"]
-        except (OSError, KeyError, TypeError, ValueError, SafetensorError):  # ValueError: bad JSON
-            return False
+        except (OSError, KeyError, TypeError, ValueError, SafetensorError) as exc:  # ValueError: bad JSON
+            raise CheckpointError(f"RAP cache entry {self.cache_dir} is damaged ({exc}); delete it to retrain") from None
         if meta.get("piece_ids") != self.piece_ids or tuple(rows.shape) != tuple(self.plain_rows.shape):
-            return False
+            raise CheckpointError(f"RAP cache entry {self.cache_dir} does not match its key (pieces "
+                                  f"{meta.get('piece_ids')}, rows {tuple(rows.shape)}); delete it to retrain")
         self.rap_rows, self.threshold, self.calibration_drops, self.losses = rows.to(self.plain_rows), threshold, drops, losses
         return True
 
     def _save(self, key: dict[str, Any]) -> None:
+        """Cache the tuned rows; if another process cached the same key meanwhile, use its entry (never delete it)."""
         meta = {"key": key, "piece_ids": self.piece_ids, "pieces": self.pieces, "threshold": self.threshold,
                 "calibration_drops": self.calibration_drops, "losses": self.losses}
-        self.cache_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".rap-", dir=self.cache_dir.parent))
-        try:
+
+        def write(tmp: Path) -> None:
+            tmp.mkdir(parents=True)
             save_file({"rows": self.rap_rows.detach().cpu().contiguous()}, str(tmp / "rows.safetensors"))
-            (tmp / "rap.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-            if self.cache_dir.exists():
-                shutil.rmtree(self.cache_dir)
-            tmp.rename(self.cache_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / CACHE_MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True))  # the marker: written last
+
+        if not build_once(self.cache_dir, CACHE_MARKER, write):
+            self._load()
 
     # the perturbation -------------------------------------------------------------------------------
     def insert(self, text: str) -> str:

@@ -1,7 +1,9 @@
 """Defenses by name: ``@register("onion")`` on a :class:`Defense` subclass, ``build_defense("onion", ctx, **params)``.
 
-Each registered class takes ``(ctx, **params)`` and validates ``params`` through its own pydantic config, so an
-unknown or out-of-range parameter is a :class:`ConfigError` naming it.
+Each registered class takes ``(ctx, **params)`` and rejects an unknown or out-of-range parameter with a
+:class:`ConfigError` naming it: ``onion``, ``strip``, ``rap``, ``bki``, ``textguard`` and ``frs-fluency`` through
+their own pydantic configs; the smoothing defenses (``frs``, ``uniform``, ``ranmask``, the ablations) through
+:class:`~frs_ray.config.CertifyConfig` plus their few extra parameters, checked by hand; ``none`` takes none.
 
 Example::
 

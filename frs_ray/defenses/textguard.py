@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -50,7 +48,8 @@ from ..backends.hf import HFClassifier, resolve_model_path
 from ..config import FinetuneConfig, build
 from ..data import TextDataset
 from ..errors import ConfigError
-from ..smoothing.finetune import finetune, read_meta
+from ..smoothing.finetune import META_FILE, finetune, read_meta
+from ..storage import build_once
 from ..text.tokens import Token, render, tokenize
 from .base import ABSTAIN, Defense, DefenseContext, DefensePrediction
 from .registry import register
@@ -216,7 +215,7 @@ class TextGuard(Defense):
         dirs = []
         for name, groups in plan:
             target = self.cache_dir / name
-            if (target / "frs.json").is_file():
+            if (target / META_FILE).is_file():
                 read_meta(target)  # raises CheckpointError on a corrupt cache entry
                 dirs.append(target)
                 continue
@@ -224,14 +223,9 @@ class TextGuard(Defense):
             if len(ds) == 0:
                 raise ConfigError(f"TextGuard {name}: no training words fall into this group; lower m or give "
                                   "more training data")
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.cache_dir))
-            try:
-                finetune(self.ft_config, ds, tmp / "out", device=self.ctx.device, progress=self.ctx.progress)
-                if target.exists():
-                    shutil.rmtree(target)
-                (tmp / "out").rename(target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            # built in a private folder; a copy another process finished meanwhile is kept, ours dropped
+            build_once(target, META_FILE, lambda tmp, ds=ds: finetune(self.ft_config, ds, tmp, device=self.ctx.device,
+                                                                       progress=self.ctx.progress))
             self.trained.append(target)
             dirs.append(target)
         return dirs

@@ -7,10 +7,12 @@ Layout under ``root`` (default ``runs/zoo``)::
 
 ``attack`` ``clean`` is the un-poisoned packaged model (no poisoned folder). A folder is reused when its
 ``attack.json`` / ``frs.json`` exists, so interrupted evaluations resume and evaluations that share models (the
-attack benchmark, ``frs eval``, ``tune/sweep.py``) train each one once. The hashes cover every setting, so a
+attack benchmark and ``frs eval``) train each one once. ``tune/sweep.py`` does not use the zoo: it takes a
+pre-trained model folder (e.g. a zoo entry's ``poisoned/``) and keeps its own fine-tune cache
+(``tune/study/finetune_cache.py``). The hashes cover every setting, so a
 changed setting never reuses a stale model. A model is built in a private folder and moved into place when done
-(:func:`_build_once`), so two processes that need the same model at once (two ``frs eval`` runs, one per core)
-never delete or overwrite each other's files: the first to finish is kept.
+(:func:`frs_ray.storage.build_once`), so two processes that need the same model at once (two ``frs eval`` runs,
+one per core) never delete or overwrite each other's files: the first to finish is kept.
 """
 
 from __future__ import annotations

@@ -26,7 +26,10 @@ def _quiet() -> None:
 
 
 class VoterShard:
-    """Voters ``voter_ids`` of the ensemble in one voter pool; ``vote`` scores all its jobs in one pool call."""
+    """Voters ``voter_ids`` of the ensemble in one voter pool; ``vote`` scores all its jobs in one pool call.
+
+    With ``voters["backend"] == "vllm"`` the pool is one vLLM engine in this actor (on its GPU when the actor has
+    one); the torch copy of the checkpoint then stays on the CPU, as the source of the centre weights."""
 
     def __init__(self, checkpoint: str, voter_ids: Sequence[int], k: int, seed: int,
                  device: str | None = None, torch_threads: int | None = None,
@@ -39,6 +42,8 @@ class VoterShard:
         from ..certify.smooth import FRSClassifier
 
         cfg = CertifyConfig(k=k, seed=seed, fuzz=False, voters=voters or {})
+        if cfg.voters.backend == "vllm" and device is None:
+            device = "cpu"  # the torch model only supplies the centre and tokenizer; the GPU is the engine's
         # the pool materialises its voters now (resident noise), not on the first request
         self.clf = FRSClassifier.from_checkpoint(checkpoint, cfg, device=device, voter_ids=list(voter_ids))
         self.voter_ids = set(self.clf.pool.voter_ids)
@@ -58,7 +63,7 @@ class VoterShard:
 
     def describe(self) -> dict[str, Any]:
         """The shard's voter pool (implementation, noise mode, hosted voters, resident bytes)."""
-        return {**self.clf.pool.describe(), "voter_ids": sorted(self.voter_ids)}
+        return {**self.clf.pool.describe(), "voter_ids": sorted(self.voter_ids), "pid": os.getpid()}
 
     def pid(self) -> int:
         return os.getpid()

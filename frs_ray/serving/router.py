@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..backends.hf import filler_token_of
 from ..certify.rounds import SequentialBatch, draw_round
 from ..certify.smooth import finalize_plans
 from ..config import CertifyConfig, build
@@ -98,13 +99,24 @@ def _request_id() -> str:
     return rid or uuid.uuid4().hex
 
 
-def _checkpoint_hash(path: str) -> str:
+def checkpoint_digest(path: str | Path) -> str:
+    """sha256 of a checkpoint folder's content: for every file (sorted by relative path), its relative path, its
+    size and its bytes. Identifies the model without revealing where it is stored."""
+    root = Path(path)
     h = hashlib.sha256()
-    for f in sorted(Path(path).glob("*.safetensors")):
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root).as_posix()
+        h.update(f"{rel}\0{f.stat().st_size}\0".encode())
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def public_name(model: str) -> str:
+    """A model as ``/v1/info`` names it: a folder's last component (``/srv/x/victim`` -> ``victim``), a bare name
+    (``minilm``) unchanged."""
+    return Path(model).name or str(model)
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64,
@@ -119,14 +131,14 @@ class FRSRouter:
         meta = read_meta(s.checkpoint)
         self.meta = meta
         self.label_names = meta["data"].get("label_names") or [str(i) for i in range(meta["num_labels"])]
-        self.base = CertifyConfig.model_validate({**s.certify, "k": s.k})
-        self.checkpoint_sha = _checkpoint_hash(s.checkpoint)
+        self.base = CertifyConfig.model_validate(s.certify_options())
+        self.checkpoint_sha = checkpoint_digest(s.checkpoint)
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(s.checkpoint)
         # the filler of insertion/substitution mutations, as HFClassifier.filler_token (later sequential rounds
         # are randomized here, with the same filler the fuzzing workers use)
-        self.filler = self.tokenizer.mask_token or self.tokenizer.unk_token or "_"
+        self.filler = filler_token_of(self.tokenizer)
         self.max_tokens = int(meta["max_length"])
         self.layout = placement(s.k, s.voter_actors)
         actor_opts = s.actor_options()
@@ -136,12 +148,17 @@ class FRSRouter:
             for ids in self.layout
         ]
         self.shard_of = {k: r for r, ids in enumerate(self.layout) for k in ids}
-        self.fuzzers = [remote_fuzz_worker(**actor_opts).remote(s.checkpoint, s.device, s.torch_threads,
+        self.fuzzers = [remote_fuzz_worker(**s.actor_options(fuzz=True)).remote(s.checkpoint, s.device, s.torch_threads,
                                                                 s.span_check_options())
                         for _ in range(s.fuzz_actors)]
         ray.get([a.pid.remote() for a in self.shards + self.fuzzers])  # wait until every model is loaded
         pools = ray.get([a.describe.remote() for a in self.shards])
-        self.voter_pool = {key: pools[0][key] for key in ("implementation", "noise", "device", "voter_definition")}
+        self.voter_pool = {key: pools[0][key] for key in ("backend", "implementation", "noise", "device",
+                                                          "voter_definition") if key in pools[0]}
+        self.voter_pool["shards"] = [{"voter_ids": p["voter_ids"], "device": p["device"], "pid": p.get("pid")}
+                                     for p in pools]
+        if "engine" in pools[0]:
+            self.voter_pool["engine"] = pools[0]["engine"]
         self._next_fuzzer = 0
         self._inflight = 0
         self.metrics = ServiceMetrics()
@@ -162,7 +179,8 @@ class FRSRouter:
         b, s = self.base, self.settings
         sm = self.meta["config"]["smoothing"]
         return InfoResponse(
-            model=self.meta["config"]["model"], checkpoint=s.checkpoint, checkpoint_sha256=self.checkpoint_sha,
+            model=public_name(self.meta["config"]["model"]), checkpoint=public_name(s.checkpoint),
+            checkpoint_sha256=self.checkpoint_sha,
             labels=self.label_names, k=b.k, sigma=sm["sigma"], top_h=self.meta["smoothing"]["top_h"],
             budget=b.fuzzing.budget, max_budget=s.max_budget, alpha=b.alpha, omega_m=b.randomize.omega_m,
             omega_h=b.randomize.omega_h, max_distance=b.randomize.max_distance, n_select=b.votes_select,

@@ -86,9 +86,11 @@ class ClassifyResponse(BaseModel):
 
 
 class InfoResponse(BaseModel):
-    model: str
-    checkpoint: str
-    checkpoint_sha256: str
+    model: str = Field(description="the pre-trained model the checkpoint was fine-tuned from: its name or folder "
+                                   "name (never a path)")
+    checkpoint: str = Field(description="the served checkpoint's folder name (never a path)")
+    checkpoint_sha256: str = Field(description="sha256 of the checkpoint folder's content (every file's relative "
+                                               "path, size and bytes; frs_ray.serving.router.checkpoint_digest)")
     labels: list[str]
     k: int
     sigma: float
@@ -115,9 +117,10 @@ class InfoResponse(BaseModel):
     max_texts_per_request: int
     max_chars_per_text: int
     span_check: str = "none"
-    voter_pool: dict[str, Any] = Field(default_factory=dict, description="how the voters run: implementation "
-                                       "(stacked or loop), noise (resident, per_batch, cached, regenerated), device, "
-                                       "voter_definition")
+    voter_pool: dict[str, Any] = Field(default_factory=dict, description="how the voters run: backend (torch "
+                                       "or vllm), implementation (stacked, loop or vllm), noise (resident, per_batch or "
+                                       "regenerate), device, voter_definition, shards (each voter shard's "
+                                       "voter ids, device, pid) and, for vllm, the engine settings")
 
 
 class ErrorResponse(BaseModel):

@@ -29,7 +29,14 @@ class ServiceSettings(BaseModel):
     max_queued_requests: int = Field(128, ge=-1, description="Serve: requests queued before Serve itself answers 503")
     request_timeout_s: float = Field(120.0, gt=0, description="per-request limit; past it the request gets 503")
     num_cpus_per_actor: float = Field(0.25, gt=0, description="CPU share each voter/fuzzing actor asks for")
-    num_gpus_per_actor: float = Field(0.0, ge=0, description="GPU share each actor asks for (0 on CPU machines)")
+    num_gpus_per_actor: float = Field(0.0, ge=0, description="GPU share each actor asks for (0 on CPU machines); "
+                                      "with voter_backend 'vllm', 1 gives each voter shard's engine a GPU of its own")
+    num_gpus_per_fuzz_actor: float | None = Field(None, ge=0, description="GPU share of each fuzzing worker (its own "
+                                                  "torch centre model); default: num_gpus_per_actor")
+    voter_backend: Literal["torch", "vllm"] = Field("torch", description="what runs each voter shard's voters: 'torch' "
+                                                    "(a voter pool over the checkpoint's transformers model) or 'vllm' "
+                                                    "(one vLLM engine per shard, voters switched in place; decoder "
+                                                    "checkpoints). Engine settings: certify.voters.vllm")
     device: str | None = Field(None, description="torch device in the actors (default: cuda if present)")
     torch_threads: int | None = Field(1, ge=1, description="torch threads per actor (1 avoids oversubscribing small machines)")
     max_restarts: int = Field(-1, ge=-1, description="restarts of a dead actor (-1: unlimited)")
@@ -52,15 +59,26 @@ class ServiceSettings(BaseModel):
     def _check(self) -> "ServiceSettings":
         if self.voter_actors > self.k:
             raise ValueError(f"voter_actors ({self.voter_actors}) must be <= k ({self.k})")
-        cfg = CertifyConfig.model_validate({**self.certify, "k": self.k})  # reject unknown/out-of-range fields now
+        given = (self.certify.get("voters") or {}).get("backend")
+        if given is not None and given != self.voter_backend:
+            raise ValueError(f"certify.voters.backend ({given!r}) contradicts voter_backend ({self.voter_backend!r}); "
+                             "set voter_backend only")
+        cfg = CertifyConfig.model_validate(self.certify_options())  # reject unknown/out-of-range fields now
         check_sequential_limits(cfg, self, "certify")
         return self
 
-    def actor_options(self) -> dict[str, Any]:
+    def certify_options(self) -> dict[str, Any]:
+        """The service's CertifyConfig fields: ``certify`` with K and the voter backend."""
+        voters = {**(self.certify.get("voters") or {}), "backend": self.voter_backend}
+        return {**self.certify, "k": self.k, "voters": voters}
+
+    def actor_options(self, fuzz: bool = False) -> dict[str, Any]:
+        """Ray options of a voter shard (or, with ``fuzz``, a fuzzing worker)."""
         opts: dict[str, Any] = {"num_cpus": self.num_cpus_per_actor, "max_restarts": self.max_restarts,
                                 "max_task_retries": -1}
-        if self.num_gpus_per_actor > 0:
-            opts["num_gpus"] = self.num_gpus_per_actor
+        gpus = self.num_gpus_per_actor if not fuzz or self.num_gpus_per_fuzz_actor is None else self.num_gpus_per_fuzz_actor
+        if gpus > 0:
+            opts["num_gpus"] = gpus
             opts["scheduling_strategy"] = "SPREAD"  # voters spread over the GPUs of the cluster
         return opts
 

@@ -2,7 +2,7 @@
 
 from .bmps import VOTER_DEFINITION, clip_rho, finetune_noise_step, parameter_noise, parameter_seed, perturbed, voter_noise
 from .layers import SmoothedParameters, find_layer_stack, select_top_h
-from .pool import LoopVoterPool, StackedVoterPool, VoterPool, VoterSpec, make_voter_pool, vote_labels
+from .pool import LoopVoterPool, StackedVoterPool, VoterPool, VoterSpec, make_voter_pool, pool_from_config, vote_labels
 
 __all__ = [
     "LoopVoterPool",
@@ -15,6 +15,7 @@ __all__ = [
     "find_layer_stack",
     "finetune_noise_step",
     "make_voter_pool",
+    "pool_from_config",
     "parameter_noise",
     "parameter_seed",
     "perturbed",

@@ -19,12 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backends.hf import HFClassifier, resolve_model_path
-from ..config import FinetuneConfig
+from ..config import FinetuneConfig, LoraConfig
 from ..data import TextDataset
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
 from .bmps import apply_clip_, finetune_noise_step, perturbed, reference_norms
 from .data_noise import randomize_training_text
-from .layers import select_top_h
+from .layers import hf_named_parameters, select_top_h
 
 META_FILE = "frs.json"
 FORMAT_VERSION = 1
@@ -57,6 +57,8 @@ def finetune(
     tensors for each step's forward/backward, gradient applied to the clean weights, then Clip_rho),
     ``accumulate`` (literal Eq. 4: optimizer step, Clip_rho, then noise that stays in the weights), ``none``.
     ``config.smoothing.data_noise`` > 0 also randomizes the training texts (Eq. 3, see ``data_noise``).
+    ``config.lora`` trains LoRA adapters and the head instead of every parameter (:func:`wrap_lora`); the saved
+    weights are merged.
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / META_FILE).exists():
@@ -73,9 +75,14 @@ def finetune(
     too_long = [i for i, n in enumerate(lengths) if n > backend.max_length]
     n_truncated = len(too_long)
 
+    if config.lora is not None:  # after the selection and norms: those are of the plain (unwrapped) model
+        model = wrap_lora(model, config.lora, head_names=[n for n in selection.names
+                                                          if not n.startswith(selection.stack_name + ".")])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = max(1, int(round(steps_per_epoch * config.epochs)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = _linear_schedule(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     data_gen = torch.Generator().manual_seed(config.seed)
     noise_gen = torch.Generator().manual_seed(config.seed + 1)
@@ -103,7 +110,7 @@ def finetune(
             else:
                 loss = torch.nn.functional.cross_entropy(model(**enc).logits, y)
                 loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -118,6 +125,8 @@ def finetune(
     bar.close()
     seconds = time.perf_counter() - started
     model.eval()
+    if config.lora is not None:
+        model = model.merge_and_unload()  # a plain transformers folder: W + (alpha / r) B A in every adapted layer
 
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
@@ -147,6 +156,8 @@ def finetune(
             "reference_norms": norms,
         },
         "training": {
+            "trainable_parameters": int(sum(p.numel() for p in trainable)),
+            "lora": config.lora.model_dump() if config.lora is not None else None,
             "steps": step,
             "seconds": round(seconds, 2),
             "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
@@ -155,6 +166,29 @@ def finetune(
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def wrap_lora(model: torch.nn.Module, lora: LoraConfig, head_names: list[str]) -> torch.nn.Module:
+    """``model`` with LoRA adapters on ``lora.target_modules`` (base weights frozen) and the parameters
+    ``head_names`` (the classification head and everything after the block stack) trained fully.
+
+    The head is unfrozen in place rather than copied (peft's ``modules_to_save``), so the smoothed tensors keep
+    their objects and names: Eq. 4's noise on a wrapped layer's base weight is noise on its effective weight
+    W + (alpha / r) B A, and Clip_rho of Eq. 5 applies to the merged weights when the checkpoint is loaded."""
+    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+
+    names = {n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    missing = [t for t in lora.target_modules if t not in names]
+    if missing:
+        raise ConfigError(f"LoRA target modules {missing} are not linear layers of {type(model).__name__} "
+                          f"(it has {sorted(names)[:12]})")
+    peft_cfg = PeftLoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                              target_modules=list(lora.target_modules), bias="none")
+    wrapped = get_peft_model(model, peft_cfg)
+    params = hf_named_parameters(wrapped)
+    for name in head_names:
+        params[name].requires_grad_(True)
+    return wrapped
 
 
 def read_meta(checkpoint: str | Path) -> dict[str, Any]:

@@ -41,11 +41,26 @@ class SmoothedParameters:
     stack_name: str
 
     def tensors(self, model: nn.Module) -> list[torch.Tensor]:
-        params = dict(model.named_parameters())
+        """The smoothed tensors of ``model``, found by name; in a peft (LoRA) model, the base weights under the
+        same names (``base_model.model.`` and ``.base_layer`` dropped, adapters skipped)."""
+        params = hf_named_parameters(model)
         return [params[n] for n in self.names]
 
     def numel(self, model: nn.Module) -> int:
         return sum(t.numel() for t in self.tensors(model))
+
+
+def hf_named_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s parameters by Hugging Face name; for a peft-wrapped model, its base parameters by the names they
+    have in the unwrapped model (so noise on a LoRA-wrapped linear's base weight is noise on its effective weight)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            continue
+        if name.startswith("base_model.model."):
+            name = name[len("base_model.model."):]
+        out[name.replace(".base_layer.", ".")] = p
+    return out
 
 
 def select_top_h(model: nn.Module, top_h: int) -> SmoothedParameters:

@@ -17,7 +17,11 @@ Implementations here (torch):
   segment). The voters' weights are stacked and resident, or, where memory does not allow it, rebuilt once per
   call from their seeds for the voters that call needs (``noise: per_batch``).
 
-Equalities (tested): both implementations give the same labels on the same jobs, except where a job's two
+A third implementation runs the voters inside a vLLM engine (``voters.backend: vllm``,
+:mod:`frs_ray.backends.vllm_pool`); :func:`pool_from_config` picks the pool a :class:`~frs_ray.config.VoterPoolConfig`
+asks for.
+
+Equalities (tested): both torch implementations give the same labels on the same jobs, except where a job's two
 highest class probabilities are within floating-point rounding of each other, and probabilities within 1e-4.
 """
 
@@ -38,6 +42,7 @@ from .bmps import VOTER_DEFINITION, parameter_noise
 from .layers import SmoothedParameters
 
 Job = tuple[int, str]
+VOTER_MAJOR_ROWS = 16  # jobs per voter from which each voter's jobs run as batches of their own
 
 
 @runtime_checkable
@@ -123,7 +128,7 @@ class _TorchPool:
         return [(c.float() + e).to(c.dtype) for c, e in zip(self.centre, self.noise(k, self.centre[0].device))]
 
     def describe(self) -> dict[str, Any]:
-        return {"implementation": self.implementation, "voters": len(self._ids), "k": self.k,
+        return {"backend": "torch", "implementation": self.implementation, "voters": len(self._ids), "k": self.k,
                 "device": str(self.tensors[0].device), "voter_definition": VOTER_DEFINITION,
                 "smoothed_parameters": int(sum(t.numel() for t in self.tensors))}
 
@@ -131,8 +136,8 @@ class _TorchPool:
 class LoopVoterPool(_TorchPool):
     """Reference implementation: voter k is written into the model in place, its texts run, the centre restored.
 
-    ``cache_noise`` keeps the hosted voters' weights after their first use (voters x |top-H| values) instead of
-    regenerating them at every use; either way voter k is the same.
+    ``cache_noise`` keeps the hosted voters' weights after their first use (voters x |top-H| values; noise mode
+    ``resident``) instead of regenerating them at every use (``regenerate``); either way voter k is the same.
     """
 
     implementation = "loop"
@@ -176,7 +181,7 @@ class LoopVoterPool(_TorchPool):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "noise": "cached" if self._cache is not None else "regenerated"}
+        return {**super().describe(), "noise": "resident" if self._cache is not None else "regenerate"}
 
 
 def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -260,23 +265,40 @@ class StackedVoterPool(_TorchPool):
             del stack
         return out
 
+    def _batches(self, jobs: Sequence[Job], which: Sequence[int], slot_of: dict[int, int]) -> list[list[int]]:
+        """Rows of each model call. With many jobs per voter (>= ``VOTER_MAJOR_ROWS``), each voter's jobs in its own
+        length-sorted batches (one full-size matmul per layer, as one model would run). Otherwise length-sorted
+        batches across voters, equal texts together and, where every voter has the same number of jobs, a batch
+        size that is a multiple of the voter count (equal segments: one batched matmul per layer)."""
+        bs = self.backend.batch_size
+        counts: dict[int, int] = {}
+        for j in which:
+            counts[slot_of[int(jobs[j][0])]] = counts.get(slot_of[int(jobs[j][0])], 0) + 1
+        if len(which) >= VOTER_MAJOR_ROWS * len(counts):
+            by_slot: dict[int, list[int]] = {}
+            for j in sorted(which, key=lambda j: len(jobs[j][1])):
+                by_slot.setdefault(slot_of[int(jobs[j][0])], []).append(j)
+            return [idx[s : s + bs] for _, idx in sorted(by_slot.items()) for s in range(0, len(idx), bs)]
+        order = sorted(which, key=lambda j: (len(jobs[j][1]), jobs[j][1], slot_of[int(jobs[j][0])]))
+        if len(set(counts.values())) == 1 and len(counts) <= bs:
+            bs = (bs // len(counts)) * len(counts)
+        return [order[s : s + bs] for s in range(0, len(order), bs)]
+
     def _run(self, jobs: Sequence[Job], which: Sequence[int], stack: list[torch.Tensor], slot_of: dict[int, int],
              out: np.ndarray) -> None:
-        """Score jobs ``which`` with the stacked weights ``stack``: length-sorted batches as the backend makes them,
-        rows sorted by voter inside each batch, one model call per batch."""
-        backend = self.backend
-        order = sorted(which, key=lambda j: len(jobs[j][1]))
+        """Score jobs ``which`` with the stacked weights ``stack``, one model call per batch (rows sorted by voter
+        inside each batch)."""
         prev, self._stack = self._stack, stack
         try:
-            for s in range(0, len(order), backend.batch_size):
-                idx = sorted(order[s : s + backend.batch_size], key=lambda j: slot_of[int(jobs[j][0])])
+            for rows in self._batches(jobs, which, slot_of):
+                idx = sorted(rows, key=lambda j: slot_of[int(jobs[j][0])])
                 slots = [slot_of[int(jobs[j][0])] for j in idx]
                 segs, start = [], 0
                 for r in range(1, len(slots) + 1):
                     if r == len(slots) or slots[r] != slots[start]:
                         segs.append((slots[start], start, r))
                         start = r
-                enc = backend.encode([jobs[j][1] for j in idx])
+                enc = self.backend.encode([jobs[j][1] for j in idx])
                 self._segments = segs
                 self._row_slots = torch.tensor(slots, device=self.tensors[0].device)
                 sizes = {b - a for _, a, b in segs}
@@ -401,3 +423,19 @@ def make_voter_pool(backend, spec: VoterSpec, voter_ids: Sequence[int] | None = 
         per_build = max(1, int(memory_fraction * available_memory(first.device)) // per_voter)
         return StackedVoterPool(backend, spec, voter_ids, resident=resident, voters_per_build=per_build)
     raise ConfigError(f"unknown voter implementation {implementation!r}: expected auto, loop or stacked")
+
+
+def pool_from_config(backend, spec: VoterSpec, voter_ids: Sequence[int] | None, config) -> VoterPool:
+    """The pool that ``config`` (a :class:`frs_ray.config.VoterPoolConfig`) asks for: a torch pool
+    (:func:`make_voter_pool`) or, with ``backend: vllm``, a :class:`frs_ray.backends.vllm_pool.VLLMVoterPool`
+    whose engine loads ``backend``'s checkpoint and takes its centre from ``backend``'s model."""
+    if config.backend == "vllm":
+        from ..backends.vllm_pool import VLLMVoterPool
+
+        n_hosted = spec.k if voter_ids is None else len(set(voter_ids))
+        params = dict(backend.torch_model.named_parameters())
+        need = n_hosted * sum(params[n].numel() for n in spec.selection.names) * 4
+        fits = need <= config.memory_fraction * available_memory(torch.device("cpu"))
+        resident = config.noise == "resident" or (config.noise == "auto" and fits)
+        return VLLMVoterPool(backend, spec, voter_ids, engine=config.vllm, resident=resident)
+    return make_voter_pool(backend, spec, voter_ids, config.implementation, config.noise, config.memory_fraction)

@@ -4,8 +4,8 @@ Fine-tune cache. ``<cache>/<key>/epoch-<e>/`` is the checkpoint after epoch e of
 ``key`` = sha256 of (pre-trained model folder and its file sizes/mtimes, training data checksum and subset,
 learning rate, batch size, max length, seed, sigma, H). A per-key ``fcntl`` file lock makes concurrent trials
 of the same (sigma, H) wait for one fine-tune instead of repeating it; the lock is released by the OS if a trial
-is killed (ASHA stop, interruption), and an epoch folder appears only complete (written to a temporary folder,
-then renamed). A trial that finds the epochs cached *replays* their recorded dev accuracies to Tune.
+is killed (ASHA stop, interruption), and an epoch folder appears only complete (``frs_ray.storage.build_once``:
+written to a private folder, then renamed; a leftover of a killed trial is removed when the next one builds). A trial that finds the epochs cached *replays* their recorded dev accuracies to Tune.
 
 Epoch-wise training (for ASHA). Epoch e is one ``finetune(..., epochs=1)`` call that starts from the checkpoint
 of epoch e-1 (epoch 1 from the pre-trained model), with the training seed ``seed + e - 1`` (data order and
@@ -18,17 +18,20 @@ ASHA stops trials whose fine-tune is below the cut at a rung, so a bad (sigma, H
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from frs_ray.storage import build_once, file_lock
+
 from .settings import StudySettings
+
+__all__ = ["EPOCH_MARKER", "centre_accuracy", "ensure_finetuned", "file_lock", "finetune_key"]
+
+EPOCH_MARKER = "tune_epoch.json"  # an epoch folder is complete when this file exists
 
 
 def _model_fingerprint(path: str | Path) -> list:
@@ -46,23 +49,6 @@ def finetune_key(s: StudySettings, sigma: float, top_h: int, train_sha256: str) 
     }
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
     return f"s{float(sigma):g}-H{int(top_h)}-{digest[:12]}", ident
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, on_wait: Callable[[], None] | None = None):
-    """Exclusive ``fcntl`` lock on ``path`` (released by the OS if the process dies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait:
-                on_wait()
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def centre_accuracy(checkpoint: Path, texts: Sequence[str], labels: Sequence[int], max_length: int) -> float:
@@ -105,7 +91,7 @@ def ensure_finetuned(s: StudySettings, sigma: float, top_h: int, dev: dict[str, 
     norms0 = None
     for epoch in range(1, s.epochs + 1):
         ep_dir = root / f"epoch-{epoch}"
-        info_file = ep_dir / "tune_epoch.json"
+        info_file = ep_dir / EPOCH_MARKER
         made = False
         if not info_file.is_file():
             with file_lock(Path(s.cache_dir) / f"{key}.lock",
@@ -113,27 +99,29 @@ def ensure_finetuned(s: StudySettings, sigma: float, top_h: int, dev: dict[str, 
                 if not info_file.is_file():  # not made while we waited
                     root.mkdir(parents=True, exist_ok=True)
                     (root / "key.json").write_text(json.dumps(ident, indent=2))
-                    for stale in root.glob("*.tmp*"):
+                    for stale in root.glob(".epoch-*.building-*"):  # a killed trial's; builders hold the key lock
                         shutil.rmtree(stale, ignore_errors=True)
                     sub = train.subset(s.train_n, seed=s.seed)
                     prev = root / f"epoch-{epoch - 1}" if epoch > 1 else None
                     if prev is not None and norms0 is None:
                         norms0 = json.loads((root / "epoch-1" / "frs.json").read_text())["smoothing"]["reference_norms"]
                     log(f"fine-tune {key}: epoch {epoch}/{s.epochs} on {len(sub)} examples of {s.train_data}")
-                    tmp = root / f"epoch-{epoch}.tmp{os.getpid()}"
-                    started = time.perf_counter()
-                    meta = _train_one_epoch(s, sigma, top_h, epoch, prev, tmp, sub, norms0)
-                    acc = centre_accuracy(tmp, dev["texts"], dev["labels"], s.max_length)
-                    meta["base_model"] = s.model_path
-                    meta["tune"] = {"epoch": epoch, "of": s.epochs, "previous": str(prev) if prev else None,
-                                    "scheme": "epoch-wise finetune(epochs=1) calls; see tune/study/finetune_cache.py",
-                                    "train_examples": len(sub)}
-                    (tmp / "frs.json").write_text(json.dumps(meta, indent=2))
-                    info = {"epoch": epoch, "dev_acc": acc, "dev_n": len(dev["labels"]),
-                            "train_loss": meta["training"]["final_loss"], "steps": meta["training"]["steps"],
-                            "seconds": round(time.perf_counter() - started, 2)}
-                    (tmp / "tune_epoch.json").write_text(json.dumps(info, indent=2))
-                    os.replace(tmp, ep_dir)
+
+                    def build_epoch(tmp: Path, epoch=epoch, prev=prev, sub=sub) -> None:
+                        started = time.perf_counter()
+                        meta = _train_one_epoch(s, sigma, top_h, epoch, prev, tmp, sub, norms0)
+                        acc = centre_accuracy(tmp, dev["texts"], dev["labels"], s.max_length)
+                        meta["base_model"] = s.model_path
+                        meta["tune"] = {"epoch": epoch, "of": s.epochs, "previous": str(prev) if prev else None,
+                                        "scheme": "epoch-wise finetune(epochs=1) calls; see tune/study/finetune_cache.py",
+                                        "train_examples": len(sub)}
+                        (tmp / "frs.json").write_text(json.dumps(meta, indent=2))
+                        info = {"epoch": epoch, "dev_acc": acc, "dev_n": len(dev["labels"]),
+                                "train_loss": meta["training"]["final_loss"], "steps": meta["training"]["steps"],
+                                "seconds": round(time.perf_counter() - started, 2)}
+                        (tmp / EPOCH_MARKER).write_text(json.dumps(info, indent=2))  # the marker: written last
+
+                    build_once(ep_dir, EPOCH_MARKER, build_epoch)
                     trained += 1
                     made = True
         info = json.loads(info_file.read_text())

@@ -20,10 +20,11 @@ from .settings import SEARCHED, StudySettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVE_TEMPLATE = REPO_ROOT / "deployments" / "frs.yaml"
-# Columns of results.csv, in order (the first eight are the ones the issue asks for).
+# Columns of results.csv, in order: ca, pa, asr on the voters' majority vote, certified_* on the certified label
+# (definitions: study.trial.point_metrics).
 CSV_COLUMNS = [
-    "K", "sigma", "H", "budget", "ca", "pa", "asr", "avg_radius",
-    "omega_h", "omega_m", "max_distance", "n_max", "abstain", "abstain_triggered", "avg_radius_unconditional",
+    "K", "sigma", "H", "budget", "ca", "pa", "asr", "certified_ca", "certified_pa", "certified_asr", "avg_radius",
+    "omega_h", "omega_m", "max_distance", "n_max", "abstain", "abstain_triggered", "vote_abstain", "avg_radius_unconditional",
     "avg_radius_all", "queries_per_input", "seconds_per_input", "dev_acc", "n_clean", "n_triggered",
     "finetune_reused", "epochs_trained", "pareto", "best", "trial_id", "checkpoint",
 ]
@@ -38,7 +39,8 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def plot_tradeoff(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
-    """ASR vs CA and average radius vs CA, Pareto fronts marked, best configuration starred."""
+    """ASR vs CA (both on the majority vote) and average certified radius vs CA, Pareto fronts marked, best
+    configuration starred."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,7 +49,7 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Non
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     sigmas = sorted({r["sigma"] for r in rows})
     cmap = plt.get_cmap("viridis", max(2, len(sigmas)))
-    panels = [("asr", "min", "ASR (lower is better)", "ASR vs CA; Pareto front: CA up, ASR down"),
+    panels = [("asr", "min", "ASR, majority vote (lower is better)", "ASR vs CA; Pareto front: CA up, ASR down"),
               ("avg_radius", "max", "average certified radius (tokens)", "radius vs CA; Pareto front: CA up, radius up")]
     for ax, (ykey, sense, ylabel, subtitle) in zip(axes, panels):
         ax.set_title(subtitle, fontsize=9)
@@ -65,7 +67,7 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Non
             if r.get("best"):
                 ax.scatter(r["ca"], r[ykey], marker="*", s=260, color="gold", edgecolors="black", zorder=4,
                            label="chosen (best_config.yaml)")
-        ax.set_xlabel("CA (clean accuracy, abstain = wrong)")
+        ax.set_xlabel("CA, majority vote (clean accuracy, abstain = wrong)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         if not pts:
@@ -119,7 +121,8 @@ def write_serve_config(row: dict[str, Any], s: StudySettings, path: Path) -> dic
         f"# Best configuration of the FRS Tune study '{s.name}' (rule: highest CA - ASR; ties: higher CA, larger radius, fewer queries).\n"
         f"# K={k} sigma={_fmt(row['sigma'], 4)} H={row['H']} budget={budget} omega_h={row['omega_h']} "
         f"omega_m={row['omega_m']} Lambda={row['max_distance']}: CA={_fmt(row['ca'])} PA={_fmt(row['pa'])} "
-        f"ASR={_fmt(row['asr'])} avg radius={_fmt(row['avg_radius']) or 'n/a'} (n={row['n_clean']} clean, "
+        f"ASR={_fmt(row['asr'])} (majority vote); certified CA={_fmt(row.get('certified_ca'))} "
+        f"PA={_fmt(row.get('certified_pa'))} ASR={_fmt(row.get('certified_asr'))}; avg radius={_fmt(row['avg_radius']) or 'n/a'} (n={row['n_clean']} clean, "
         f"{row['n_triggered']} triggered).\n"
         f"# sigma and H are properties of the checkpoint (its frs.json); the service reads them from there.\n"
     )
@@ -136,12 +139,14 @@ def machine_info() -> dict[str, Any]:
         except md.PackageNotFoundError:
             return None
 
-    commit = None
+    commit, dirty = None, None
     with contextlib.suppress(Exception):
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                                 timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
     info = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "git_commit": commit,
+            "python": platform.python_version(), "git_commit": commit, "git_dirty": dirty,
             "versions": {n: ver(n) for n in ("torch", "transformers", "ray", "optuna", "frs-ray")}}
     info["summary"] = f"{info['machine']}, {info['cpus']} cores, Python {info['python']}, torch {info['versions']['torch']}, ray {info['versions']['ray']}"
     return info

@@ -22,21 +22,74 @@ def point_of(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _predictions(certs) -> list:
-    from frs_ray.defenses.base import DefensePrediction
+    """Certificates as evaluation predictions, as ``frs eval`` reads them (``frs_ray.defenses.smoothing``):
+    ``label`` is the voters' majority vote (``Certificate.prediction``; a tie abstains), ``certified_label`` the
+    certificate's label (ABSTAIN where the bound fails), the radii those of the certificate."""
+    from frs_ray.defenses.base import ABSTAIN, DefensePrediction
 
-    return [DefensePrediction(label=c.label, length_tokens=c.length_tokens, queries=sum(c.queries.values()),
+    return [DefensePrediction(label=c.prediction, certified_label=ABSTAIN if c.abstained else c.label,
+                              length_tokens=c.length_tokens, queries=sum(c.queries.values()),
                               seconds=sum(c.seconds.values()), radius=c.radius["conditional"].tokens,
                               radius_unconditional=c.radius["unconditional"].tokens) for c in certs]
 
 
-def evaluate_point(checkpoint: str, point: dict[str, Any], s: StudySettings, data: dict[str, Any],
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Certify the clean and the triggered subsets with FRS at ``point``; CA, PA, ASR, radii, cost."""
+def _rates(cp: list, tp: list, clean: dict[str, Any], trig: dict[str, Any]) -> dict[str, float]:
+    """CA, PA, ASR of predictions ``cp`` (clean) and ``tp`` (triggered) on their ``label``."""
     import numpy as np
 
+    from frs_ray.evaluation import metrics as M
+
+    targets = set(trig["target"])
+    if len(targets) == 1:
+        asr = M.attack_success_rate(tp, next(iter(targets)))
+    else:  # several targets: per-row comparison, same definition
+        asr = float(np.mean([p.label == t for p, t in zip(tp, trig["target"])])) if tp else float("nan")
+    return {"ca": M.clean_accuracy(cp, clean["labels"]), "pa": M.poisoned_accuracy(tp, trig["original"]), "asr": asr}
+
+
+def point_metrics(clean_certs, triggered_certs, clean: dict[str, Any], trig: dict[str, Any]) -> dict[str, Any]:
+    """The metrics of one trial from its certificates (clean test subset, triggered test set).
+
+    ``ca``, ``pa``, ``asr``: on the voters' majority vote (Appendix B.1's f(x), the columns of ``frs eval``);
+    ``certified_ca``, ``certified_pa``, ``certified_asr``: on the certified label. ABSTAIN (a tied vote, or a
+    certificate whose bound fails) counts as wrong and as no attack success. ``abstain`` /
+    ``abstain_triggered``: share of abstaining certificates; ``vote_abstain``: share of tied clean votes.
+    ``avg_radius`` (``_unconditional``): mean radius over clean inputs whose certified label is correct (Table 2);
+    ``avg_radius_all``: the conditional radius averaged over all clean inputs, 0 where the certified label is
+    wrong or abstains.
+    """
+    import numpy as np
+
+    from frs_ray.evaluation import metrics as M
+
+    cp, tp = _predictions(clean_certs), _predictions(triggered_certs)
+    vote = _rates(cp, tp, clean, trig)
+    cert = _rates(M.certified_view(cp) or [], M.certified_view(tp) or [], clean, trig)
+    radius = M.radius_stats(cp, clean["labels"])
+    radius_u = M.radius_stats(cp, clean["labels"], unconditional=True)
+    all_r = [(p.radius or 0) if (p.certified_label == y and y >= 0) else 0 for p, y in zip(cp, clean["labels"])]
+    cost = M.cost(cp + tp)
+    return {
+        **vote,
+        **{f"certified_{k}": v for k, v in cert.items()},
+        "avg_radius": radius["avg"] if radius["avg"] is not None else float("nan"),
+        "avg_radius_unconditional": radius_u["avg"] if radius_u["avg"] is not None else float("nan"),
+        "avg_radius_all": float(np.mean(all_r)) if all_r else float("nan"),
+        "abstain": M.abstain_rate(M.certified_view(cp) or []),
+        "abstain_triggered": M.abstain_rate(M.certified_view(tp) or []),
+        "vote_abstain": M.abstain_rate(cp),
+        "queries_per_input": cost["queries_per_input"],
+        "n_clean": len(cp),
+        "n_triggered": len(tp),
+    }
+
+
+def evaluate_point(checkpoint: str, point: dict[str, Any], s: StudySettings, data: dict[str, Any],
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Certify the clean and the triggered subsets with FRS at ``point``; the metrics of :func:`point_metrics`
+    and the certification time per input."""
     from frs_ray.certify.smooth import FRSClassifier
     from frs_ray.config import CertifyConfig, build
-    from frs_ray.evaluation import metrics as M
 
     cfg = build(CertifyConfig, {
         "k": int(point["K"]), "alpha": s.alpha, "seed": s.cert_seed, "n_estimate": s.n_estimate,
@@ -51,32 +104,10 @@ def evaluate_point(checkpoint: str, point: dict[str, Any], s: StudySettings, dat
     certs = clf.certify(list(clean["texts"]) + list(trig["texts"]))  # one pass: fuzzing and votes batched together
     t2 = time.perf_counter()
     nc = len(clean["texts"])
-    cp, tp = _predictions(certs[:nc]), _predictions(certs[nc:])
-    radius = M.radius_stats(cp, clean["labels"])
-    radius_u = M.radius_stats(cp, clean["labels"], unconditional=True)
-    all_r = [(p.radius or 0) if (p.label == y and p.label >= 0) else 0 for p, y in zip(cp, clean["labels"])]
-    targets = set(trig["target"])
-    if len(targets) == 1:
-        asr = M.attack_success_rate(tp, next(iter(targets)))
-    else:  # several targets: per-row comparison, same definition
-        asr = float(np.mean([p.label == t for p, t in zip(tp, trig["target"])]))
-    n = len(cp) + len(tp)
-    cost = M.cost(cp + tp)
-    return {
-        "ca": M.clean_accuracy(cp, clean["labels"]),
-        "pa": M.poisoned_accuracy(tp, trig["original"]),
-        "asr": asr,
-        "avg_radius": radius["avg"] if radius["avg"] is not None else float("nan"),
-        "avg_radius_unconditional": radius_u["avg"] if radius_u["avg"] is not None else float("nan"),
-        "avg_radius_all": float(np.mean(all_r)),
-        "abstain": M.abstain_rate(cp),
-        "abstain_triggered": M.abstain_rate(tp),
-        "queries_per_input": cost["queries_per_input"],
-        "seconds_per_input": (t2 - t0) / n,
-        "seconds_certify": round(t2 - t0, 2),
-        "n_clean": len(cp),
-        "n_triggered": len(tp),
-    }
+    metrics = point_metrics(certs[:nc], certs[nc:], clean, trig)
+    metrics["seconds_per_input"] = (t2 - t0) / max(1, len(certs))
+    metrics["seconds_certify"] = round(t2 - t0, 2)
+    return metrics
 
 
 def run_trial(config: dict[str, Any], settings: dict[str, Any], data: dict[str, Any]) -> None:
@@ -102,7 +133,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], data: dict[str, 
     ft = ensure_finetuned(s, p["sigma"], p["H"], data["dev"], tune.report, log)
     log(f"{'reused' if ft['reused'] else 'made'} checkpoint {ft['key']} (dev acc {ft['dev_acc']:.3f}); certifying")
     metrics = evaluate_point(ft["checkpoint"], p, s, data, log)
-    log(f"CA {metrics['ca']:.3f} PA {metrics['pa']:.3f} ASR {metrics['asr']:.3f} "
+    log(f"CA {metrics['ca']:.3f} PA {metrics['pa']:.3f} ASR {metrics['asr']:.3f} (majority vote); certified CA "
+        f"{metrics['certified_ca']:.3f} PA {metrics['certified_pa']:.3f} ASR {metrics['certified_asr']:.3f}; "
         f"radius {metrics['avg_radius']:.3f} ({metrics['seconds_per_input']:.2f} s/input)")
     final = {**p, **metrics, "phase": "done", "checkpoint": ft["checkpoint"], "finetune_key": ft["key"],
              "finetune_reused": ft["reused"], "epochs_trained": ft["epochs_trained"],
