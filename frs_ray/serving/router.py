@@ -44,7 +44,7 @@ from ..smoothing.finetune import read_meta
 from .actors import remote_fuzz_worker, remote_voter_shard
 from .metrics import ServiceMetrics
 from .schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, InfoResponse
-from .settings import ServiceSettings, apply_user_config, check_sequential_limits, placement
+from .settings import ServiceSettings, apply_user_config, placement
 
 logger = logging.getLogger("ray.serve")
 app = FastAPI(title="FRS-Ray", version="0.1.0",
