@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import statistics
 import subprocess
@@ -244,7 +243,10 @@ def _memory_child(checkpoint: str, k: int, mode: str, texts: list[str]) -> None:
         cfg = CertifyConfig(k=k, voters={"implementation": "stacked", "noise": "resident"})
         clf = FRSClassifier.from_checkpoint(checkpoint, cfg)
         clf.vote_labels([(v, t) for t in texts for v in range(k)])
-    print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over exec from the forked parent (the benchmark
+    # process, several GB), while VmHWM belongs to this process's own address space
+    hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    print(json.dumps({"peak_rss": int(hwm.split()[1]) * 1024}))
 
 
 def measure_memory(checkpoint: Path, k: int, texts: list[str], smoothed_parameters: int) -> dict:
