@@ -199,7 +199,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
     texts = [args.text] if args.text is not None else read_text_lines(args.input)
     if not texts:
         raise FRSError("no texts given (use --text or --input)")
-    options = {k: v for k, v in (("k", args.k), ("budget", args.budget), ("alpha", args.alpha)) if v is not None}
+    options = {k: v for k, v in (("k", args.k), ("budget", args.budget), ("alpha", args.alpha), ("n_max", args.n_max),
+                                 ("target_radius", args.target_radius), ("target_kind", args.target_kind))
+               if v is not None}
     if args.no_spans:
         options["return_spans"] = False
     client = FRSClient(args.url, timeout=args.timeout)
@@ -304,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--k", type=int, default=None)
     cl.add_argument("--budget", type=int, default=None)
     cl.add_argument("--alpha", type=float, default=None)
+    cl.add_argument("--n-max", dest="n_max", type=_int, default=None,
+                    help="sequential CERTIFY: most estimation votes per text (at most the service's max_n_max)")
+    cl.add_argument("--target-radius", dest="target_radius", type=_int, default=None,
+                    help="sequential CERTIFY: keep voting until the radius reaches this many tokens")
+    cl.add_argument("--target-kind", dest="target_kind", choices=["conditional", "unconditional"], default=None)
     cl.add_argument("--no-spans", action="store_true", help="omit spans from the results")
     cl.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")
     cl.set_defaults(func=cmd_classify)

@@ -121,7 +121,8 @@ def test_tiny_eval_grid_is_real_and_resumable(tmp_path, data_dir):
            "victim": {"max_train_examples": 48, "epochs": 1, "learning_rate": 1e-4, "max_length": 64, "batch_size": 16},
            "poison": {"max_examples": 48, "epochs": 1, "batch_size": 16},
            "certify": {"k": 4, "n_estimate": 12, "fuzzing": {"budget": 3}},
-           "defense_params": {"textguard": {"m": 3, "max_pooled_examples": 48}}}
+           # uniform runs sequential CERTIFY (rounds of 12, then up to 24 estimation votes): n_max reaches a cell
+           "defense_params": {"textguard": {"m": 3, "max_pooled_examples": 48}, "uniform": {"n_max": 24}}}
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg))
     assert main(["eval", "--config", str(path), "--no-progress", "--results-dir", str(tmp_path / "res")]) == 0
@@ -148,6 +149,12 @@ def test_tiny_eval_grid_is_real_and_resumable(tmp_path, data_dir):
             assert r["asr_certified"] == pytest.approx(np.mean([p[1] == 1 for p in trig]))
     assert recs["none"]["avg_radius"] is None and recs["none"]["clean_queries_per_input"] == 1
     assert recs["frs"]["clean_queries_per_input"] == 3 + 4 + 12  # budget + n_select + n_estimate
+    # uniform (no fuzzing queries): n_select + 12 or 24 estimation votes per text, as its certificates say
+    ucell = json.loads((root / "cells/sst2/badnets/uniform-seed0.json").read_text())
+    assert ucell["defense_settings"]["certify"]["n_max"] == 24
+    for kind in ("clean", "triggered"):
+        assert 4 + 12 <= recs["uniform"][f"{kind}_queries_per_input"] <= 4 + 24
+    assert "sequential" in ucell["metrics"] and set(ucell["metrics"]["sequential"]["clean"]["stops"]) <= {"target", "futile", "n_max"}
     assert set(recs["frs"]["localization_by_budget"]) == {"2", "3"}
     assert "trigger lies inside" in recs["frs"]["radius_assumes"]
     cell = json.loads((root / "cells/sst2/badnets/frs-seed0.json").read_text())

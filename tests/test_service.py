@@ -27,7 +27,7 @@ POOL = ["awful , boring , stupid and ugly .", "a gorgeous , witty , seductive mo
         "the actors .", "there is a movie .", "a film about people .", "the characters talk .",
         "this is a movie with actors in it .", "a story about a man and a dog .", "the movie , the actors , the plot ."]
 SETTINGS = {"k": 4, "voter_actors": 2, "fuzz_actors": 1, "max_texts_per_request": 8, "max_chars_per_text": 300,
-            "request_timeout_s": 400,
+            "request_timeout_s": 400, "max_n_max": 200, "max_target_radius": 3,
             "certify": {"seed": 1, "n_select": 8, "n_estimate": 40, "fuzzing": {"budget": 5}}}
 USER_CONFIG = {"budget": 2, "alpha": 0.05}  # applied by reconfigure(): the effective budget is 2
 
@@ -172,6 +172,25 @@ MALFORMED = [
     json.dumps({"texts": ["t"] * 9}).encode(),
     b"",
     b'{"texts": ["ok"], "options": {"return_spans": "maybe"}}',
+    # sequential CERTIFY options (first estimation round: n_estimate = 40 votes; max_n_max 200, max_target_radius 3)
+    b'{"texts": ["ok"], "options": {"n_max": 0}}',
+    b'{"texts": ["ok"], "options": {"n_max": -5}}',
+    b'{"texts": ["ok"], "options": {"n_max": "lots"}}',
+    b'{"texts": ["ok"], "options": {"n_max": 2.5}}',
+    b'{"texts": ["ok"], "options": {"n_max": 201}}',
+    b'{"texts": ["ok"], "options": {"n_max": 3}}',
+    b'{"texts": ["ok"], "options": {"target_radius": 1}}',
+    b'{"texts": ["ok"], "options": {"n_max": 160, "target_radius": -1}}',
+    b'{"texts": ["ok"], "options": {"n_max": 160, "target_radius": 4}}',
+    b'{"texts": ["ok"], "options": {"n_max": 160, "target_kind": "sideways"}}',
+]
+
+# the message names what is wrong
+SEQUENTIAL_MESSAGES = [
+    ({"n_max": 201}, "max_n_max = 200"),
+    ({"n_max": 3}, "n_max (3) must be >= the first round's votes n_estimate (40)"),
+    ({"target_radius": 1}, "target_radius needs n_max"),
+    ({"n_max": 160, "target_radius": 4}, "max_target_radius = 3"),
 ]
 
 
@@ -180,6 +199,12 @@ def test_malformed_requests_get_4xx_with_message(service, body):
     status, payload = _post("/v1/classify", body)
     assert 400 <= status < 500, (status, payload)
     assert payload.get("error"), payload
+
+
+@pytest.mark.parametrize("options, message", SEQUENTIAL_MESSAGES)
+def test_bad_sequential_options_name_the_problem(service, options, message):
+    status, payload = _post("/v1/classify", json.dumps({"texts": ["ok"], "options": options}).encode())
+    assert status == 422 and message in payload["error"], payload
 
 
 def test_wrong_content_type_and_method(service):
@@ -212,3 +237,108 @@ def test_killed_voter_and_fuzzer_are_restarted_with_identical_votes(service, min
 
 async def _pids(handle):
     return await handle.actor_pids.remote()
+
+
+# ---------------------------------------------------------------------------------------------- sequential CERTIFY
+SEQ_TEXTS = POOL[:6]  # sentiment-laden and neutral: some stop at the first look, some go on
+SEQ_OPTIONS = {"n_max": 160, "target_radius": 1}  # looks at 40, 80, 160 estimation votes, alpha / 3 each
+
+
+@pytest.fixture(scope="module")
+def cli_sequential(minilm_checkpoint, tmp_path_factory):
+    """`frs certify --n-max 160 --target-radius 1` with the service's effective settings (seed 1, budget 2,
+    8 selection votes, a first round of 40)."""
+    from frs_ray.cli import main
+
+    d = tmp_path_factory.mktemp("seq")
+    (d / "in.txt").write_text("\n".join(SEQ_TEXTS) + "\n")
+    rc = main(["certify", "--checkpoint", str(minilm_checkpoint), "--input", str(d / "in.txt"), "--out",
+               str(d / "out.jsonl"), "--no-progress", "--k", str(SETTINGS["k"]), "--seed", "1", "--budget",
+               str(USER_CONFIG["budget"]), "--n-select", str(SETTINGS["certify"]["n_select"]), "--n-estimate",
+               str(SETTINGS["certify"]["n_estimate"]), "--n-max", "160", "--target-radius", "1"])
+    assert rc == 0
+    return [_strip(json.loads(line)) for line in (d / "out.jsonl").read_text().splitlines()]
+
+
+def test_sequential_request_equals_frs_certify_n_max(service, cli_sequential):
+    status, body = _post("/v1/classify", json.dumps({"texts": SEQ_TEXTS, "options": SEQ_OPTIONS}).encode())
+    assert status == 200, body
+    results = body["results"]
+    assert _same(results, cli_sequential)
+    seq = [r["sequential"] for r in results]
+    assert all(s["n_max"] == 160 and s["target_radius"] == 1 for s in seq), seq
+    assert any(s["looks"] >= 2 for s in seq), seq  # some text went on to a later round
+    n_sel = SETTINGS["certify"]["n_select"]
+    assert all(sum(r["votes"]) == s["votes"] and r["queries"]["votes"] == n_sel + s["votes"] for r, s in zip(results, seq))
+
+
+def test_concurrent_sequential_requests_share_voter_calls(service, cli_sequential):
+    """Four one-text requests at once: their rounds are merged, so the shards serve fewer vote calls than the
+    requests' looks added up (without merging, every look of every request is at least one call)."""
+    import asyncio
+
+    from frs_ray.serving.client import classify_with_handle
+
+    async def run_all():
+        before = await service.voter_calls.remote()
+        results = await asyncio.gather(*[classify_with_handle(service, [t], **SEQ_OPTIONS) for t in SEQ_TEXTS])
+        after = await service.voter_calls.remote()
+        return [r[0].model_dump() for r in results], sum(after) - sum(before)
+
+    results, calls = asyncio.run(run_all())
+    assert _same(results, cli_sequential)  # a request's certificate does not depend on who shares its calls
+    looks = sum(r["sequential"]["looks"] for r in results)
+    assert calls < looks, (calls, looks)
+
+
+def test_user_config_sets_sequential_defaults(service, cli_sequential):
+    """reconfigure (what Serve calls with user_config) switches the default protocol; null switches it back."""
+    import asyncio
+
+    from frs_ray.serving.client import FRSClient
+
+    async def reconf(cfg):
+        await service.reconfigure.remote(cfg)
+
+    try:
+        asyncio.run(reconf({**USER_CONFIG, **SEQ_OPTIONS}))
+        info = FRSClient(BASE).info()
+        assert (info.n_max, info.target_radius, info.max_n_max) == (160, 1, 200)
+        status, body = _post("/v1/classify", json.dumps({"texts": SEQ_TEXTS}).encode())
+        assert status == 200 and _same(body["results"], cli_sequential)
+    finally:
+        asyncio.run(reconf({**USER_CONFIG, "n_max": None, "target_radius": None}))
+    assert FRSClient(BASE).info().n_max is None
+    status, body = _post("/v1/classify", json.dumps({"texts": POOL[:1]}).encode())
+    assert status == 200 and body["results"][0]["sequential"] is None
+
+
+@pytest.mark.parametrize("user_config, message", [
+    ({"n_max": 201}, "max_n_max = 200"),
+    ({"n_max": 3}, "must be >= the first round's votes"),
+    ({"target_radius": 2}, "target_radius needs n_max"),
+    ({"n_max": 160, "target_radius": 9}, "max_target_radius = 3"),
+    ({"n_max": 160, "target_kind": "both"}, "target_kind"),
+    ({"n_max": 160, "futility": 1.0}, "futility"),
+    ({"n_max": 160, "round_growth": 1.0}, "round_growth"),
+    ({"n_max": "many"}, "n_max"),
+    ({"k": 2}, "unknown fields ['k']"),
+])
+def test_bad_user_config_is_rejected_with_the_field(user_config, message):
+    from frs_ray.config import CertifyConfig
+    from frs_ray.serving.settings import ServiceSettings, apply_user_config
+
+    settings = ServiceSettings.model_validate({"checkpoint": "unused", **SETTINGS})
+    base = CertifyConfig.model_validate({**SETTINGS["certify"], "k": SETTINGS["k"]})
+    with pytest.raises(ValueError) as e:
+        apply_user_config(base, settings, user_config)
+    assert message in str(e.value), str(e.value)
+    good = apply_user_config(base, settings, {"n_max": 200, "target_radius": 3, "target_kind": "unconditional"})
+    assert (good.n_max, good.target_radius, good.target_kind) == (200, 3, "unconditional")
+
+
+def test_deployment_certify_n_max_obeys_the_limit():
+    from frs_ray.serving.settings import ServiceSettings
+
+    with pytest.raises(ValueError, match="certify.n_max = 256 exceeds this deployment's max_n_max = 200"):
+        ServiceSettings.model_validate({"checkpoint": "unused", **SETTINGS, "certify": {"n_max": 256}})

@@ -127,6 +127,10 @@ def test_grid_designs(study):
     assert len(oat) == 7
     assert {p["K"] for p in oat if p["sigma"] == 0.01} == {10, 20, 40, 80}
     assert {p["sigma"] for p in oat if p["K"] == 20} == {0.005, 0.01, 0.02, 0.04}
+    assert {p["n_max"] for p in product} == {0}  # left out: the fixed protocol
+    seq = study.grid_points({**values, "n_max": [0, 160]}, "product")
+    assert len(seq) == 32 and {p["n_max"] for p in seq} == {0, 160}
+    assert len(study.grid_points({**values, "n_max": [0, 160]}, "oat")) == 8
 
 
 def test_validation_errors(study):
@@ -140,6 +144,11 @@ def test_validation_errors(study):
             study.validate_values({**base, key: [bad]})
     with pytest.raises(ConfigError, match="omega-h"):
         study.validate_values({**base, "omega_h": [0.1]})
+    study.validate_values({**base, "n_max": [0, 20, 320]})
+    for bad, message in (([-1], "--n-max -1"), ([10], "must be >= every --K"), ([2_000_000], "--n-max 2000000"),
+                         ({"low": 0, "high": 320}, "must be >= every --K")):
+        with pytest.raises(ConfigError, match=message):
+            study.validate_values({**base, "n_max": bad})
     with pytest.raises(ConfigError, match="not an integer"):
         study.parse_list("10,x", int, "K")
     assert study.parse_list("10,20,10", int, "K") == [10, 20]
@@ -283,8 +292,9 @@ def test_quick_study_outputs_and_cached_finetune(tmp_path):
     # Second run on the same folder (an existing study needs --resume or --fresh, see test_existing_study_is_kept):
     # a fresh run (one point, two sentences each, to keep the test short) reuses the cached checkpoint:
     # no epoch is trained again.
+    # It also runs sequential CERTIFY (--n-max 16: rounds of 5, 10, 16 estimation votes) through the trial.
     res = _sweep("--quick", "--out", str(out), "--fresh", "--K", "5", "--sigma", "0.02", "--clean-n", "2",
-                 "--triggered-n", "2")
+                 "--triggered-n", "2", "--n-max", "16")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     study = json.loads((out / "study.json").read_text())
     assert len(study["runs"]) == 2
@@ -293,3 +303,6 @@ def test_quick_study_outputs_and_cached_finetune(tmp_path):
     rows2 = _read_csv(out / "results.csv")
     assert len(rows2) == 1 and rows2[0]["finetune_reused"] == "True" and rows2[0]["n_clean"] == "2"
     assert rows2[0]["checkpoint"] in {r["checkpoint"] for r in rows}
+    assert rows2[0]["n_max"] == "16" and all(r["n_max"] == "0" for r in rows)
+    assert 3 + 5 + 5 <= float(rows2[0]["queries_per_input"]) <= 3 + 5 + 16
+    assert yaml.safe_load((out / "best_config.yaml").read_text())["applications"][0]["args"]["certify"]["n_max"] == 16

@@ -34,14 +34,14 @@ from frs_ray.errors import ConfigError, FRSError  # noqa: E402
 
 # Full mode: the ranges of Appendix H / Table 8 around the defaults of Appendix B.2.4.
 FULL = {"K": "10,20,40,80", "sigma": "0.005,0.01,0.02,0.04", "H": "10", "budget": "10", "omega_h": "0.9",
-        "omega_m": "0.15", "max_distance": "0.5", "epochs": 3, "lr": 1e-4, "max_length": 128, "train_n": None,
+        "omega_m": "0.15", "max_distance": "0.5", "n_max": "0", "epochs": 3, "lr": 1e-4, "max_length": 128, "train_n": None,
         "clean_n": 200, "triggered_n": 200, "dev_n": 200, "num_samples": 16, "model": "minilm", "train_data": None}
 # Quick mode: real model, real poisoned data, tiny sizes (the pipeline, not results).
 QUICK = {"K": "5,8", "sigma": "0.005,0.02", "H": "4", "budget": "3", "omega_h": "0.9", "omega_m": "0.15",
-         "max_distance": "0.5", "epochs": 1, "lr": 1e-4, "max_length": 64, "train_n": 64, "clean_n": 8,
+         "max_distance": "0.5", "n_max": "0", "epochs": 1, "lr": 1e-4, "max_length": 64, "train_n": 64, "clean_n": 8,
          "triggered_n": 8, "dev_n": 16, "num_samples": 4, "model": "minilm", "train_data": "poisoned/badnets/sst2"}
 VALUE_FLAGS = {"K": int, "sigma": float, "H": int, "budget": int, "omega_h": float, "omega_m": float,
-               "max_distance": float}
+               "max_distance": float, "n_max": int}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the reference poisoned/*/test.tsv); auto: original if a target column exists")
     d.add_argument("--target", type=int, default=None, help="target class when the triggered file has no target column")
     v = p.add_argument_group("searched values: comma-separated lists; with --mode optuna, K, budget, omega-h, omega-m and "
-                             "max-distance may also be ranges LOW:HIGH")
+                             "max-distance and n-max may also be ranges LOW:HIGH")
     v.add_argument("--K", default=None, help="voters K (full: 10,20,40,80; quick: 5,8)")
     v.add_argument("--sigma", default=None, help="parameter noise sigma (full: 0.005,0.01,0.02,0.04)")
     v.add_argument("--H", default=None, help="smoothed top layers H (full: 10, clamped to the model's depth)")
@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--omega-h", dest="omega_h", default=None, help="omega_H (default 0.9)")
     v.add_argument("--omega-m", dest="omega_m", default=None, help="omega_M (default 0.15)")
     v.add_argument("--max-distance", dest="max_distance", default=None, help="Lambda (default 0.5)")
+    v.add_argument("--n-max", dest="n_max", default=None,
+                   help="sequential CERTIFY: most estimation votes per text, 0 = the fixed protocol (default 0)")
     t = p.add_argument_group("fine-tuning and evaluation")
     t.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (full 3, quick 1)")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-4, the project's MiniLM choice)")

@@ -44,6 +44,8 @@ class DefensePrediction:
     radius_unconditional: float | None = None
     spans: list[tuple[int, int]] = field(default_factory=list)
     certified_label: int | None = None
+    # sequential CERTIFY only: the certificate's ``sequential`` record (votes, looks, stop, alpha spent, target)
+    sequential: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -119,6 +119,7 @@ class _SmoothingDefense(Defense):
                 radius_assumes=main.assumes,
                 radius_unconditional=None if uncond.tokens is None else float(uncond.tokens),
                 spans=[(int(s["start"]), int(s["end"])) for s in c.spans[:n_spans]] if self.fuzz and fuzzed else [],
+                sequential=c.sequential,
             ))
         return out
 

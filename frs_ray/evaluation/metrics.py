@@ -15,13 +15,14 @@ Definitions (decisions where the paper is silent are marked):
 - Average / maximum certified radius (Table 2): over clean inputs whose certified label is correct; the
   average counting radius 0 for the others is *not* done here (decision: Table 2 is about the certified
   inputs), and the share of inputs with a positive radius is reported beside it.
+- Sequential CERTIFY (``n_max`` set): mean estimation votes and looks per input and why each input stopped.
 - Localization (Appendix I): share of triggered inputs for which some flagged span contains a whole trigger piece.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -111,3 +112,17 @@ def cost(preds: Sequence[DefensePrediction]) -> dict[str, float]:
         return {"queries_per_input": float("nan"), "seconds_per_input": float("nan")}
     return {"queries_per_input": float(np.mean([p.queries for p in preds])),
             "seconds_per_input": float(np.mean([p.seconds for p in preds]))}
+
+
+def sequential_stats(preds: Sequence[DefensePrediction]) -> dict[str, Any] | None:
+    """Sequential CERTIFY's cost per input: mean / max estimation votes, mean looks, stop reasons (counts);
+    None unless every prediction carries a sequential record."""
+    seq = [p.sequential for p in preds]
+    if not seq or any(s is None for s in seq):
+        return None
+    stops: dict[str, int] = {}
+    for s in seq:
+        stops[s["stop"]] = stops.get(s["stop"], 0) + 1
+    return {"mean_estimation_votes": float(np.mean([s["votes"] for s in seq])),
+            "max_estimation_votes": int(max(s["votes"] for s in seq)),
+            "mean_looks": float(np.mean([s["looks"] for s in seq])), "stops": stops, "n_max": int(seq[0]["n_max"])}

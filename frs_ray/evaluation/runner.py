@@ -82,6 +82,8 @@ def _metrics(clean: TextDataset, ts: TriggeredSet, pc: list[DefensePrediction], 
         "localization_flagged": M.localization_rate(pt, ts.spans),
         **{f"clean_{k}": v for k, v in M.cost(pc).items()},
         **{f"triggered_{k}": v for k, v in M.cost(pt).items()},
+        **({"sequential": {"clean": M.sequential_stats(pc), "triggered": M.sequential_stats(pt)}}
+           if M.sequential_stats(pc) is not None else {}),
     }
 
 

@@ -47,13 +47,19 @@ class VoterShard:
         # the pool materialises its voters now (resident noise), not on the first request
         self.clf = FRSClassifier.from_checkpoint(checkpoint, cfg, device=device, voter_ids=list(voter_ids))
         self.voter_ids = set(self.clf.pool.voter_ids)
+        self.calls = 0  # vote() calls served since the actor started (the service's batching is measured on it)
 
     def vote(self, jobs: Sequence[tuple[int, str]]) -> list[int]:
         """Predicted label for each (voter k, text) job; every k must belong to this shard."""
         wrong = {k for k, _ in jobs} - self.voter_ids
         if wrong:
             raise ValueError(f"voters {sorted(wrong)} are not hosted by this shard")
+        self.calls += 1
         return self.clf.vote_labels(jobs)
+
+    def vote_calls(self) -> int:
+        """Number of :meth:`vote` calls since the actor (re)started."""
+        return self.calls
 
     def describe(self) -> dict[str, Any]:
         """The shard's voter pool (implementation, noise mode, hosted voters, resident bytes)."""

@@ -71,7 +71,7 @@ class FRSClient:
         return ClassifyResponse.model_validate(self._call("POST", "/v1/classify", body.model_dump(exclude_none=True)))
 
     def classify(self, texts: Sequence[str], **options: Any) -> list[CertificateModel]:
-        """Certificates for ``texts``; options: k, budget, alpha, return_spans."""
+        """Certificates for ``texts``; options: k, budget, alpha, n_max, target_radius, target_kind, return_spans."""
         return self.classify_response(texts, **options).results
 
     async def aclassify(self, texts: Sequence[str], **options: Any) -> list[CertificateModel]:

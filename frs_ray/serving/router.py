@@ -7,6 +7,14 @@ Request path for ``POST /v1/classify``:
 4. the votes of all requests that arrive within ``batch_wait_s`` are merged (``serve.batch``) and each voter
    shard gets ONE call for them, i.e. one forward pass per voter for the whole batch of requests;
 5. the router counts votes and runs the CERTIFY protocol (``finalize_certificate``), exactly as `frs certify`.
+
+Sequential CERTIFY (``n_max`` set by the request, ``user_config`` or the deployment's ``certify``): the request's
+texts go through a :class:`~frs_ray.certify.rounds.SequentialBatch`; its first voter call holds the selection votes
+and first estimation round, each later call the next round of every text still running. Every call goes through the
+same ``serve.batch`` voter path, so a request waiting for its next round is merged with the other requests' calls of
+that moment (first rounds and later rounds alike) into one call per voter shard. Later rounds are drawn in the
+router from the plan's words and T(x') mask, seeded by (seed, text, look), so the certificates equal
+`frs certify --n-max`'s on the same texts.
 """
 
 from __future__ import annotations
@@ -26,13 +34,17 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..backends.hf import filler_token_of
+from ..certify.rounds import SequentialBatch, draw_round
 from ..certify.smooth import finalize_plans
-from ..config import CertifyConfig
+from ..config import CertifyConfig, build
+from ..errors import ConfigError
+from ..fuzzing import FuzzedRandomizer
 from ..smoothing.finetune import read_meta
 from .actors import remote_fuzz_worker, remote_voter_shard
 from .metrics import ServiceMetrics
 from .schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, InfoResponse
-from .settings import ServiceSettings, placement
+from .settings import ServiceSettings, apply_user_config, placement
 
 logger = logging.getLogger("ray.serve")
 app = FastAPI(title="FRS-Ray", version="0.1.0",
@@ -124,6 +136,9 @@ class FRSRouter:
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(s.checkpoint)
+        # the filler of insertion/substitution mutations, as HFClassifier.filler_token (later sequential rounds
+        # are randomized here, with the same filler the fuzzing workers use)
+        self.filler = filler_token_of(self.tokenizer)
         self.max_tokens = int(meta["max_length"])
         self.layout = placement(s.k, s.voter_actors)
         actor_opts = s.actor_options()
@@ -150,20 +165,9 @@ class FRSRouter:
 
     # ------------------------------------------------------------------ settings without reload
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Serve ``user_config``: alpha, budget, omega_m, omega_h, max_distance change without reloading models."""
-        allowed = {"alpha", "budget", "omega_m", "omega_h", "max_distance"}
-        unknown = set(user_config or {}) - allowed
-        if unknown:
-            raise ValueError(f"user_config: unknown fields {sorted(unknown)}; allowed: {sorted(allowed)}")
-        cfg = self.base.model_dump()
-        for key, value in (user_config or {}).items():
-            if key == "alpha":
-                cfg["alpha"] = value
-            elif key == "budget":
-                cfg["fuzzing"]["budget"] = value
-            else:
-                cfg["randomize"][key] = value
-        self.base = CertifyConfig.model_validate(cfg)
+        """Serve ``user_config``: see :func:`~frs_ray.serving.settings.apply_user_config` (no model reloads;
+        a ValueError keeps the replica's previous settings)."""
+        self.base = apply_user_config(self.base, self.settings, user_config)
 
     # ------------------------------------------------------------------ endpoints
     @app.get("/healthz")
@@ -180,7 +184,9 @@ class FRSRouter:
             labels=self.label_names, k=b.k, sigma=sm["sigma"], top_h=self.meta["smoothing"]["top_h"],
             budget=b.fuzzing.budget, max_budget=s.max_budget, alpha=b.alpha, omega_m=b.randomize.omega_m,
             omega_h=b.randomize.omega_h, max_distance=b.randomize.max_distance, n_select=b.votes_select,
-            n_estimate=b.votes_estimate, seed=b.seed, voter_actors=len(self.shards), fuzz_actors=len(self.fuzzers),
+            n_estimate=b.votes_estimate, n_max=b.n_max, target_radius=b.target_radius, target_kind=b.target_kind,
+            round_growth=b.round_growth, futility=b.futility, max_n_max=s.max_n_max,
+            max_target_radius=s.max_target_radius, seed=b.seed, voter_actors=len(self.shards), fuzz_actors=len(self.fuzzers),
             voters_per_actor=self.layout, max_texts_per_request=s.max_texts_per_request,
             max_chars_per_text=s.max_chars_per_text, span_check=s.span_check, voter_pool=self.voter_pool,
         )
@@ -206,7 +212,18 @@ class FRSRouter:
             cfg["fuzzing"]["budget"] = o.budget
         if o.alpha is not None:
             cfg["alpha"] = o.alpha
-        return CertifyConfig.model_validate(cfg)
+        if o.n_max is not None and o.n_max > s.max_n_max:
+            raise RequestError(422, f"options.n_max = {o.n_max} exceeds this deployment's max_n_max = {s.max_n_max}")
+        if o.target_radius is not None and o.target_radius > s.max_target_radius:
+            raise RequestError(422, f"options.target_radius = {o.target_radius} exceeds this deployment's "
+                                    f"max_target_radius = {s.max_target_radius}")
+        for key in ("n_max", "target_radius", "target_kind"):
+            if getattr(o, key) is not None:
+                cfg[key] = getattr(o, key)
+        try:  # combinations (n_max below the first round, target_radius without n_max, too many looks)
+            return build(CertifyConfig, cfg)
+        except ConfigError as exc:
+            raise RequestError(422, f"invalid options: {exc}") from None
 
     def _validate_texts(self, texts: list[str]) -> None:
         s = self.settings
@@ -254,12 +271,21 @@ class FRSRouter:
         t0 = time.perf_counter()
         plans = await self._prepare_batched((tuple(texts), cfg.model_dump_json()))
         t1 = time.perf_counter()
-        jobs = [(k, x) for p in plans for k, x in p.select + p.estimate]
-        labels = await self._vote_batched(jobs)
-        t2 = time.perf_counter()
-        per = {"vote": (t2 - t1) / len(texts)}
+        if cfg.n_max is None:
+            jobs = [(k, x) for p in plans for k, x in p.select + p.estimate]
+            labels = await self._vote_batched(jobs)
+            t2 = time.perf_counter()
+            certs = finalize_plans(plans, labels, cfg, self.label_names, {"vote": (t2 - t1) / len(texts)})
+        else:
+            randomizer = FuzzedRandomizer(cfg.randomize, filler=self.filler)
+            batch = SequentialBatch(plans, lambda p, look, n: draw_round(p, look, n, cfg, randomizer), cfg,
+                                    self.label_names)
+            while not batch.done:  # each round joins the next merged voter call with the other requests'
+                batch.deliver(await self._vote_batched(batch.pending_jobs()))
+            t2 = time.perf_counter()
+            certs = batch.certificates({"vote": (t2 - t1) / len(texts)})
         results = []
-        for cert in finalize_plans(plans, labels, cfg, self.label_names, per):
+        for cert in certs:
             cert = cert.to_dict()
             if not return_spans:
                 cert["spans"] = []
@@ -317,6 +343,10 @@ class FRSRouter:
         """Process ids of the voter shards and fuzzing workers (for fault-injection tests)."""
         return {"voters": await asyncio.gather(*[a.pid.remote() for a in self.shards]),
                 "fuzzers": await asyncio.gather(*[a.pid.remote() for a in self.fuzzers])}
+
+    async def voter_calls(self) -> list[int]:
+        """Per voter shard, the vote calls it has served since it (re)started (for batching tests)."""
+        return list(await asyncio.gather(*[a.vote_calls.remote() for a in self.shards]))
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

@@ -17,6 +17,14 @@ class ClassifyOptions(_Strict):
     k: int | None = Field(None, ge=1, description="voters K (at most the deployment's K)")
     budget: int | None = Field(None, ge=0, description="MCTS budget in model queries (at most the deployment's max_budget)")
     alpha: float | None = Field(None, gt=0, lt=1, description="1 - confidence of the Clopper-Pearson bound")
+    n_max: int | None = Field(None, ge=1, description="sequential CERTIFY: most estimation votes per text, spent in "
+                              "rounds until the target is met or out of reach (at most the deployment's max_n_max; "
+                              "at least the first round's n_estimate votes); omitted: the deployment's setting")
+    target_radius: int | None = Field(None, ge=0, description="sequential CERTIFY: keep voting until the "
+                                      "target_kind radius reaches this many tokens (at most the deployment's "
+                                      "max_target_radius; needs n_max, from the request or the deployment)")
+    target_kind: Literal["conditional", "unconditional"] | None = Field(
+        None, description="which radius target_radius means (default: the deployment's, normally conditional)")
     return_spans: bool = Field(True, description="include the vulnerable spans in each result")
 
 
@@ -97,6 +105,13 @@ class InfoResponse(BaseModel):
     max_distance: float
     n_select: int
     n_estimate: int
+    n_max: int | None = Field(None, description="sequential CERTIFY's most estimation votes per text (null: fixed)")
+    target_radius: int | None = None
+    target_kind: str = "conditional"
+    round_growth: float = 2.0
+    futility: float = 0.05
+    max_n_max: int = Field(0, description="largest n_max a request may ask for")
+    max_target_radius: int = Field(0, description="largest target_radius a request may ask for")
     seed: int
     voter_actors: int
     fuzz_actors: int

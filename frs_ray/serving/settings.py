@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import CertifyConfig
+from ..config import CertifyConfig, build
+from ..errors import ConfigError
 
 
 class ServiceSettings(BaseModel):
@@ -17,6 +18,10 @@ class ServiceSettings(BaseModel):
     voter_actors: int = Field(2, ge=1, description="R: actors the K voters are sharded over (1..K)")
     fuzz_actors: int = Field(1, ge=1, le=64, description="fuzzing workers in the pool")
     max_budget: int = Field(50, ge=0, le=10_000, description="largest MCTS budget a request may ask for")
+    max_n_max: int = Field(640, ge=1, le=1_000_000, description="largest sequential n_max (estimation votes per text) "
+                           "a request or user_config may ask for; also bounds certify.n_max")
+    max_target_radius: int = Field(16, ge=0, le=10_000, description="largest target_radius (tokens) a request or "
+                                   "user_config may ask for")
     max_texts_per_request: int = Field(32, ge=1, le=10_000)
     max_chars_per_text: int = Field(2000, ge=1, le=1_000_000)
     max_inflight_requests: int = Field(16, ge=1, description="requests certified at once; more get 503 + Retry-After")
@@ -68,7 +73,8 @@ class ServiceSettings(BaseModel):
         if given is not None and given != self.voter_backend:
             raise ValueError(f"certify.voters.backend ({given!r}) contradicts voter_backend ({self.voter_backend!r}); "
                              "set voter_backend only")
-        CertifyConfig.model_validate(self.certify_options())  # reject unknown/out-of-range fields now
+        cfg = CertifyConfig.model_validate(self.certify_options())  # reject unknown/out-of-range fields now
+        check_sequential_limits(cfg, self, "certify")
         return self
 
     def certify_options(self) -> dict[str, Any]:
@@ -85,6 +91,48 @@ class ServiceSettings(BaseModel):
             opts["num_gpus"] = gpus
             opts["scheduling_strategy"] = "SPREAD"  # voters spread over the GPUs of the cluster
         return opts
+
+
+def check_sequential_limits(cfg: CertifyConfig, settings: "ServiceSettings", where: str) -> None:
+    """Raise ValueError when ``cfg``'s n_max or target_radius exceed the deployment's limits; ``where`` names
+    the source of the values in the message (``options``, ``user_config``, ``certify``)."""
+    if cfg.n_max is not None and cfg.n_max > settings.max_n_max:
+        raise ValueError(f"{where}.n_max = {cfg.n_max} exceeds this deployment's max_n_max = {settings.max_n_max}")
+    if cfg.target_radius is not None and cfg.target_radius > settings.max_target_radius:
+        raise ValueError(f"{where}.target_radius = {cfg.target_radius} exceeds this deployment's max_target_radius = "
+                         f"{settings.max_target_radius}")
+
+
+RECONFIGURABLE = ("alpha", "budget", "omega_m", "omega_h", "max_distance", "n_max", "target_radius", "target_kind",
+                  "round_growth", "futility")
+"""Fields of a Serve ``user_config``: they change the router's certify settings without reloading any model."""
+
+
+def apply_user_config(base: CertifyConfig, settings: ServiceSettings, user_config: dict[str, Any] | None) -> CertifyConfig:
+    """``base`` with the :data:`RECONFIGURABLE` fields of ``user_config`` applied (``budget`` is the fuzzing
+    budget, ``omega_m`` / ``omega_h`` / ``max_distance`` the randomization's, the rest CertifyConfig fields).
+
+    ``n_max`` / ``target_radius`` obey the deployment's ``max_n_max`` / ``max_target_radius``; ``n_max: null``
+    (with ``target_radius: null``) is the fixed protocol. Raises ValueError, naming the field, for unknown fields,
+    out-of-range values or combinations CertifyConfig rejects, and values over the deployment's limits.
+    """
+    unknown = set(user_config or {}) - set(RECONFIGURABLE)
+    if unknown:
+        raise ValueError(f"user_config: unknown fields {sorted(unknown)}; allowed: {sorted(RECONFIGURABLE)}")
+    cfg = base.model_dump()
+    for key, value in (user_config or {}).items():
+        if key == "budget":
+            cfg["fuzzing"]["budget"] = value
+        elif key in ("omega_m", "omega_h", "max_distance"):
+            cfg["randomize"][key] = value
+        else:
+            cfg[key] = value
+    try:
+        new = build(CertifyConfig, cfg)
+    except ConfigError as exc:
+        raise ValueError(f"user_config: {exc}") from None
+    check_sequential_limits(new, settings, "user_config")
+    return new
 
 
 def placement(k: int, shards: int) -> list[list[int]]:

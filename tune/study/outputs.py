@@ -24,7 +24,7 @@ SERVE_TEMPLATE = REPO_ROOT / "deployments" / "frs.yaml"
 # (definitions: study.trial.point_metrics).
 CSV_COLUMNS = [
     "K", "sigma", "H", "budget", "ca", "pa", "asr", "certified_ca", "certified_pa", "certified_asr", "avg_radius",
-    "omega_h", "omega_m", "max_distance", "abstain", "abstain_triggered", "vote_abstain", "avg_radius_unconditional",
+    "omega_h", "omega_m", "max_distance", "n_max", "abstain", "abstain_triggered", "vote_abstain", "avg_radius_unconditional",
     "avg_radius_all", "queries_per_input", "seconds_per_input", "dev_acc", "n_clean", "n_triggered",
     "finetune_reused", "epochs_trained", "pareto", "best", "trial_id", "checkpoint",
 ]
@@ -107,6 +107,10 @@ def write_serve_config(row: dict[str, Any], s: StudySettings, path: Path) -> dic
                              "max_distance": float(row["max_distance"])}}
     if s.n_estimate is not None:
         certify["n_estimate"] = s.n_estimate
+    n_max = int(row.get("n_max") or 0)
+    if n_max > 0:  # sequential CERTIFY
+        certify["n_max"] = n_max
+        args["max_n_max"] = max(int(args.get("max_n_max", 640)), n_max)
     args["certify"] = certify
     ServiceSettings.model_validate(args)  # the router would reject anything else
     for dep in app.get("deployments", []):

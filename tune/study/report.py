@@ -21,7 +21,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 MD_COLUMNS = [("K", "K"), ("sigma", "sigma"), ("H", "H"), ("budget", "budget"), ("omega_h", "omega_H"),
-              ("omega_m", "omega_M"), ("max_distance", "Lambda"), ("ca", "CA (vote)"), ("pa", "PA (vote)"),
+              ("omega_m", "omega_M"), ("max_distance", "Lambda"), ("n_max", "n_max"), ("ca", "CA (vote)"), ("pa", "PA (vote)"),
               ("asr", "ASR (vote)"), ("certified_ca", "certified CA"), ("certified_pa", "certified PA"),
               ("certified_asr", "certified ASR"), ("avg_radius", "avg radius"), ("avg_radius_all", "radius (all)"),
               ("abstain", "cert. abstain"),

@@ -11,8 +11,12 @@ from typing import Any, Sequence
 
 from frs_ray.errors import ConfigError
 
-SEARCHED = ("K", "sigma", "H", "budget", "omega_h", "omega_m", "max_distance")
-PAPER_DEFAULTS = {"K": 20, "sigma": 0.01, "H": 10, "budget": 10, "omega_h": 0.9, "omega_m": 0.15, "max_distance": 0.5}
+SEARCHED = ("K", "sigma", "H", "budget", "omega_h", "omega_m", "max_distance", "n_max")
+# n_max: sequential CERTIFY's most estimation votes per text (frs_ray.certify.sequential); 0 is the fixed protocol
+PAPER_DEFAULTS = {"K": 20, "sigma": 0.01, "H": 10, "budget": 10, "omega_h": 0.9, "omega_m": 0.15, "max_distance": 0.5,
+                  "n_max": 0}
+# Searched values a caller may leave out: they take the paper's protocol (one value, the default above).
+OPTIONAL = ("n_max",)
 # Objectives of the multi-objective search and of the Pareto front.
 OBJECTIVES = [("ca", "max"), ("asr", "min"), ("avg_radius_all", "max")]
 
@@ -64,10 +68,18 @@ class StudySettings:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StudySettings":
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kept = {k: v for k, v in d.items() if k in names}
+        if "values" in kept:  # a study saved before a parameter became searched runs it at its default
+            kept["values"] = with_optional(kept["values"])
+        return cls(**kept)
 
 
-INFERENCE_ONLY = ("K", "budget", "omega_h", "omega_m", "max_distance")
+INFERENCE_ONLY = ("K", "budget", "omega_h", "omega_m", "max_distance", "n_max")
+
+
+def with_optional(values: dict[str, list]) -> dict[str, list]:
+    """``values`` with every :data:`OPTIONAL` parameter it leaves out set to its default (one value)."""
+    return {**{k: [PAPER_DEFAULTS[k]] for k in OPTIONAL if k not in values}, **values}
 
 
 def is_range(v: Any) -> bool:
@@ -109,8 +121,9 @@ def validate_values(values: dict[str, list]) -> None:
     """Range-check every searched value with the project's own config models (ConfigError on the first bad one)."""
     from frs_ray.config import CertifyConfig, RandomizeConfig, SmoothingConfig, build
 
+    values = with_optional(values)
     flag = {"K": "K", "sigma": "sigma", "H": "H", "budget": "budget", "omega_h": "omega-h", "omega_m": "omega-m",
-            "max_distance": "max-distance"}
+            "max_distance": "max-distance", "n_max": "n-max"}
     checks = {
         "K": lambda v: build(CertifyConfig, {"k": v}),
         "sigma": lambda v: build(SmoothingConfig, {"sigma": v}),
@@ -119,6 +132,7 @@ def validate_values(values: dict[str, list]) -> None:
         "omega_m": lambda v: build(RandomizeConfig, {"omega_m": v, "omega_h": 1.0}),
         "omega_h": lambda v: build(RandomizeConfig, {"omega_h": v, "omega_m": 0.0}),
         "max_distance": lambda v: build(RandomizeConfig, {"max_distance": v}),
+        "n_max": lambda v: v == 0 or build(CertifyConfig, {"k": 1, "n_max": v}),
     }
     for key, vals in values.items():
         if is_range(vals) and key not in INFERENCE_ONLY:
@@ -129,6 +143,10 @@ def validate_values(values: dict[str, list]) -> None:
                 checks[key](v)
             except ConfigError as exc:
                 raise ConfigError(f"--{flag[key]} {v}: {exc}") from None
+    positive = [v for v in _span(values["n_max"]) if v > 0 or is_range(values["n_max"])]
+    if positive and min(positive) < max(_span(values["K"])):
+        raise ConfigError(f"every --n-max other than 0 (the fixed protocol) must be >= every --K (the first round has "
+                          f"K estimation votes): got n_max {values['n_max']}, K {values['K']}")
     if min(_span(values["omega_h"])) < max(_span(values["omega_m"])):
         raise ConfigError(f"every --omega-h must be >= every --omega-m (got omega_h {values['omega_h']}, "
                           f"omega_m {values['omega_m']})")
@@ -147,6 +165,7 @@ def grid_points(values: dict[str, list], design: str = "product") -> list[dict[s
     Order: round-robin over the (sigma, H) groups, so that trials running at the same time fine-tune different
     checkpoints in parallel and later trials of a group find its checkpoint cached.
     """
+    values = with_optional(values)
     ranged = [k for k in SEARCHED if is_range(values[k])]
     if ranged:
         raise ConfigError(f"ranges (LOW:HIGH) for {', '.join(ranged)} need --mode optuna; a grid takes lists")

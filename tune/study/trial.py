@@ -93,6 +93,7 @@ def evaluate_point(checkpoint: str, point: dict[str, Any], s: StudySettings, dat
 
     cfg = build(CertifyConfig, {
         "k": int(point["K"]), "alpha": s.alpha, "seed": s.cert_seed, "n_estimate": s.n_estimate,
+        "n_max": int(point.get("n_max") or 0) or None,  # 0: the fixed protocol
         "fuzzing": {"budget": int(point["budget"])},
         "randomize": {"omega_m": float(point["omega_m"]), "omega_h": float(point["omega_h"]),
                       "max_distance": float(point["max_distance"])},
