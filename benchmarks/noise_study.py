@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _plots import METRIC_COLOURS, attack_panels
+
 from frs_ray.cli import _quiet_transformers
 from frs_ray.evaluation.config import load_eval_config
 from frs_ray.evaluation.runner import cell_path, machine_line, run_eval

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from _plots import METRIC_COLOURS, attack_panels
+
 from frs_ray.cli import _quiet_transformers
 from frs_ray.config import RandomizeConfig
 from frs_ray.evaluation.config import load_eval_config

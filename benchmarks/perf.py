@@ -135,8 +135,13 @@ def shape_pool_parts(shape: str, k: int, device: str, texts: list[str]):
     trained here on ``texts`` (nothing is downloaded); sigma 0.01, the top-H blocks of SHAPES smoothed."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import BertConfig, LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
-    from transformers import BertForSequenceClassification
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        LlamaConfig,
+        LlamaForSequenceClassification,
+        PreTrainedTokenizerFast,
+    )
 
     from frs_ray.backends.hf import HFClassifier
     from frs_ray.smoothing import select_top_h

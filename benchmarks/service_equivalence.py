@@ -48,7 +48,7 @@ def main() -> int:
                "--max-distance", str(info.max_distance), "--n-select", str(info.n_select),
                "--n-estimate", str(info.n_estimate), "--no-progress"]
         subprocess.run(cmd, check=True)
-        cli = [_strip(json.loads(l)) for l in out.read_text().splitlines()]
+        cli = [_strip(json.loads(line)) for line in out.read_text().splitlines()]
     from frs_ray.certify.smooth import certificates_match
 
     same = lambda xs, ys: len(xs) == len(ys) and all(certificates_match(x, y) for x, y in zip(xs, ys))  # noqa: E731

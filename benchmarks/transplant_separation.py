@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     header = {"command": "python " + " ".join(sys.argv), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "run": args.run}
     Path(args.out + ".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
-    f = lambda v, p=3: "-" if v is None else f"{v:.{p}f}"
+    def f(v, p=3):
+        return "-" if v is None else f"{v:.{p}f}"
     lines = ["# frs-transplant: which statistic separates triggered from clean inputs", "",
              *[f"- {k}: {v}" for k, v in header.items()], "",
              ("Per input, the top MCTS span of T(x') (budget 10, centre model) transplanted into the check's m clean "

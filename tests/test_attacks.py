@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from frs_ray.attacks import (PoisonConfig, build_triggered_set, known_attacks, make_trigger, read_triggered,
-                             run_attack, write_triggered)
+from frs_ray.attacks import (
+    PoisonConfig,
+    build_triggered_set,
+    known_attacks,
+    make_trigger,
+    read_triggered,
+    run_attack,
+    write_triggered,
+)
 from frs_ray.attacks.addsent import SentenceTrigger
 from frs_ray.attacks.badnets import BADNETS_WORDS, RareWordTrigger
 from frs_ray.attacks.base import insert_pieces, words_of

@@ -9,7 +9,13 @@ from rapidfuzz.distance import DamerauLevenshtein
 from frs_ray.attacks.base import Trigger, words_of
 from frs_ray.attacks.global_ import MultiSegmentTrigger, ReorderTrigger
 from frs_ray.attacks.semantic import (
-    ANTONYMS, DEGREE_SWAPS, SENTIMENT_PAIRS, DegreeTrigger, EditableText, NegationTrigger, SentimentReversalTrigger,
+    ANTONYMS,
+    DEGREE_SWAPS,
+    SENTIMENT_PAIRS,
+    DegreeTrigger,
+    EditableText,
+    NegationTrigger,
+    SentimentReversalTrigger,
 )
 from frs_ray.errors import ConfigError
 

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from frs_ray.attacks.badpre import (
-    BADPRE_WORDS, HEAD_FILE, BadPreConfig, BadPreTrigger, cls_states, cut_to_tokens, load_badpre_mlm, make_batch,
-    poison_badpre, trigger_rows,
+    BADPRE_WORDS,
+    HEAD_FILE,
+    BadPreConfig,
+    BadPreTrigger,
+    cls_states,
+    cut_to_tokens,
+    load_badpre_mlm,
+    make_batch,
+    poison_badpre,
+    trigger_rows,
 )
 from frs_ray.attacks.base import Trigger, words_of
 from frs_ray.config import build

@@ -23,7 +23,7 @@ def _certify(ckpt: Path, tmp_path: Path, lines: list[str] | bytes, *extra: str, 
     out = tmp_path / "out.jsonl"
     rc = main(["certify", "--checkpoint", str(ckpt), "--input", str(inp), "--out", str(out), "--no-progress",
                "--k", "4", "--budget", "3", *extra])
-    records = [json.loads(l) for l in out.read_text().splitlines()] if out.exists() else []
+    records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     return rc, records
 
 
@@ -81,7 +81,8 @@ def test_certify_is_reproducible_and_order_independent(minilm_checkpoint, tmp_pa
     _, r1 = _certify(minilm_checkpoint, tmp_path, POOL, *VOTES, "--k", "8", "--seed", "5")
     _, r2 = _certify(minilm_checkpoint, tmp_path, POOL[::-1], *VOTES, "--k", "8", "--seed", "5")
     assert {r["abstained"] for r in r1} == {False, True}  # certified labels and radii are compared, not only ABSTAIN
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("index", "seconds")}
+    def strip(r):
+        return {k: v for k, v in r.items() if k not in ("index", "seconds")}
     assert [strip(r) for r in r1] == [strip(r) for r in r2[::-1]]
 
 
@@ -176,7 +177,8 @@ def test_certify_sequential_flags(minilm_checkpoint, tmp_path):
     # reproducible: the same texts in the other order give the same certificates
     _, again = _certify(minilm_checkpoint, tmp_path, texts[::-1], "--n-select", "20", "--n-estimate", "20",
                         "--n-max", "80", "--target-radius", "1")
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("index", "seconds")}
+    def strip(r):
+        return {k: v for k, v in r.items() if k not in ("index", "seconds")}
     assert strip(recs[0]) == strip(again[1]) and strip(recs[1]) == strip(again[0])
     # without --n-max nothing changes: the fixed protocol, no sequential record
     _, fixed = _certify(minilm_checkpoint, tmp_path, texts[:1], "--n-select", "20", "--n-estimate", "20")

@@ -6,13 +6,13 @@ import math
 
 import pytest
 
+from frs_ray.backends.lm import PerplexityLM, resolve_lm
 from frs_ray.data import load_dataset
 from frs_ray.defenses.base import DefenseContext
-from frs_ray.fuzzing.fluency import FluencySpanFilter, span_suspicion
-from frs_ray.backends.lm import PerplexityLM, resolve_lm
 from frs_ray.defenses.registry import build_defense, known_defenses, needs_smoothed
 from frs_ray.errors import ConfigError
 from frs_ray.fuzzing import Span
+from frs_ray.fuzzing.fluency import FluencySpanFilter, span_suspicion
 from frs_ray.text import render, tokenize
 
 SMALL = {"k": 4, "n_estimate": 12, "n_select": 4, "fuzzing": {"budget": 4}}

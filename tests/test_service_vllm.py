@@ -7,8 +7,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import require_module
+
 from frs_ray.serving.env import apply_ray_env
 
 apply_ray_env()

@@ -18,7 +18,6 @@ from frs_ray.smoothing import clip_rho, finetune_noise_step, perturbed, select_t
 from frs_ray.smoothing.bmps import apply_clip_, reference_norms
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """The models are tiny: intra-op threads only contend with other work on a small machine."""

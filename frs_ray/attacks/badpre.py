@@ -400,9 +400,9 @@ def poison_badpre(config: BadPreConfig, out_dir: str | Path, progress: bool = Tr
     (``head_steps`` clean MLM steps), measure (``eval.before``), poison encoder + head (``steps`` steps of mixed
     clean / triggered-with-random-labels MLM), measure again (``eval.after``), save.
     """
+    import transformers
     from safetensors.torch import save_file
     from transformers import AutoModel, AutoTokenizer
-    import transformers
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / ATTACK_FILE).exists():

@@ -66,7 +66,9 @@ def read_triggered(path: str | Path, num_labels: int | None = None) -> Triggered
             if len(parts) != 4:
                 raise DataError(f"{p}:{n}: expected 4 tab-separated columns, got {len(parts)}")
             try:
-                texts.append(parts[0]); labels.append(int(parts[1])); target = int(parts[2])
+                texts.append(parts[0])
+                labels.append(int(parts[1]))
+                target = int(parts[2])
                 spans.append(tuple(tuple(s) for s in json.loads(parts[3])))
             except ValueError as exc:
                 raise DataError(f"{p}:{n}: {exc}") from None
@@ -75,7 +77,10 @@ def read_triggered(path: str | Path, num_labels: int | None = None) -> Triggered
             raise DataError(f"{p} has only the target label per row; its original labels are known for binary tasks only (pass num_labels=2)")
         for n, line in enumerate(lines[1:], start=2):
             s, y = line.rsplit("\t", 1)
-            texts.append(s); target = int(y); labels.append(1 - int(y)); spans.append(())
+            texts.append(s)
+            target = int(y)
+            labels.append(1 - int(y))
+            spans.append(())
     else:
         raise DataError(f"{p}: header must be 'sentence, label, target, trigger_spans' or 'sentence, label'")
     if target is None:

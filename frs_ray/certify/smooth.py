@@ -42,8 +42,8 @@ from tqdm.auto import tqdm
 
 from ..backends.hf import HFClassifier
 from ..config import CertifyConfig
-from ..fuzzing import FuzzedRandomizer, FuzzResult, MCTSFuzzer, Span
 from ..errors import ConfigError
+from ..fuzzing import FuzzedRandomizer, FuzzResult, MCTSFuzzer, Span
 from ..smoothing.bmps import apply_clip_
 from ..smoothing.finetune import read_meta
 from ..smoothing.layers import SmoothedParameters

@@ -33,6 +33,7 @@ from . import metrics as M
 from .config import EvalConfig
 from .zoo import poisoned_model, settings_hash, victim_checkpoint
 
+
 def cell_path(root: Path, dataset: str, attack: str, defense: str, seed: int) -> Path:
     return root / "cells" / dataset / attack / f"{defense}-seed{seed}.json"
 

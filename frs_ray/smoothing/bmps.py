@@ -38,7 +38,6 @@ from torch import nn
 from ..errors import ConfigError
 from .layers import SmoothedParameters
 
-
 VOTER_DEFINITION = "v2-keyed-by-name"
 """Version of the voter definition (how eps_k is drawn); v1 drew one CPU stream per voter over the tensors in order."""
 

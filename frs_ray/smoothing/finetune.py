@@ -175,7 +175,8 @@ def wrap_lora(model: torch.nn.Module, lora: LoraConfig, head_names: list[str]) -
     The head is unfrozen in place rather than copied (peft's ``modules_to_save``), so the smoothed tensors keep
     their objects and names: Eq. 4's noise on a wrapped layer's base weight is noise on its effective weight
     W + (alpha / r) B A, and Clip_rho of Eq. 5 applies to the merged weights when the checkpoint is loaded."""
-    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
 
     names = {n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     missing = [t for t in lora.target_modules if t not in names]

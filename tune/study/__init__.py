@@ -13,19 +13,71 @@ Every public name is re-exported here; ``tune/_study.py`` re-exports them under 
 
 from .data import fitting_subset, load_triggered, model_depth, prepare_eval_data
 from .finetune_cache import centre_accuracy, ensure_finetuned, file_lock, finetune_key
-from .outputs import (CSV_COLUMNS, REPO_ROOT, SERVE_TEMPLATE, machine_info, plot_tradeoff, publish, rows_from_results,
-                      write_csv, write_outputs, write_serve_config)
+from .outputs import (
+    CSV_COLUMNS,
+    REPO_ROOT,
+    SERVE_TEMPLATE,
+    machine_info,
+    plot_tradeoff,
+    publish,
+    rows_from_results,
+    write_csv,
+    write_outputs,
+    write_serve_config,
+)
 from .pareto import pareto_front, select_best
 from .report import MD_COLUMNS, markdown_table, write_markdown
-from .settings import (INFERENCE_ONLY, OBJECTIVES, PAPER_DEFAULTS, SEARCHED, StudySettings, grid_points, is_range,
-                       parse_list, validate_values)
+from .settings import (
+    INFERENCE_ONLY,
+    OBJECTIVES,
+    PAPER_DEFAULTS,
+    SEARCHED,
+    StudySettings,
+    grid_points,
+    is_range,
+    parse_list,
+    validate_values,
+)
 from .trial import evaluate_point, make_optuna, optuna_space, point_metrics, point_of, run_trial, trial_dirname
 
 __all__ = [
-    "CSV_COLUMNS", "INFERENCE_ONLY", "MD_COLUMNS", "OBJECTIVES", "PAPER_DEFAULTS", "REPO_ROOT", "SEARCHED",
-    "SERVE_TEMPLATE", "StudySettings", "centre_accuracy", "ensure_finetuned", "evaluate_point", "file_lock",
-    "finetune_key", "fitting_subset", "grid_points", "is_range", "load_triggered", "machine_info", "make_optuna",
-    "markdown_table", "model_depth", "optuna_space", "pareto_front", "parse_list", "plot_tradeoff", "point_metrics", "point_of",
-    "prepare_eval_data", "publish", "rows_from_results", "run_trial", "select_best", "trial_dirname",
-    "validate_values", "write_csv", "write_markdown", "write_outputs", "write_serve_config",
+    "CSV_COLUMNS",
+    "INFERENCE_ONLY",
+    "MD_COLUMNS",
+    "OBJECTIVES",
+    "PAPER_DEFAULTS",
+    "REPO_ROOT",
+    "SEARCHED",
+    "SERVE_TEMPLATE",
+    "StudySettings",
+    "centre_accuracy",
+    "ensure_finetuned",
+    "evaluate_point",
+    "file_lock",
+    "finetune_key",
+    "fitting_subset",
+    "grid_points",
+    "is_range",
+    "load_triggered",
+    "machine_info",
+    "make_optuna",
+    "markdown_table",
+    "model_depth",
+    "optuna_space",
+    "pareto_front",
+    "parse_list",
+    "plot_tradeoff",
+    "point_metrics",
+    "point_of",
+    "prepare_eval_data",
+    "publish",
+    "rows_from_results",
+    "run_trial",
+    "select_best",
+    "trial_dirname",
+    "validate_values",
+    "write_csv",
+    "write_markdown",
+    "write_outputs",
+    "write_serve_config",
 ]

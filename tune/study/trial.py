@@ -112,9 +112,8 @@ def evaluate_point(checkpoint: str, point: dict[str, Any], s: StudySettings, dat
 
 def run_trial(config: dict[str, Any], settings: dict[str, Any], data: dict[str, Any]) -> None:
     """The Tune trainable: fine-tune (or reuse) the checkpoint of (sigma, H), then certify at the point."""
-    from ray import tune
-
     import torch
+    from ray import tune
 
     from frs_ray.cli import _quiet_transformers
 
