@@ -444,6 +444,8 @@ def render(r: dict) -> str:
     else:
         lines += ["Not measured in this run (`--no-service`)."]
     lines += ["", "## Targets", ""] + [f"- {t}" for t in r["targets"]] + [""]
+    if r.get("notes"):
+        lines += ["## Where the time goes (analysis)", ""] + [f"- {n}" for n in r["notes"]] + [""]
     return "\n".join(lines)
 
 
@@ -503,6 +505,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--service-seconds", type=float, default=None, help="quick 40, full 60")
     ap.add_argument("--no-service", action="store_true")
+    ap.add_argument("--note", action="append", default=[], help="a line of analysis kept in perf.json and perf.md")
+    ap.add_argument("--render-only", action="store_true", help="rewrite perf.md from perf.json (adding --note lines)")
     ap.add_argument("--out", default="docs/results/perf")
     ap.add_argument("--shapes", default=None, help="comma-separated random-weight shapes instead of a checkpoint "
                     "(bert-base, llama3-8b; tiny-bert, tiny-llama for a CPU check): voter pass and memory only")
@@ -519,6 +523,13 @@ def main() -> int:
         return 0
     if args.shapes:
         return run_shapes(args)
+    if args.render_only:
+        out = Path(args.out)
+        r = json.loads(out.with_suffix(".json").read_text())
+        r["notes"] = r.get("notes", []) + args.note
+        out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
+        out.with_suffix(".md").write_text(render(r))
+        return 0
     n_texts = args.texts or (32 if args.quick else 64)
     repeats = args.repeats or (3 if args.quick else 5)
     seconds = args.service_seconds or (40 if args.quick else 60)
@@ -549,6 +560,7 @@ def main() -> int:
     r["load_note"] = (f"1-minute load average {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end "
                       f"(2 = both cores busy)")
     r["targets"] = targets(r)
+    r["notes"] = args.note
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
