@@ -154,7 +154,7 @@ def test_calibration_reads_clean_data_only(backdoored, check, dev):
     assert cal.texts_sha256 == h.hexdigest() and cal.n_texts == 30 and cal.source == dev.source
     assert "poisoned" not in cal.source and not any("cf" in t.split() for t in texts)
     with pytest.raises(ConfigError, match="clean data only"):
-        calibrate_transplant(check, clf.fuzz, texts, "/data/poisoned/badnets/sst2/dev.tsv")
+        calibrate_transplant(check, clf.fuzz, texts, "poisoned/badnets/sst2/dev.tsv")
     with pytest.raises(ConfigError, match="at least 20"):
         calibrate_transplant(check, clf.fuzz, texts[:5], dev.source)
     with pytest.raises(ConfigError, match="target_keep"):

@@ -89,11 +89,7 @@ class VLLMVoterPool:
         self.backend, self.spec = backend, spec
         self.engine_config = engine or VLLMEngineConfig()
         self.k, self.num_labels = spec.k, int(backend.num_labels)
-        ids = tuple(sorted({int(v) for v in (range(spec.k) if voter_ids is None else voter_ids)}))
-        bad = [v for v in ids if not 0 <= v < spec.k]
-        if bad or not ids:
-            raise ConfigError(f"voter ids {bad or list(ids)} are not in 0..{spec.k - 1}")
-        self._ids = ids
+        self._ids = spec.hosted(voter_ids)
         params = dict(backend.torch_model.named_parameters())
         missing = [n for n in spec.selection.names if n not in params]
         if missing:

@@ -86,6 +86,14 @@ class VoterSpec:
         if self.sigma < 0:
             raise ConfigError(f"sigma must be >= 0, got {self.sigma}")
 
+    def hosted(self, voter_ids: Sequence[int] | None) -> tuple[int, ...]:
+        """The sorted voter ids a pool hosts (``None``: all K), each checked to be in 0..K-1."""
+        ids = tuple(sorted({int(v) for v in (range(self.k) if voter_ids is None else voter_ids)}))
+        bad = [v for v in ids if not 0 <= v < self.k]
+        if bad or not ids:
+            raise ConfigError(f"voter ids {bad or list(ids)} are not in 0..{self.k - 1}")
+        return ids
+
 
 class _TorchPool:
     """Shared part of the torch pools: the backend (its model holds the centre), hosted voters, noise by name."""
@@ -95,11 +103,7 @@ class _TorchPool:
     def __init__(self, backend, spec: VoterSpec, voter_ids: Sequence[int] | None = None) -> None:
         self.backend, self.spec = backend, spec
         self.k, self.num_labels = spec.k, int(backend.num_labels)
-        ids = tuple(sorted({int(v) for v in (range(spec.k) if voter_ids is None else voter_ids)}))
-        bad = [v for v in ids if not 0 <= v < spec.k]
-        if bad or not ids:
-            raise ConfigError(f"voter ids {bad or list(ids)} are not in 0..{spec.k - 1}")
-        self._ids = ids
+        self._ids = spec.hosted(voter_ids)
         self.model: nn.Module = backend.torch_model
         params = dict(self.model.named_parameters())
         self.names = spec.selection.names
