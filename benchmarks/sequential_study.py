@@ -44,14 +44,6 @@ LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 
 # ---------------------------------------------------------------------------------------------- validity (MC)
-def _thresholds(radius: int, omega: float) -> list[float]:
-    from frs_ray.certify.sequential import target_threshold
-
-    out = [0.5]
-    t = target_threshold(radius, omega)
-    if radius > 0 and t < 1.0:
-        out.append(t)
-    return out
 
 
 def _simulate(test, p: float, trials: int, rng: np.random.Generator) -> np.ndarray:
@@ -79,7 +71,7 @@ def _simulate(test, p: float, trials: int, rng: np.random.Generator) -> np.ndarr
 def monte_carlo_validity(schedules: Sequence[tuple[int, int, float]], futility: float, trials: int,
                          seed: int = 17) -> dict[str, Any]:
     """Largest false-bound / false-certificate rate over schedules x targets x true shares near each threshold."""
-    from frs_ray.certify.sequential import LookSchedule, SequentialTest
+    from frs_ray.certify.sequential import LookSchedule, SequentialTest, decision_thresholds
 
     targets = [(0, 1.0), (1, 0.72), (2, 0.9), (3, 0.9)]
     out = {}
@@ -91,7 +83,7 @@ def monte_carlo_validity(schedules: Sequence[tuple[int, int, float]], futility: 
             s = LookSchedule.geometric(first, n_max, alpha, growth)
             for radius, omega in targets:
                 t = SequentialTest(s, radius, omega, futility)
-                for th in _thresholds(radius, omega):
+                for th in decision_thresholds(radius, omega):
                     for d in (-0.01, -0.002, 0.002, 0.01):
                         p = th + d
                         b = _simulate(t, p, trials, rng)

@@ -26,6 +26,7 @@ from frs_ray.certify.sequential import (
     SequentialTest,
     cp_lower,
     cp_upper,
+    decision_thresholds,
     run_sequential,
     selected_class,
     target_threshold,
@@ -35,15 +36,6 @@ from frs_ray.errors import ConfigError
 # (target_radius, omega * d): no target; the default token-level mutations (omega_H 0.9 x d 0.8); a high omega.
 TARGETS = [(0, 1.0), (1, 0.72), (2, 0.9), (3, 0.9)]
 SCHEDULES = [(20, 320, 2.0), (10, 200, 1.5)]  # (first, n_max, growth)
-
-
-def _thresholds(radius: int, omega: float) -> list[float]:
-    """Every threshold the rule compares a bound with: 0.5 and the target's (when reachable)."""
-    out = [0.5]
-    t = target_threshold(radius, omega)
-    if radius > 0 and t < 1.0:
-        out.append(t)
-    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,12 +247,12 @@ def test_exact_false_bound_probability_at_most_alpha(first: int, n_max: int, gro
     grid = list(np.linspace(0.02, 0.98, 25)) + [0.995, 0.999]
     for radius, omega in TARGETS:
         t = SequentialTest(s, radius, omega)
-        ps = grid + [th + d for th in _thresholds(radius, omega) for d in (-0.01, -1e-3, 1e-3, 0.01)]
+        ps = grid + [th + d for th in decision_thresholds(radius, omega) for d in (-0.01, -1e-3, 1e-3, 0.01)]
         for p in ps:
             oc = t.operating_characteristics(p)
             assert oc.false_bound <= alpha + 1e-12, (radius, omega, p, oc)
             assert sum(oc.stop_at) == pytest.approx(1.0, abs=1e-9)
-            for th in _thresholds(radius, omega):  # a certificate at a threshold above the true share
+            for th in decision_thresholds(radius, omega):  # a certificate at a threshold above the true share
                 if p < th:
                     assert (oc.target_reached if th > 0.5 else oc.certified) <= alpha + 1e-12
 
@@ -301,7 +293,7 @@ def test_monte_carlo_false_certificate_rate(alpha: float) -> None:
         s = LookSchedule.geometric(first, n_max, alpha, growth)
         for radius, omega in TARGETS:
             t = SequentialTest(s, radius, omega)
-            for th in _thresholds(radius, omega):
+            for th in decision_thresholds(radius, omega):
                 for d in (-0.01, -0.002, 0.002, 0.01):
                     p = th + d
                     sim = _simulate(t, p, MC_TRIALS, rng)

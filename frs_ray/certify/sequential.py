@@ -66,6 +66,7 @@ from frs_ray.certify.bounds import _as_float, _as_int, _check_alpha
 from frs_ray.errors import ConfigError
 
 __all__ = [
+    "decision_thresholds",
     "CONTINUE",
     "FUTILE",
     "N_MAX",
@@ -417,6 +418,16 @@ class SequentialEstimate:
             target_reached=bool(self.test.clears(bound)), stop=STOP_REASONS[code],
         )
 
+
+
+def decision_thresholds(radius: int, omega: float) -> list[float]:
+    """Every value the stopping rule compares a bound with: 0.5 (certify the label) and, when it is reachable
+    (below 1), :func:`target_threshold` of the requested radius. Validity checks probe true shares around each."""
+    out = [0.5]
+    t = target_threshold(radius, omega)
+    if radius > 0 and t < 1.0:
+        out.append(t)
+    return out
 
 def run_sequential(test: SequentialTest, draw: Callable[[int], int]) -> SequentialResult:
     """Drive one :class:`SequentialEstimate` with ``draw(n)`` -> votes for the selected class among ``n``
