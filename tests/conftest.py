@@ -126,3 +126,14 @@ def smollm2_checkpoint(tmp_path_factory, data_dir):
                "--max-train-examples", "8", "--batch-size", "8", "--lr", "1e-4", "--seed", "5", "--no-progress"])
     assert rc == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a module's tiny models (more only contend with other work on 2 cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -17,14 +17,7 @@ from frs_ray.errors import ConfigError
 from frs_ray.smoothing import clip_rho, finetune_noise_step, perturbed, select_top_h
 from frs_ray.smoothing.bmps import apply_clip_, reference_norms
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models are tiny: intra-op threads only contend with other work on a small machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_bert(seed: int = 0) -> BertForSequenceClassification:
