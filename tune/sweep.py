@@ -1,6 +1,6 @@
 """Ray Tune study of the FRS hyperparameters K, sigma, H, MCTS budget (and omega_H, omega_M, Lambda).
 
-    python tune/sweep.py --quick                       # ~1.5 min on 2 idle cores: tests the whole pipeline
+    python tune/sweep.py --quick                       # tiny sizes: tests the whole pipeline
     python tune/sweep.py --model runs/attacks/badnets-minilm --train-data sst2 \\
         --triggered runs/attacks/badnets-sst2-test.tsv  # full grid of Appendix H (see tune/README.md)
     python tune/sweep.py --mode optuna --num-samples 24 ...   # multi-objective search (CA up, ASR down, radius up)
@@ -45,7 +45,7 @@ VALUE_FLAGS = {"K": int, "sigma": float, "H": int, "budget": int, "omega_h": flo
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("study")
-    g.add_argument("--quick", action="store_true", help="tiny study for tests and CI (about 1.5 min on 2 idle cores)")
+    g.add_argument("--quick", action="store_true", help="tiny study for tests and CI (tune/README.md)")
     g.add_argument("--name", default=None, help="study name (default: quick, or <data>-<model folder name>)")
     g.add_argument("--out", default=None, help="study folder (default runs/tune/<name>)")
     g.add_argument("--resume", action="store_true", help="continue the study in --out (its saved settings are used)")

@@ -10,7 +10,7 @@ describes the cache), ``trial`` (the Tune trainable ``run_trial``, the Optuna se
 selection of the best configuration), ``report`` (results.md), ``outputs`` (the other study files), ``folder``
 (opening a new or resumed study folder, the record in study.json), ``tuner`` (the Ray instance and the Tuner that
 runs the trials) and ``summary`` (the closing lines and exit status of a run).
-Every public name is re-exported here; ``tune/_study.py`` re-exports them under the old module name.
+Every public name is re-exported here; ``tune/_study.py`` re-exports them under the name ``_study``.
 """
 
 from .data import fitting_subset, load_triggered, model_depth, prepare_eval_data
