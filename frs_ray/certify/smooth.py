@@ -25,8 +25,8 @@ ignore the Lambda discard step, which lowers the realised mutation probability o
 
 Reproducibility: every random draw for a text is seeded by (seed, sha256 of the text), so the same text,
 checkpoint and seed give the same certificate in any batch, order or process: the same label, votes, p_lower,
-radii and spans. One caveat, measured: the span *scores* (KL values) depend in their last digits (~1e-6) on which
-other texts share a padded forward pass; ``certificates_match`` compares them with a tolerance.
+radii and spans. One caveat: the span *scores* (KL values) depend in their last digits on which other texts
+share a padded forward pass; ``certificates_match`` compares them with a tolerance (``docs/results/notes.md``).
 """
 
 from __future__ import annotations
