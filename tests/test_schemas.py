@@ -60,3 +60,15 @@ def test_openapi_schema_describes_the_certificate_fields():
     assert set(defs["Radius"]["properties"]) == set(Radius.model_fields) == {"tokens", "fraction", "omega", "assumes"}
     assert set(defs["VulnerableSpan"]["properties"]) == {"start", "end", "text", "score", "tokens", "visits"}
     assert Radii.model_fields["assumes"].default == ASSUMPTIONS["both"]
+
+
+def test_service_openapi_answers_classify_with_the_certificate():
+    from frs_ray.serving.router import app
+
+    spec = app.openapi()
+    ok = spec["paths"]["/v1/classify"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/ClassifyResponse"}
+    comps = spec["components"]["schemas"]
+    assert comps["ClassifyResponse"]["properties"]["results"]["items"] == {"$ref": "#/components/schemas/Certificate"}
+    assert set(comps["Certificate"]["properties"]) == FIELDS
+    assert "CertificateModel" not in comps and "RadiusModel" not in comps
