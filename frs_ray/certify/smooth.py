@@ -249,27 +249,27 @@ def _radius(label: int, p_lower: float, omega: float, destroy: float, cap: int, 
     return Radius(tokens=r, fraction=r / length if length else 0.0, omega=w, assumes=assumes)
 
 
-def build_certificate(plan: VotePlan, label: int, p_lower: float, select: Sequence[int], estimate: Sequence[int],
+def build_certificate(plan: VotePlan, certified_label: int, p_lower: float, select: Sequence[int], estimate: Sequence[int],
                       votes_spent: int, config: CertifyConfig, label_names: Sequence[str],
                       seconds: dict[str, float] | None = None, sequential: dict[str, Any] | None = None) -> Certificate:
-    """The certificate of one plan once its decision is made: ``label`` (ABSTAIN or the certified class, the
-    certificate's ``certified_label``) and ``p_lower`` from whichever protocol ran, both radii of Theorem 1 from that
+    """The certificate of one plan once its decision is made: ``certified_label`` (ABSTAIN or the certified class)
+    and ``p_lower`` from whichever protocol ran, both radii of Theorem 1 from that
     bound, and the majority vote (``vote_label``)."""
     destroy = config.randomize.destroy_fraction()
     extra = ASSUMPTIONS["character"] if config.randomize.mutation_level == "character" else ""
     L = plan.length_tokens
-    abstained = label == ABSTAIN
+    abstained = certified_label == ABSTAIN
     return Certificate(
         text=plan.text,
-        certified_label=label,
-        label_name="ABSTAIN" if abstained else label_names[label],
+        certified_label=certified_label,
+        label_name="ABSTAIN" if abstained else label_names[certified_label],
         abstained=abstained,
         votes=[int(v) for v in estimate],
         select_votes=[int(v) for v in select],
         p_lower=p_lower,
         radius=Radii(
-            conditional=_radius(label, p_lower, plan.omega_h, destroy, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"] + extra),
-            unconditional=_radius(label, p_lower, plan.omega_l, destroy, L, L, ASSUMPTIONS["unconditional"] + extra),
+            conditional=_radius(certified_label, p_lower, plan.omega_h, destroy, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"] + extra),
+            unconditional=_radius(certified_label, p_lower, plan.omega_l, destroy, L, L, ASSUMPTIONS["unconditional"] + extra),
         ),
         spans=plan.spans,
         length_tokens=L,
