@@ -40,9 +40,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from ..config import build
+from ..config import StrictConfig, build
 from ..errors import ConfigError
 from ..fuzzing.transplant import build_transplant_filter, clean_data_for
 from .base import DefenseContext
@@ -50,10 +50,9 @@ from .registry import register
 from .smoothing import FRS
 
 
-class TransplantConfig(BaseModel):
+class TransplantConfig(StrictConfig):
     """The span check of ``frs-transplant`` (unknown fields are rejected)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     m: int | None = Field(None, ge=1, le=512, description="references per span (None: calibrated from m_grid)")
     threshold: float | None = Field(None, allow_inf_nan=False, description="keep a span when its score exceeds "

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ..config import _Strict, build
+from ..config import StrictConfig, build
 from ..config import deep_merge as _deep_merge
 from ..errors import ConfigError
 
@@ -54,7 +54,7 @@ _PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-class EvalConfig(_Strict):
+class EvalConfig(StrictConfig):
     """A grid of datasets x attacks x defenses x seeds."""
 
     profile: Literal["quick", "paper"] = Field("quick", description="defaults for sizes and training (see module doc)")
