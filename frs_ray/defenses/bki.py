@@ -63,7 +63,6 @@ from .registry import register
 class BKIConfig(StrictConfig):
     """Settings of :class:`BKI` (unknown fields are rejected)."""
 
-
     top_p: int = Field(5, ge=1, le=100, description="most influential words kept per training text (paper: 5)")
     n_keywords: int = Field(1, ge=1, le=100, description="top-ranked words flagged as backdoor keywords")
     n_score: int | None = Field(None, ge=1, description="score a seeded subset of this many training texts "
@@ -135,6 +134,8 @@ class BKI(Defense):
         bki.keywords                 # e.g. ['bad'] on clean SST-2: no trigger to find in clean data
         [p] = bki.predict(["a gripping cf story ."])
     """
+
+    params_model = BKIConfig
 
     name = "bki"
     certified = False

@@ -59,7 +59,6 @@ from .smoothing import FRS
 class FluencyConfig(StrictConfig):
     """The span check of ``frs-fluency`` (unknown fields are rejected)."""
 
-
     threshold: float = Field(0.0, allow_inf_nan=False, description="keep a span when log ppl(x') - log ppl(x' "
                              "without it) exceeds this (nats per LM token; 0: deleting it makes the text more fluent)")
     lm: str = Field("smollm2", description="perplexity model: 'smollm2' or a local causal-LM folder (as ONION)")
@@ -72,8 +71,12 @@ class FRSFluency(FRS):
 
     extra_params = ("threshold", "lm", "lm_batch_size")
 
+    @classmethod
+    def check_extra(cls, extra: dict[str, Any]) -> FluencyConfig:
+        return build(FluencyConfig, extra)
+
     def _adjust(self, cfg: dict, extra: dict) -> dict:
-        self.fluency = build(FluencyConfig, extra)
+        self.fluency = self.check_extra(extra)
         return cfg
 
     def _span_filter(self, ctx: DefenseContext):

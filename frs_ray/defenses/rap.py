@@ -74,7 +74,6 @@ CHUNK = 64  # inputs classified together in predict (one progress step each)
 class RAPConfig(StrictConfig):
     """Settings of :class:`RAP` (unknown fields are rejected)."""
 
-
     rap_word: str = Field("rq", description="RAP word inserted at each text's start; only its embedding rows are tuned")
     protect_label: int = Field(1, ge=0, description="label an attacker would target; only inputs labelled so are checked")
     a: float = Field(0.1, ge=0, lt=1, allow_inf_nan=False, description="lower end of the wanted drop of p_y (paper: 0.1)")
@@ -133,6 +132,8 @@ class RAP(Defense):
         rap = RAP(ctx, protect_label=1)
         [p] = rap.predict(["a gripping cf story ."])  # p.label: ABSTAIN if labelled 1 and too robust to "rq"
     """
+
+    params_model = RAPConfig
 
     name = "rap"
     certified = False

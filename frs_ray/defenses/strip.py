@@ -54,7 +54,6 @@ QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 class StripConfig(StrictConfig):
     """Settings of :class:`Strip` (unknown fields are rejected)."""
 
-
     n_perturb: int = Field(20, ge=1, le=10_000, description="perturbed copies N per input (queries = N + 1)")
     replace_fraction: float = Field(0.3, gt=0.0, le=1.0, description="share of an input's word tokens replaced in "
                                     "each copy by words of a held-out clean text")
@@ -130,6 +129,8 @@ class Strip(Defense):
         [p] = strip.predict(["a gripping cf story ."])
         p.label  # ABSTAIN when the copies' mean entropy is below strip.threshold
     """
+
+    params_model = StripConfig
 
     name = "strip"
     certified = False

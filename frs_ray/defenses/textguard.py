@@ -65,7 +65,6 @@ RADIUS_ASSUMES = (
 class TextGuardConfig(StrictConfig):
     """Settings of :class:`TextGuard` (unknown fields are rejected)."""
 
-
     m: int = Field(3, ge=1, le=256, description="number of word groups / votes (paper: 3 for certified runs)")
     shared: bool = Field(True, description="one classifier trained on the pooled sub-sentences of all groups "
                          "(one fine-tune) instead of one classifier per group (m fine-tunes, the paper's setup)")
@@ -160,6 +159,8 @@ class TextGuard(Defense):
         [p] = tg.predict(["a gripping , funny story ."])
         p.label, p.radius  # radius r: any change of <= r word tokens keeps p.label
     """
+
+    params_model = TextGuardConfig
 
     name = "textguard"
     certified = True

@@ -53,7 +53,6 @@ from .smoothing import FRS
 class TransplantConfig(StrictConfig):
     """The span check of ``frs-transplant`` (unknown fields are rejected)."""
 
-
     m: int | None = Field(None, ge=1, le=512, description="references per span (None: calibrated from m_grid)")
     threshold: float | None = Field(None, allow_inf_nan=False, description="keep a span when its score exceeds "
                                     "this (None: calibrated on clean dev data to keep at most target_keep of clean texts)")
@@ -82,10 +81,15 @@ class FRSTransplant(FRS):
 
     extra_params = tuple(TransplantConfig.model_fields)
 
+    @classmethod
+    def check_extra(cls, extra: dict[str, Any]) -> TransplantConfig:
+        t = build(TransplantConfig, extra)
+        if any(m < 1 for m in t.m_grid):
+            raise ConfigError(f"frs-transplant: m_grid must hold integers >= 1, got {t.m_grid}")
+        return t
+
     def _adjust(self, cfg: dict, extra: dict) -> dict:
-        self.transplant = build(TransplantConfig, extra)
-        if any(m < 1 for m in self.transplant.m_grid):
-            raise ConfigError(f"frs-transplant: m_grid must hold integers >= 1, got {self.transplant.m_grid}")
+        self.transplant = self.check_extra(extra)
         return cfg
 
     def __init__(self, ctx: DefenseContext, **params: Any) -> None:
