@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
@@ -126,24 +126,27 @@ class EvalConfig(StrictConfig):
         return self
 
     def _check_nested(self) -> None:
-        """Validate ``attack_overrides`` and ``defense_params`` against their attacks' and defenses' configs."""
+        """Validate ``attack_overrides`` and ``defense_params`` against their attacks' and defenses' configs
+        (ConfigError naming the entry and the field)."""
         from ..attacks import attack_config, known_attacks
         from ..defenses.registry import check_defense_params, known_defenses
 
         for attack, over in self.attack_overrides.items():
+            where = f"attack_overrides.{attack}"
             if attack not in known_attacks():
-                raise ValueError(f"attack_overrides: unknown attack {attack!r}; known: {', '.join(known_attacks())}")
+                raise ConfigError(f"{where}: unknown attack {attack!r}; known: {', '.join(known_attacks())}")
             if not isinstance(over.get("poison", {}), dict):
-                raise ValueError(f"attack_overrides.{attack}.poison must be a mapping of PoisonConfig fields")
+                raise ConfigError(f"{where}.poison must be a mapping of PoisonConfig fields")
             # every attack's poison settings are PoisonConfig's (BadPre keeps only max_length and seed of them)
-            build(PoisonConfig, {**self.given("poison"), **over.get("poison", {})})
+            _located(f"{where}.poison", lambda: build(PoisonConfig, {**self.given("poison"), **over.get("poison", {})}))
         for attack in sorted({*self.attack_overrides, *(a for a in self.attacks if a != "clean")}):
             for dataset in self.datasets:
-                attack_config(attack, dataset, self.attack_settings(attack))
+                _located(f"attack_overrides.{attack}", lambda: attack_config(attack, dataset, self.attack_settings(attack)))
         for defense, params in self.defense_params.items():
+            where = f"defense_params.{defense}"
             if defense not in known_defenses():
-                raise ValueError(f"defense_params: unknown defense {defense!r}; known: {', '.join(known_defenses())}")
-            check_defense_params(defense, params, self.certify)
+                raise ConfigError(f"{where}: unknown defense {defense!r}; known: {', '.join(known_defenses())}")
+            _located(where, lambda: check_defense_params(defense, params, self.certify))
 
     def record(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict, nested fields as written (:meth:`given`)."""
@@ -157,6 +160,14 @@ class EvalConfig(StrictConfig):
             keep = {k: v for k, v in poison.items() if k in ("max_length", "seed")}
             return {**keep, **over, "model": self.model}
         return {"poison": poison, **over}
+
+
+def _located(where: str, check: Callable[[], Any]) -> None:
+    """Run ``check``; a ConfigError it raises is raised again with ``where`` (the entry of EvalConfig) in front."""
+    try:
+        check()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def load_eval_config(path: str | Path | None, profile: str | None = None, overrides: dict | None = None) -> EvalConfig:
