@@ -139,7 +139,7 @@ class EvalConfig(StrictConfig):
                 raise ConfigError(f"{where}.poison must be a mapping of PoisonConfig fields")
             # every attack's poison settings are PoisonConfig's (BadPre keeps only max_length and seed of them)
             _located(f"{where}.poison", lambda: build(PoisonConfig, {**self.given("poison"), **over.get("poison", {})}))
-        for attack in sorted({*self.attack_overrides, *(a for a in self.attacks if a != "clean")}):
+        for attack in sorted({*self.attack_overrides, *(a for a in self.attacks if a in known_attacks())}):
             for dataset in self.datasets:
                 _located(f"attack_overrides.{attack}", lambda: attack_config(attack, dataset, self.attack_settings(attack)))
         for defense, params in self.defense_params.items():
