@@ -9,9 +9,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from frs_ray.config import CertifyConfig
 from frs_ray.errors import ConfigError
-from frs_ray.evaluation.config import load_eval_config
-from frs_ray.evaluation.runner import _cell_settings
+from frs_ray.evaluation.config import EvalConfig, load_eval_config
+from frs_ray.evaluation.runner import cell_settings
 from frs_ray.evaluation.zoo import attack_dir, settings_hash, victim_config, victim_dir
 from frs_ray.serving.schemas import ClassifyOptions
 from frs_ray.serving.settings import ServiceSettings
@@ -112,7 +113,7 @@ PINNED = [
 @pytest.mark.parametrize("name, dataset, attack, defense, seed, cell, zoo", PINNED)
 def test_cell_and_zoo_keys_are_pinned(name, dataset, attack, defense, seed, cell, zoo):
     cfg = load_eval_config(ROOT / "configs" / "eval" / name)
-    assert settings_hash(_cell_settings(cfg, dataset, attack, defense, seed)) == cell
+    assert settings_hash(cell_settings(cfg, dataset, attack, defense, seed)) == cell
     settings = cfg.attack_settings(attack)
     base = str(attack_dir("runs/zoo", dataset, attack, settings) / "poisoned")
     ft = victim_config(base, dataset, cfg.given("victim"), cfg.bmps, seed, cfg.data_dir)
@@ -125,3 +126,5 @@ def test_given_keeps_the_written_values():
     assert cfg.given("victim")["epochs"] == 1 and isinstance(cfg.given("victim")["epochs"], int)
     assert cfg.given("certify") == {"k": 20} and cfg.given("bmps") == {}
     assert cfg.record()["certify"] == {"k": 20}
+    built = EvalConfig(certify=CertifyConfig(k=5), bmps={"sigma": 0.02})
+    assert built.given("certify") == {"k": 5} and built.given("bmps") == {"sigma": 0.02}

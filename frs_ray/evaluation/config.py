@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
 from ..attacks.poison import PoisonConfig
 from ..config import CertifyConfig, FinetuneConfig, SmoothingConfig, StrictConfig, build
@@ -99,7 +99,9 @@ class EvalConfig(StrictConfig):
     def _keep_given(cls, data: Any, handler: Any) -> "EvalConfig":
         cfg = handler(data)
         if isinstance(data, dict):
-            cfg._given = json.loads(json.dumps({k: data[k] for k in _NESTED if k in data}))
+            given = {k: data[k].model_dump(exclude_unset=True) if isinstance(data[k], BaseModel) else data[k]
+                     for k in _NESTED if k in data}
+            cfg._given = json.loads(json.dumps(given))
         cfg._check_nested()
         return cfg
 

@@ -37,7 +37,9 @@ def cell_path(root: Path, dataset: str, attack: str, defense: str, seed: int) ->
     return root / "cells" / dataset / attack / f"{defense}-seed{seed}.json"
 
 
-def _cell_settings(cfg: EvalConfig, dataset: str, attack: str, defense: str, seed: int) -> dict[str, Any]:
+def cell_settings(cfg: EvalConfig, dataset: str, attack: str, defense: str, seed: int) -> dict[str, Any]:
+    """What a cell's ``settings_hash`` is computed from: its grid point, the eval settings as written
+    (:meth:`EvalConfig.given`), the attack's settings and the defense's parameters."""
     return {"dataset": dataset, "attack": attack, "defense": defense, "seed": seed, "target": cfg.target,
             "n_clean": cfg.n_clean, "n_triggered": cfg.n_triggered, "levels": cfg.levels, "budgets": cfg.budgets,
             "victim": cfg.given("victim"), "bmps": cfg.given("bmps"), "certify": cfg.given("certify"),
@@ -120,7 +122,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
         todo = []
         for defense in cfg.defenses:
             path = cell_path(root, dataset, attack, defense, seed)
-            h = settings_hash(_cell_settings(cfg, dataset, attack, defense, seed))
+            h = settings_hash(cell_settings(cfg, dataset, attack, defense, seed))
             if path.is_file() and json.loads(path.read_text()).get("settings_hash") == h:
                 bar.update(1)
                 continue
@@ -158,7 +160,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
                 bar.update(1)
                 continue
             cell = {"dataset": dataset, "attack": attack, "defense": defense, "seed": seed, "settings_hash": h,
-                    "settings": _cell_settings(cfg, dataset, attack, defense, seed), "defense_settings": described,
+                    "settings": cell_settings(cfg, dataset, attack, defense, seed), "defense_settings": described,
                     "models": {"poisoned": base, "plain": plain, "smoothed": smoothed},
                     "data": {"test_source": test.source, "test_sha256": test.sha256, "train_sha256": train.sha256,
                              "triggered_sha256": ts.sha256, "n_clean": len(clean), "n_triggered": len(ts),
