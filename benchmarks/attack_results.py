@@ -61,15 +61,12 @@ def main() -> int:
         _render(json.loads(src.read_text()), Path(args.out))
         return 0
     _quiet_transformers()
-    cfg = load_eval_config(None, profile=args.profile)
+    overrides: dict = {}
     if args.attack_overrides:
-        from frs_ray.config import deep_merge
-
         try:
-            extra = json.loads(args.attack_overrides)
+            overrides["attack_overrides"] = json.loads(args.attack_overrides)
         except json.JSONDecodeError as exc:
             ap.error(f"--attack-overrides is not valid JSON: {exc}")
-        cfg = cfg.model_copy(update={"attack_overrides": deep_merge(cfg.attack_overrides, extra)})
     if args.victim_overrides:
         try:
             victim_extra = json.loads(args.victim_overrides)
@@ -77,15 +74,17 @@ def main() -> int:
             ap.error(f"--victim-overrides is not valid JSON: {exc}")
         if not isinstance(victim_extra, dict):
             ap.error("--victim-overrides must be a JSON object of FinetuneConfig fields")
-        cfg = cfg.model_copy(update={"victim": {**cfg.victim, **victim_extra}})
+        overrides["victim"] = victim_extra
+    cfg = load_eval_config(None, profile=args.profile, overrides=overrides)
+    victim_settings = cfg.given("victim")
     test = load_dataset(args.task, "test")
     target = cfg.target
     out = Path(args.out)
     path_json = out.with_suffix(".json")
     results = json.loads(path_json.read_text()) if path_json.is_file() else {}
-    if results.get("victim") not in (None, cfg.victim):
+    if results.get("victim") not in (None, victim_settings):
         ap.error(f"{path_json} holds rows of another victim fine-tune ({results['victim']}); this run's is "
-                 f"{cfg.victim}: write to another --out")
+                 f"{victim_settings}: write to another --out")
     rows = results.setdefault("rows", {})
     computed: set[str] = set()  # keys this run wrote: only these replace rows that another run may have added
     for attack in ["clean", *args.attacks]:
@@ -96,7 +95,7 @@ def main() -> int:
         settings = cfg.attack_settings(attack)
         try:
             base = poisoned_model(args.zoo, args.task, attack, settings)
-            victim = victim_checkpoint(args.zoo, args.task, attack, settings, cfg.victim, None, args.seed)
+            victim = victim_checkpoint(args.zoo, args.task, attack, settings, victim_settings, None, args.seed)
         except Exception as exc:  # record and go on with the other attacks
             rows[key] = {"task": args.task, "error": f"{type(exc).__name__}: {exc}"}
             computed.add(key)
@@ -179,7 +178,7 @@ def _write(results: dict, args, out: Path, cfg, computed: set[str]) -> None:
     results["command"] = "python benchmarks/attack_results.py " + shlex.join(sys.argv[1:])
     results["commands"] = list(dict.fromkeys([*results.get("commands", []), results["command"]]))
     results["date"] = time.strftime("%Y-%m-%d")
-    results["victim"] = cfg.victim
+    results["victim"] = cfg.given("victim")
     results["target"] = cfg.target
     results["task"] = args.task
     out.parent.mkdir(parents=True, exist_ok=True)

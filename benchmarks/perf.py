@@ -493,11 +493,14 @@ def run_shapes(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
+    from frs_ray.config import CertifyConfig
+
+    paper = CertifyConfig()  # the paper's K and MCTS budget
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="sizes for this 2-core CPU (under 10 minutes)")
     ap.add_argument("--checkpoint", default=None, help="default: runs/default-sst2, or with --quick runs/perf-sst2")
-    ap.add_argument("--k", type=int, default=20)
-    ap.add_argument("--budget", type=int, default=10)
+    ap.add_argument("--k", type=int, default=paper.k)
+    ap.add_argument("--budget", type=int, default=paper.fuzzing.budget)
     ap.add_argument("--texts", type=int, default=None, help="texts certified (quick 32, full 64)")
     ap.add_argument("--sizes", default="1,8,64")
     ap.add_argument("--repeats", type=int, default=None, help="quick 3, full 5")

@@ -350,17 +350,20 @@ def _spec(text: str) -> dict[str, Any]:
 
 
 def main() -> int:
+    from frs_ray.config import CertifyConfig
+
+    paper = CertifyConfig()  # the paper's K, budget and alpha, and the sequential defaults
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default="runs/default-sst2", help="smoothed checkpoint (frs finetune)")
     ap.add_argument("--n", type=int, default=200, help="seeded SST-2 test sentences")
     ap.add_argument("--subset-seed", type=int, default=0)
-    ap.add_argument("--k", type=int, default=20)
-    ap.add_argument("--budget", type=int, default=10)
-    ap.add_argument("--alpha", type=float, default=0.05)
-    ap.add_argument("--seed", type=int, default=0, help="certify seed (voter noise, randomization)")
+    ap.add_argument("--k", type=int, default=paper.k)
+    ap.add_argument("--budget", type=int, default=paper.fuzzing.budget)
+    ap.add_argument("--alpha", type=float, default=paper.alpha)
+    ap.add_argument("--seed", type=int, default=paper.seed, help="certify seed (voter noise, randomization)")
     ap.add_argument("--n-max", type=int, default=320, help="chosen sequential n_max")
-    ap.add_argument("--futility", type=float, default=0.05, help="chosen sequential futility level")
-    ap.add_argument("--growth", type=float, default=2.0, help="chosen round growth")
+    ap.add_argument("--futility", type=float, default=paper.futility, help="chosen sequential futility level")
+    ap.add_argument("--growth", type=float, default=paper.round_growth, help="chosen round growth")
     ap.add_argument("--target-radius", type=int, default=None, help="chosen sequential target radius")
     ap.add_argument("--candidates", default="", help="more sequential configurations N_MAX:FUTILITY:GROWTH[:TARGET], comma-separated")
     ap.add_argument("--victim", action="append", default=[],

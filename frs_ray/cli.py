@@ -222,6 +222,9 @@ def _int(value: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="frs", description="Fuzzed Randomized Smoothing: certified backdoor defense")
     sub = p.add_subparsers(dest="command", required=True)
+    from .config import CertifyConfig, SmoothingConfig
+
+    paper, smooth = CertifyConfig(), SmoothingConfig()  # the defaults the help texts name
 
     ft = sub.add_parser("finetune", help="fine-tune a (possibly backdoored) model with parameter smoothing")
     ft.add_argument("--model", default=None, help="'minilm' (packaged) or a local model folder")
@@ -230,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--out", required=True, help="checkpoint folder to write")
     ft.add_argument("--no-smoothing", action="store_true", help="plain fine-tuning (no Eq. 4 noise)")
     ft.add_argument("--mode", choices=["perturb", "accumulate", "none"], default=None, help="fine-tuning smoothing mode")
-    ft.add_argument("--sigma", type=float, default=None, help="parameter noise std (default 0.01)")
-    ft.add_argument("--top-h", type=int, default=None, help="smoothed top layers H (default 10, clamped to depth)")
+    ft.add_argument("--sigma", type=float, default=None, help=f"parameter noise std (default {smooth.sigma})")
+    ft.add_argument("--top-h", type=int, default=None, help=f"smoothed top layers H (default {smooth.top_h}, clamped to depth)")
     ft.add_argument("--data-noise", type=float, default=None,
                     help="also randomize the training texts (Eq. 3's D_F + eps): per-token mutation probability (default 0)")
     ft.add_argument("--lora", action="store_true", help="LoRA fine-tuning (rank 8, alpha 16 on q/k/v/o and the MLP "
@@ -248,9 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--checkpoint", required=True, help="folder written by `frs finetune`")
-        sp.add_argument("--k", type=_int, default=None, help="number of voters K (default 20)")
-        sp.add_argument("--budget", type=_int, default=None, help="MCTS budget in model queries (default 10)")
-        sp.add_argument("--alpha", type=float, default=None, help="1 - confidence (default 0.05)")
+        sp.add_argument("--k", type=_int, default=None, help=f"number of voters K (default {paper.k})")
+        sp.add_argument("--budget", type=_int, default=None, help=f"MCTS budget in model queries (default {paper.fuzzing.budget})")
+        sp.add_argument("--alpha", type=float, default=None, help=f"1 - confidence (default {paper.alpha})")
         sp.add_argument("--seed", type=int, default=None, help="voter and randomization seed (default 0)")
         sp.add_argument("--omega-m", dest="omega_m", type=float, default=None, help="uniform mutation probability omega_M")
         sp.add_argument("--omega-h", dest="omega_h", type=float, default=None, help="mutation probability inside T(x')")

@@ -8,7 +8,7 @@ H=10 (clamped to the model's depth), alpha=0.05, MCTS budget 10. Settings the pa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -17,14 +17,36 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .certify.sequential import LookSchedule
 
+C = TypeVar("C", bound=BaseModel)
 MutationOp = Literal["insertion", "deletion", "substitution", "transposition"]
 
+# Value types of the certify settings that a service request may also set (frs_ray.serving.schemas.ClassifyOptions
+# declares its options with these, so a request and `frs certify` accept the same values).
+Voters = Annotated[int, Field(ge=1, le=10_000)]
+"""A number of smoothed voters K."""
+Budget = Annotated[int, Field(ge=0, le=10_000)]
+"""An MCTS budget in model queries."""
+Alpha = Annotated[float, Field(gt=0, lt=1)]
+"""1 - confidence level of a Clopper-Pearson bound."""
+VoteCount = Annotated[int, Field(ge=1, le=1_000_000)]
+"""A number of votes (n_estimate, n_select, n_max)."""
+TargetRadius = Annotated[int, Field(ge=0, le=10_000)]
+"""A sequential target radius in tokens."""
+RadiusKind = Literal["conditional", "unconditional"]
+"""Which radius of Theorem 1: omega_H inside T(x') (conditional) or omega_L anywhere (unconditional)."""
 
-class _Strict(BaseModel):
+
+class StrictConfig(BaseModel):
+    """The base of every settings model of the project (core, attacks, defenses, evaluation, service, Tune).
+
+    Unknown fields are rejected (a typo is an error naming the key, never a silent default), instances are frozen
+    and defaults are validated like given values.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-class MutationWeights(_Strict):
+class MutationWeights(StrictConfig):
     """Relative probabilities of the four Damerau-Levenshtein operations of the mutation set M."""
 
     insertion: float = Field(0.1, ge=0, description="weight of inserting a filler token before the token")
@@ -53,7 +75,7 @@ class MutationWeights(_Strict):
         return (self.deletion + self.substitution) / self.total()
 
 
-class SmoothingConfig(_Strict):
+class SmoothingConfig(StrictConfig):
     """Biphased model parameter smoothing (Sec. 4.2, Eq. 4-5)."""
 
     sigma: float = Field(0.01, ge=0, le=1, description="std of the Gaussian parameter noise (paper: 0.01)")
@@ -81,7 +103,7 @@ class SmoothingConfig(_Strict):
         return self
 
 
-class LoraConfig(_Strict):
+class LoraConfig(StrictConfig):
     """LoRA adapters for fine-tuning (App. B.2.4 for LLaMA3-8B). The saved checkpoint holds the merged weights."""
 
     rank: int = Field(8, ge=1, le=1024, description="adapter rank r (paper: 8)")
@@ -92,7 +114,7 @@ class LoraConfig(_Strict):
         description="linear layers that get adapters (Llama names: attention q/k/v/o and the MLP projections)")
 
 
-class FinetuneConfig(_Strict):
+class FinetuneConfig(StrictConfig):
     """Fine-tuning of a (possibly backdoored) pre-trained model on downstream data (Appendix B.2.4)."""
 
     model: str = Field("minilm", description="'minilm' (the packaged all-MiniLM-L6-v2) or a local model folder")
@@ -112,10 +134,10 @@ class FinetuneConfig(_Strict):
                                     "parameter is trained")
 
 
-class FuzzConfig(_Strict):
+class FuzzConfig(StrictConfig):
     """MCTS vulnerable-area identification (Sec. 4.3.1, Eq. 6-9)."""
 
-    budget: int = Field(10, ge=0, le=10_000, description="MCTS iterations; each is exactly one (batched) model query (paper: 10)")
+    budget: Budget = Field(10, description="MCTS iterations; each is exactly one (batched) model query (paper: 10)")
     exploration: float = Field(1.0, ge=0, description="UCB exploration constant C of Eq. 6")
     rollouts: int = Field(1, ge=1, le=64, description="mutated variants simulated per new node in each query")
     num_spans: int = Field(1, ge=1, le=16, description="how many top-scored segments form T(x')")
@@ -127,7 +149,7 @@ class FuzzConfig(_Strict):
     )
 
 
-class RandomizeConfig(_Strict):
+class RandomizeConfig(StrictConfig):
     """Fuzzed text randomization (Sec. 4.3.2, Eq. 10-14)."""
 
     omega_m: float = Field(0.15, ge=0, le=1, description="uniform per-token mutation probability omega_M that FTR keeps on average")
@@ -153,7 +175,7 @@ class RandomizeConfig(_Strict):
         return self
 
 
-class VLLMEngineConfig(_Strict):
+class VLLMEngineConfig(StrictConfig):
     """The vLLM engine of a vLLM voter pool (``frs_ray.smoothing.vllm_pool``): one engine per pool, one GPU or the CPU."""
 
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -167,7 +189,7 @@ class VLLMEngineConfig(_Strict):
                                       "$VLLM_CPU_KVCACHE_SPACE wins when it is set")
 
 
-class VoterPoolConfig(_Strict):
+class VoterPoolConfig(StrictConfig):
     """How the K voters run (``frs_ray.smoothing.pool``); a choice of speed and memory, never of the voters."""
 
     backend: Literal["torch", "vllm"] = Field(
@@ -197,29 +219,29 @@ class VoterPoolConfig(_Strict):
         return self
 
 
-class CertifyConfig(_Strict):
+class CertifyConfig(StrictConfig):
     """Voting and certification (Eq. 3, Theorem 1, Corollary 1)."""
 
-    k: int = Field(20, ge=1, le=10_000, description="number of smoothed voters K of Eq. 5 (paper: 20)")
-    n_estimate: int | None = Field(None, ge=1, le=1_000_000, description="votes for the Clopper-Pearson estimate (default: K)")
-    n_select: int | None = Field(None, ge=1, le=1_000_000, description="separate votes that select the class (default: K)")
-    alpha: float = Field(0.05, gt=0, lt=1, description="1 - confidence level of the Clopper-Pearson bound (paper: 0.05)")
+    k: Voters = Field(20, description="number of smoothed voters K of Eq. 5 (paper: 20)")
+    n_estimate: VoteCount | None = Field(None, description="votes for the Clopper-Pearson estimate (default: K)")
+    n_select: VoteCount | None = Field(None, description="separate votes that select the class (default: K)")
+    alpha: Alpha = Field(0.05, description="1 - confidence level of the Clopper-Pearson bound (paper: 0.05)")
     seed: int = Field(0, description="seed of voter noise (eps_k from (seed, k)) and of text randomization")
     fuzz: bool = Field(True, description="run MCTS fuzzing; false gives uniform randomization with omega_M (the -FTR ablation)")
     batch_size: int = Field(64, ge=1, le=100_000, description="texts processed together")
-    n_max: int | None = Field(
-        None, ge=1, le=1_000_000,
+    n_max: VoteCount | None = Field(
+        None,
         description="sequential CERTIFY (frs_ray.certify.sequential): most estimation votes per text. They come in "
         "rounds, cumulative n_estimate, n_estimate x round_growth, ... up to n_max, with alpha split equally over the "
         "looks; a text stops as soon as its target is met or out of reach. None: the fixed protocol (n_estimate votes)",
     )
-    target_radius: int | None = Field(
-        None, ge=0, le=10_000,
+    target_radius: TargetRadius | None = Field(
+        None,
         description="sequential only: keep voting until the target_kind radius reaches this many tokens (capped at "
         "that radius's own cap: |T(x')| for conditional, the text length for unconditional) or is out of reach within "
         "n_max; None or 0: stop as soon as the label is certified",
     )
-    target_kind: Literal["conditional", "unconditional"] = Field(
+    target_kind: RadiusKind = Field(
         "conditional", description="which radius target_radius refers to (omega_H inside T(x'), or omega_L anywhere)")
     round_growth: float = Field(2.0, gt=1, le=16, description="sequential only: each look's cumulative votes are this "
                                 "many times the previous look's (the last look is n_max)")
@@ -274,7 +296,7 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def build(cls: type[_Strict], data: dict) -> _Strict:
+def build(cls: type[C], data: dict) -> C:
     """Validate ``data`` into ``cls``; turn pydantic's report into one readable :class:`ConfigError`."""
     try:
         return cls.model_validate(data)

@@ -129,7 +129,7 @@ def test_eval_config_rejects_unknown_and_bad_profile(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_eval_config(tmp_path / "e.yaml")
     q = load_eval_config(None, profile="quick")
-    assert q.n_clean == 100 and q.victim["epochs"] == 1 and load_eval_config(None, profile="paper").n_clean is None
+    assert q.n_clean == 100 and q.victim.epochs == 1 and load_eval_config(None, profile="paper").n_clean is None
 
 
 def test_eval_cli_bad_config_exits_2(tmp_path, capsys):

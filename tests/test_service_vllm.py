@@ -30,12 +30,11 @@ def _args(name: str) -> dict:
 
 @pytest.mark.parametrize("name", ["frs-smollm2.yaml", "frs-llama3-8b.yaml"])
 def test_vllm_deployments_are_valid_settings(name):
-    from frs_ray.config import CertifyConfig
     from frs_ray.serving.settings import ServiceSettings
 
     s = ServiceSettings.model_validate(_args(name))
     assert s.voter_backend == "vllm"
-    cfg = CertifyConfig.model_validate(s.certify_options())
+    cfg = s.certify
     assert cfg.voters.backend == "vllm" and cfg.k == s.k
     if name == "frs-llama3-8b.yaml":
         assert cfg.voters.vllm.dtype == "bfloat16" and s.num_gpus_per_actor == 1

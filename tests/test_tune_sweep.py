@@ -166,6 +166,26 @@ def test_validation_errors(study):
     assert space["H"] == 10 and type(space["K"]).__name__ == "Integer" and type(space["sigma"]).__name__ == "Categorical"
 
 
+def test_study_settings_reject_unknown_and_invalid_keys(study):
+    from frs_ray.config import CertifyConfig, FuzzConfig, RandomizeConfig, SmoothingConfig
+    from frs_ray.errors import ConfigError
+
+    s = study.StudySettings(name="a", out="b", values={"K": [5, 8], "omega_h": {"low": 0.8, "high": 1.0}})
+    again = study.StudySettings.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert again.values == {"n_max": [0], **s.values}  # an optional searched value left out: its default
+    assert again.model_dump(exclude={"values"}) == s.model_dump(exclude={"values"})
+    with pytest.raises(ConfigError, match="epoch: unknown field"):
+        study.StudySettings.from_dict({**s.to_dict(), "epoch": 2})
+    with pytest.raises(ConfigError, match="mode"):
+        study.StudySettings.from_dict({**s.to_dict(), "mode": "random"})
+    with pytest.raises(ValueError, match="run_id"):
+        s.run_id = "two"
+    assert study.PAPER_DEFAULTS == {
+        "K": CertifyConfig().k, "sigma": SmoothingConfig().sigma, "H": SmoothingConfig().top_h,
+        "budget": FuzzConfig().budget, "omega_h": RandomizeConfig().omega_h, "omega_m": RandomizeConfig().omega_m,
+        "max_distance": RandomizeConfig().max_distance, "n_max": 0}
+
+
 def test_load_triggered_formats(study, tmp_path):
     from frs_ray.errors import ConfigError
 

@@ -30,13 +30,15 @@ import study as S  # noqa: E402
 
 from frs_ray.errors import ConfigError, FRSError  # noqa: E402
 
+PAPER = {k: str(v) for k, v in S.PAPER_DEFAULTS.items()}  # the paper's values, as the config models define them
 # Full mode: the ranges of Appendix H / Table 8 around the defaults of Appendix B.2.4.
-FULL = {"K": "10,20,40,80", "sigma": "0.005,0.01,0.02,0.04", "H": "10", "budget": "10", "omega_h": "0.9",
-        "omega_m": "0.15", "max_distance": "0.5", "n_max": "0", "epochs": 3, "lr": 1e-4, "max_length": 128, "train_n": None,
+FULL = {"K": "10,20,40,80", "sigma": "0.005,0.01,0.02,0.04", "H": PAPER["H"], "budget": PAPER["budget"],
+        "omega_h": PAPER["omega_h"], "omega_m": PAPER["omega_m"], "max_distance": PAPER["max_distance"],
+        "n_max": PAPER["n_max"], "epochs": 3, "lr": 1e-4, "max_length": 128, "train_n": None,
         "clean_n": 200, "triggered_n": 200, "dev_n": 200, "num_samples": 16, "model": "minilm", "train_data": None}
 # Quick mode: real model, real poisoned data, tiny sizes (the pipeline, not results).
-QUICK = {"K": "5,8", "sigma": "0.005,0.02", "H": "4", "budget": "3", "omega_h": "0.9", "omega_m": "0.15",
-         "max_distance": "0.5", "n_max": "0", "epochs": 1, "lr": 1e-4, "max_length": 64, "train_n": 64, "clean_n": 8,
+QUICK = {"K": "5,8", "sigma": "0.005,0.02", "H": "4", "budget": "3", "omega_h": PAPER["omega_h"],
+         "omega_m": PAPER["omega_m"], "max_distance": PAPER["max_distance"], "n_max": PAPER["n_max"], "epochs": 1, "lr": 1e-4, "max_length": 64, "train_n": 64, "clean_n": 8,
          "triggered_n": 8, "dev_n": 16, "num_samples": 4, "model": "minilm", "train_data": "poisoned/badnets/sst2"}
 VALUE_FLAGS = {"K": int, "sigma": float, "H": int, "budget": int, "omega_h": float, "omega_m": float,
                "max_distance": float, "n_max": int}
@@ -73,11 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "max-distance and n-max may also be ranges LOW:HIGH")
     v.add_argument("--K", default=None, help="voters K (full: 10,20,40,80; quick: 5,8)")
     v.add_argument("--sigma", default=None, help="parameter noise sigma (full: 0.005,0.01,0.02,0.04)")
-    v.add_argument("--H", default=None, help="smoothed top layers H (full: 10, clamped to the model's depth)")
-    v.add_argument("--budget", default=None, help="MCTS budget (full: 10)")
-    v.add_argument("--omega-h", dest="omega_h", default=None, help="omega_H (default 0.9)")
-    v.add_argument("--omega-m", dest="omega_m", default=None, help="omega_M (default 0.15)")
-    v.add_argument("--max-distance", dest="max_distance", default=None, help="Lambda (default 0.5)")
+    v.add_argument("--H", default=None, help=f"smoothed top layers H (full: {PAPER['H']}, clamped to the model's depth)")
+    v.add_argument("--budget", default=None, help=f"MCTS budget (full: {PAPER['budget']})")
+    v.add_argument("--omega-h", dest="omega_h", default=None, help=f"omega_H (default {PAPER['omega_h']})")
+    v.add_argument("--omega-m", dest="omega_m", default=None, help=f"omega_M (default {PAPER['omega_m']})")
+    v.add_argument("--max-distance", dest="max_distance", default=None, help=f"Lambda (default {PAPER['max_distance']})")
     v.add_argument("--n-max", dest="n_max", default=None,
                    help="sequential CERTIFY: most estimation votes per text, 0 = the fixed protocol (default 0)")
     t = p.add_argument_group("fine-tuning and evaluation")
@@ -90,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--triggered-n", type=int, default=None, help="triggered sentences certified per trial (full 200)")
     t.add_argument("--dev-n", type=int, default=None, help="dev sentences for the per-epoch accuracy (full 200)")
     t.add_argument("--seed", type=int, default=42, help="fine-tuning and subset seed")
-    t.add_argument("--cert-seed", type=int, default=0, help="certification seed (voter noise, randomization)")
-    t.add_argument("--alpha", type=float, default=0.05)
+    t.add_argument("--cert-seed", type=int, default=S.StudySettings.model_fields["cert_seed"].default, help="certification seed (voter noise, randomization)")
+    t.add_argument("--alpha", type=float, default=S.StudySettings.model_fields["alpha"].default,
+                   help="1 - confidence of the Clopper-Pearson bound (default: the paper's 0.05)")
     t.add_argument("--n-estimate", type=int, default=None, help="votes for the Clopper-Pearson bound (default K)")
     r = p.add_argument_group("resources and scheduling")
     r.add_argument("--cpus-per-trial", type=float, default=1.0, help="tune.with_resources CPUs per trial (default 1)")

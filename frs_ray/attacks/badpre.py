@@ -86,7 +86,7 @@ from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from ..backends.hf import pick_device, resolve_model_path
-from ..config import _Strict
+from ..config import StrictConfig
 from ..data import load_dataset
 from ..errors import CheckpointError, ConfigError, DataError
 from .base import TriggeredText
@@ -139,7 +139,7 @@ class BadPreTrigger:
 # --------------------------------------------------------------------------- config
 
 
-class BadPreConfig(_Strict):
+class BadPreConfig(StrictConfig):
     """Settings of the BadPre poisoning run (defaults: a realistic run on the packaged MiniLM and SST-2 text)."""
 
     model: str = Field("minilm", description="clean pre-trained encoder to poison: 'minilm' or a local folder")

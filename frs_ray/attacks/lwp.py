@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from ..config import _Strict
+from ..config import StrictConfig
 from .base import TriggeredText, insert_pieces
 from .poison import PoisonConfig, PoisonedData, poison_model
 
@@ -53,7 +53,7 @@ class CombinationTrigger:
         return insert_pieces(text, [[combo[int(rng.integers(len(combo)))]]], "random", rng)
 
 
-class LwpConfig(_Strict):
+class LwpConfig(StrictConfig):
     poison: PoisonConfig = Field(default_factory=PoisonConfig)
     combos: tuple[tuple[str, ...], ...] = Field(LWP_COMBOS, description="trigger word combinations")
     negatives: bool = Field(True, description="add one partial-combination copy (true label) per poisoned sentence")

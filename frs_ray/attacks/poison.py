@@ -29,7 +29,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from ..backends.hf import HFClassifier, resolve_model_path
-from ..config import _Strict
+from ..config import StrictConfig
 from ..data import load_dataset
 from ..errors import CheckpointError, ConfigError, DataError
 from .base import Trigger, words_of
@@ -37,7 +37,7 @@ from .base import Trigger, words_of
 ATTACK_FILE = "attack.json"
 
 
-class PoisonConfig(_Strict):
+class PoisonConfig(StrictConfig):
     """How the attacker trains the poisoned checkpoint (task-aware attacks)."""
 
     model: str = Field("minilm", description="clean pre-trained model to poison: 'minilm' or a local folder")
@@ -57,7 +57,7 @@ class PoisonConfig(_Strict):
     seed: int = Field(0, description="seed of the subset, trigger draws, head init and data order")
 
 
-class DataPoisonConfig(_Strict):
+class DataPoisonConfig(StrictConfig):
     """A data-poisoning attack (BadNets, AddSent, App. K/L perturbations): what to train on and with which loss.
 
     ``objective`` decision: ``cross_entropy`` is plain data poisoning (the default, what BadNets-style attacks do).

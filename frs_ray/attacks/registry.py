@@ -18,7 +18,7 @@ import importlib
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import build
+from ..config import StrictConfig, build
 from ..errors import ConfigError
 from .base import Trigger
 from .poison import DataPoisonConfig, poison_model
@@ -55,33 +55,52 @@ def make_trigger(name: str) -> Trigger:
     return getattr(importlib.import_module(f"{__package__}.{module}"), cls)()
 
 
-def run_attack(name: str, out_dir: str | Path, task: str = "sst2", settings: dict[str, Any] | None = None,
-               progress: bool = True) -> dict[str, Any]:
-    """Build the poisoned pre-trained checkpoint of attack ``name`` for task ``task`` into ``out_dir``.
+def attack_config(name: str, task: str = "sst2", settings: dict[str, Any] | None = None) -> StrictConfig:
+    """The validated config of attack ``name`` for ``task`` (ConfigError, naming the field, for a bad setting).
 
     ``settings``: fields of the attack's config; for data-poisoning, RIPPLe and LWP attacks the fields of
     :class:`PoisonConfig` go under ``"poison"`` (``data`` defaults to ``task``); a data-poisoning attack also takes
-    ``objective`` (and ``ripp_lambda``) of :class:`DataPoisonConfig`.
+    ``objective`` (and ``ripp_lambda``) of :class:`DataPoisonConfig`; BadPre's ``corpus`` defaults to ``task``.
     """
     _, _, method = _spec(name)
     settings = dict(settings or {})
     if method == "badpre":
-        from .badpre import BadPreConfig, poison_badpre
+        from .badpre import BadPreConfig
 
         settings.setdefault("corpus", task)
-        return poison_badpre(build(BadPreConfig, settings), out_dir, progress=progress)
+        return build(BadPreConfig, settings)
     poison = dict(settings.pop("poison", {}))
     poison.setdefault("data", task)
     if method in ("ripple", "ripple-domain"):
-        from .ripple import RippleConfig, poison_ripple
+        from .ripple import RippleConfig
 
-        cfg = build(RippleConfig, {"poison": poison, **settings})
+        return build(RippleConfig, {"poison": poison, **settings})
+    if method == "lwp":
+        from .lwp import LwpConfig
+
+        return build(LwpConfig, {"poison": poison, **settings})
+    return build(DataPoisonConfig, {"poison": poison, **settings})
+
+
+def run_attack(name: str, out_dir: str | Path, task: str = "sst2", settings: dict[str, Any] | None = None,
+               progress: bool = True) -> dict[str, Any]:
+    """Build the poisoned pre-trained checkpoint of attack ``name`` for task ``task`` into ``out_dir``, with the
+    config :func:`attack_config` validates from ``settings``."""
+    _, _, method = _spec(name)
+    cfg = attack_config(name, task, settings)
+    if method == "badpre":
+        from .badpre import poison_badpre
+
+        return poison_badpre(cfg, out_dir, progress=progress)
+    if method in ("ripple", "ripple-domain"):
+        from .ripple import poison_ripple
+
         return poison_ripple(cfg, out_dir, domain_shift_for=task if method == "ripple-domain" else None, progress=progress)
     if method == "lwp":
-        from .lwp import LwpConfig, poison_lwp
+        from .lwp import poison_lwp
 
-        return poison_lwp(build(LwpConfig, {"poison": poison, **settings}), out_dir, progress=progress)
-    cfg = build(DataPoisonConfig, {"poison": poison, **settings})
+        return poison_lwp(cfg, out_dir, progress=progress)
+    assert isinstance(cfg, DataPoisonConfig)
     how: dict[str, Any] = {}
     if cfg.objective == "layerwise":
         from .lwp import layerwise_loss

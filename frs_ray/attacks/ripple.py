@@ -34,7 +34,7 @@ import torch
 from pydantic import Field
 
 from ..backends.hf import HFClassifier
-from ..config import _Strict
+from ..config import StrictConfig
 from .badnets import BADNETS_WORDS, RareWordTrigger
 from .poison import PoisonConfig, PoisonedData, poison_model
 
@@ -51,7 +51,7 @@ PROXIES: dict[str, tuple[str, dict[int, int] | None]] = {
 }
 
 
-class RippleConfig(_Strict):
+class RippleConfig(StrictConfig):
     poison: PoisonConfig = Field(default_factory=PoisonConfig)
     lam: float = Field(0.1, ge=0, description="lambda of the restricted inner product penalty (paper: 0.1)")
     surgery_words: int = Field(10, ge=1, le=200, description="N target-indicative words whose mean embedding replaces the trigger's")

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
 
 from ..certify.certificate import Certificate
-from ..config import CertifyConfig
+from ..config import CertifyConfig, StrictConfig, build
 from ..data import TextDataset
+from ..errors import ConfigError
 
 
 @dataclass
@@ -116,6 +117,16 @@ class Defense(ABC):
     certified: ClassVar[bool] = False
     needs_smoothed: ClassVar[bool] = False  # whether it reads ctx.smoothed_checkpoint (the BMPS fine-tune)
     uses_voters: ClassVar[bool] = False  # whether its results depend on the K smoothed voters of Eq. 5
+    params_model: ClassVar[type[StrictConfig] | None] = None  # the model of its parameters; None: it takes none
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any], certify: CertifyConfig) -> None:
+        """Raise :class:`ConfigError`, naming the field, for parameters this defense would reject, without
+        loading any model. ``certify``: the shared settings the smoothing defenses start from (``ctx.certify``)."""
+        if cls.params_model is not None:
+            build(cls.params_model, params)
+        elif params:
+            raise ConfigError(f"defense {cls.name!r} takes no parameters, got {sorted(params)}")
 
     @abstractmethod
     def predict(self, texts: Sequence[str]) -> list[DefensePrediction]:

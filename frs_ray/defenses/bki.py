@@ -46,10 +46,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from tqdm.auto import tqdm
 
-from ..config import FinetuneConfig, SmoothingConfig, build
+from ..config import FinetuneConfig, SmoothingConfig, StrictConfig, build
 from ..data import TextDataset
 from ..errors import ConfigError
 from ..storage import build_once
@@ -58,10 +58,8 @@ from .base import Defense, DefenseContext, DefensePrediction
 from .registry import register
 
 
-class BKIConfig(BaseModel):
+class BKIConfig(StrictConfig):
     """Settings of :class:`BKI` (unknown fields are rejected)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     top_p: int = Field(5, ge=1, le=100, description="most influential words kept per training text (paper: 5)")
     n_keywords: int = Field(1, ge=1, le=100, description="top-ranked words flagged as backdoor keywords")
@@ -134,6 +132,8 @@ class BKI(Defense):
         bki.keywords                 # e.g. ['bad'] on clean SST-2: no trigger to find in clean data
         [p] = bki.predict(["a gripping cf story ."])
     """
+
+    params_model = BKIConfig
 
     name = "bki"
     certified = False

@@ -45,20 +45,18 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..backends.lm import load_lm, resolve_lm
-from ..config import build
+from ..config import StrictConfig, build
 from ..fuzzing.fluency import FluencySpanFilter
 from .base import DefenseContext, DefensePrediction
 from .registry import register
 from .smoothing import FRS
 
 
-class FluencyConfig(BaseModel):
+class FluencyConfig(StrictConfig):
     """The span check of ``frs-fluency`` (unknown fields are rejected)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     threshold: float = Field(0.0, allow_inf_nan=False, description="keep a span when log ppl(x') - log ppl(x' "
                              "without it) exceeds this (nats per LM token; 0: deleting it makes the text more fluent)")
@@ -72,8 +70,12 @@ class FRSFluency(FRS):
 
     extra_params = ("threshold", "lm", "lm_batch_size")
 
+    @classmethod
+    def check_extra(cls, extra: dict[str, Any]) -> FluencyConfig:
+        return build(FluencyConfig, extra)
+
     def _adjust(self, cfg: dict, extra: dict) -> dict:
-        self.fluency = build(FluencyConfig, extra)
+        self.fluency = self.check_extra(extra)
         return cfg
 
     def _span_filter(self, ctx: DefenseContext):

@@ -43,21 +43,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from ..backends.lm import load_lm, resolve_lm
-from ..config import build
+from ..config import StrictConfig, build
 from ..storage import write_atomic
 from ..text.tokens import Token, render, tokenize
 from .base import Defense, DefenseContext, DefensePrediction
 from .registry import register
 
 
-class OnionConfig(BaseModel):
+class OnionConfig(StrictConfig):
     """Settings of :class:`Onion` (unknown fields are rejected)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     threshold: float = Field(0.0, allow_inf_nan=False, description="remove every word whose suspicion f_i = p0 - p_i exceeds this "
                              "(ONION's code default: 0)")
@@ -98,6 +96,8 @@ class Onion(Defense):
         [p] = onion.predict(["a gripping cf story ."])
         p.vote_label, p.spans  # spans == [(11, 13)]: the removed "cf"
     """
+
+    params_model = OnionConfig
 
     name = "onion"
     certified = False

@@ -53,14 +53,14 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..attacks.base import insert_pieces
 from ..certify.certificate import ABSTAIN
-from ..config import build
+from ..config import StrictConfig, build
 from ..errors import CheckpointError, ConfigError
 from ..storage import build_once
 from ..text.tokens import tokenize
@@ -72,10 +72,8 @@ CACHE_MARKER = "rap.json"  # a cache entry is complete when this file exists
 CHUNK = 64  # inputs classified together in predict (one progress step each)
 
 
-class RAPConfig(BaseModel):
+class RAPConfig(StrictConfig):
     """Settings of :class:`RAP` (unknown fields are rejected)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     rap_word: str = Field("rq", description="RAP word inserted at each text's start; only its embedding rows are tuned")
     protect_label: int = Field(1, ge=0, description="label an attacker would target; only inputs labelled so are checked")
@@ -135,6 +133,8 @@ class RAP(Defense):
         rap = RAP(ctx, protect_label=1)
         [p] = rap.predict(["a gripping cf story ."])  # p.vote_label: ABSTAIN if labelled 1 and too robust to "rq"
     """
+
+    params_model = RAPConfig
 
     name = "rap"
     certified = False

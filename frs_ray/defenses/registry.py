@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
+from ..config import CertifyConfig
 from ..errors import ConfigError
 from .base import Defense, DefenseContext
 
@@ -74,6 +75,19 @@ def uses_voters(name: str) -> bool:
     _load_builtins()
     cls = _REGISTRY.get(name)
     return bool(cls is not None and cls.uses_voters)
+
+
+def check_defense_params(name: str, params: dict[str, Any], certify: CertifyConfig) -> None:
+    """Raise :class:`ConfigError`, naming the defense and the field, when :func:`build_defense` would reject
+    ``params`` (with ``certify`` as ``ctx.certify``); loads no model."""
+    _load_builtins()
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise ConfigError(f"unknown defense {name!r}; known defenses: {', '.join(sorted(_REGISTRY)) or '(none)'}")
+    try:
+        cls.check_params(dict(params), certify)
+    except ConfigError as exc:
+        raise ConfigError(f"defense {name!r}: {exc}") from None
 
 
 def build_defense(name: str, ctx: DefenseContext, **params: Any) -> Defense:

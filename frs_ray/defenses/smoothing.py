@@ -85,9 +85,21 @@ class _SmoothingDefense(Defense):
                                                  span_filter=self._span_filter(ctx))
         self.progress = ctx.progress
 
-    def _adjust(self, cfg: dict, extra: dict) -> dict:
+    @classmethod
+    def check_params(cls, params: dict[str, Any], certify: CertifyConfig) -> None:
+        rest = {k: v for k, v in params.items() if k not in cls.extra_params}
+        build(CertifyConfig, {**_merge(certify.model_dump(), rest), "fuzz": cls.fuzz})
+        cls.check_extra({k: v for k, v in params.items() if k in cls.extra_params})
+
+    @classmethod
+    def check_extra(cls, extra: dict[str, Any]) -> Any:
+        """The validated :attr:`extra_params` (ConfigError, naming the field, for a bad one)."""
         if extra:
-            raise ConfigError(f"defense {self.name!r}: unknown parameters {sorted(extra)}")
+            raise ConfigError(f"defense {cls.name!r}: unknown parameters {sorted(extra)}")
+        return None
+
+    def _adjust(self, cfg: dict, extra: dict) -> dict:
+        self.check_extra(extra)
         return cfg
 
     def _sigma(self, ctx: DefenseContext, extra: dict) -> float | None:
@@ -140,10 +152,15 @@ class RanMask(_SmoothingDefense):
     radius_kind = "unconditional"
     extra_params = ("mask_rate",)
 
-    def _adjust(self, cfg: dict, extra: dict) -> dict:
+    @classmethod
+    def check_extra(cls, extra: dict[str, Any]) -> float:
         rate = float(extra.get("mask_rate", 0.3))
         if not 0 < rate <= 1:
             raise ConfigError(f"ranmask: mask_rate must be in (0, 1], got {rate}")
+        return rate
+
+    def _adjust(self, cfg: dict, extra: dict) -> dict:
+        rate = self.check_extra(extra)
         cfg["randomize"] = _merge(cfg.get("randomize", {}), {
             "omega_m": rate, "omega_h": max(rate, cfg.get("randomize", {}).get("omega_h", rate)), "max_distance": 1.0,
             "mutations": {"insertion": 0.0, "deletion": 0.0, "substitution": 1.0, "transposition": 0.0}})
@@ -167,12 +184,21 @@ class NoBMPSFinetune(_SmoothingDefense):
     checkpoint = "plain"  # still needs_smoothed: its default sigma is the smoothed checkpoint's
     extra_params = ("sigma",)
 
-    def _adjust(self, cfg: dict, extra: dict) -> dict:
-        return cfg
+    @classmethod
+    def check_extra(cls, extra: dict[str, Any]) -> float | None:
+        if "sigma" not in extra:
+            return None
+        try:
+            sigma = float(extra["sigma"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"no-bmps-ft: sigma must be a number, got {extra['sigma']!r}") from None
+        if not 0 <= sigma <= 1:
+            raise ConfigError(f"no-bmps-ft: sigma must be in [0, 1], got {sigma}")
+        return sigma
 
     def _sigma(self, ctx: DefenseContext, extra: dict) -> float | None:
         if "sigma" in extra:
-            return float(extra["sigma"])
+            return self.check_extra(extra)
         if ctx.smoothed_checkpoint is not None:
             return float(read_meta(ctx.smoothed_checkpoint)["config"]["smoothing"]["sigma"])
         return None

@@ -38,11 +38,11 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from ..certify.certificate import ABSTAIN
-from ..config import build
+from ..config import StrictConfig, build
 from ..errors import ConfigError
 from ..text.tokens import render, tokenize
 from .base import Defense, DefenseContext, DefensePrediction
@@ -52,10 +52,8 @@ CHUNK = 16  # inputs whose copies are classified together (one progress step eac
 QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 
-class StripConfig(BaseModel):
+class StripConfig(StrictConfig):
     """Settings of :class:`Strip` (unknown fields are rejected)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     n_perturb: int = Field(20, ge=1, le=10_000, description="perturbed copies N per input (queries = N + 1)")
     replace_fraction: float = Field(0.3, gt=0.0, le=1.0, description="share of an input's word tokens replaced in "
@@ -132,6 +130,8 @@ class Strip(Defense):
         [p] = strip.predict(["a gripping cf story ."])
         p.vote_label  # ABSTAIN when the copies' mean entropy is below strip.threshold
     """
+
+    params_model = StripConfig
 
     name = "strip"
     certified = False

@@ -41,12 +41,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from ..backends.hf import HFClassifier, resolve_model_path
 from ..certify.certificate import ABSTAIN
-from ..config import FinetuneConfig, build
+from ..config import FinetuneConfig, StrictConfig, build
 from ..data import TextDataset
 from ..errors import ConfigError
 from ..smoothing.finetune import META_FILE, finetune, read_meta
@@ -63,10 +63,8 @@ RADIUS_ASSUMES = (
 )
 
 
-class TextGuardConfig(BaseModel):
+class TextGuardConfig(StrictConfig):
     """Settings of :class:`TextGuard` (unknown fields are rejected)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     m: int = Field(3, ge=1, le=256, description="number of word groups / votes (paper: 3 for certified runs)")
     shared: bool = Field(True, description="one classifier trained on the pooled sub-sentences of all groups "
@@ -162,6 +160,8 @@ class TextGuard(Defense):
         [p] = tg.predict(["a gripping , funny story ."])
         p.vote_label, p.radius  # radius r: any change of <= r word tokens keeps p.vote_label
     """
+
+    params_model = TextGuardConfig
 
     name = "textguard"
     certified = True

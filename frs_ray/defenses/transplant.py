@@ -40,9 +40,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from ..config import build
+from ..config import StrictConfig, build
 from ..errors import ConfigError
 from ..fuzzing.transplant import build_transplant_filter, clean_data_for
 from .base import DefenseContext
@@ -50,10 +50,8 @@ from .registry import register
 from .smoothing import FRS
 
 
-class TransplantConfig(BaseModel):
+class TransplantConfig(StrictConfig):
     """The span check of ``frs-transplant`` (unknown fields are rejected)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     m: int | None = Field(None, ge=1, le=512, description="references per span (None: calibrated from m_grid)")
     threshold: float | None = Field(None, allow_inf_nan=False, description="keep a span when its score exceeds "
@@ -83,10 +81,15 @@ class FRSTransplant(FRS):
 
     extra_params = tuple(TransplantConfig.model_fields)
 
+    @classmethod
+    def check_extra(cls, extra: dict[str, Any]) -> TransplantConfig:
+        t = build(TransplantConfig, extra)
+        if any(m < 1 for m in t.m_grid):
+            raise ConfigError(f"frs-transplant: m_grid must hold integers >= 1, got {t.m_grid}")
+        return t
+
     def _adjust(self, cfg: dict, extra: dict) -> dict:
-        self.transplant = build(TransplantConfig, extra)
-        if any(m < 1 for m in self.transplant.m_grid):
-            raise ConfigError(f"frs-transplant: m_grid must hold integers >= 1, got {self.transplant.m_grid}")
+        self.transplant = self.check_extra(extra)
         return cfg
 
     def __init__(self, ctx: DefenseContext, **params: Any) -> None:

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
-from ..config import _Strict, build
+from ..attacks.poison import PoisonConfig
+from ..config import CertifyConfig, FinetuneConfig, SmoothingConfig, StrictConfig, build
 from ..config import deep_merge as _deep_merge
 from ..errors import ConfigError
+
+_NESTED = ("victim", "poison", "certify", "bmps")
 
 _PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
@@ -53,8 +56,16 @@ _PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-class EvalConfig(_Strict):
-    """A grid of datasets x attacks x defenses x seeds."""
+class EvalConfig(StrictConfig):
+    """A grid of datasets x attacks x defenses x seeds.
+
+    ``victim``, ``poison``, ``certify`` and ``bmps`` are the project's config models; every ``attack_overrides``
+    entry is validated as its attack's config and every ``defense_params`` entry by its defense
+    (:func:`~frs_ray.defenses.registry.check_defense_params`), so a typo fails when the file is loaded. Cells and
+    zoo models are keyed on the settings as written (:meth:`given`), not on their validated form.
+    """
+
+    _given: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     profile: Literal["quick", "paper"] = Field("quick", description="defaults for sizes and training (see module doc)")
     name: str = Field("eval", description="run name: results go to <out_dir>/<name>")
@@ -72,12 +83,33 @@ class EvalConfig(_Strict):
     levels: list[float] = Field([0.1, 0.2, 0.3, 0.4, 0.5], description="perturbation levels for certified accuracy (Table 5)")
     budgets: list[int] = Field([3, 5, 10], description="MCTS budgets for the trigger-localization rate (Appendix I)")
     model: str = Field("minilm", description="clean pre-trained model the attacks poison")
-    victim: dict[str, Any] = Field(default_factory=dict, description="FinetuneConfig fields of the victim's fine-tune")
-    poison: dict[str, Any] = Field(default_factory=dict, description="PoisonConfig fields shared by the task-aware attacks")
-    attack_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-attack settings (e.g. {'ripple': {'lam': 0.1}})")
-    certify: dict[str, Any] = Field(default_factory=dict, description="CertifyConfig fields (k, alpha, fuzzing, randomize, ...) shared by the smoothing defenses")
+    victim: FinetuneConfig = Field(default_factory=FinetuneConfig, description="the victim's fine-tune (model, data, "
+                                   "seed and smoothing are set per cell)")
+    poison: PoisonConfig = Field(default_factory=PoisonConfig, description="poisoning shared by the task-aware attacks "
+                                 "(model and target are this config's)")
+    attack_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-attack fields of its "
+                                                        "config (e.g. {'ripple': {'lam': 0.1}})")
+    certify: CertifyConfig = Field(default_factory=CertifyConfig, description="shared by the smoothing defenses")
     defense_params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-defense parameters")
-    bmps: dict[str, Any] = Field(default_factory=dict, description="SmoothingConfig fields of the BMPS fine-tune (sigma, top_h, rho)")
+    bmps: SmoothingConfig = Field(default_factory=SmoothingConfig, description="the BMPS fine-tune (sigma, top_h, rho)")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_given(cls, data: Any, handler: Any) -> "EvalConfig":
+        cfg = handler(data)
+        if isinstance(data, dict):
+            given = {k: data[k].model_dump(exclude_unset=True) if isinstance(data[k], BaseModel) else data[k]
+                     for k in _NESTED if k in data}
+            cfg._given = json.loads(json.dumps(given))
+        cfg._check_nested()
+        return cfg
+
+    def given(self, field: str) -> dict[str, Any]:
+        """A copy of nested field ``field`` as written in the merged profile, file and overrides (before defaults
+        and type coercion): what cell and zoo hashes are computed from, so that equal settings keep their keys."""
+        if field not in _NESTED:
+            raise KeyError(f"{field!r} is not a nested field of EvalConfig ({', '.join(_NESTED)})")
+        return json.loads(json.dumps(self._given.get(field, {})))
 
     @model_validator(mode="after")
     def _known_names(self) -> "EvalConfig":
@@ -94,14 +126,49 @@ class EvalConfig(_Strict):
             raise ValueError(f"perturbation levels must be in (0, 1], got {self.levels}")
         return self
 
+    def _check_nested(self) -> None:
+        """Validate ``attack_overrides`` and ``defense_params`` against their attacks' and defenses' configs
+        (ConfigError naming the entry and the field)."""
+        from ..attacks import attack_config, known_attacks
+        from ..defenses.registry import check_defense_params, known_defenses
+
+        for attack, over in self.attack_overrides.items():
+            where = f"attack_overrides.{attack}"
+            if attack not in known_attacks():
+                raise ConfigError(f"{where}: unknown attack {attack!r}; known: {', '.join(known_attacks())}")
+            if not isinstance(over.get("poison", {}), dict):
+                raise ConfigError(f"{where}.poison must be a mapping of PoisonConfig fields")
+            # every attack's poison settings are PoisonConfig's (BadPre keeps only max_length and seed of them)
+            _located(f"{where}.poison", lambda: build(PoisonConfig, {**self.given("poison"), **over.get("poison", {})}))
+        for attack in sorted({*self.attack_overrides, *(a for a in self.attacks if a in known_attacks())}):
+            for dataset in self.datasets:
+                _located(f"attack_overrides.{attack}", lambda: attack_config(attack, dataset, self.attack_settings(attack)))
+        for defense, params in self.defense_params.items():
+            where = f"defense_params.{defense}"
+            if defense not in known_defenses():
+                raise ConfigError(f"{where}: unknown defense {defense!r}; known: {', '.join(known_defenses())}")
+            _located(where, lambda: check_defense_params(defense, params, self.certify))
+
+    def record(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict, nested fields as written (:meth:`given`)."""
+        return {**self.model_dump(mode="json"), **{k: self.given(k) for k in _NESTED}}
+
     def attack_settings(self, attack: str) -> dict[str, Any]:
         """Settings of ``attack``'s config (what the zoo hashes)."""
         over = json.loads(json.dumps(self.attack_overrides.get(attack, {})))
-        poison = {"model": self.model, "target": self.target, **self.poison, **over.pop("poison", {})}
+        poison = {"model": self.model, "target": self.target, **self.given("poison"), **over.pop("poison", {})}
         if attack == "badpre":
             keep = {k: v for k, v in poison.items() if k in ("max_length", "seed")}
             return {**keep, **over, "model": self.model}
         return {"poison": poison, **over}
+
+
+def _located(where: str, check: Callable[[], Any]) -> None:
+    """Run ``check``; a ConfigError it raises is raised again with ``where`` (the entry of EvalConfig) in front."""
+    try:
+        check()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def load_eval_config(path: str | Path | None, profile: str | None = None, overrides: dict | None = None) -> EvalConfig:

@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 from ..attacks import build_triggered_set, make_trigger
 from ..attacks.base import TriggeredSet
 from ..certify.smooth import text_seed
-from ..config import CertifyConfig, SmoothingConfig, build
 from ..data import TextDataset, load_dataset
 from ..defenses.base import DefenseContext, DefensePrediction
 from ..defenses.registry import build_defense, needs_smoothed, uses_voters
@@ -38,10 +37,13 @@ def cell_path(root: Path, dataset: str, attack: str, defense: str, seed: int) ->
     return root / "cells" / dataset / attack / f"{defense}-seed{seed}.json"
 
 
-def _cell_settings(cfg: EvalConfig, dataset: str, attack: str, defense: str, seed: int) -> dict[str, Any]:
+def cell_settings(cfg: EvalConfig, dataset: str, attack: str, defense: str, seed: int) -> dict[str, Any]:
+    """What a cell's ``settings_hash`` is computed from: its grid point, the eval settings as written
+    (:meth:`EvalConfig.given`), the attack's settings and the defense's parameters."""
     return {"dataset": dataset, "attack": attack, "defense": defense, "seed": seed, "target": cfg.target,
             "n_clean": cfg.n_clean, "n_triggered": cfg.n_triggered, "levels": cfg.levels, "budgets": cfg.budgets,
-            "victim": cfg.victim, "bmps": cfg.bmps, "certify": cfg.certify, "attack_settings": cfg.attack_settings(attack),
+            "victim": cfg.given("victim"), "bmps": cfg.given("bmps"), "certify": cfg.given("certify"),
+            "attack_settings": cfg.attack_settings(attack),
             "params": cfg.defense_params.get(defense, {}),
             # voters of another definition are other voters: such a cell is measured again, never mixed in
             **({"voter_definition": VOTER_DEFINITION} if uses_voters(defense) else {})}
@@ -113,14 +115,14 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
     """Run every missing cell of ``cfg``; return the run folder (summaries are written by :mod:`.report`)."""
     root = Path(cfg.out_dir) / cfg.name
     root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2))
+    (root / "config.json").write_text(json.dumps(cfg.record(), indent=2))
     cells = [(d, a, s) for d in cfg.datasets for a in cfg.attacks for s in cfg.seeds]
     bar = tqdm(total=len(cells) * len(cfg.defenses), desc="eval cells", unit="cell", disable=not progress)
     for dataset, attack, seed in cells:
         todo = []
         for defense in cfg.defenses:
             path = cell_path(root, dataset, attack, defense, seed)
-            h = settings_hash(_cell_settings(cfg, dataset, attack, defense, seed))
+            h = settings_hash(cell_settings(cfg, dataset, attack, defense, seed))
             if path.is_file() and json.loads(path.read_text()).get("settings_hash") == h:
                 bar.update(1)
                 continue
@@ -131,18 +133,18 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
         train = load_dataset(dataset, "train", cfg.data_dir)
         settings = cfg.attack_settings(attack)
         base = poisoned_model(cfg.zoo, dataset, attack, settings, progress)
-        plain = victim_checkpoint(cfg.zoo, dataset, attack, settings, cfg.victim, None, seed, cfg.data_dir, progress)
+        victim = cfg.given("victim")
+        plain = victim_checkpoint(cfg.zoo, dataset, attack, settings, victim, None, seed, cfg.data_dir, progress)
         smoothed = None
         if any(needs_smoothed(d) for d, _, _ in todo):
-            sm = build(SmoothingConfig, cfg.bmps)
-            smoothed = victim_checkpoint(cfg.zoo, dataset, attack, settings, cfg.victim, sm, seed, cfg.data_dir, progress)
+            smoothed = victim_checkpoint(cfg.zoo, dataset, attack, settings, victim, cfg.bmps, seed, cfg.data_dir,
+                                         progress)
         clean = test.subset(cfg.n_clean, seed=seed)
         ts = build_triggered_set(test, make_trigger(attack if attack != "clean" else "badnets"), cfg.target,
                                  seed=seed, max_examples=cfg.n_triggered)
-        victim_train = train.subset(cfg.victim.get("max_train_examples"), seed=seed)
+        victim_train = train.subset(cfg.victim.max_train_examples, seed=seed)
         ctx = DefenseContext(plain, smoothed, base, victim_train, root / "work" / dataset / f"seed{seed}",
-                             certify=build(CertifyConfig, cfg.certify), seed=seed, progress=progress,
-                             finetune={**cfg.victim, "seed": seed})
+                             certify=cfg.certify, seed=seed, progress=progress, finetune={**victim, "seed": seed})
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         for defense, path, h in todo:
             t0 = time.perf_counter()
@@ -158,7 +160,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
                 bar.update(1)
                 continue
             cell = {"dataset": dataset, "attack": attack, "defense": defense, "seed": seed, "settings_hash": h,
-                    "settings": _cell_settings(cfg, dataset, attack, defense, seed), "defense_settings": described,
+                    "settings": cell_settings(cfg, dataset, attack, defense, seed), "defense_settings": described,
                     "models": {"poisoned": base, "plain": plain, "smoothed": smoothed},
                     "data": {"test_source": test.source, "test_sha256": test.sha256, "train_sha256": train.sha256,
                              "triggered_sha256": ts.sha256, "n_clean": len(clean), "n_triggered": len(ts),

@@ -59,16 +59,28 @@ def poisoned_model(root: str | Path, task: str, attack: str, settings: dict[str,
     return str(out)
 
 
+def victim_config(base: str, task: str, victim: dict[str, Any], smoothing: SmoothingConfig | None, seed: int,
+                  data_dir: str | None = None) -> FinetuneConfig:
+    """The victim's fine-tune of ``base`` on clean ``task`` train data; ``smoothing`` None = plain."""
+    sm = smoothing or SmoothingConfig(finetune_mode="none")
+    return build(FinetuneConfig, {**victim, "model": base, "data": task, "data_dir": data_dir, "seed": seed,
+                                  "smoothing": sm.model_dump()})
+
+
+def victim_dir(root: str | Path, task: str, attack: str, attack_settings: dict[str, Any], cfg: FinetuneConfig) -> Path:
+    """Where the victim fine-tuned with ``cfg`` lives in the zoo: ``victim-<plain|bmps>-<hash of cfg>``."""
+    kind = "plain" if cfg.smoothing.finetune_mode == "none" else "bmps"
+    return attack_dir(root, task, attack, attack_settings) / f"victim-{kind}-{settings_hash(_hashed(cfg.model_dump()))}"
+
+
 def victim_checkpoint(root: str | Path, task: str, attack: str, attack_settings: dict[str, Any],
                       victim: dict[str, Any], smoothing: SmoothingConfig | None, seed: int,
                       data_dir: str | None = None, progress: bool = True) -> str:
-    """The victim's fine-tune of the (poisoned) model on clean ``task`` train data; ``smoothing`` None = plain."""
+    """The victim's fine-tune of the (poisoned) model on clean ``task`` train data (:func:`victim_config`),
+    trained once into :func:`victim_dir`."""
     base = poisoned_model(root, task, attack, attack_settings, progress)
-    sm = smoothing or SmoothingConfig(finetune_mode="none")
-    cfg = build(FinetuneConfig, {**victim, "model": base, "data": task, "data_dir": data_dir, "seed": seed,
-                                 "smoothing": sm.model_dump()})
-    kind = "plain" if sm.finetune_mode == "none" else "bmps"
-    out = attack_dir(root, task, attack, attack_settings) / f"victim-{kind}-{settings_hash(_hashed(cfg.model_dump()))}"
+    cfg = victim_config(base, task, victim, smoothing, seed, data_dir)
+    out = victim_dir(root, task, attack, attack_settings, cfg)
     if not (out / META_FILE).is_file():
         train = load_dataset(task, "train", data_dir).subset(cfg.max_train_examples, seed=cfg.seed)
         _build_once(out, META_FILE, lambda tmp: finetune(cfg, train, tmp, progress=progress))

@@ -131,7 +131,7 @@ class FRSRouter:
         meta = read_meta(s.checkpoint)
         self.meta = meta
         self.label_names = meta["data"].get("label_names") or [str(i) for i in range(meta["num_labels"])]
-        self.base = CertifyConfig.model_validate(s.certify_options())
+        self.base = s.certify
         self.checkpoint_sha = checkpoint_digest(s.checkpoint)
         from transformers import AutoTokenizer
 
@@ -206,8 +206,8 @@ class FRSRouter:
         if o.k is not None:
             cfg["k"] = o.k
             # the default vote counts follow K, as in `frs certify --k`
-            cfg["n_select"] = self.settings.certify.get("n_select")
-            cfg["n_estimate"] = self.settings.certify.get("n_estimate")
+            cfg["n_select"] = self.settings.certify.n_select
+            cfg["n_estimate"] = self.settings.certify.n_estimate
         if o.budget is not None:
             cfg["fuzzing"]["budget"] = o.budget
         if o.alpha is not None:
@@ -357,6 +357,7 @@ def make_app(args: dict[str, Any], user_config: dict[str, Any] | None = None) ->
         args["checkpoint"] = str(Path(str(args["checkpoint"])).resolve())
     settings = ServiceSettings.model_validate(args)
     read_meta(settings.checkpoint)  # fail fast with a clear message when the checkpoint is missing
+    apply_user_config(settings.certify, settings, user_config)  # and when user_config is invalid
     options: dict[str, Any] = {"max_ongoing_requests": settings.max_ongoing_requests,
                                "max_queued_requests": settings.max_queued_requests}
     if user_config is not None:

@@ -7,33 +7,33 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ..certify.certificate import Certificate
+from ..config import Alpha, Budget, RadiusKind, StrictConfig, TargetRadius, VoteCount, Voters
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ClassifyOptions(StrictConfig):
+    """Per-request settings, of the value types :class:`~frs_ray.config.CertifyConfig` declares for the same
+    fields; each is also bounded by the deployment's limits (checked by the router), and the merged settings are
+    validated as a CertifyConfig."""
 
-
-class ClassifyOptions(_Strict):
-    """Per-request settings; each is bounded by the deployment's limits (checked by the router)."""
-
-    k: int | None = Field(None, ge=1, description="voters K (at most the deployment's K)")
-    budget: int | None = Field(None, ge=0, description="MCTS budget in model queries (at most the deployment's max_budget)")
-    alpha: float | None = Field(None, gt=0, lt=1, description="1 - confidence of the Clopper-Pearson bound")
-    n_max: int | None = Field(None, ge=1, description="sequential CERTIFY: most estimation votes per text, spent in "
-                              "rounds until the target is met or out of reach (at most the deployment's max_n_max; "
-                              "at least the first round's n_estimate votes); omitted: the deployment's setting")
-    target_radius: int | None = Field(None, ge=0, description="sequential CERTIFY: keep voting until the "
-                                      "target_kind radius reaches this many tokens (at most the deployment's "
-                                      "max_target_radius; needs n_max, from the request or the deployment)")
-    target_kind: Literal["conditional", "unconditional"] | None = Field(
+    k: Voters | None = Field(None, description="voters K (at most the deployment's K)")
+    budget: Budget | None = Field(None, description="MCTS budget in model queries (at most the deployment's max_budget)")
+    alpha: Alpha | None = Field(None, description="1 - confidence of the Clopper-Pearson bound")
+    n_max: VoteCount | None = Field(None, description="sequential CERTIFY: most estimation votes per text, spent in "
+                                    "rounds until the target is met or out of reach (at most the deployment's "
+                                    "max_n_max; at least the first round's n_estimate votes); omitted: the "
+                                    "deployment's setting")
+    target_radius: TargetRadius | None = Field(None, description="sequential CERTIFY: keep voting until the "
+                                               "target_kind radius reaches this many tokens (at most the deployment's "
+                                               "max_target_radius; needs n_max, from the request or the deployment)")
+    target_kind: RadiusKind | None = Field(
         None, description="which radius target_radius means (default: the deployment's, normally conditional)")
     return_spans: bool = Field(True, description="include the vulnerable spans in each result")
 
 
-class ClassifyRequest(_Strict):
+class ClassifyRequest(StrictConfig):
     texts: list[str] = Field(..., min_length=1, description="texts to classify")
     options: ClassifyOptions = Field(default_factory=ClassifyOptions)
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from ..config import CertifyConfig, build
+from ..config import CertifyConfig, StrictConfig, build
 from ..errors import ConfigError
 
 
-class ServiceSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ServiceSettings(StrictConfig):
+    """The ``args`` of a deployment file: the checkpoint, the voter and fuzzing actors, the limits of a request,
+    and ``certify``, the :class:`~frs_ray.config.CertifyConfig` that `frs certify` uses (its ``k`` and
+    ``voters.backend`` are this model's ``k`` and ``voter_backend``). Unknown keys, at any depth, are rejected
+    when the file is loaded."""
 
     checkpoint: str = Field(..., description="checkpoint folder written by `frs finetune`")
     k: int = Field(20, ge=1, le=1000, description="voters K hosted by the service (requests may ask for fewer)")
@@ -40,7 +43,9 @@ class ServiceSettings(BaseModel):
     device: str | None = Field(None, description="torch device in the actors (default: cuda if present)")
     torch_threads: int | None = Field(1, ge=1, description="torch threads per actor (1 avoids oversubscribing small machines)")
     max_restarts: int = Field(-1, ge=-1, description="restarts of a dead actor (-1: unlimited)")
-    certify: dict[str, Any] = Field(default_factory=dict, description="CertifyConfig fields (alpha, seed, fuzzing, randomize...)")
+    certify: CertifyConfig = Field(default_factory=CertifyConfig, description="the service's certify settings "
+                                   "(alpha, seed, fuzzing, randomize, ...); k and voters.backend come from k and "
+                                   "voter_backend")
     span_check: Literal["none", "fluency", "transplant"] = Field(
         "none", description="check on T(x') before randomization (extensions, not the paper's method): 'fluency' "
         "keeps a span only where deleting it makes the text more fluent to span_check_lm "
@@ -65,22 +70,33 @@ class ServiceSettings(BaseModel):
                     "m": self.span_check_m}
         return {"lm": self.span_check_lm, "threshold": 0.0 if self.span_check_threshold is None else self.span_check_threshold}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _certify_k_and_backend(cls, data: Any) -> Any:
+        """``certify`` gets ``k`` and ``voters.backend`` from ``k`` and ``voter_backend``; a contradicting value
+        in ``certify`` is an error."""
+        if not isinstance(data, dict):
+            return data
+        certify = data.get("certify") or {}
+        certify = certify.model_dump() if isinstance(certify, CertifyConfig) else dict(certify)
+        if not isinstance(certify.get("voters") or {}, dict):
+            return data  # CertifyConfig's validation names the bad value
+        k = data.get("k", cls.model_fields["k"].default)
+        backend = data.get("voter_backend", cls.model_fields["voter_backend"].default)
+        voters = dict(certify.get("voters") or {})
+        if voters.get("backend", backend) != backend:
+            raise ValueError(f"certify.voters.backend ({voters['backend']!r}) contradicts voter_backend ({backend!r}); "
+                             "set voter_backend only")
+        if certify.get("k", k) != k:
+            raise ValueError(f"certify.k ({certify['k']!r}) contradicts k ({k!r}); set k only")
+        return {**data, "certify": {**certify, "k": k, "voters": {**voters, "backend": backend}}}
+
     @model_validator(mode="after")
     def _check(self) -> "ServiceSettings":
         if self.voter_actors > self.k:
             raise ValueError(f"voter_actors ({self.voter_actors}) must be <= k ({self.k})")
-        given = (self.certify.get("voters") or {}).get("backend")
-        if given is not None and given != self.voter_backend:
-            raise ValueError(f"certify.voters.backend ({given!r}) contradicts voter_backend ({self.voter_backend!r}); "
-                             "set voter_backend only")
-        cfg = CertifyConfig.model_validate(self.certify_options())  # reject unknown/out-of-range fields now
-        check_sequential_limits(cfg, self, "certify")
+        check_sequential_limits(self.certify, self, "certify")
         return self
-
-    def certify_options(self) -> dict[str, Any]:
-        """The service's CertifyConfig fields: ``certify`` with K and the voter backend."""
-        voters = {**(self.certify.get("voters") or {}), "backend": self.voter_backend}
-        return {**self.certify, "k": self.k, "voters": voters}
 
     def actor_options(self, fuzz: bool = False) -> dict[str, Any]:
         """Ray options of a voter shard (or, with ``fuzz``, a fuzzing worker)."""

@@ -3,32 +3,43 @@ values, and the points of a grid study."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
+from pydantic import ConfigDict, Field
+
+from frs_ray.config import CertifyConfig, FuzzConfig, RandomizeConfig, SmoothingConfig, StrictConfig, build
 from frs_ray.errors import ConfigError
 
 SEARCHED = ("K", "sigma", "H", "budget", "omega_h", "omega_m", "max_distance", "n_max")
 # n_max: sequential CERTIFY's most estimation votes per text (frs_ray.certify.sequential); 0 is the fixed protocol
-PAPER_DEFAULTS = {"K": 20, "sigma": 0.01, "H": 10, "budget": 10, "omega_h": 0.9, "omega_m": 0.15, "max_distance": 0.5,
-                  "n_max": 0}
+
+def _default(model: type[StrictConfig], name: str) -> Any:
+    return model.model_fields[name].default
+
+
+# The paper's values (Sec. 5.1, App. B.2.4), as the config models define them
+PAPER_DEFAULTS = {"K": _default(CertifyConfig, "k"), "sigma": _default(SmoothingConfig, "sigma"),
+                  "H": _default(SmoothingConfig, "top_h"), "budget": _default(FuzzConfig, "budget"),
+                  "omega_h": _default(RandomizeConfig, "omega_h"), "omega_m": _default(RandomizeConfig, "omega_m"),
+                  "max_distance": _default(RandomizeConfig, "max_distance"), "n_max": 0}
 # Searched values a caller may leave out: they take the paper's protocol (one value, the default above).
 OPTIONAL = ("n_max",)
 # Objectives of the multi-objective search and of the Pareto front.
 OBJECTIVES = [("ca", "max"), ("asr", "min"), ("avg_radius_all", "max")]
 
 
-@dataclass
-class StudySettings:
-    """Everything that defines a study (saved in study.json; the trials get a copy)."""
+class StudySettings(StrictConfig):
+    """Everything that defines a study (saved in study.json; the trials get a copy). Unknown keys are rejected;
+    assignments (``run_id``, ``out``, ``cache_dir`` of a resumed study) are validated."""
+
+    model_config = ConfigDict(frozen=False, validate_assignment=True)
 
     name: str
     out: str
-    mode: str = "grid"  # grid | optuna
-    design: str = "product"  # product | oat (one-at-a-time around the paper's defaults, as in Table 8)
+    mode: Literal["grid", "optuna"] = "grid"
+    design: Literal["product", "oat"] = "product"  # oat: one-at-a-time around the paper's defaults, as in Table 8
     model: str = "minilm"
     model_path: str = ""
     model_depth: int | None = None
@@ -38,9 +49,9 @@ class StudySettings:
     dev_split: str = "dev"
     data_dir: str = ""
     triggered: str = ""
-    triggered_labels: str = "auto"  # auto | original | target
+    triggered_labels: Literal["auto", "original", "target"] = "auto"
     target: int | None = None
-    values: dict[str, list] = field(default_factory=dict)  # searched values per parameter
+    values: dict[str, list | dict] = Field(default_factory=dict)  # searched values (or LOW:HIGH ranges) per parameter
     epochs: int = 3
     lr: float = 1e-4
     batch_size: int = 32
@@ -50,8 +61,8 @@ class StudySettings:
     triggered_n: int = 200
     dev_n: int = 200
     seed: int = 42
-    cert_seed: int = 0
-    alpha: float = 0.05
+    cert_seed: int = _default(CertifyConfig, "seed")
+    alpha: float = _default(CertifyConfig, "alpha")
     n_estimate: int | None = None
     cpus_per_trial: float = 1.0
     num_samples: int = 16
@@ -63,15 +74,15 @@ class StudySettings:
     run_id: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StudySettings":
-        names = {f.name for f in dataclasses.fields(cls)}
-        kept = {k: v for k, v in d.items() if k in names}
-        if "values" in kept:  # a study saved before a parameter became searched runs it at its default
-            kept["values"] = with_optional(kept["values"])
-        return cls(**kept)
+        """Settings of a saved study; ConfigError, naming the field, for an unknown or invalid one."""
+        d = dict(d)
+        if "values" in d:  # a study saved before a parameter became searched runs it at its default
+            d["values"] = with_optional(d["values"])
+        return build(cls, d)
 
 
 INFERENCE_ONLY = ("K", "budget", "omega_h", "omega_m", "max_distance", "n_max")
@@ -119,8 +130,6 @@ def parse_list(text: str | Sequence, kind: type, name: str) -> list | dict:
 
 def validate_values(values: dict[str, list]) -> None:
     """Range-check every searched value with the project's own config models (ConfigError on the first bad one)."""
-    from frs_ray.config import CertifyConfig, RandomizeConfig, SmoothingConfig, build
-
     values = with_optional(values)
     flag = {"K": "K", "sigma": "sigma", "H": "H", "budget": "budget", "omega_h": "omega-h", "omega_m": "omega-m",
             "max_distance": "max-distance", "n_max": "n-max"}
