@@ -62,6 +62,10 @@ def configure_process(offline: bool = True, quiet: bool = True, ray: bool = Fals
         os.environ.update(ENGINE_ENV)
     if quiet:
         warnings.filterwarnings("ignore", category=UserWarning)
+        if "huggingface_hub" in sys.modules:  # it read HF_HUB_DISABLE_PROGRESS_BARS when imported
+            import huggingface_hub
+
+            huggingface_hub.utils.disable_progress_bars()
         if "transformers" in sys.modules:
             import transformers
 

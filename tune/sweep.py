@@ -166,9 +166,9 @@ def settings_from_args(args: argparse.Namespace, out: Path) -> S.StudySettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    from frs_ray.serving.env import apply_ray_env
+    from frs_ray.runtime import configure_process
 
-    apply_ray_env()
+    configure_process(quiet=False, ray=True)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every trial's progress line, not "[repeated 2x]"
     # Fine-tune reports carry only the ASHA metric (dev_acc), the final report only the search metrics (ca, asr,
     # radius): each consumer ignores results without its metric, but Tune's strict check would reject them.
@@ -224,9 +224,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     Path(s.cache_dir).mkdir(parents=True, exist_ok=True)
 
-    from frs_ray.cli import _quiet_transformers
+    from frs_ray.runtime import configure_process
 
-    _quiet_transformers()
+    configure_process()
     data = S.prepare_eval_data(s, _log)
     from frs_ray.data import load_dataset
 
