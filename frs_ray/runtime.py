@@ -1,8 +1,9 @@
 """Process set-up shared by every entry point: the ``frs`` command, the Serve actors, the benchmarks, the Tune
 sweep and its trials, and the tests.
 
-:func:`configure_process` is the one place that writes the process environment; library classes (the backends,
-the voter pools, the attacks) only read it. It is called once at the start of a process, before models load:
+:func:`configure_process` sets up the environment at the start of a process, before models load; library classes
+(the backends, the voter pools, the attacks) only read it (an entry point may add variables of its own, such as
+Tune's). It sets:
 
 - offline (:data:`OFFLINE_ENV`): no Hugging Face hub access (every model and data set is local) and no tokenizer
   thread pools (they deadlock after a fork);

@@ -70,7 +70,7 @@ def train(
     schedule: Callable[[int], float],
     clip_norm: float = 1.0,
     around_step: Callable[[], ContextManager[object]] | None = None,
-    after_step: Callable[[], None] | None = None,
+    after_step: Callable[[], object] | None = None,
     desc: str = "train",
     progress: bool = True,
     postfix: Callable[[list[float]], dict[str, str]] | None = None,

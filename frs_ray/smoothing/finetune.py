@@ -11,8 +11,9 @@ import json
 import math
 import platform
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
@@ -88,16 +89,14 @@ def finetune(
         enc = backend.encode(texts)
         return torch.nn.functional.cross_entropy(model(**enc).logits, labels[batch].to(backend.device))
 
-    around_step = after_step = None
+    around_step: Callable[[], ContextManager[object]] | None = None
+    after_step: Callable[[], object] | None = None
     if sm.finetune_mode == "perturb" and sm.sigma > 0:  # fresh Eq. 4 noise for each forward/backward pass
-        def around_step():
-            return perturbed(model, selection, sm.sigma, noise_gen)
+        around_step = partial(perturbed, model, selection, sm.sigma, noise_gen)
     if sm.finetune_mode == "accumulate" and sm.sigma > 0:  # literal Eq. 4: Clip_rho, then noise that stays
-        def after_step() -> None:
-            finetune_noise_step(model, selection, norms, sm.rho, sm.sigma, noise_gen)
-    elif sm.finetune_mode == "perturb":
-        def after_step() -> None:
-            apply_clip_(model, selection, norms, sm.rho)
+        after_step = partial(finetune_noise_step, model, selection, norms, sm.rho, sm.sigma, noise_gen)
+    elif sm.finetune_mode == "perturb":  # the gradient was applied to the clean weights: Clip_rho
+        after_step = partial(apply_clip_, model, selection, norms, sm.rho)
 
     model.train()
     started = time.perf_counter()
