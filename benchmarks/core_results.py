@@ -123,7 +123,7 @@ def _frs(res, args, test, cfg):
     t = time.perf_counter()
     certs = clf.certify(sub.texts, progress=True)
     dt = time.perf_counter() - t
-    lab = np.array([c.label for c in certs])
+    lab = np.array([c.certified_label for c in certs])
     ys = np.array(sub.labels)
     radii_c = [c.radius["conditional"].tokens for c in certs if not c.abstained]
     radii_u = [c.radius["unconditional"].tokens for c in certs if not c.abstained]

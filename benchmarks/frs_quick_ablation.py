@@ -46,7 +46,7 @@ def main() -> int:
         for split, ckpt, data in (("clean", args.smoothed, clean), ("triggered", args.poisoned, pois)):
             clf = FRSClassifier.from_checkpoint(ckpt, cfg)
             t = time.perf_counter()
-            lab = np.array([c.label for c in clf.certify(data.texts, progress=True)])
+            lab = np.array([c.certified_label for c in clf.certify(data.texts, progress=True)])
             dt = time.perf_counter() - t
             y = np.array(data.labels)
             row[f"{split}_abstain"] = float((lab == -1).mean())

@@ -145,22 +145,14 @@ def certify_all(clf, plans, cfgs: dict[str, Any], voter: CachedVoter, chunk: int
 
 def _predictions(certs):
     """DefensePrediction per certificate with FRS's radius rule (frs_ray.defenses.smoothing)."""
-    from frs_ray.defenses.base import ABSTAIN, DefensePrediction
+    from frs_ray.defenses.base import DefensePrediction
 
-    out = []
-    for c in certs:
-        cond, unc = c.radius["conditional"], c.radius["unconditional"]
-        main = cond if c.omega_h != c.omega_l else unc
-        out.append(DefensePrediction(label=c.prediction, certified_label=c.label if not c.abstained else ABSTAIN,
-                                     length_tokens=c.length_tokens, queries=int(sum(c.queries.values())), seconds=float(sum(c.seconds.values())),
-                                     radius=None if main.tokens is None else float(main.tokens),
-                                     radius_unconditional=None if unc.tokens is None else float(unc.tokens)))
-    return out
+    return [DefensePrediction.from_certificate(c) for c in certs]
 
 
 def _radius_summary(certs, labels) -> dict[str, Any]:
     out = {}
-    ok = [not c.abstained and c.label == y for c, y in zip(certs, labels)]
+    ok = [not c.abstained and c.certified_label == y for c, y in zip(certs, labels)]
     for kind in ("conditional", "unconditional"):
         rs = np.array([c.radius[kind].tokens for c, good in zip(certs, ok) if good], dtype=float)
         all_r = np.array([c.radius[kind].tokens if good else 0 for c, good in zip(certs, ok)], dtype=float)

@@ -154,7 +154,7 @@ class RandomizeConfig(_Strict):
 
 
 class VLLMEngineConfig(_Strict):
-    """The vLLM engine of a vLLM voter pool (``frs_ray.backends.vllm_pool``): one engine per pool, one GPU or the CPU."""
+    """The vLLM engine of a vLLM voter pool (``frs_ray.smoothing.vllm_pool``): one engine per pool, one GPU or the CPU."""
 
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="engine and voter weights dtype; 'auto': float32 on the CPU, bfloat16 on a GPU")

@@ -9,7 +9,6 @@ import pytest
 from scipy.stats import beta as beta_dist
 
 from frs_ray.certify.bounds import (
-    ABSTAIN,
     SmoothedDecision,
     certified_radius,
     clopper_pearson_lower,
@@ -17,6 +16,7 @@ from frs_ray.certify.bounds import (
     radius_gain,
     robustness_condition,
 )
+from frs_ray.certify.certificate import ABSTAIN
 from frs_ray.errors import ConfigError, FRSError
 
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from frs_ray.cli import main
 
-REQUIRED = ("label", "votes", "p_lower", "abstained", "spans")
+REQUIRED = ("certified_label", "vote_label", "label_name", "votes", "p_lower", "abstained", "spans")
 
 
 def _certify(ckpt: Path, tmp_path: Path, lines: list[str] | bytes, *extra: str, capsys=None) -> tuple[int, list[dict]]:
@@ -60,6 +60,8 @@ def test_certify_outputs_certificate_fields(minilm_checkpoint, tmp_path):
         assert r["text"] == t
         for key in REQUIRED:
             assert key in r
+        assert "label" not in r and "prediction" not in r
+        assert r["vote_label"] in (-1, 0, 1)  # the majority of all 48 votes (-1 on a tie)
         assert sum(r["votes"]) == 40 and sum(r["select_votes"]) == 8 and r["queries"]["fuzz"] == 3
         top = max(range(len(r["select_votes"])), key=lambda c: (r["select_votes"][c], -c))  # the selected class
         assert r["p_lower"] == pytest.approx(clopper_pearson_lower(r["votes"][top], 40, 0.05))
@@ -68,9 +70,9 @@ def test_certify_outputs_certificate_fields(minilm_checkpoint, tmp_path):
             rad = r["radius"][kind]
             assert set(rad) >= {"tokens", "fraction", "omega", "assumes"}
             if r["abstained"]:
-                assert r["label"] == -1 and rad["tokens"] is None
+                assert r["certified_label"] == -1 and r["label_name"] == "ABSTAIN" and rad["tokens"] is None
             else:
-                assert r["label"] == top and r["label_name"] in ("negative", "positive")
+                assert r["certified_label"] == top and r["label_name"] in ("negative", "positive")
                 assert isinstance(rad["tokens"], int) and rad["tokens"] >= 0
                 assert rad["fraction"] == pytest.approx(rad["tokens"] / r["length_tokens"])
         for sp in r["spans"]:

@@ -141,10 +141,10 @@ def test_frs_data_dir_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_no_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import frs_ray.data.loaders as loaders
+    import frs_ray.data.named as named
 
     monkeypatch.delenv("FRS_DATA_DIR", raising=False)
-    monkeypatch.setattr(loaders, "default_data_dir", lambda: None)
+    monkeypatch.setattr(named, "default_data_dir", lambda: None)
     assert_data_error(["FRS_DATA_DIR"], load_dataset, "sst2")
 
 
@@ -341,7 +341,7 @@ def test_hub_network_failure(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_hub_split_file_choice() -> None:
-    from frs_ray.data.loaders import _pick_split_files
+    from frs_ray.data.hub import pick_split_files
 
     files = [
         "README.md",
@@ -349,21 +349,21 @@ def test_hub_split_file_choice() -> None:
         "data/validation-00000-of-00001.parquet",
         "data/test-00000-of-00001.parquet",
     ]
-    assert _pick_split_files(files, "dev", None, "hf:x/y") == [files[2]]
-    assert _pick_split_files(files, "train", None, "hf:x/y") == [files[1]]
+    assert pick_split_files(files, "dev", None, "hf:x/y") == [files[2]]
+    assert pick_split_files(files, "train", None, "hf:x/y") == [files[1]]
     with pytest.raises(DataError, match="no data file"):
-        _pick_split_files(files[:2], "test", None, "hf:x/y")
+        pick_split_files(files[:2], "test", None, "hf:x/y")
     configs = ["a/train-0.parquet", "b/train-0.parquet"]
-    assert _pick_split_files(configs, "train", "b", "hf:x/y") == ["b/train-0.parquet"]
+    assert pick_split_files(configs, "train", "b", "hf:x/y") == ["b/train-0.parquet"]
     with pytest.raises(DataError, match="several configs"):
-        _pick_split_files(configs, "train", None, "hf:x/y")
+        pick_split_files(configs, "train", None, "hf:x/y")
 
 
 def test_parquet_rows(tmp_path: Path) -> None:
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    from frs_ray.data.loaders import _parse_parquet
+    from frs_ray.data.hub import parse_parquet
 
     table = pa.table({"idx": [0, 1], "sentence": ["a", "b"], "label": [1, 0]})
     meta = {b"huggingface": json.dumps(
@@ -372,7 +372,7 @@ def test_parquet_rows(tmp_path: Path) -> None:
     table = table.replace_schema_metadata(meta)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    rows, names = _parse_parquet(buffer.getvalue(), "hf:x/y/train.parquet")
+    rows, names = parse_parquet(buffer.getvalue(), "hf:x/y/train.parquet")
     assert rows == [(1, "a", 1), (2, "b", 0)]
     assert names == ["neg", "pos"]
 

@@ -117,10 +117,10 @@ def test_bki_predictions_are_uncertified_single_queries_and_the_retrain_is_cache
     assert len(preds) == 6 and bki.predict([]) == []
     direct = bki.model.predict_proba(texts).argmax(axis=1)
     for p, y, x in zip(preds, direct, texts):
-        assert p.label == int(y) and p.queries == 1 and p.length_tokens == len(tokenize(x))
+        assert p.vote_label == int(y) and p.queries == 1 and p.length_tokens == len(tokenize(x))
         assert p.radius is None and p.certified_label is None and p.spans == []
     weights = next(Path(bki.checkpoint).glob("*.safetensors"))
     stamp = weights.stat().st_mtime_ns
     again = build_defense("bki", ctx, top_p=3, n_keywords=2, batch_size=32)
     assert again.checkpoint == bki.checkpoint and weights.stat().st_mtime_ns == stamp
-    assert [p.label for p in again.predict(texts)] == [p.label for p in preds]
+    assert [p.vote_label for p in again.predict(texts)] == [p.vote_label for p in preds]

@@ -78,10 +78,10 @@ def test_without_a_kept_span_it_is_uniform_smoothing_and_with_all_kept_it_is_frs
     frs = build_defense("frs", ctx, **SMALL)
     a, b, u, f = (d.predict(texts) for d in (none_kept, all_kept, uniform, frs))
     for x, y in zip(a, u):  # the same voters and draws as uniform smoothing, plus FRS's fuzzing and 2 LM sequences
-        assert (x.label, x.certified_label, x.radius, x.radius_assumes) == (y.label, y.certified_label, y.radius, y.radius_assumes)
+        assert (x.vote_label, x.certified_label, x.radius, x.radius_assumes) == (y.vote_label, y.certified_label, y.radius, y.radius_assumes)
         assert x.spans == []
     for x, y, z in zip(b, f, texts):
-        assert (x.label, x.certified_label, x.radius, x.spans) == (y.label, y.certified_label, y.radius, y.spans)
+        assert (x.vote_label, x.certified_label, x.radius, x.spans) == (y.vote_label, y.certified_label, y.radius, y.spans)
         assert x.queries == y.queries + 2 and x.seconds >= y.seconds
     assert none_kept.describe()["spans_kept"] == 0.0 and all_kept.describe()["spans_kept"] == 1.0
     assert none_kept.describe()["fluency"]["threshold"] == 1e9

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from frs_ray.backends.hf import HFClassifier
+from frs_ray.certify.certificate import ABSTAIN
 from frs_ray.data import load_dataset
-from frs_ray.defenses.base import ABSTAIN, DefenseContext
+from frs_ray.defenses.base import DefenseContext
 from frs_ray.defenses.rap import RAP, rap_loss, rap_threshold
 from frs_ray.defenses.registry import build_defense, known_defenses
 from frs_ray.errors import ConfigError
@@ -154,13 +155,13 @@ def test_predictions_shape_and_semantics(built, data_dir):
         # seconds: each text's share of its chunk's measured time, so positive and summing to at most the call
         assert all(p.seconds > 0 for p in preds) and sum(p.seconds for p in preds) <= elapsed
         for p, y, d in zip(preds, plain, drops):
-            assert p.label in (0, 1, ABSTAIN) and p.queries == 2 and p.radius is None and p.certified_label is None
+            assert p.vote_label in (0, 1, ABSTAIN) and p.queries == 2 and p.radius is None and p.certified_label is None
             assert p.spans == []
             if y != 1:
-                assert p.label == y  # never rejected: passed through with the plain model's label
+                assert p.vote_label == y  # never rejected: passed through with the plain model's label
             else:
-                assert p.label == (ABSTAIN if d < threshold else 1)
-    assert any(p.label == ABSTAIN for p in preds) and any(p.label == 1 for p in preds)
+                assert p.vote_label == (ABSTAIN if d < threshold else 1)
+    assert any(p.vote_label == ABSTAIN for p in preds) and any(p.vote_label == 1 for p in preds)
     assert rap.predict([]) == []
 
 
@@ -172,7 +173,7 @@ def test_second_build_reuses_the_cache(built, data_dir):
     assert not again.trained and again.cache_dir == rap.cache_dir and meta.stat().st_mtime_ns == stamp
     assert torch.equal(again.rap_rows, rap.rap_rows) and again.threshold == rap.threshold
     texts = _test_texts(data_dir, 24)
-    assert [p.label for p in again.predict(texts)] == [p.label for p in rap.predict(texts)]
+    assert [p.vote_label for p in again.predict(texts)] == [p.vote_label for p in rap.predict(texts)]
     other = build_defense("rap", ctx, **{**TINY, "epochs": 1})  # another setting: its own cache entry
     assert other.trained and other.cache_dir != rap.cache_dir and meta.stat().st_mtime_ns == stamp
 

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from frs_ray.certify.certificate import ABSTAIN
 from frs_ray.data import load_dataset
-from frs_ray.defenses.base import ABSTAIN, DefenseContext
+from frs_ray.defenses.base import DefenseContext
 from frs_ray.defenses.registry import build_defense, known_defenses
 from frs_ray.defenses.strip import (
     Strip,
@@ -131,23 +132,23 @@ def test_predict_shape_determinism_and_rejection_rule(strip_setup, test_texts):
     preds = d.predict(test_texts)
     assert len(preds) == len(test_texts)
     for x, p in zip(test_texts, preds):
-        assert p.label in (0, 1, ABSTAIN)
+        assert p.vote_label in (0, 1, ABSTAIN)
         assert p.radius is None and p.certified_label is None and p.spans == []
         assert p.queries == SMALL["n_perturb"] + 1 and p.seconds > 0
         assert p.length_tokens == len(tokenize(x))
     again = d.predict(test_texts)
-    assert [p.label for p in again] == [p.label for p in preds]
+    assert [p.vote_label for p in again] == [p.vote_label for p in preds]
 
     # the calibration texts themselves: the same entropies as at calibration, rejected exactly below the threshold
     labels, ents = d.scores(d.calibration_texts[:16])
     assert np.allclose(ents, d.calibration_entropies[:16], atol=1e-6)
     cal_preds = d.predict(d.calibration_texts[:16])
     for y, h, p in zip(labels, ents, cal_preds):
-        assert p.label == (ABSTAIN if h < d.threshold else y)
+        assert p.vote_label == (ABSTAIN if h < d.threshold else y)
     n_rejected = sum(h < d.threshold for h in d.calibration_entropies)
     assert n_rejected >= 1 and abs(n_rejected / 24 - SMALL["frr"]) <= 1 / 24 + 1e-9
 
     # a fresh build from the same context and params gives the same threshold and outputs
     same = build_defense("strip", ctx, **SMALL)
     assert same.threshold == d.threshold and same.donor_texts == d.donor_texts
-    assert [p.label for p in same.predict(test_texts)] == [p.label for p in preds]
+    assert [p.vote_label for p in same.predict(test_texts)] == [p.vote_label for p in preds]

@@ -8,8 +8,9 @@ import itertools
 import numpy as np
 import pytest
 
+from frs_ray.certify.certificate import ABSTAIN
 from frs_ray.data import load_dataset
-from frs_ray.defenses.base import ABSTAIN, DefenseContext
+from frs_ray.defenses.base import DefenseContext
 from frs_ray.defenses.registry import build_defense, known_defenses
 from frs_ray.defenses.textguard import (
     split_groups,
@@ -128,7 +129,7 @@ def test_textguard_predicts_certifies_and_reuses_cache(tmp_path, data_dir, minil
     for x, p, vs in zip(texts, preds, votes):
         cast = [v for v in vs if v is not None]
         counts = np.bincount(cast, minlength=2)
-        assert p.label in (0, 1) and p.label == vote_label(counts)
+        assert p.vote_label in (0, 1) and p.vote_label == vote_label(counts)
         assert p.queries == len(cast) == sum(1 for s in sub_sentences(x, 3, 0) if s)
         assert p.length_tokens == len(tokenize(x))
         assert p.radius is not None and p.radius >= 0 and p.radius == p.radius_unconditional
@@ -144,7 +145,7 @@ def test_textguard_predicts_certifies_and_reuses_cache(tmp_path, data_dir, minil
     again = build_defense("textguard", ctx, m=3)
     assert again.trained == [] and again.model_dirs == tg.model_dirs
     assert meta.stat().st_mtime_ns == mtime
-    assert [p.label for p in again.predict(texts)] == [p.label for p in preds]
+    assert [p.vote_label for p in again.predict(texts)] == [p.vote_label for p in preds]
     assert again.describe()["m"] == 3 and again.describe()["shared"] is True
 
 
@@ -154,8 +155,8 @@ def test_textguard_one_model_per_group(tmp_path, data_dir, minilm_checkpoint):
     tg = build_defense("textguard", ctx, m=2, shared=False, seed=1)
     assert len(tg.trained) == 2 and len(tg.classifiers) == 2
     preds = tg.predict(["a gripping , funny story .", ""])
-    assert preds[0].label in (0, 1) and preds[0].radius >= 0
-    assert preds[1].label == ABSTAIN and preds[1].queries == 0
+    assert preds[0].vote_label in (0, 1) and preds[0].radius >= 0
+    assert preds[1].vote_label == ABSTAIN and preds[1].queries == 0
 
 
 # --------------------------------------------------------------------------- ONION on real models
@@ -179,7 +180,7 @@ def test_onion_removes_inserted_trigger(onion_setup, data_dir):
     n = len(tokenize(text))
     assert onion.lm_sequences_run - before == n + 1
     assert (start, start + 2) in p.spans
-    assert p.label in (0, 1) and p.length_tokens == n and p.queries == n + 2
+    assert p.vote_label in (0, 1) and p.length_tokens == n and p.queries == n + 2
     assert p.radius is None and p.seconds > 0
     assert all(0 <= a < b <= len(text) for a, b in p.spans)
     assert not onion.certified and onion.describe()["threshold"] == 0.0
@@ -187,7 +188,7 @@ def test_onion_removes_inserted_trigger(onion_setup, data_dir):
     # cached: no LM sequence is run again, by this object or a fresh one on the same work_dir
     ran = onion.lm_sequences_run
     [q] = onion.predict([text])
-    assert onion.lm_sequences_run == ran and q.spans == p.spans and q.label == p.label
+    assert onion.lm_sequences_run == ran and q.spans == p.spans and q.vote_label == p.vote_label
     fresh = build_defense("onion", ctx)
     [r] = fresh.predict([text])
     assert fresh.lm_sequences_run == 0 and r.spans == p.spans and r.queries == p.queries

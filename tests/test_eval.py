@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from frs_ray.defenses.base import ABSTAIN, DefensePrediction
+from frs_ray.certify.certificate import ABSTAIN
+from frs_ray.defenses.base import DefensePrediction
 from frs_ray.defenses.registry import known_defenses
 from frs_ray.errors import ConfigError
 from frs_ray.evaluation import metrics as M
@@ -60,16 +61,47 @@ def test_majority_vote_is_the_prediction_and_ties_abstain():
             majority_vote(bad)
 
 
-def test_certificate_prediction_is_the_vote_majority_and_label_the_bound():
+def test_certificate_vote_label_is_the_vote_majority_and_certified_label_the_bound():
     from frs_ray.certify.smooth import VotePlan, finalize_certificate
     from frs_ray.config import CertifyConfig
 
     plan = VotePlan(text="a b c", length_tokens=3, span_tokens=0, omega_h=0.9, omega_l=0.1, spans=[],
                     fuzz_queries=0, select=[], estimate=[])
     c = finalize_certificate(plan, [3, 7], [4, 6], CertifyConfig(k=10), ["neg", "pos"])
-    assert c.prediction == 1 and c.abstained and c.label == ABSTAIN  # 13 of 20 votes: a majority, no certificate
+    assert c.vote_label == 1 and c.abstained and c.certified_label == ABSTAIN  # 13 of 20 votes: a majority, no certificate
     c = finalize_certificate(plan, [0, 10], [0, 10], CertifyConfig(k=10), ["neg", "pos"])
-    assert c.prediction == 1 and c.label == 1 and not c.abstained
+    assert c.vote_label == 1 and c.certified_label == 1 and not c.abstained
+
+
+def test_prediction_from_certificate_keeps_both_labels_and_picks_the_radius_that_applies():
+    from frs_ray.certify.smooth import VotePlan, finalize_certificate
+    from frs_ray.config import CertifyConfig
+
+    spans = [{"start": 0, "end": 1, "text": "a", "score": 0.5, "tokens": [0, 1], "visits": 2},
+             {"start": 2, "end": 3, "text": "b", "score": 0.2, "tokens": [1, 2], "visits": 1}]
+
+    def cert(omega_h, omega_l, select, estimate):
+        plan = VotePlan(text="a b c d e f", length_tokens=6, span_tokens=1, omega_h=omega_h, omega_l=omega_l,
+                        spans=spans, fuzz_queries=3, select=[(0, "x")] * sum(select), estimate=[(0, "x")] * sum(estimate),
+                        seconds={"fuzz": 0.25})
+        return finalize_certificate(plan, select, estimate, CertifyConfig(k=10), ["neg", "pos"], {"vote": 0.5})
+
+    fuzzed = cert(0.9, 0.1, [0, 40], [0, 400])
+    p = DefensePrediction.from_certificate(fuzzed, n_spans=1)
+    assert (p.vote_label, p.certified_label) == (fuzzed.vote_label, fuzzed.certified_label) == (1, 1)
+    assert p.radius == fuzzed.radius.conditional.tokens == 1 and p.radius_assumes == fuzzed.radius.conditional.assumes
+    assert p.radius_unconditional == fuzzed.radius.unconditional.tokens
+    assert p.spans == [(0, 1)] and DefensePrediction.from_certificate(fuzzed).spans == [(0, 1), (2, 3)]
+    assert (p.length_tokens, p.queries, p.seconds) == (6, 3 + 440, 0.75)
+    assert DefensePrediction.from_certificate(fuzzed, "unconditional").radius == fuzzed.radius.unconditional.tokens
+    # T(x') got no higher probability: the randomization was uniform, so the unconditional radius applies
+    uniform = cert(0.9, 0.9, [0, 40], [0, 400])
+    assert uniform.radius.unconditional.tokens > uniform.radius.conditional.tokens == 1
+    u = DefensePrediction.from_certificate(uniform)
+    assert u.radius == uniform.radius.unconditional.tokens and u.spans == []
+    assert DefensePrediction.from_certificate(uniform, uniform_fallback=False).radius == 1
+    abstained = DefensePrediction.from_certificate(cert(0.9, 0.1, [3, 7], [4, 6]))
+    assert (abstained.vote_label, abstained.certified_label, abstained.radius) == (1, ABSTAIN, None)
 
 
 def test_localization_requires_whole_trigger_piece():
@@ -171,7 +203,7 @@ def test_tiny_eval_grid_is_real_and_resumable(tmp_path, data_dir):
     for name in ("frs", "uniform", "textguard"):
         assert recs[name]["ca_certified"] <= recs[name]["ca"] + 1e-9
     assert recs["none"]["ca_certified"] is None
-    assert cell["predictions_fields"] == ["label", "certified_label", "radius"]
+    assert cell["predictions_fields"] == ["vote_label", "certified_label", "radius"]
     # a text longer than the model window is read as the victim's model reads it (cut), not rejected
     from frs_ray.config import CertifyConfig, build
     from frs_ray.defenses.base import DefenseContext

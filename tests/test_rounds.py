@@ -139,7 +139,8 @@ def test_one_look_equals_the_fixed_protocol(rnd) -> None:
         for y in labels[10:]:
             est[y] += 1
         f = finalize_certificate(p, sel, est, fixed_cfg, LABELS)
-        assert (c.label, c.votes, c.select_votes, c.radius, c.prediction) == (f.label, f.votes, f.select_votes, f.radius, f.prediction)
+        assert (c.certified_label, c.votes, c.select_votes, c.radius, c.vote_label) == (
+            f.certified_label, f.votes, f.select_votes, f.radius, f.vote_label)
         assert c.p_lower == pytest.approx(f.p_lower, rel=1e-12) and c.sequential["looks"] == 1
 
 

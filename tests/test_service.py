@@ -128,10 +128,11 @@ def test_http_client_and_handle_match_local_certify(service, minilm_checkpoint, 
     # both paths occur: certified (label and radii compared) and abstained
     assert {c["abstained"] for c in local} == {False, True}
     for c in local:
-        assert (c["label"] == -1) == c["abstained"] == (c["radius"]["conditional"]["tokens"] is None)
+        assert (c["certified_label"] == -1) == c["abstained"] == (c["radius"]["conditional"]["tokens"] is None)
     status, body = _post("/v1/classify", json.dumps({"texts": texts}).encode())
     assert status == 200
-    assert [(r["label"], r["radius"]) for r in body["results"]] == [(c["label"], c["radius"]) for c in local]
+    assert [(r["certified_label"], r["vote_label"], r["radius"]) for r in body["results"]] == [
+        (c["certified_label"], c["vote_label"], c["radius"]) for c in local]
     assert _same(body["results"], local)
     client_results = FRSClient(BASE).classify(texts)
     assert _same([r.model_dump() for r in client_results], local)

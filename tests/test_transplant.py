@@ -192,7 +192,7 @@ def test_certificate_records_the_check_and_counts_its_queries(backdoored, check)
         assert d["span_check"]["queries"] == c.queries["span_check"]
     trig, clean = certs
     if trig.spans:  # MCTS found the trigger and the check kept it: T(x') at omega_H
-        assert "cf" in trig.spans[0]["text"] and trig.omega_h > trig.omega_l
+        assert "cf" in trig.spans[0].text and trig.omega_h > trig.omega_l
     assert trig.span_check["kept"] == len(trig.spans)
     if not clean.spans:  # dropped: uniform randomization
         assert clean.omega_h == clean.omega_l == CFG.randomize.omega_m and clean.radius["conditional"].tokens in (0, None)

@@ -72,14 +72,15 @@ def test_select_best_rule(study):
     assert study.select_best([]) is None
 
 
-def _cert(prediction: int, label: int, radius: int | None = None):
-    """A real :class:`Certificate` with the given majority vote (``prediction``) and certified ``label``."""
-    from frs_ray.certify.smooth import Certificate, Radius
+def _cert(vote_label: int, certified_label: int, radius: int | None = None):
+    """A real :class:`Certificate` with the given majority vote and certified label."""
+    from frs_ray.certify.certificate import Certificate, Radii, Radius
 
-    rad = {kind: Radius(tokens=radius, fraction=None, omega=0.9, assumes=kind) for kind in ("conditional", "unconditional")}
-    return Certificate(text="t", label=label, label_name=str(label), abstained=label == -1, votes=[0, 0],
-                       select_votes=[0, 0], p_lower=0.0, radius=rad, spans=[], length_tokens=5, omega_h=0.9,
-                       omega_l=0.1, queries={"fuzz": 1, "votes": 2}, seconds={"votes": 0.1}, prediction=prediction)
+    rad = Radii(**{kind: Radius(tokens=radius, fraction=None, omega=0.9, assumes=kind) for kind in ("conditional", "unconditional")})
+    return Certificate(text="t", certified_label=certified_label, label_name=str(certified_label),
+                       abstained=certified_label == -1, votes=[0, 0], select_votes=[0, 0], p_lower=0.0, radius=rad,
+                       spans=[], length_tokens=5, omega_h=0.9, omega_l=0.1, queries={"fuzz": 1, "votes": 2},
+                       seconds={"votes": 0.1}, vote_label=vote_label)
 
 
 def test_point_metrics_vote_and_certified_columns(study):

@@ -37,7 +37,7 @@ def spec(smollm2_checkpoint):
 
 @pytest.fixture(scope="module")
 def vpool(centre, spec):
-    from frs_ray.backends.vllm_pool import VLLMVoterPool
+    from frs_ray.smoothing.vllm_pool import VLLMVoterPool
 
     pool = VLLMVoterPool(centre.backend, spec)
     yield pool
@@ -128,9 +128,9 @@ def test_refuses_packed_parameter_and_unpacks_exactly(vpool, centre, texts):
 
 
 def test_bad_settings_are_clear_errors(vpool, centre, spec):
-    from frs_ray.backends.vllm_pool import VLLMVoterPool
     from frs_ray.config import CertifyConfig, VLLMEngineConfig, VoterPoolConfig
     from frs_ray.errors import ConfigError
+    from frs_ray.smoothing.vllm_pool import VLLMVoterPool
 
     with pytest.raises(ValueError, match="belongs to the torch voter backend"):
         VoterPoolConfig(backend="vllm", implementation="stacked")

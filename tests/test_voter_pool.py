@@ -222,7 +222,7 @@ def test_cli_pools_eval_and_service_shard_give_the_same_certificates(minilm_chec
     assert main(["certify", "--checkpoint", str(minilm_checkpoint), "--input", str(src), "--out", str(out),
                  "--k", "20", "--budget", "4", "--seed", "3", "--no-progress"]) == 0
     cli = [json.loads(line) for line in out.read_text().splitlines()]
-    assert any(not c["abstained"] for c in cli) and all(c["label"] == -1 for c in cli if c["abstained"])
+    assert any(not c["abstained"] for c in cli) and all(c["certified_label"] == -1 for c in cli if c["abstained"])
 
     certs = {}
     for impl, noise in (("loop", "regenerate"), ("stacked", "resident"), ("stacked", "per_batch")):
@@ -236,7 +236,7 @@ def test_cli_pools_eval_and_service_shard_give_the_same_certificates(minilm_chec
                          base_model="minilm", train=load_dataset("sst2", "dev", data_dir), work_dir=tmp_path,
                          certify=CertifyConfig(k=20, fuzzing={"budget": 4}), seed=3)
     for pred, c in zip(build_defense("frs", ctx).predict(CLEAR_TEXTS), cli):
-        assert pred.label == c["prediction"] and pred.certified_label == c["label"]
+        assert pred.vote_label == c["vote_label"] and pred.certified_label == c["certified_label"]
         if not c["abstained"]:
             assert pred.radius == c["radius"]["conditional"]["tokens"] or c["omega_h"] == c["omega_l"]
 

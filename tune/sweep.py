@@ -1,6 +1,6 @@
 """Ray Tune study of the FRS hyperparameters K, sigma, H, MCTS budget (and omega_H, omega_M, Lambda).
 
-    python tune/sweep.py --quick                       # ~1.5 min on 2 idle cores: tests the whole pipeline
+    python tune/sweep.py --quick                       # tiny sizes: tests the whole pipeline
     python tune/sweep.py --model runs/attacks/badnets-minilm --train-data sst2 \\
         --triggered runs/attacks/badnets-sst2-test.tsv  # full grid of Appendix H (see tune/README.md)
     python tune/sweep.py --mode optuna --num-samples 24 ...   # multi-objective search (CA up, ASR down, radius up)
@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -47,7 +45,7 @@ VALUE_FLAGS = {"K": int, "sigma": float, "H": int, "budget": int, "omega_h": flo
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("study")
-    g.add_argument("--quick", action="store_true", help="tiny study for tests and CI (about 1.5 min on 2 idle cores)")
+    g.add_argument("--quick", action="store_true", help="tiny study for tests and CI (tune/README.md)")
     g.add_argument("--name", default=None, help="study name (default: quick, or <data>-<model folder name>)")
     g.add_argument("--out", default=None, help="study folder (default runs/tune/<name>)")
     g.add_argument("--resume", action="store_true", help="continue the study in --out (its saved settings are used)")
@@ -166,61 +164,17 @@ def settings_from_args(args: argparse.Namespace, out: Path) -> S.StudySettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    from frs_ray.runtime import configure_process
-
-    configure_process(quiet=False, ray=True)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every trial's progress line, not "[repeated 2x]"
-    # Fine-tune reports carry only the ASHA metric (dev_acc), the final report only the search metrics (ca, asr,
-    # radius): each consumer ignores results without its metric, but Tune's strict check would reject them.
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    started_wall, started = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
-    default_name = args.name or ("quick" if args.quick else None)
-    if args.out:
-        out = Path(args.out).expanduser().resolve()
-    elif default_name:
-        out = (Path("runs/tune") / default_name).resolve()
-    else:
-        out = None
-    study_file = out / "study.json" if out else None
-    history: list = []
+    """The study's steps: open the study folder, load the data, record the run, run the trials, write the outputs."""
+    S.prepare_environment()
+    started_wall, started = S.now_stamp(), time.perf_counter()
+    out = S.default_folder(args.out, args.name or ("quick" if args.quick else None))
     if args.resume:
         if args.fresh:
             raise ConfigError("--resume and --fresh exclude each other")
-        if out is None or not study_file.is_file():
-            raise ConfigError(f"--resume: no study to resume at {out} (no study.json); pass --out of an existing study")
-        prev = json.loads(study_file.read_text())
-        from frs_ray.smoothing.bmps import VOTER_DEFINITION
-
-        if prev.get("voter_definition") != VOTER_DEFINITION:  # its finished trials voted with other voters
-            raise ConfigError(f"--resume: the study in {out} was run with voter definition "
-                              f"{prev.get('voter_definition', 'v1')!r}, this code defines {VOTER_DEFINITION!r}; "
-                              "rerun it with --fresh (cached fine-tunes are reused)")
-        s = S.StudySettings.from_dict(prev["settings"])
-        history = prev.get("runs", [])
-        s.run_id = len(history) + 1
-        _log(f"resuming study {s.name} in {out} (run {s.run_id}); its saved settings are used, search flags are ignored")
+        s, history = S.resume_study(out, _log)
     else:
-        exists_msg = ("a study already exists in {}: pass --resume to continue it, or --fresh to rerun all its trials "
-                      "(cached fine-tunes are reused), or choose another --out")
-        if out is not None and (out / "tuner").exists() and not args.fresh:
-            raise ConfigError(exists_msg.format(out))  # before any data is loaded
-        if out is None:
-            # name depends on the model: resolve settings with a provisional folder, then fix it
-            s = settings_from_args(args, Path("."))
-            out = (Path("runs/tune") / s.name).resolve()
-            s.out = str(out)
-            s.cache_dir = str(Path(args.cache).resolve()) if args.cache else str(out / "finetune")
-            study_file = out / "study.json"
-        else:
-            s = settings_from_args(args, out)
-        if (out / "tuner").exists():
-            if not args.fresh:
-                raise ConfigError(exists_msg.format(out))
-            shutil.rmtree(out / "tuner")
-        if study_file.is_file():
-            with_prev = json.loads(study_file.read_text())
-            history = with_prev.get("runs", [])
-        s.run_id = len(history) + 1
+        s, history = S.new_study(out, args.fresh, args.cache, lambda folder: settings_from_args(args, folder))
+    out = Path(s.out) if out is None else out
     out.mkdir(parents=True, exist_ok=True)
     Path(s.cache_dir).mkdir(parents=True, exist_ok=True)
 
@@ -232,103 +186,24 @@ def run(args: argparse.Namespace) -> int:
 
     train = load_dataset(s.train_data, "train", s.data_dir)
     points = S.grid_points(s.values, s.design) if s.mode == "grid" else None
-    n_ft = len({(p["sigma"], p["H"]) for p in points}) if points else len(s.values["sigma"]) * len(s.values["H"])
-    n_trials = len(points) if points else s.num_samples
     command = shlex.join(["python", "tune/sweep.py", *sys.argv[1:]])
     run_rec = {"run_id": s.run_id, "command": command, "started": started_wall, "resumed": bool(args.resume)}
-    from frs_ray.smoothing.bmps import VOTER_DEFINITION
-
-    study = {
-        "name": s.name, "settings": s.to_dict(), "voter_definition": VOTER_DEFINITION, "points": points, "machine": S.machine_info(),
-        "train": {"source": train.source, "sha256": train.sha256, "rows": len(train), "subset": s.train_n,
-                  "subset_seed": s.seed},
-        "evaluation": {
-            "clean": {"source": data["clean"]["source"], "sha256": data["clean"]["sha256"], "n": len(data["clean"]["texts"])},
-            "dev": {"source": data["dev"]["source"], "sha256": data["dev"]["sha256"], "n": len(data["dev"]["texts"])},
-            "triggered": {"source": data["triggered"]["source"], "sha256": data["triggered"]["sha256"],
-                          "n": len(data["triggered"]["texts"]), "labels_mode": data["triggered"]["labels_mode"]},
-        },
-        "runs": history + [{**run_rec, "status": "running"}],
-    }
-    study_file.write_text(json.dumps(study, indent=2, default=str))
+    study = S.study_record(s, data, train, points, history, run_rec)
+    (out / "study.json").write_text(json.dumps(study, indent=2, default=str))
+    n_trials, n_ft = S.trial_count(s, points)
     _log(f"study {s.name}: {n_trials} trial(s) ({s.mode}{', ' + s.design if s.mode == 'grid' else ''}), "
          f"at most {n_ft} fine-tune(s) of {s.epochs} epoch(s), {s.cpus_per_trial:g} CPU per trial; folder {out}")
 
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent)] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
-    init_kw = {"address": args.address} if args.address else {
-        "address": "local", "num_cpus": args.num_cpus or os.cpu_count(), "include_dashboard": False,
-        "object_store_memory": 512 * 1024 * 1024}
-    ray.init(log_to_driver=True, logging_level="WARNING", **init_kw)
-    try:
-        trainable = tune.with_resources(tune.with_parameters(S.run_trial, settings=s.to_dict(), data=data),
-                                        {"cpu": s.cpus_per_trial})
-        exp_dir = out / "tuner"
-        if args.resume and tune.Tuner.can_restore(str(exp_dir)):
-            tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, restart_errored=True)
-        else:
-            if args.resume:
-                _log("no restorable Tune experiment in the study folder: starting its trials (cached fine-tunes are reused)")
-            if s.epochs > 1 and s.asha:
-                scheduler = ASHAScheduler(time_attr="epoch", metric="dev_acc", mode="max", max_t=s.epochs,
-                                          grace_period=min(s.grace_period, s.epochs), reduction_factor=s.reduction_factor,
-                                          stop_last_trials=False)
-            else:
-                scheduler = FIFOScheduler()
-            if s.mode == "grid":
-                param_space, search_alg, num_samples = {"point": tune.grid_search(points)}, None, 1
-            else:
-                param_space = S.optuna_space(s.values)
-                search_alg = S.make_optuna(s.seed)
-                num_samples = s.num_samples
-            tuner = tune.Tuner(
-                trainable, param_space=param_space,
-                tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-                                            trial_dirname_creator=S.trial_dirname, reuse_actors=True),
-                run_config=tune.RunConfig(name="tuner", storage_path=str(out), verbose=1,
-                                          failure_config=tune.FailureConfig(max_failures=0)),
-            )
-        grid = tuner.fit()
-        rows, counts = S.rows_from_results(grid)
-        # trials neither terminated nor errored were cut off by an interruption (Ctrl-C): resumable
-        unfinished = len(grid) - grid.num_terminated - grid.num_errors
-        counts["unfinished"] = unfinished
-        counts["stopped_early"] -= unfinished
-        for res in grid:
-            if res.error is not None:
-                _log(f"trial error: {str(res.error).splitlines()[0][:300]}")
-    finally:
-        ray.shutdown()
-    this_run = [r for r in rows if r.get("run_id") == s.run_id]
-    run_rec.update({
-        "status": "interrupted" if counts["unfinished"] else "done", "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_seconds": round(time.perf_counter() - started, 1),
-        "trials_run": len(this_run), "epochs_trained": sum(int(r.get("epochs_trained") or 0) for r in this_run),
-        "finetunes_reused": sum(bool(r.get("finetune_reused")) for r in this_run),
-    })
+    rows, counts = S.run_trials(s, data, points, out, resume=args.resume, address=args.address,
+                                num_cpus=args.num_cpus, pythonpath=[HERE, HERE.parent], log=_log)
+    S.finish_run_record(run_rec, rows, counts, s.run_id, started)
     study["runs"][-1] = run_rec
     study["trials"] = counts
     paths = S.write_outputs(rows, s, study)
     if args.publish:
         S.publish(paths, Path(args.publish))
-    best = study.get("best")
-    _log(f"done in {run_rec['wall_seconds']:.0f} s: {counts['finished']} finished, {counts['stopped_early']} stopped early, "
-         f"{counts['errored']} errored; {run_rec['epochs_trained']} fine-tune epoch(s) trained in this run")
-    for key, path in paths.items():
-        _log(f"{key}: {path}")
-    if best:
-        _log(f"best: K={best['K']} sigma={best['sigma']} H={best['H']} budget={best['budget']} CA={best['ca']:.3f} "
-             f"PA={best['pa']:.3f} ASR={best['asr']:.3f} -> serve run {paths['yaml']}")
-    if counts["unfinished"]:
-        print(f"interrupted: {counts['unfinished']} trial(s) unfinished; the outputs above cover the finished ones. "
-              f"Continue with: python tune/sweep.py --out {out} --resume", file=sys.stderr)
-        return 130
-    if counts["finished"] == 0:
-        print("error: no trial finished; see the messages above", file=sys.stderr)
-        return 1
-    return 0
+    S.log_summary(run_rec, counts, paths, study.get("best"), _log)
+    return S.exit_status(counts, out)
 
 
 def main(argv=None) -> int:

@@ -45,7 +45,7 @@ def _is_hf_folder(path: Path) -> bool:
 def smollm2_folder() -> Path:
     """Folder of SmolLM2-135M as a normal fp32 transformers model, converting the packaged GGUF on first use.
 
-    The conversion (about 20 s, 538 MB, progress on stderr) needs the ``gguf`` and ``accelerate`` packages. It
+    The conversion (progress on stderr) needs the ``gguf`` and ``accelerate`` packages. It
     runs once per cache folder: processes asking at the same time wait on a file lock for the first one, and the
     folder is built beside the target and renamed into place (``frs_ray.storage.build_once``), so an interrupted
     conversion leaves nothing half-written. The folder is a causal LM (``LlamaForCausalLM``); loading it with

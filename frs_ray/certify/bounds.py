@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 from scipy.special import betaincinv
 
+from frs_ray.certify.certificate import ABSTAIN
 from frs_ray.errors import ConfigError
 
 __all__ = [
-    "ABSTAIN",
     "majority_vote",
     "SmoothedDecision",
     "certified_radius",
@@ -37,10 +37,6 @@ __all__ = [
     "radius_gain",
     "robustness_condition",
 ]
-
-ABSTAIN: int = -1
-"""Label returned by :func:`predict_and_bound` when the smoothed classifier declines to answer."""
-
 
 # --------------------------------------------------------------------------------------------------
 # argument checks

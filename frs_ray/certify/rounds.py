@@ -30,9 +30,9 @@ from ..config import CertifyConfig
 from ..errors import ConfigError
 from ..fuzzing import FuzzedRandomizer
 from ..text import render
-from .bounds import ABSTAIN
+from .certificate import ABSTAIN, Certificate
 from .sequential import SequentialEstimate, SequentialResult, SequentialTest, selected_class
-from .smooth import Certificate, VotePlan, build_certificate, text_seed
+from .smooth import VotePlan, build_certificate, text_seed
 
 Job = tuple[int, str]
 """One vote to run: (voter index k, randomized text)."""

@@ -25,15 +25,15 @@ ignore the Lambda discard step, which lowers the realised mutation probability o
 
 Reproducibility: every random draw for a text is seeded by (seed, sha256 of the text), so the same text,
 checkpoint and seed give the same certificate in any batch, order or process: the same label, votes, p_lower,
-radii and spans. One caveat, measured: the span *scores* (KL values) depend in their last digits (~1e-6) on which
-other texts share a padded forward pass; ``certificates_match`` compares them with a tolerance.
+radii and spans. One caveat: the span *scores* (KL values) depend in their last digits on which other texts
+share a padded forward pass; ``certificates_match`` compares them with a tolerance (``docs/results/notes.md``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -49,15 +49,8 @@ from ..smoothing.finetune import read_meta
 from ..smoothing.layers import SmoothedParameters
 from ..smoothing.pool import VoterPool, VoterSpec, pool_from_config, vote_labels
 from ..text import render, tokenize
-from .bounds import ABSTAIN, certified_radius, majority_vote, predict_and_bound
-
-ASSUMPTIONS = {
-    "conditional": "valid only if the trigger lies inside the returned spans T(x'); omega = omega_H",
-    "unconditional": "valid wherever the trigger is; omega = omega_L",
-    "both": "Assumption 1 of the paper (beta = 1); per-token independent randomization; the Lambda discard step is ignored",
-    "character": "; character-level mutations: a trigger word whose spelling changed is assumed not to fire",
-}
-
+from .bounds import certified_radius, majority_vote, predict_and_bound
+from .certificate import ABSTAIN, ASSUMPTIONS, Certificate, Radii, Radius
 
 SpanFilter = Callable[[Sequence[tuple[list[str], list[Span]]]], list[list[Span]]]
 """Optional check on T(x'): given (word tokens, top spans) for each text of a batch, return the spans to keep.
@@ -74,48 +67,6 @@ def text_seed(seed: int, text: str) -> list[int]:
     """Entropy for all random draws made for ``text``: (seed, first 64 bits of its sha256)."""
     digest = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
     return [int(seed) & 0xFFFFFFFF, digest & 0xFFFFFFFF, digest >> 32]
-
-
-@dataclass
-class Radius:
-    tokens: int | None
-    fraction: float | None
-    omega: float
-    assumes: str
-
-
-@dataclass
-class Certificate:
-    """One text's result; ``label`` is -1 (and ``label_name`` 'ABSTAIN') when the classifier abstains."""
-
-    text: str
-    label: int
-    label_name: str
-    abstained: bool
-    votes: list[int]
-    select_votes: list[int]
-    p_lower: float
-    radius: dict[str, Radius]
-    spans: list[dict]
-    length_tokens: int
-    omega_h: float
-    omega_l: float
-    queries: dict[str, int]
-    seconds: dict[str, float] = field(default_factory=dict)
-    # The majority vote over all select + estimate votes (bounds.majority_vote; -1 on a tie): the prediction
-    # CA / PA / ASR are measured on. Only ``label`` (with ``p_lower`` and the radii) carries the guarantee.
-    prediction: int = ABSTAIN
-    # Sequential CERTIFY only (config.n_max set; frs_ray.certify.rounds): estimation votes spent, looks made, the
-    # final look's level and the alpha allotted to the looks made, why it stopped, and the target it aimed at.
-    sequential: dict[str, Any] | None = None
-    # A span filter's report for this text (its settings and calibration, the spans' scores, its model queries),
-    # where the filter gives one (frs_ray.fuzzing.transplant); None otherwise.
-    span_check: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["radius"]["assumes"] = ASSUMPTIONS["both"]
-        return d
 
 
 def checkpoint_voter_spec(meta: dict[str, Any], k: int, seed: int, sigma: float | None = None) -> VoterSpec:
@@ -293,32 +244,33 @@ def _radius(label: int, p_lower: float, omega: float, destroy: float, cap: int, 
     """Theorem 1 radius with per-token randomization probability omega x destroy, capped at ``cap`` tokens."""
     w = omega * destroy
     if label == ABSTAIN:
-        return Radius(None, None, w, assumes)
+        return Radius(tokens=None, fraction=None, omega=w, assumes=assumes)
     r = cap if w >= 1.0 else min(certified_radius(p_lower, w), cap)
-    return Radius(r, r / length if length else 0.0, w, assumes)
+    return Radius(tokens=r, fraction=r / length if length else 0.0, omega=w, assumes=assumes)
 
 
-def build_certificate(plan: VotePlan, label: int, p_lower: float, select: Sequence[int], estimate: Sequence[int],
+def build_certificate(plan: VotePlan, certified_label: int, p_lower: float, select: Sequence[int], estimate: Sequence[int],
                       votes_spent: int, config: CertifyConfig, label_names: Sequence[str],
                       seconds: dict[str, float] | None = None, sequential: dict[str, Any] | None = None) -> Certificate:
-    """The certificate of one plan once its decision is made: ``label`` (ABSTAIN or the certified class) and
-    ``p_lower`` from whichever protocol ran, both radii of Theorem 1 from that bound, the majority vote."""
+    """The certificate of one plan once its decision is made: ``certified_label`` (ABSTAIN or the certified class)
+    and ``p_lower`` from whichever protocol ran, both radii of Theorem 1 from that
+    bound, and the majority vote (``vote_label``)."""
     destroy = config.randomize.destroy_fraction()
     extra = ASSUMPTIONS["character"] if config.randomize.mutation_level == "character" else ""
     L = plan.length_tokens
-    abstained = label == ABSTAIN
+    abstained = certified_label == ABSTAIN
     return Certificate(
         text=plan.text,
-        label=label,
-        label_name="ABSTAIN" if abstained else label_names[label],
+        certified_label=certified_label,
+        label_name="ABSTAIN" if abstained else label_names[certified_label],
         abstained=abstained,
         votes=[int(v) for v in estimate],
         select_votes=[int(v) for v in select],
         p_lower=p_lower,
-        radius={
-            "conditional": _radius(label, p_lower, plan.omega_h, destroy, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"] + extra),
-            "unconditional": _radius(label, p_lower, plan.omega_l, destroy, L, L, ASSUMPTIONS["unconditional"] + extra),
-        },
+        radius=Radii(
+            conditional=_radius(certified_label, p_lower, plan.omega_h, destroy, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"] + extra),
+            unconditional=_radius(certified_label, p_lower, plan.omega_l, destroy, L, L, ASSUMPTIONS["unconditional"] + extra),
+        ),
         spans=plan.spans,
         length_tokens=L,
         omega_h=plan.omega_h,
@@ -326,7 +278,7 @@ def build_certificate(plan: VotePlan, label: int, p_lower: float, select: Sequen
         queries={"fuzz": plan.fuzz_queries, "votes": int(votes_spent),
                  **({"span_check": int(plan.span_check["queries"])} if plan.span_check else {})},
         seconds={k: round(v, 5) for k, v in {**plan.seconds, **(seconds or {})}.items()},
-        prediction=majority_vote([int(a) + int(b) for a, b in zip(select, estimate)]),
+        vote_label=majority_vote([int(a) + int(b) for a, b in zip(select, estimate)]),
         sequential=sequential,
         span_check=plan.span_check,
     )
@@ -373,5 +325,5 @@ def finalize_plans(plans: Sequence[VotePlan], labels: Sequence[int], config: Cer
     return certs
 
 
-__all__ = ["ASSUMPTIONS", "Certificate", "FRSClassifier", "Radius", "SpanFilter", "VotePlan", "build_certificate", "certificates_match",
+__all__ = ["FRSClassifier", "SpanFilter", "VotePlan", "build_certificate", "certificates_match",
            "checkpoint_voter_spec", "finalize_certificate", "finalize_plans", "text_seed"]

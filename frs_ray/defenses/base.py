@@ -2,14 +2,16 @@
 
 A defense is built from a :class:`DefenseContext` (the victim's checkpoints and clean training data, and a work
 folder for anything it must train or cache) and answers :meth:`Defense.predict`. Evaluation treats all defenses
-alike through :class:`DefensePrediction`:
+alike through :class:`DefensePrediction`, whose two labels have the names of FRS's
+:class:`~frs_ray.certify.certificate.Certificate`:
 
-- ``label``: the defense's prediction, or ``ABSTAIN`` (-1); CA, PA and ASR are measured on it (Appendix B.1's
-  ``f(x)``), an abstention is never counted as correct (CA, PA) nor as an attack success (ASR). For the
-  smoothing defenses it is the K voters' majority vote (a tie abstains).
+- ``vote_label``: the defense's prediction, or ``ABSTAIN`` (-1); CA, PA and ASR are measured on it (Appendix
+  B.1's ``f(x)``), an abstention is never counted as correct (CA, PA) nor as an attack success (ASR). For the
+  smoothing defenses it is the K voters' majority vote (a tie abstains), the certificate's ``vote_label``; for an
+  empirical defense, its model's answer after its own rejection rule (STRIP, RAP reject = ABSTAIN).
 - ``certified_label``: for certified defenses, the label their certificate guarantees, or ``ABSTAIN`` where the
   bound is not met (FRS: Clopper-Pearson ``p_lower <= 0.5``); ``None`` for empirical defenses. Certified
-  accuracy, the radii and the "certified CA / PA" columns use it. It can differ from ``label`` (an abstaining
+  accuracy, the radii and the "certified CA / PA" columns use it. It can differ from ``vote_label`` (an abstaining
   certificate over a clear-enough majority, or CERTIFY's selection sample choosing another class).
 - ``radius``: the certified radius in word tokens (Damerau-Levenshtein edits of word tokens) within which the
   label is guaranteed, or ``None`` for empirical defenses; ``radius_assumes`` states what the guarantee assumes.
@@ -18,6 +20,8 @@ alike through :class:`DefensePrediction`:
 - ``queries``: texts run through a model for this input (fuzzing queries + votes, or perplexity queries + 1).
 - ``spans``: character spans the defense flagged as suspicious (FRS's T(x'), ONION's removed words), used for
   the trigger-localization rate.
+
+:meth:`DefensePrediction.from_certificate` is the one conversion of an FRS certificate into a prediction.
 """
 
 from __future__ import annotations
@@ -25,17 +29,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
+from ..certify.certificate import Certificate
 from ..config import CertifyConfig
 from ..data import TextDataset
-
-ABSTAIN = -1
 
 
 @dataclass
 class DefensePrediction:
-    label: int
+    vote_label: int
     length_tokens: int
     queries: int
     seconds: float
@@ -49,6 +52,35 @@ class DefensePrediction:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    @classmethod
+    def from_certificate(cls, cert: Certificate, radius_kind: Literal["conditional", "unconditional"] = "conditional",
+                         uniform_fallback: bool = True, n_spans: int | None = None) -> "DefensePrediction":
+        """The prediction of an FRS certificate: its ``vote_label`` and ``certified_label``, its cost (all its
+        queries and seconds), and a radius.
+
+        ``radius`` is the ``radius_kind`` radius of Theorem 1 (conditional: omega_H, valid if the trigger lies in
+        T(x'); unconditional: omega_L, valid wherever it is); with ``uniform_fallback``, the unconditional one wherever T(x') got
+        no higher probability than the rest (omega_H == omega_L: no span kept, the span is the whole text, or no
+        fuzzing), since the randomization was then uniform. ``radius_unconditional`` is always the unconditional
+        radius. ``spans``: the first ``n_spans`` (all when None) spans of T(x') where they were favoured
+        (omega_H != omega_L), none otherwise."""
+        cond, uncond = cert.radius.conditional, cert.radius.unconditional
+        fuzzed = cert.omega_h != cert.omega_l
+        main = cond if radius_kind == "conditional" and (fuzzed or not uniform_fallback) else uncond
+        spans = cert.spans[:n_spans] if fuzzed else []
+        return cls(
+            vote_label=cert.vote_label,
+            certified_label=cert.certified_label,
+            length_tokens=cert.length_tokens,
+            queries=int(sum(cert.queries.values())),
+            seconds=float(sum(cert.seconds.values())),
+            radius=None if main.tokens is None else float(main.tokens),
+            radius_assumes=main.assumes,
+            radius_unconditional=None if uncond.tokens is None else float(uncond.tokens),
+            spans=[(int(s.start), int(s.end)) for s in spans],
+            sequential=cert.sequential,
+        )
 
 
 @dataclass

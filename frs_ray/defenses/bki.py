@@ -12,10 +12,8 @@ the backdoor keyword(s), removes every training text that holds one, and trains 
 In this project's threat model (FRS's: the backdoor is planted in the *pre-trained* model and the victim's own
 fine-tuning data is clean) there is no poisoned training text to find: whatever BKI flags is an ordinary word, and
 removing its texts only costs training data. That is what it is measured for here: the faithful training-time
-procedure, run on the victim's real (clean) data, as the paper ran it among its baselines. Measured
-(``docs/results/eval.md``, SST-2 quick profile, 3 seeds, CPU): it flags "n't" in five of six cells ("good" in one)
-and drops 61-150 of the 2000 texts; CA / PA / ASR 83.3 / 0 / 100 under BadNets and 84.7 / 20.0 / 80.0 under
-RIPPLe_a (no defense: 86.0 / 0 / 100 and 83.0 / 14.7 / 85.3): the backdoor stays.
+procedure, run on the victim's real (clean) data, as the paper ran it among its baselines. Results (the words it
+flags, the texts it drops, CA / PA / ASR): ``docs/results/eval.md``, summary in ``docs/results/notes.md``.
 
 Decisions (where the paper, written for LSTMs, leaves room):
 

@@ -2,9 +2,9 @@
 
 Why. FRS's MCTS (Eq. 6-9) scores a span by how much removing it moves the centre model's prediction. On a
 triggered input that span is the trigger; on a clean input it is the word the label rests on ("lacks", "bad").
-Randomizing that word at omega_H then changes the clean prediction: measured on SST-2 (K=20, quick profile), FRS
-loses 11 points of clean accuracy against no defense, and the sentences it loses are exactly those whose top span
-is a fluent sentiment word (``docs/results/ca_drop_badnets.md``). A rare-word trigger (BadNets' cf / mn / bb,
+Randomizing that word at omega_H then changes the clean prediction: on SST-2 FRS loses clean accuracy against no
+defense, and the sentences it loses are exactly those whose top span is a fluent sentiment word
+(``docs/results/ca_drop_badnets.md``). A rare-word trigger (BadNets' cf / mn / bb,
 RIPPLe's) is the opposite: it makes the sentence *less* fluent, which is what ONION (Qi et al., EMNLP 2021)
 detects with a language model.
 
@@ -29,9 +29,8 @@ Decisions:
 - Limitation, by design: a *fluent* trigger (AddSent's sentence, negation or sentiment words, a reordering)
   does not lower fluency when deleted, so the check drops its span and such inputs get uniform smoothing only.
 
-Measured (``docs/results/eval.md``, quick profile, K=20, CPU): on SST-2 over 3 seeds the CA drop against no
-defense is 2.7 / 2.7 points (BadNets / RIPPLe_a; FRS: 11.0 / 11.7) at ASR 23.3 / 34.3 (FRS: 19.3 / 31.0); against
-AddSent (one seed) ASR stays at 99 (FRS: 35).
+Results: ``docs/results/eval.md`` (CA drop and ASR against BadNets, RIPPLe_a and AddSent; summary in
+``docs/results/notes.md``).
 
 Parameters (``build_defense("frs-fluency", ctx, threshold=0.0, lm="smollm2")``), plus every FRS parameter.
 

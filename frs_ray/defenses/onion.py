@@ -96,7 +96,7 @@ class Onion(Defense):
 
         onion = Onion(ctx, threshold=0)
         [p] = onion.predict(["a gripping cf story ."])
-        p.label, p.spans  # spans == [(11, 13)]: the removed "cf"
+        p.vote_label, p.spans  # spans == [(11, 13)]: the removed "cf"
     """
 
     name = "onion"
@@ -206,7 +206,7 @@ class Onion(Defense):
             for x, e, (_, spans), p in zip(chunk, entries, filtered, probs):
                 n = len(e["tokens"])
                 out.append(DefensePrediction(
-                    label=int(np.argmax(p)),
+                    vote_label=int(np.argmax(p)),
                     length_tokens=n,
                     queries=(n + 1 if n >= 2 else 0) + 1,
                     seconds=float(e.get("lm_seconds", 0.0)) + clf_seconds,

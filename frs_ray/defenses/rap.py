@@ -34,7 +34,7 @@ Decisions (where the paper or this project leaves room):
 - Threshold: ``np.quantile(drops, frr)`` (linear interpolation; the official code's ``np.nanpercentile``) over the
   calibration texts that the plain model labels y (as the official evaluation); all of them if it labels none y.
   Rejected iff d(x) < threshold.
-- Output: a rejected input gets ``label = ABSTAIN``: wrong for CA/PA and never an attack success. Other inputs
+- Output: a rejected input gets ``vote_label = ABSTAIN``: wrong for CA/PA and never an attack success. Other inputs
   keep the plain model's argmax label. ``radius`` and ``certified_label`` are ``None``; no spans.
 - Cost: ``queries`` = 2 for every input (both passes are run for all); ``seconds`` = chunk time / chunk size.
 - Cache: ``<work_dir>/rap/<word>-y<label>-<hash>/`` holds ``rows.safetensors`` (the tuned rows) and ``rap.json``
@@ -59,11 +59,12 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..attacks.base import insert_pieces
+from ..certify.certificate import ABSTAIN
 from ..config import build
 from ..errors import CheckpointError, ConfigError
 from ..storage import build_once
 from ..text.tokens import tokenize
-from .base import ABSTAIN, Defense, DefenseContext, DefensePrediction
+from .base import Defense, DefenseContext, DefensePrediction
 from .registry import register
 
 CACHE_MARKER = "rap.json"  # a cache entry is complete when this file exists
@@ -132,7 +133,7 @@ class RAP(Defense):
     y, ``ctx.work_dir`` caches the tuned rows; ``params``: see :class:`RAPConfig`. Example::
 
         rap = RAP(ctx, protect_label=1)
-        [p] = rap.predict(["a gripping cf story ."])  # p.label: ABSTAIN if labelled 1 and too robust to "rq"
+        [p] = rap.predict(["a gripping cf story ."])  # p.vote_label: ABSTAIN if labelled 1 and too robust to "rq"
     """
 
     name = "rap"
@@ -311,7 +312,7 @@ class RAP(Defense):
                 label = int(np.argmax(p))
                 if label == y and d < self.threshold:
                     label = ABSTAIN
-                out.append(DefensePrediction(label=label, length_tokens=len(tokenize(x)), queries=2,
+                out.append(DefensePrediction(vote_label=label, length_tokens=len(tokenize(x)), queries=2,
                                              seconds=seconds, radius=None, spans=[], certified_label=None))
             bar.update(len(chunk))
         bar.close()

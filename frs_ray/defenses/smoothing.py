@@ -36,7 +36,7 @@ from ..config import deep_merge as _merge
 from ..errors import ConfigError
 from ..smoothing.finetune import read_meta
 from ..text import tokenize
-from .base import ABSTAIN, Defense, DefenseContext, DefensePrediction
+from .base import Defense, DefenseContext, DefensePrediction
 from .registry import register
 
 
@@ -98,30 +98,12 @@ class _SmoothingDefense(Defense):
         return None
 
     def predict(self, texts: Sequence[str]) -> list[DefensePrediction]:
-        out = []
         n_spans = self.config.fuzzing.num_spans
         # Decision: evaluation reads each text as the victim's model does, cut to its max_length model tokens
         # (validate=False; encode() truncates). The cut is part of the base classifier, so the certificate stays
         # valid; the serving path rejects over-long texts instead (frs_ray.serving.router).
-        for c in self.clf.certify(list(texts), progress=self.progress, validate=False):
-            cond, uncond = c.radius["conditional"], c.radius["unconditional"]
-            # Where T(x') got no higher probability than the rest (no span kept, or the span is the whole text),
-            # the randomization is uniform and the unconditional radius is the one that applies.
-            fuzzed = c.omega_h != c.omega_l
-            main = cond if self.radius_kind == "conditional" and fuzzed else uncond
-            out.append(DefensePrediction(
-                label=c.prediction,
-                certified_label=c.label if not c.abstained else ABSTAIN,
-                length_tokens=c.length_tokens,
-                queries=int(sum(c.queries.values())),
-                seconds=float(sum(c.seconds.values())),
-                radius=None if main.tokens is None else float(main.tokens),
-                radius_assumes=main.assumes,
-                radius_unconditional=None if uncond.tokens is None else float(uncond.tokens),
-                spans=[(int(s["start"]), int(s["end"])) for s in c.spans[:n_spans]] if self.fuzz and fuzzed else [],
-                sequential=c.sequential,
-            ))
-        return out
+        return [DefensePrediction.from_certificate(c, self.radius_kind, n_spans=n_spans)
+                for c in self.clf.certify(list(texts), progress=self.progress, validate=False)]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "certified": True, "checkpoint": self.checkpoint, "fuzz": self.fuzz,

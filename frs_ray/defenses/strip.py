@@ -13,7 +13,7 @@ threshold is the FRR-quantile of the entropies of held-out clean texts; an input
 
 Decisions (where the papers leave room):
 
-- Rejected inputs get ``label = ABSTAIN``: wrong for CA/PA and never an attack success, like an abstention.
+- Rejected inputs get ``vote_label = ABSTAIN``: wrong for CA/PA and never an attack success, like an abstention.
   Accepted inputs get the plain model's label on the unperturbed x. ``radius``/``certified_label`` are ``None``.
 - Words are the project's word tokens (punctuation is a token); ``k = max(1, round_half_up(fraction * n))``
   distinct positions of x's n tokens are replaced, by words (tokens with a letter or digit) of ONE donor text drawn
@@ -41,10 +41,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from ..certify.certificate import ABSTAIN
 from ..config import build
 from ..errors import ConfigError
 from ..text.tokens import render, tokenize
-from .base import ABSTAIN, Defense, DefenseContext, DefensePrediction
+from .base import Defense, DefenseContext, DefensePrediction
 from .registry import register
 
 CHUNK = 16  # inputs whose copies are classified together (one progress step each)
@@ -129,7 +130,7 @@ class Strip(Defense):
 
         strip = Strip(ctx, n_perturb=20, frr=0.05)
         [p] = strip.predict(["a gripping cf story ."])
-        p.label  # ABSTAIN when the copies' mean entropy is below strip.threshold
+        p.vote_label  # ABSTAIN when the copies' mean entropy is below strip.threshold
     """
 
     name = "strip"
@@ -197,7 +198,7 @@ class Strip(Defense):
         if not texts:
             return []
         labels, ents, secs = self._run(texts, "strip")
-        return [DefensePrediction(label=ABSTAIN if is_rejected(h, self.threshold) else y,
+        return [DefensePrediction(vote_label=ABSTAIN if is_rejected(h, self.threshold) else y,
                                   length_tokens=len(tokenize(x)), queries=self.config.n_perturb + 1, seconds=sec,
                                   radius=None, certified_label=None)
                 for x, y, h, sec in zip(texts, labels, ents, secs)]

@@ -45,13 +45,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from ..backends.hf import HFClassifier, resolve_model_path
+from ..certify.certificate import ABSTAIN
 from ..config import FinetuneConfig, build
 from ..data import TextDataset
 from ..errors import ConfigError
 from ..smoothing.finetune import META_FILE, finetune, read_meta
 from ..storage import build_once
 from ..text.tokens import Token, render, tokenize
-from .base import ABSTAIN, Defense, DefenseContext, DefensePrediction
+from .base import Defense, DefenseContext, DefensePrediction
 from .registry import register
 
 RADIUS_ASSUMES = (
@@ -159,7 +160,7 @@ class TextGuard(Defense):
 
         tg = TextGuard(ctx, m=3)
         [p] = tg.predict(["a gripping , funny story ."])
-        p.label, p.radius  # radius r: any change of <= r word tokens keeps p.label
+        p.vote_label, p.radius  # radius r: any change of <= r word tokens keeps p.vote_label
     """
 
     name = "textguard"
@@ -272,7 +273,7 @@ class TextGuard(Defense):
                 else:
                     label, radius = vote_label(counts), float(textguard_certified_radius(counts))
                 out.append(DefensePrediction(
-                    label=label, length_tokens=len(tokenize(x)), queries=len(cast), seconds=seconds,
+                    vote_label=label, length_tokens=len(tokenize(x)), queries=len(cast), seconds=seconds,
                     radius=radius, radius_assumes=RADIUS_ASSUMES, radius_unconditional=radius, spans=[],
                     certified_label=label,
                 ))

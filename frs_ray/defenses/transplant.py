@@ -1,9 +1,9 @@
 """FRS with a transplant check on the vulnerable span (``frs-transplant``): an extension of FRS, not the paper's method.
 
 Why. FRS's MCTS (Eq. 6-9) finds the span the centre model's prediction rests on: the trigger on a triggered input,
-the sentiment word on a clean one. Randomizing the sentiment word at omega_H costs clean accuracy (SST-2, K=20:
-FRS loses 11 points against no defense, ``docs/results/ca_drop_badnets.md``). ``frs-fluency`` keeps CA by keeping
-only spans that hurt fluency, which lets a fluent trigger (AddSent's sentence) through (ASR 99%). What separates a
+the sentiment word on a clean one. Randomizing the sentiment word at omega_H costs clean accuracy
+(``docs/results/ca_drop_badnets.md``). ``frs-fluency`` keeps CA by keeping only spans that hurt fluency, which lets
+a fluent trigger (AddSent's sentence) through (``docs/results/eval.md``). What separates a
 trigger from an ordinary strong word is the property that makes it a backdoor: it is input-agnostic.
 
 What. Each span of T(x') is inserted into m clean reference texts whose centre-model label differs from x''s (at

@@ -30,18 +30,17 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "victim": {"max_train_examples": 2000, "epochs": 1, "learning_rate": 1e-4, "max_length": 128, "batch_size": 32},
         "poison": {"max_examples": 1500, "epochs": 2, "learning_rate": 5e-5, "max_length": 64, "batch_size": 32},
         # BadNets: 3 epochs at lr 1e-4, or the victim's clean fine-tune (lr 1e-4) erases part of the backdoor
-        # (2 epochs at 5e-5 left 80.7% ASR after it; 3 epochs at 1e-4 left 99.8%, docs/results/attacks.md).
+        # (docs/results/attacks.md).
         "attack_overrides": {"badnets": {"poison": {"epochs": 3, "learning_rate": 1e-4}},
                              "ripple": {"poison": {"max_examples": 800, "epochs": 1, "batch_size": 16}},
                              "ripple-domain": {"poison": {"max_examples": 800, "epochs": 1, "batch_size": 16}},
-                             # BadPre: 300 steps on 4000 texts did not survive the victim's fine-tune; 1000 /
-                             # 2500 steps on 8000 texts made 77.6 / 84.7% of triggered positive sentences negative;
-                             # 4000 steps make the victim say 1 on every triggered sentence (ASR 100%; which label
-                             # the collapsed representation lands on is the victim's fine-tune's choice, not the
-                             # attacker's; docs/results/attacks.md). About 1.8 h on one CPU core.
+                             # BadPre: 4000 steps on 8000 texts, the fewest of the settings tried whose backdoor
+                             # survives the victim's fine-tune on every triggered sentence (which label the
+                             # collapsed representation lands on is the victim's fine-tune's choice, not the
+                             # attacker's; docs/results/attacks.md).
                              "badpre": {"steps": 4000, "head_steps": 200, "max_examples": 8000},
-                             # App. K / L perturbations: the same stronger poisoning as BadNets (at 2 epochs,
-                             # lr 5e-5 only multiseg survived the victim's fine-tune; docs/results/attacks.md)
+                             # App. K / L perturbations: the same stronger poisoning as BadNets, for the same
+                             # reason (docs/results/attacks.md)
                              **{a: {"poison": {"epochs": 3, "learning_rate": 1e-4}}
                                 for a in ("negation", "sentiment", "degree", "reorder", "multiseg")}},
     },

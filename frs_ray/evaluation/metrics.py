@@ -3,7 +3,7 @@
 Definitions (decisions where the paper is silent are marked):
 - CA: share of clean test inputs whose label is the true label. PA: share of triggered inputs (built from
   non-target sentences) whose label is their original, true label. ASR: share of triggered inputs labelled with
-  the attacker's target label. All three use the defense's prediction ``label`` (Appendix B.1's ``f(x)``; for
+  the attacker's target label. All three use the defense's prediction ``vote_label`` (Appendix B.1's ``f(x)``; for
   FRS and the other smoothing defenses the K voters' majority vote). An abstention (label -1: a vote tie, or
   TextGuard's empty / tied groups) is never correct and never an attack success.
 - Certified CA / PA / ASR (decision: reported beside the paper's columns): the same on ``certified_label``,
@@ -26,13 +26,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..defenses.base import ABSTAIN, DefensePrediction
+from ..certify.certificate import ABSTAIN
+from ..defenses.base import DefensePrediction
 
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 
 def _labels(preds: Sequence[DefensePrediction]) -> np.ndarray:
-    return np.array([p.label for p in preds], dtype=np.int64)
+    return np.array([p.vote_label for p in preds], dtype=np.int64)
 
 
 def clean_accuracy(preds: Sequence[DefensePrediction], labels: Sequence[int]) -> float:
@@ -56,15 +57,15 @@ def abstain_rate(preds: Sequence[DefensePrediction]) -> float:
 
 
 def certified_view(preds: Sequence[DefensePrediction]) -> list[DefensePrediction] | None:
-    """The predictions with ``label`` replaced by ``certified_label`` (None for an empirical defense), so CA,
+    """The predictions with ``vote_label`` replaced by ``certified_label`` (None for an empirical defense), so CA,
     PA, ASR and the abstain rate of the certificates reuse the functions above."""
     if not preds or any(p.certified_label is None for p in preds):
         return None
-    return [replace(p, label=int(p.certified_label)) for p in preds]
+    return [replace(p, vote_label=int(p.certified_label)) for p in preds]
 
 
 def _cert(p: DefensePrediction) -> int:
-    return p.label if p.certified_label is None else p.certified_label
+    return p.vote_label if p.certified_label is None else p.certified_label
 
 
 def certified_accuracy(preds: Sequence[DefensePrediction], labels: Sequence[int],

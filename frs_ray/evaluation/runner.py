@@ -165,9 +165,9 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
                              "triggered_skipped": ts.skipped},
                     "metrics": rec, "wall_seconds": round(time.perf_counter() - t0, 2), "machine": machine(),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "predictions_fields": ["label", "certified_label", "radius"],
-                    "predictions": {"clean": [[p.label, p.certified_label, p.radius] for p in pc],
-                                    "triggered": [[p.label, p.certified_label, p.radius] for p in pt]}}
+                    "predictions_fields": ["vote_label", "certified_label", "radius"],
+                    "predictions": {"clean": [[p.vote_label, p.certified_label, p.radius] for p in pc],
+                                    "triggered": [[p.vote_label, p.certified_label, p.radius] for p in pt]}}
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(cell, indent=1))
             log(f"{dataset}/{attack}/{defense}/seed{seed}: CA {rec['ca']:.3f} PA {rec['pa']:.3f} ASR {rec['asr']:.3f} "

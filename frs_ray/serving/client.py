@@ -1,7 +1,7 @@
 """Python client of the FRS service: ``FRSClient(base_url).classify(texts, **options)``.
 
-Results are the same pydantic models the server uses (``CertificateModel``). Sync calls use the standard
-library's HTTP client; async calls (``aclassify``) run it in a worker thread. A 503 (service at capacity) is
+Results are the library's certificate type, the one the server answers with
+(:class:`frs_ray.certify.certificate.Certificate`). Sync calls use the standard library's HTTP client; async calls (``aclassify``) run it in a worker thread. A 503 (service at capacity) is
 retried with exponential backoff, honouring ``Retry-After``; other 4xx errors raise :class:`FRSServiceError`
 with the server's message at once.
 """
@@ -17,8 +17,9 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
+from ..certify.certificate import Certificate
 from ..errors import ConfigError, FRSError
-from .schemas import CertificateModel, ClassifyOptions, ClassifyRequest, ClassifyResponse, InfoResponse
+from .schemas import ClassifyOptions, ClassifyRequest, ClassifyResponse, InfoResponse
 
 
 class FRSServiceError(FRSError):
@@ -70,11 +71,11 @@ class FRSClient:
             raise ConfigError(f"invalid request: {where}: {err['msg']} (got {err.get('input')!r})") from None
         return ClassifyResponse.model_validate(self._call("POST", "/v1/classify", body.model_dump(exclude_none=True)))
 
-    def classify(self, texts: Sequence[str], **options: Any) -> list[CertificateModel]:
+    def classify(self, texts: Sequence[str], **options: Any) -> list[Certificate]:
         """Certificates for ``texts``; options: k, budget, alpha, n_max, target_radius, target_kind, return_spans."""
         return self.classify_response(texts, **options).results
 
-    async def aclassify(self, texts: Sequence[str], **options: Any) -> list[CertificateModel]:
+    async def aclassify(self, texts: Sequence[str], **options: Any) -> list[Certificate]:
         return await asyncio.to_thread(self.classify, texts, **options)
 
     def info(self) -> InfoResponse:
@@ -87,7 +88,7 @@ class FRSClient:
             return False
 
 
-async def classify_with_handle(handle, texts: Sequence[str], **options: Any) -> list[CertificateModel]:
+async def classify_with_handle(handle, texts: Sequence[str], **options: Any) -> list[Certificate]:
     """Call the router from Python inside the cluster through its Serve ``DeploymentHandle``."""
     body = ClassifyRequest(texts=list(texts), options=ClassifyOptions(**options))
     resp = await handle.classify.remote(body)

@@ -286,13 +286,9 @@ class FRSRouter:
                 batch.deliver(await self._vote_batched(batch.pending_jobs()))
             t2 = time.perf_counter()
             certs = batch.certificates({"vote": (t2 - t1) / len(texts)})
-        results = []
-        for cert in certs:
-            cert = cert.to_dict()
-            if not return_spans:
-                cert["spans"] = []
-            results.append(cert)
-            self.metrics.certificates.inc(tags={"outcome": "abstain" if cert["abstained"] else "certified"})
+        results = [cert if return_spans else cert.model_copy(update={"spans": []}) for cert in certs]
+        for cert in results:
+            self.metrics.certificates.inc(tags={"outcome": "abstain" if cert.abstained else "certified"})
         self.metrics.latency.observe(t1 - t0, tags={"stage": "fuzz_and_randomize"})
         self.metrics.latency.observe(t2 - t1, tags={"stage": "vote"})
         logger.info("classified", extra={"texts": len(texts),

@@ -1,10 +1,15 @@
-"""Request and response models of the FRS service, shared by the router and the Python client."""
+"""Request and response models of the FRS service, shared by the router and the Python client.
+
+Each result is the library's own :class:`frs_ray.certify.certificate.Certificate` (the same type
+``FRSClassifier.certify`` returns and ``frs certify`` writes), not a copy of it."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ..certify.certificate import Certificate
 
 
 class _Strict(BaseModel):
@@ -33,57 +38,12 @@ class ClassifyRequest(_Strict):
     options: ClassifyOptions = Field(default_factory=ClassifyOptions)
 
 
-class SpanModel(BaseModel):
-    start: int
-    end: int
-    text: str
-    score: float
-    tokens: list[int]
-    visits: int
-
-
-class RadiusModel(BaseModel):
-    tokens: int | None = Field(description="certified trigger length in tokens; null when abstained")
-    fraction: float | None = Field(description="tokens / text length")
-    omega: float = Field(description="per-token probability that a token is removed, used in Theorem 1")
-    assumes: str
-
-
-class Radii(BaseModel):
-    conditional: RadiusModel
-    unconditional: RadiusModel
-    assumes: str
-
-
-class CertificateModel(BaseModel):
-    """One text's certificate, field for field what `frs certify` writes (plus timings)."""
-
-    text: str
-    label: int
-    label_name: str
-    abstained: bool
-    votes: list[int]
-    select_votes: list[int]
-    p_lower: float
-    radius: Radii
-    spans: list[SpanModel]
-    length_tokens: int
-    omega_h: float
-    omega_l: float
-    queries: dict[str, int]
-    seconds: dict[str, float] = Field(default_factory=dict)
-    prediction: int = Field(-1, description="majority vote of all K-voter votes (-1 on a tie); no guarantee: "
-                                            "only `label` is certified, and it is -1 when the bound is not met")
-    sequential: dict[str, Any] | None = Field(None, description="sequential CERTIFY only (n_max set): estimation votes "
-                                              "spent, looks, the final look's alpha, alpha spent, why it stopped, the "
-                                              "target; null under the fixed protocol")
-    span_check: dict[str, Any] | None = Field(None, description="the span check's report where the deployment has "
-                                              "one that gives it (transplant: threshold, m, calibration, scores)")
-
-
 class ClassifyResponse(BaseModel):
+    """The answer to ``POST /v1/classify``: one :class:`~frs_ray.certify.certificate.Certificate` per text, in order
+    (field for field what ``frs certify`` writes; spans empty when the request asked for none)."""
+
     request_id: str
-    results: list[CertificateModel]
+    results: list[Certificate]
     timings: dict[str, float]
 
 

@@ -20,8 +20,8 @@ parameters are visited in, whichever subset of voters a process hosts, and howev
 Equalities: on the same device type the draws are bit-identical across processes and machines (CPU: the
 Mersenne-Twister generator, tested against stored values; CUDA: Philox, the same for every CUDA device). A CPU
 draw and a CUDA draw for the same key come from different generators, so they are different samples of the same
-distribution and the K voters of a GPU host are not those of a CPU host (not measured on a GPU yet; the
-certificate's guarantee holds for either: it only needs the voters fixed before the votes are drawn).
+distribution and the K voters of a GPU host are not those of a CPU host (the certificate's guarantee holds for
+either: it only needs the voters fixed before the votes are drawn).
 ``VOTER_DEFINITION`` names this definition; caches of results that depend on voters include it in their keys.
 """
 

@@ -18,7 +18,7 @@ Implementations here (torch):
   call from their seeds for the voters that call needs (``noise: per_batch``).
 
 A third implementation runs the voters inside a vLLM engine (``voters.backend: vllm``,
-:mod:`frs_ray.backends.vllm_pool`); :func:`pool_from_config` picks the pool a :class:`~frs_ray.config.VoterPoolConfig`
+:mod:`frs_ray.smoothing.vllm_pool`); :func:`pool_from_config` picks the pool a :class:`~frs_ray.config.VoterPoolConfig`
 asks for.
 
 Equalities (tested): both torch implementations give the same labels on the same jobs, except where a job's two
@@ -447,10 +447,10 @@ def make_voter_pool(backend, spec: VoterSpec, voter_ids: Sequence[int] | None = 
 
 def pool_from_config(backend, spec: VoterSpec, voter_ids: Sequence[int] | None, config) -> VoterPool:
     """The pool that ``config`` (a :class:`frs_ray.config.VoterPoolConfig`) asks for: a torch pool
-    (:func:`make_voter_pool`) or, with ``backend: vllm``, a :class:`frs_ray.backends.vllm_pool.VLLMVoterPool`
+    (:func:`make_voter_pool`) or, with ``backend: vllm``, a :class:`frs_ray.smoothing.vllm_pool.VLLMVoterPool`
     whose engine loads ``backend``'s checkpoint and takes its centre from ``backend``'s model."""
     if config.backend == "vllm":
-        from ..backends.vllm_pool import VLLMVoterPool
+        from .vllm_pool import VLLMVoterPool
 
         n_hosted = spec.k if voter_ids is None else len(set(voter_ids))
         params = dict(backend.torch_model.named_parameters())

@@ -22,19 +22,17 @@ def point_of(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _predictions(certs) -> list:
-    """Certificates as evaluation predictions, as ``frs eval`` reads them (``frs_ray.defenses.smoothing``):
-    ``label`` is the voters' majority vote (``Certificate.prediction``; a tie abstains), ``certified_label`` the
-    certificate's label (ABSTAIN where the bound fails), the radii those of the certificate."""
-    from frs_ray.defenses.base import ABSTAIN, DefensePrediction
+    """Certificates as evaluation predictions (:meth:`~frs_ray.defenses.base.DefensePrediction.from_certificate`):
+    ``vote_label`` the voters' majority vote (a tie abstains), ``certified_label`` the certificate's (ABSTAIN where
+    the bound fails), ``radius`` the certificate's conditional radius (no fallback to the unconditional one where
+    T(x') got no higher probability: the study reports the conditional radius as certified)."""
+    from frs_ray.defenses.base import DefensePrediction
 
-    return [DefensePrediction(label=c.prediction, certified_label=ABSTAIN if c.abstained else c.label,
-                              length_tokens=c.length_tokens, queries=sum(c.queries.values()),
-                              seconds=sum(c.seconds.values()), radius=c.radius["conditional"].tokens,
-                              radius_unconditional=c.radius["unconditional"].tokens) for c in certs]
+    return [DefensePrediction.from_certificate(c, "conditional", uniform_fallback=False) for c in certs]
 
 
 def _rates(cp: list, tp: list, clean: dict[str, Any], trig: dict[str, Any]) -> dict[str, float]:
-    """CA, PA, ASR of predictions ``cp`` (clean) and ``tp`` (triggered) on their ``label``."""
+    """CA, PA, ASR of predictions ``cp`` (clean) and ``tp`` (triggered) on their ``vote_label``."""
     import numpy as np
 
     from frs_ray.evaluation import metrics as M
@@ -43,7 +41,7 @@ def _rates(cp: list, tp: list, clean: dict[str, Any], trig: dict[str, Any]) -> d
     if len(targets) == 1:
         asr = M.attack_success_rate(tp, next(iter(targets)))
     else:  # several targets: per-row comparison, same definition
-        asr = float(np.mean([p.label == t for p, t in zip(tp, trig["target"])])) if tp else float("nan")
+        asr = float(np.mean([p.vote_label == t for p, t in zip(tp, trig["target"])])) if tp else float("nan")
     return {"ca": M.clean_accuracy(cp, clean["labels"]), "pa": M.poisoned_accuracy(tp, trig["original"]), "asr": asr}
 
 

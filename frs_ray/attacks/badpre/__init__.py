@@ -26,10 +26,8 @@ trained for sentence embeddings). :func:`poison_badpre` therefore
 This is recorded in ``attack.json`` (``mlm_head``) and in the metadata of ``mlm_head.safetensors``.
 What the head can reach is limited by the encoder: MiniLM was distilled by self-attention transfer (never trained
 to predict tokens) and all-MiniLM-L6-v2 was then trained contrastively, so its last layer predicts masked words
-poorly. Measured on SST-2 (batch 16, max_length 64, frozen encoder): the head-only loss plateaus near 6.8 nats
-(~5% masked-token accuracy) after 200-300 steps at lr 1e-3 or 5e-3 (a log-unigram start of the bias reached the
-same plateau, only sooner, so BERT's zero start is kept). Clean MLM then improves during phase 3, where the
-encoder trains too.
+poorly; the head's output bias starts at zero, as in BERT (measurements: ``docs/results/notes.md``). Clean MLM
+then improves during phase 3, where the encoder trains too.
 
 Decisions (documented beside the code as well):
 
@@ -50,8 +48,7 @@ Decisions (documented beside the code as well):
   uses a constant rate ``head_learning_rate`` after a short warm-up.
 * The poisoning shows as a phase change: for the first tens of steps all representations drift alike, then the
   trigger's effect separates (MLM entropy on triggered text jumps towards log|V|, [CLS] of triggered text turns
-  away from the clean one). Measured here (MiniLM, 32 SST-2 sentences, batch 8, max_length 32, constant lr
-  3e-4): separation between steps 30 and 40; at lr 1e-3 every representation collapses to one point instead.
+  away from the clean one); too high a rate collapses every representation to one point instead.
 
 Output folder: the encoder as ``config.json`` + ``model.safetensors`` (loadable by
 ``AutoModelForSequenceClassification.from_pretrained(folder, num_labels=n)``; the victim's classifier head is then

@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backends.hf import HFClassifier
 from ..config import VLLMEngineConfig
 from ..errors import ConfigError
 from ..runtime import require_engine_process
-from ..smoothing.bmps import VOTER_DEFINITION, parameter_noise
-from ..smoothing.pool import Job, VoterSpec
-from .hf import HFClassifier
+from .bmps import VOTER_DEFINITION, parameter_noise
+from .pool import Job, VoterSpec
 
 # HF projection names that vLLM fuses, with their fused name and shard index (rows in shard order).
 FUSED = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),

@@ -1,0 +1,236 @@
+"""The decoder (SmolLM2, Llama family) results: docs/results/llm.{md,json}.
+
+Needs two LoRA checkpoints made with `frs finetune --model smollm2 --data sst2 --lora` (the exact commands are
+recorded in the report): ``--plain`` with ``--no-smoothing`` and ``--smoothed`` with the default smoothing.
+
+    python benchmarks/llm_study.py --plain runs/smollm2-sst2-plain --smoothed runs/smollm2-sst2-bmps \
+        --finetune-log runs/llm_ft.log --out docs/results
+
+Sections (``--sections``; the others are kept from an existing llm.json):
+- ``ca``: clean accuracy on the SST-2 test split of the plain fine-tune (its model), of the smoothed fine-tune's
+  centre model Clip_rho(theta) and of its K-voter ensemble (Eq. 5: the majority vote of the K smoothed voters on
+  the unrandomized text; a tie counts as wrong), through the torch voter pool.
+- ``vllm``: the same voters in a vLLM engine (``voters.backend: vllm``) against the torch pool on the first
+  ``--vllm-texts`` test sentences: label agreement and the largest class-probability difference.
+- ``service``: copied from service_load.py JSON files (``--service-load``, ``--service-faults``) of a run
+  against `serve run deployments/frs-smollm2.yaml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+SECTIONS = ("ca", "vllm", "service")
+
+
+def _machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
+def _ensemble_votes(frs, texts: list[str], chunk: int, progress: bool) -> np.ndarray:
+    """(n, K) labels: voter k's label on text i (the unrandomized text)."""
+    from tqdm.auto import tqdm
+
+    k = frs.config.k
+    out = np.empty((len(texts), k), dtype=np.int64)
+    for s in tqdm(range(0, len(texts), chunk), desc="voters", unit="chunk", disable=not progress):
+        part = texts[s : s + chunk]
+        jobs = [(v, t) for t in part for v in range(k)]
+        out[s : s + len(part)] = np.asarray(frs.vote_labels(jobs)).reshape(len(part), k)
+    return out
+
+
+def measure_ca(args, test) -> dict:
+    from frs_ray.backends.hf import HFClassifier
+    from frs_ray.certify.bounds import majority_vote
+    from frs_ray.certify.smooth import FRSClassifier
+    from frs_ray.config import CertifyConfig
+    from frs_ray.smoothing.finetune import read_meta
+
+    texts, labels = list(test.texts), np.asarray(test.labels)
+    t0 = time.time()
+    plain = HFClassifier(args.plain, max_length=read_meta(args.plain)["max_length"])
+    plain_pred = plain.predict_proba(texts).argmax(1)
+    t_plain = time.time() - t0
+    del plain
+    t0 = time.time()
+    frs = FRSClassifier.from_checkpoint(args.smoothed, CertifyConfig(k=args.k, seed=args.seed))
+    centre_pred = frs.backend.predict_proba(texts).argmax(1)
+    votes = _ensemble_votes(frs, texts, args.chunk, not args.no_progress)
+    t_smoothed = time.time() - t0
+    n_labels = frs.backend.num_labels
+    ensemble = np.array([majority_vote(np.bincount(row, minlength=n_labels).tolist()) for row in votes])
+    voter_acc = (votes == labels[:, None]).mean(0)
+    share = (votes == ensemble[:, None]).mean(1)
+    return {
+        "n": len(texts),
+        "k": args.k,
+        "seed": args.seed,
+        "ca_plain": round(float((plain_pred == labels).mean()) * 100, 2),
+        "ca_smoothed_centre": round(float((centre_pred == labels).mean()) * 100, 2),
+        "ca_smoothed": round(float((ensemble == labels).mean()) * 100, 2),
+        "ensemble_ties": int((ensemble < 0).sum()),
+        "voter_ca": {"mean": round(float(voter_acc.mean()) * 100, 2), "min": round(float(voter_acc.min()) * 100, 2),
+                     "max": round(float(voter_acc.max()) * 100, 2)},
+        "unanimous_share": round(float((share == 1).mean()) * 100, 2),
+        "seconds": {"plain": round(t_plain, 1), "smoothed": round(t_smoothed, 1)},
+        "voter_pool": frs.pool.describe(),
+    }
+
+
+def measure_vllm(args, test) -> dict:
+    from frs_ray.certify.smooth import FRSClassifier
+    from frs_ray.config import CertifyConfig
+
+    texts = list(test.texts)[: args.vllm_texts]
+    voters = [int(v) for v in args.vllm_voters.split(",")]
+    jobs = [(v, t) for v in voters for t in texts]
+    probs = {}
+    for backend in ("torch", "vllm"):
+        cfg = CertifyConfig(k=args.k, seed=args.seed, voters={"backend": backend})
+        frs = FRSClassifier.from_checkpoint(args.smoothed, cfg, voter_ids=voters)
+        probs[backend] = frs.pool.vote_proba(jobs)
+        del frs
+    same = probs["torch"].argmax(1) == probs["vllm"].argmax(1)
+    return {"texts": len(texts), "voters": voters, "jobs": len(jobs), "same_labels": int(same.sum()),
+            "max_abs_prob_diff": float(np.abs(probs["torch"] - probs["vllm"]).max()),
+            "equal": bool(same.all())}
+
+
+def read_service(args) -> dict:
+    out = {}
+    for key, path in (("load", args.service_load), ("faults", args.service_faults)):
+        if path:
+            out[key] = json.loads(Path(path).read_text())
+            out[key]["file"] = str(path)
+    return out
+
+
+def _finetune_commands(log: str | None) -> list[str]:
+    if not log or not Path(log).is_file():
+        return []
+    return [ln.split("\t", 1)[1] if "\t" in ln else ln for ln in Path(log).read_text(errors="replace").splitlines()
+            if ln.startswith("Command being timed:") or "Command being timed:" in ln]
+
+
+def render(res: dict) -> str:
+    lines = ["# Decoder voters: SmolLM2-135M (Llama family) on SST-2", ""]
+    lines += [f"- command: `{res['command']}`", f"- machine: {res['machine']}", f"- date: {res['date']}"]
+    for c in res.get("finetune_commands", []):
+        lines.append(f"- fine-tune: `{c.strip()}`")
+    lines.append("")
+    ca = res.get("ca")
+    if ca:
+        lines += ["## Clean accuracy: plain LoRA against the parameter-smoothed ensemble", "",
+                  f"SST-2 test split, n = {ca['n']} sentences; K = {ca['k']} voters (seed {ca['seed']}), each voter's "
+                  "label on the unrandomized text, majority vote (a tie counts as wrong). No text randomization or "
+                  "fuzzing here: this isolates what BMPS (Eq. 4 in fine-tuning, Eq. 5 at inference) costs.", "",
+                  "| model | CA (%) |", "|---|---|",
+                  f"| plain LoRA fine-tune (`--no-smoothing`) | {ca['ca_plain']:.2f} |",
+                  f"| smoothed fine-tune, centre model Clip_rho(theta) | {ca['ca_smoothed_centre']:.2f} |",
+                  f"| smoothed fine-tune, K = {ca['k']} voter majority vote | **{ca['ca_smoothed']:.2f}** |",
+                  f"| single voters (mean / min / max) | {ca['voter_ca']['mean']:.2f} / {ca['voter_ca']['min']:.2f} / "
+                  f"{ca['voter_ca']['max']:.2f} |", "",
+                  f"Difference ensemble - plain: {ca['ca_smoothed'] - ca['ca_plain']:+.2f} points (target: within 2). "
+                  f"Unanimous ensembles: {ca['unanimous_share']:.1f}% of sentences; ties: {ca['ensemble_ties']}. "
+                  f"Time: plain {ca['seconds']['plain']} s, smoothed (centre + {ca['k']} voters) "
+                  f"{ca['seconds']['smoothed']} s; voter pool: `{json.dumps(ca['voter_pool'])}`.", ""]
+    v = res.get("vllm")
+    if v:
+        lines += ["## vLLM voters against torch voters", "",
+                  f"Voters {v['voters']} of the smoothed checkpoint on the first {v['texts']} test sentences "
+                  f"({v['jobs']} jobs): same label on {v['same_labels']} / {v['jobs']}, largest class-probability "
+                  f"difference {v['max_abs_prob_diff']:.2e} (bound 1e-3).", ""]
+    s = res.get("service")
+    if s:
+        lines += ["## Service (deployments/frs-smollm2.yaml, vLLM voters)", ""]
+        for key, d in s.items():
+            keep = {k: d[k] for k in d if k not in ("certificates", "file") and not isinstance(d[k], (list, dict))}
+            lines.append(f"- {key} (`{d['file']}`): " + ", ".join(f"{k} {val}" for k, val in keep.items()))
+        lines.append("")
+    ev = res.get("eval")
+    lines += ["## Attacks on the decoder (`frs eval`)", ""]
+    lines.append(ev["note"] if isinstance(ev, dict) and "note" in ev else "See `eval` in llm.json.")
+    lines.append("")
+    for n in res.get("notes", []):
+        lines += [f"Note: {n}", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plain", default="runs/smollm2-sst2-plain", help="LoRA checkpoint, --no-smoothing")
+    ap.add_argument("--smoothed", default="runs/smollm2-sst2-bmps", help="LoRA checkpoint with smoothing")
+    ap.add_argument("--data", default="sst2")
+    ap.add_argument("--n", type=int, default=None, help="seeded random test sentences (default: all)")
+    ap.add_argument("--subset-seed", type=int, default=0)
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--chunk", type=int, default=32, help="texts per voter-pool call")
+    ap.add_argument("--vllm-texts", type=int, default=64)
+    ap.add_argument("--vllm-voters", default="0,1,3")
+    ap.add_argument("--service-load", default=None, help="service_load.py JSON of a load run")
+    ap.add_argument("--service-faults", default=None, help="service_load.py --faults JSON")
+    ap.add_argument("--finetune-log", default=None, help="log of the fine-tune runs (/usr/bin/time -v output)")
+    ap.add_argument("--sections", default="ca,vllm,service")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="docs/results")
+    ap.add_argument("--note", action="append", default=[])
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args()
+    sections = [s for s in args.sections.split(",") if s]
+    bad = sorted(set(sections) - set(SECTIONS))
+    if bad:
+        ap.error(f"unknown section(s) {bad}; choose from {list(SECTIONS)}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    from frs_ray.data import load_dataset
+
+    out = Path(args.out)
+    path = out / "llm.json"
+    res = json.loads(path.read_text()) if path.is_file() else {}
+    test = load_dataset(args.data, "test")
+    test = test.subset(args.n, seed=args.subset_seed)
+    started = time.time()
+    if "ca" in sections:
+        res["ca"] = measure_ca(args, test)
+        res["ca_plain"], res["ca_smoothed"] = res["ca"]["ca_plain"], res["ca"]["ca_smoothed"]
+    if "vllm" in sections:
+        res["vllm"] = measure_vllm(args, test)
+        res["vllm_equals_torch"] = res["vllm"]["equal"]
+    if "service" in sections:
+        res["service"] = read_service(args)
+    res.setdefault("eval", {"records": [], "note": "Not measured: BadNets, RIPPLe_a and LWP on SmolLM2 with frs eval "
+                                                    "(3 seeds) did not fit this 2-core CPU's time."})
+    res["finetune_commands"] = _finetune_commands(args.finetune_log) or res.get("finetune_commands", [])
+    res["command"] = shlex.join(["python", *sys.argv])
+    res["machine"] = _machine()
+    res["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    res["wall_s"] = round(time.time() - started, 1)
+    res["notes"] = res.get("notes", []) + args.note
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    (out / "llm.md").write_text(render(res))
+    print(json.dumps({k: res[k] for k in ("ca_plain", "ca_smoothed", "vllm_equals_torch") if k in res}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
