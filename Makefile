@@ -10,7 +10,7 @@ DEFAULT_CKPT ?= runs/default-sst2
 SMOLLM2_CKPT ?= runs/smollm2-sst2
 SMOLLM2_TRAIN ?= 512
 
-# Ray on a small machine (see frs_ray/serving/env.py)
+# Ray on a small machine (see RAY_ENV in frs_ray/runtime.py)
 export RAY_AUTH_MODE := disabled
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0

@@ -25,11 +25,11 @@ import numpy as np
 
 from frs_ray.attacks import build_triggered_set, make_trigger
 from frs_ray.backends.hf import HFClassifier
-from frs_ray.cli import _quiet_transformers
 from frs_ray.data import load_dataset
 from frs_ray.evaluation.config import load_eval_config
 from frs_ray.evaluation.runner import machine_line
 from frs_ray.evaluation.zoo import poisoned_model, victim_checkpoint
+from frs_ray.runtime import configure_process
 
 
 def _predict(model: str, texts: list[str], num_labels: int) -> np.ndarray:
@@ -60,7 +60,7 @@ def main() -> int:
             ap.error(f"--render needs {src} (written by a run with the same --out)")
         _render(json.loads(src.read_text()), Path(args.out))
         return 0
-    _quiet_transformers()
+    configure_process()
     overrides: dict = {}
     if args.attack_overrides:
         try:

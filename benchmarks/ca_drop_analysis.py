@@ -34,10 +34,10 @@ import numpy as np
 
 from frs_ray.attacks import build_triggered_set, make_trigger
 from frs_ray.certify.smooth import FRSClassifier
-from frs_ray.cli import _quiet_transformers
 from frs_ray.config import CertifyConfig, build
 from frs_ray.data import load_dataset
 from frs_ray.evaluation.runner import cell_path, machine_line
+from frs_ray.runtime import configure_process
 
 FLAG_RATES = (0.05, 0.1, 0.2, 0.5)
 
@@ -58,7 +58,7 @@ def main() -> int:
         if not p.is_file():
             ap.error(f"no {d} cell at {p}: run `frs eval` for {args.dataset}/{args.attack}/seed {args.seed} first")
         cells[d] = json.loads(p.read_text())
-    _quiet_transformers()
+    configure_process()
     started = time.perf_counter()
     frs = cells["frs"]
     s = frs["settings"]

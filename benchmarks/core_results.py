@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from frs_ray.cli import _quiet_transformers
+from frs_ray.runtime import configure_process
 
 TRIGGERS = {"cf", "mn", "bb", "tq", "mb"}
 
@@ -61,7 +61,7 @@ def main() -> int:
         out = Path(args.out)
         (out / "core.md").write_text(_markdown(json.loads((out / "core.json").read_text())))
         return 0
-    _quiet_transformers()
+    configure_process()
 
     from frs_ray.config import CertifyConfig
     from frs_ray.data import load_dataset

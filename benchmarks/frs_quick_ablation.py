@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from frs_ray.cli import _quiet_transformers
+from frs_ray.runtime import configure_process
 
 
 def main() -> int:
@@ -31,7 +31,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--out", default="docs/results/frs_quick_ablation")
     args = ap.parse_args()
-    _quiet_transformers()
+    configure_process()
     from frs_ray.certify.smooth import FRSClassifier
     from frs_ray.config import CertifyConfig
     from frs_ray.data import load_dataset

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from _plots import METRIC_COLOURS, attack_panels
 
-from frs_ray.cli import _quiet_transformers
 from frs_ray.evaluation.config import load_eval_config
 from frs_ray.evaluation.runner import cell_path, machine_line, run_eval
+from frs_ray.runtime import configure_process
 
 KEYS = ("ca", "pa", "asr", "ca_certified", "avg_radius", "not_certified_clean")
 DEFENSES = ("none", "uniform", "frs")
@@ -47,7 +47,7 @@ def main() -> int:
     bad = [r for r in args.rates if not 0 <= r < 1]
     if bad:
         ap.error(f"--rates must lie in [0, 1), got {bad}")
-    _quiet_transformers()
+    configure_process()
     started = time.perf_counter()
     rows = []
     for rate in args.rates:

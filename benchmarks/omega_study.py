@@ -23,10 +23,10 @@ from pathlib import Path
 
 from _plots import METRIC_COLOURS, attack_panels
 
-from frs_ray.cli import _quiet_transformers
 from frs_ray.config import RandomizeConfig
 from frs_ray.evaluation.config import load_eval_config
 from frs_ray.evaluation.runner import cell_path, machine_line, run_eval
+from frs_ray.runtime import configure_process
 
 KEYS = ("ca", "pa", "asr", "ca_certified", "avg_radius", "not_certified_clean", "not_certified_triggered")
 
@@ -41,7 +41,7 @@ def main() -> int:
     bad = [h for h in args.omega_h if not RandomizeConfig().omega_m <= h <= 1]
     if bad:
         ap.error(f"--omega-h values must lie in [omega_M={RandomizeConfig().omega_m}, 1], got {bad}")
-    _quiet_transformers()
+    configure_process()
     default_h = RandomizeConfig().omega_h
     started = time.perf_counter()
     rows = []

@@ -44,13 +44,9 @@ IMPLEMENTATIONS = {  # name -> (voters.implementation, voters.noise)
 
 
 def _quiet() -> None:
-    from frs_ray.serving.env import apply_ray_env
+    from frs_ray.runtime import configure_process
 
-    apply_ray_env()
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    configure_process(ray=True)
 
 
 def _log(msg: str) -> None:

@@ -388,9 +388,9 @@ def main() -> int:
         return 0
 
     started = time.time()
-    from frs_ray.cli import _quiet_transformers
+    from frs_ray.runtime import configure_process
 
-    _quiet_transformers()
+    configure_process()
     import torch
 
     torch.set_num_threads(args.threads)

@@ -10,7 +10,8 @@
     frs triggered --data sst2 --attack badnets --out test-badnets.tsv
     frs eval --config eval.yaml --profile quick
 
-The command runs offline: it sets ``HF_HUB_OFFLINE=1`` unless the variable is set already.
+The command runs offline (``HF_HUB_OFFLINE=1`` unless the variable is set already) and quiet, and may host a vLLM
+engine in its own process: :func:`frs_ray.runtime.configure_process` at the start of :func:`main`.
 
 User mistakes (bad files, bad values, unusable texts) print ``error: ...`` and exit with status 2; a
 certify run with some unusable lines writes an ``error`` record for each of them, certifies the rest and
@@ -21,25 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import FRSError
-
-
-def _quiet_transformers() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=UserWarning)
+from .runtime import configure_process
 
 
 def _load_overrides(path: str | None) -> dict[str, Any]:
@@ -83,7 +72,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if args.lora:
         raw["lora"] = raw.get("lora") or {}
     cfg = build(FinetuneConfig, raw)
-    _quiet_transformers()
     from .smoothing.finetune import finetune
 
     train = load_dataset(cfg.data, "train", cfg.data_dir).subset(cfg.max_train_examples, seed=cfg.seed)
@@ -133,7 +121,6 @@ def cmd_certify(args: argparse.Namespace) -> int:
     texts = read_text_lines(args.input)
     if not texts:
         raise FRSError(f"input {args.input} holds no texts")
-    _quiet_transformers()
     from .certify.smooth import FRSClassifier
 
     clf = FRSClassifier.from_checkpoint(args.checkpoint, cfg, device=args.device)
@@ -173,7 +160,6 @@ def cmd_certify(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- fuzz
 def cmd_fuzz(args: argparse.Namespace) -> int:
     cfg = _certify_config(args)
-    _quiet_transformers()
     from .certify.smooth import FRSClassifier
 
     clf = FRSClassifier.from_checkpoint(args.checkpoint, cfg, device=args.device, voter_ids=None)  # fuzzing only
@@ -325,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_process(engine=True)  # `frs certify --voter-backend vllm` hosts the engine in this process
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -10,8 +10,9 @@ import tempfile
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from frs_ray.runtime import ENGINE_ENV, configure_process
+
+configure_process(quiet=False)  # offline, before any test module imports transformers
 
 
 def in_ci() -> bool:
@@ -97,13 +98,15 @@ def _uuid_sockets(folder: str) -> set[str]:
 
 @pytest.fixture(scope="session")
 def vllm_env():
-    """vLLM's IPC sockets go to a folder of this session (VLLM_RPC_BASE_PATH), removed afterwards together with
-    any socket vLLM left in the temp folder meanwhile."""
+    """The test process hosts vLLM engines (``configure_process(engine=True)``); their IPC sockets go to a folder of
+    this session (VLLM_RPC_BASE_PATH), removed afterwards together with any socket vLLM left in the temp folder
+    meanwhile."""
     rpc = tempfile.mkdtemp(prefix="frs-vllm-rpc-")
     before = _uuid_sockets(tempfile.gettempdir())
-    saved = {k: os.environ.get(k) for k in ("VLLM_RPC_BASE_PATH", "VLLM_CPU_KVCACHE_SPACE")}
+    saved = {k: os.environ.get(k) for k in ("VLLM_RPC_BASE_PATH", "VLLM_CPU_KVCACHE_SPACE", *ENGINE_ENV)}
     os.environ["VLLM_RPC_BASE_PATH"] = rpc
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    configure_process(offline=False, quiet=False, engine=True)
     yield rpc
     for path in _uuid_sockets(tempfile.gettempdir()) - before:
         os.unlink(path)

@@ -8,18 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from frs_ray.attacks.badpre import (
-    BADPRE_WORDS,
-    HEAD_FILE,
-    BadPreConfig,
-    BadPreTrigger,
-    cls_states,
-    cut_to_tokens,
-    load_badpre_mlm,
-    make_batch,
-    poison_badpre,
-    trigger_rows,
-)
+from frs_ray.attacks.badpre import BADPRE_WORDS, HEAD_FILE, BadPreConfig, BadPreTrigger, load_badpre_mlm, poison_badpre
+from frs_ray.attacks.badpre.measure import cls_states
+from frs_ray.attacks.badpre.mlm import cut_to_tokens, make_batch, trigger_rows
 from frs_ray.attacks.base import Trigger, words_of
 from frs_ray.config import build
 from frs_ray.errors import ConfigError

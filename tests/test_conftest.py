@@ -20,7 +20,11 @@ def test_missing_data_fails_only_in_ci(tmp_path, ci, outcome):
     (tmp_path / "test_needs_data.py").write_text(
         "def test_needs_data(require_data, tmp_path):\n"
         "    require_data(tmp_path / 'no_such_dataset' / 'test.tsv')\n")
-    env = {**os.environ, "CI": ci}
+    import frs_ray
+
+    # the child imports the same frs_ray as this process (the conftest sets up the process with frs_ray.runtime)
+    here = str(Path(frs_ray.__file__).resolve().parents[1])
+    env = {**os.environ, "CI": ci, "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", os.devnull,
                           "--rootdir", str(tmp_path), str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=120)

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_perf_shapes_mode_writes_ratios_for_every_implementation(tmp_path, data_dir):
     out = tmp_path / "perf_shapes"
-    env = {**os.environ, "FRS_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "FRS_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1",  # and this checkout's frs_ray
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "perf.py"), "--shapes", "tiny-bert,tiny-llama",
                            "--k", "3", "--sizes", "1,2", "--repeats", "1", "--out", str(out)],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)

@@ -10,9 +10,9 @@ import urllib.request
 
 import pytest
 
-from frs_ray.serving.env import apply_ray_env
+from frs_ray.runtime import configure_process
 
-apply_ray_env()
+configure_process(quiet=False, ray=True)
 
 PORT = 8123
 BASE = f"http://127.0.0.1:{PORT}"

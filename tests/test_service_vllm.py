@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import require_module
 
-from frs_ray.serving.env import apply_ray_env
+from frs_ray.runtime import configure_process
 
-apply_ray_env()
+configure_process(quiet=False, ray=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 PORT = 8124

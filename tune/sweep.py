@@ -181,9 +181,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     Path(s.cache_dir).mkdir(parents=True, exist_ok=True)
 
-    from frs_ray.cli import _quiet_transformers
+    from frs_ray.runtime import configure_process
 
-    _quiet_transformers()
+    configure_process()
     data = S.prepare_eval_data(s, _log)
     from frs_ray.data import load_dataset
 

@@ -26,12 +26,12 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 from pydantic import Field
-from tqdm.auto import tqdm
 
 from ..backends.hf import HFClassifier, resolve_model_path
 from ..config import StrictConfig
 from ..data import load_dataset
 from ..errors import CheckpointError, ConfigError, DataError
+from ..training import adamw, epoch_batches, linear_schedule, train
 from .base import Trigger, words_of
 
 ATTACK_FILE = "attack.json"
@@ -166,37 +166,26 @@ def poison_model(
     params = trainable(model) if trainable else [p for p in model.parameters() if p.requires_grad]
     steps_per_epoch = math.ceil(len(data.texts) / config.batch_size)
     total = max(1, int(round(config.epochs * steps_per_epoch)))
-    opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    warm = max(1, int(0.1 * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    opt = adamw(params, config.learning_rate, config.weight_decay)
+    schedule = linear_schedule(max(1, int(0.1 * total)), total)
     gen = torch.Generator().manual_seed(config.seed)
     labels = torch.tensor(data.labels)
     clean_idx = torch.tensor([i for i, p in enumerate(data.poisoned) if not p])
+
+    def loss_of(batch: list[int]) -> torch.Tensor:
+        enc = backend.encode([data.texts[i] for i in batch])
+        clean_enc = clean_y = None
+        if uses_clean_batch:  # drawn after the epoch's permutation, from the same generator
+            cb = clean_idx[torch.randint(len(clean_idx), (config.batch_size,), generator=gen)]
+            clean_enc, clean_y = backend.encode([data.texts[i] for i in cb.tolist()]), labels[cb].to(backend.device)
+        return loss_fn(model, enc, labels[batch].to(backend.device), clean_enc, clean_y)
+
     model.train()
-    losses: list[float] = []
     started = time.perf_counter()
-    bar = tqdm(total=total, desc=f"poison ({attack})", unit="step", disable=not progress)
-    step = 0
-    while step < total:
-        for batch in torch.randperm(len(data.texts), generator=gen).split(config.batch_size):
-            if step >= total:
-                break
-            enc = backend.encode([data.texts[i] for i in batch.tolist()])
-            clean_enc = clean_y = None
-            if uses_clean_batch:
-                cb = clean_idx[torch.randint(len(clean_idx), (config.batch_size,), generator=gen)]
-                clean_enc, clean_y = backend.encode([data.texts[i] for i in cb.tolist()]), labels[cb].to(backend.device)
-            loss = loss_fn(model, enc, labels[batch].to(backend.device), clean_enc, clean_y)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    bar.close()
+    losses = train(params, epoch_batches(len(data.texts), config.batch_size, gen), total, loss_of, opt, schedule,
+                   desc=f"poison ({attack})", progress=progress,
+                   postfix=lambda v: {"loss": f"{np.mean(v[-20:]):.3f}"})
+    step = len(losses)
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

@@ -108,7 +108,6 @@ class HFClassifier:
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         path = resolve_model_path(str(model))
         self.path = path
         self.device = pick_device(device)

@@ -76,7 +76,6 @@ def _convert_gguf(pkg_dir: Path, gguf_file: str, out: Path) -> None:
     """Dequantize ``pkg_dir/gguf_file`` to fp32 and save it with its tokenizer as a transformers folder ``out``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tqdm(total=3, desc=f"converting {gguf_file} to fp32 (once)", unit="stage", file=sys.stderr) as bar:
         tok = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=gguf_file)
         bar.update(1)
@@ -119,7 +118,6 @@ class PerplexityLM:
     def __init__(self, path: str | Path, device: str | None = None, batch_size: int = 32, max_tokens: int = 256) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.path = Path(path)
         self.device = pick_device(device)
         self.batch_size = batch_size

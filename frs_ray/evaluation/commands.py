@@ -32,14 +32,7 @@ def _json_file(path: str | None) -> dict:
     return data
 
 
-def _quiet() -> None:
-    from ..cli import _quiet_transformers
-
-    _quiet_transformers()
-
-
 def cmd_attack(args: argparse.Namespace) -> int:
-    _quiet()
     from ..attacks import run_attack
 
     meta = run_attack(args.name, args.out, task=args.task, settings=_json_file(args.settings), progress=not args.no_progress)
@@ -61,7 +54,6 @@ def cmd_triggered(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    _quiet()
     from .config import load_eval_config
     from .report import write_reports
     from .runner import machine_line, run_eval

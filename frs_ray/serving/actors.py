@@ -14,15 +14,7 @@ from typing import Any, Sequence
 import ray
 
 from ..config import CertifyConfig
-
-
-def _quiet() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+from ..runtime import configure_process
 
 
 class VoterShard:
@@ -34,11 +26,8 @@ class VoterShard:
     def __init__(self, checkpoint: str, voter_ids: Sequence[int], k: int, seed: int,
                  device: str | None = None, torch_threads: int | None = None,
                  voters: dict[str, Any] | None = None) -> None:
-        _quiet()
-        import torch
-
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
+        # an actor is a process: set it up (offline, quiet, torch threads; the vLLM engine's variables)
+        configure_process(threads=torch_threads or None, engine=(voters or {}).get("backend") == "vllm")
         from ..certify.smooth import FRSClassifier
 
         cfg = CertifyConfig(k=k, seed=seed, fuzz=False, voters=voters or {})
@@ -74,11 +63,7 @@ class FuzzWorker:
 
     def __init__(self, checkpoint: str, device: str | None = None, torch_threads: int | None = None,
                  span_check: dict[str, Any] | None = None) -> None:
-        _quiet()
-        import torch
-
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
+        configure_process(threads=torch_threads or None)  # an actor is a process: set it up
         from ..certify.smooth import FRSClassifier
 
         span_filter = None

@@ -40,6 +40,7 @@ from ..certify.smooth import finalize_plans
 from ..config import CertifyConfig, build
 from ..errors import ConfigError
 from ..fuzzing import FuzzedRandomizer
+from ..runtime import configure_process
 from ..smoothing.finetune import read_meta
 from .actors import remote_fuzz_worker, remote_voter_shard
 from .metrics import ServiceMetrics
@@ -126,6 +127,7 @@ class FRSRouter:
     """Certified classification over a pool of fuzzing workers and R voter shards."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
+        configure_process()  # a Serve replica is a process: set it up
         self.settings = ServiceSettings.model_validate(settings)
         s = self.settings
         meta = read_meta(s.checkpoint)

@@ -11,32 +11,25 @@ import json
 import math
 import platform
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..backends.hf import HFClassifier, resolve_model_path
 from ..config import FinetuneConfig, LoraConfig
 from ..data import TextDataset
 from ..errors import CheckpointError, ConfigError, DataError
+from ..training import adamw, epoch_batches, linear_schedule
+from ..training import train as train_loop
 from .bmps import apply_clip_, finetune_noise_step, perturbed, reference_norms
 from .data_noise import randomize_training_text
 from .layers import hf_named_parameters, select_top_h
 
 META_FILE = "frs.json"
 FORMAT_VERSION = 1
-
-
-def _linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def finetune(
@@ -82,47 +75,35 @@ def finetune(
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = max(1, int(round(steps_per_epoch * config.epochs)))
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = _linear_schedule(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    optimizer = adamw(trainable, config.learning_rate, config.weight_decay)
+    schedule = linear_schedule(int(config.warmup_ratio * total_steps), total_steps)
     data_gen = torch.Generator().manual_seed(config.seed)
     noise_gen = torch.Generator().manual_seed(config.seed + 1)
     labels = torch.tensor(train.labels)
     text_rng = np.random.default_rng([config.seed, 3])
 
+    def loss_of(batch: list[int]) -> torch.Tensor:
+        texts = [train.texts[i] for i in batch]
+        if sm.data_noise > 0:  # Eq. 3's D_F + eps: a fresh randomization of each text at every step
+            texts = [randomize_training_text(t, sm.data_noise, text_rng, backend.filler_token) for t in texts]
+        enc = backend.encode(texts)
+        return torch.nn.functional.cross_entropy(model(**enc).logits, labels[batch].to(backend.device))
+
+    around_step: Callable[[], ContextManager[object]] | None = None
+    after_step: Callable[[], object] | None = None
+    if sm.finetune_mode == "perturb" and sm.sigma > 0:  # fresh Eq. 4 noise for each forward/backward pass
+        around_step = partial(perturbed, model, selection, sm.sigma, noise_gen)
+    if sm.finetune_mode == "accumulate" and sm.sigma > 0:  # literal Eq. 4: Clip_rho, then noise that stays
+        after_step = partial(finetune_noise_step, model, selection, norms, sm.rho, sm.sigma, noise_gen)
+    elif sm.finetune_mode == "perturb":  # the gradient was applied to the clean weights: Clip_rho
+        after_step = partial(apply_clip_, model, selection, norms, sm.rho)
+
     model.train()
     started = time.perf_counter()
-    losses: list[float] = []
-    step = 0
-    bar = tqdm(total=total_steps, desc="fine-tune", unit="step", disable=not progress)
-    while step < total_steps:
-        for batch in torch.randperm(len(train), generator=data_gen).split(config.batch_size):
-            if step >= total_steps:
-                break
-            texts = [train.texts[i] for i in batch.tolist()]
-            if sm.data_noise > 0:  # Eq. 3's D_F + eps: a fresh randomization of each text at every step
-                texts = [randomize_training_text(t, sm.data_noise, text_rng, backend.filler_token) for t in texts]
-            enc = backend.encode(texts)
-            y = labels[batch].to(backend.device)
-            if sm.finetune_mode == "perturb" and sm.sigma > 0:
-                with perturbed(model, selection, sm.sigma, noise_gen):
-                    loss = torch.nn.functional.cross_entropy(model(**enc).logits, y)
-                    loss.backward()
-            else:
-                loss = torch.nn.functional.cross_entropy(model(**enc).logits, y)
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if sm.finetune_mode == "accumulate" and sm.sigma > 0:
-                finetune_noise_step(model, selection, norms, sm.rho, sm.sigma, noise_gen)
-            elif sm.finetune_mode == "perturb":
-                apply_clip_(model, selection, norms, sm.rho)
-            losses.append(float(loss.detach()))
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
-    bar.close()
+    losses = train_loop(trainable, epoch_batches(len(train), config.batch_size, data_gen), total_steps, loss_of,
+                        optimizer, schedule, around_step=around_step, after_step=after_step, desc="fine-tune",
+                        progress=progress)
+    step = len(losses)
     seconds = time.perf_counter() - started
     model.eval()
     if config.lora is not None:

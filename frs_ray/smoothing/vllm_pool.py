@@ -19,13 +19,13 @@ same function as the transformers model). The engine hosts a set of voters and s
   a tensor with elements and the expected shape, and refuses to run otherwise.
 
 Inputs are the backend tokenizer's ids (truncated to ``max_length`` as in the torch backend), so vLLM and torch
-score the same tokens. The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), one engine per pool
+score the same tokens. The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, which the process's entry point sets
+with ``frs_ray.runtime.configure_process(engine=True)``; the pool refuses to start otherwise), one engine per pool
 on one device (the CPU, or one GPU: tensor parallelism is not supported, since voter edits go to one model copy).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -36,6 +36,7 @@ from torch import nn
 from ..backends.hf import HFClassifier
 from ..config import VLLMEngineConfig
 from ..errors import ConfigError
+from ..runtime import require_engine_process
 from .bmps import VOTER_DEFINITION, parameter_noise
 from .pool import Job, VoterSpec
 
@@ -110,8 +111,7 @@ class VLLMVoterPool:
     # ------------------------------------------------------------------ engine
     def _start_engine(self):
         cfg = self.engine_config
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine's model lives in this process
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_space_gib))
+        require_engine_process()  # the engine's model must live in this process (the voters are written into it)
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()
@@ -125,6 +125,8 @@ class VLLMVoterPool:
                                       tensor_parallel_size=1, seed=0)
         if on_gpu:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        else:  # vLLM-CPU's KV cache (its legacy variable VLLM_CPU_KVCACHE_SPACE, when set, still takes precedence)
+            kwargs["kv_cache_memory_bytes"] = int(cfg.cpu_kvcache_space_gib) * 2**30
         try:
             return LLM(**kwargs)
         except Exception as exc:  # vLLM raises many types; say which checkpoint and settings failed

@@ -110,10 +110,9 @@ def evaluate_point(checkpoint: str, point: dict[str, Any], s: StudySettings, dat
 
 def run_trial(config: dict[str, Any], settings: dict[str, Any], data: dict[str, Any]) -> None:
     """The Tune trainable: fine-tune (or reuse) the checkpoint of (sigma, H), then certify at the point."""
-    import torch
     from ray import tune
 
-    from frs_ray.cli import _quiet_transformers
+    from frs_ray.runtime import configure_process
 
     s = StudySettings.from_dict(settings)
     p = point_of(config)
@@ -124,8 +123,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], data: dict[str, 
     def log(msg: str) -> None:
         print(f"[trial {trial_id} {tag}] {msg}", flush=True)
 
-    _quiet_transformers()
-    torch.set_num_threads(max(1, int(s.cpus_per_trial)))
+    configure_process(threads=max(1, int(s.cpus_per_trial)))  # a trial runs in its own Ray worker process
     started = time.perf_counter()
     ft = ensure_finetuned(s, p["sigma"], p["H"], data["dev"], tune.report, log)
     log(f"{'reused' if ft['reused'] else 'made'} checkpoint {ft['key']} (dev acc {ft['dev_acc']:.3f}); certifying")

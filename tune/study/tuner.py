@@ -14,9 +14,9 @@ from .trial import make_optuna, optuna_space, run_trial, trial_dirname
 
 def prepare_environment() -> None:
     """Set the Ray variables of the project and the two Tune settings a study relies on."""
-    from frs_ray.serving.env import apply_ray_env
+    from frs_ray.runtime import configure_process
 
-    apply_ray_env()
+    configure_process(quiet=False, ray=True)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every trial's progress line, not "[repeated 2x]"
     # Fine-tune reports carry only the ASHA metric (dev_acc), the final report only the search metrics (ca, asr,
     # radius): each consumer ignores results without its metric, but Tune's strict check would reject them.
