@@ -422,7 +422,9 @@ def main() -> int:
         r = summaries[f"seq{i}"]
         candidates.append({**sp, "result": r, "meets": r["abstain"] <= fixed["abstain"] / 2 and r["mean_votes"] <= 80})
     seq = summaries["seq0"]
-    sched = cfgs["seq0"].schedule()
+    from frs_ray.certify.sequential import LookSchedule
+
+    sched = LookSchedule.of(cfgs["seq0"])
 
     victims = run_victims(args.victim, base, cfgs["seq0"], test, args.victim_n, args.subset_seed, args.target)
 
@@ -491,7 +493,9 @@ def add_victims(args: argparse.Namespace, base, test, started: float) -> int:
     res = json.loads(Path(args.add_victims).read_text())
     ch = res["chosen"]
     seq_cfg = _configs(base, ch)
-    if seq_cfg.schedule().sizes != tuple(ch["looks"]) or res["base"]["k"] != base.k:
+    from frs_ray.certify.sequential import LookSchedule
+
+    if LookSchedule.of(seq_cfg).sizes != tuple(ch["looks"]) or res["base"]["k"] != base.k:
         raise SystemExit("--add-victims: pass the same --k / --n-max / --futility / --growth as the earlier run")
     res["victims"] = {**res.get("victims", {}),
                       **run_victims(args.victim, base, seq_cfg, test, args.victim_n, args.subset_seed, args.target)}

@@ -8,14 +8,12 @@ H=10 (clamped to the model's depth), alpha=0.05, MCTS budget 10. Settings the pa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .certify.sequential import LookSchedule
+from .looks import geometric_sizes
 
 C = TypeVar("C", bound=BaseModel)
 MutationOp = Literal["insertion", "deletion", "substitution", "transposition"]
@@ -263,21 +261,11 @@ class CertifyConfig(StrictConfig):
             return self
         if self.n_max < self.votes_estimate:
             raise ValueError(f"n_max ({self.n_max}) must be >= the first round's votes n_estimate ({self.votes_estimate})")
-        from .certify.sequential import LookSchedule
-
         try:
-            LookSchedule.geometric(self.votes_estimate, self.n_max, self.alpha, self.round_growth)
+            geometric_sizes(self.votes_estimate, self.n_max, self.round_growth)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return self
-
-    def schedule(self) -> LookSchedule | None:
-        """The sequential protocol's :class:`~frs_ray.certify.sequential.LookSchedule`; None for the fixed one."""
-        if self.n_max is None:
-            return None
-        from .certify.sequential import LookSchedule
-
-        return LookSchedule.geometric(self.votes_estimate, self.n_max, self.alpha, self.round_growth)
 
     @property
     def votes_estimate(self) -> int:

@@ -28,7 +28,7 @@ GENERATED = {
     "certs.jsonl": "frs certify --out",
 }
 # Code that looks like a path but is none.
-NOT_PATHS = {"application/json": "an HTTP content type (curl -H)"}
+NOT_PATHS = {"application/json": "an HTTP content type (curl -H)", "/v1/classify": "the service's HTTP route"}
 
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 _INLINE = re.compile(r"`([^`\n]+)`")

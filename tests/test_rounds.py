@@ -13,6 +13,7 @@ import pytest
 
 from frs_ray.certify.bounds import certified_radius, clopper_pearson_lower
 from frs_ray.certify.rounds import SequentialBatch, certify_plans_sequential, draw_round, sequential_test
+from frs_ray.certify.sequential import LookSchedule
 from frs_ray.certify.smooth import VotePlan, certificates_match, finalize_certificate, text_seed
 from frs_ray.config import CertifyConfig, RandomizeConfig, build
 from frs_ray.errors import ConfigError
@@ -79,7 +80,7 @@ def test_rounds_of_all_texts_share_each_voter_call(rnd) -> None:
     looks = [c.sequential["looks"] for c in certs]
     assert len(calls) == max(looks)  # one call per look, not per text and look
     assert calls[0] == sum(10 + 20 for _ in TEXTS)  # selection + first round of every text together
-    sizes = cfg.schedule().sizes
+    sizes = LookSchedule.of(cfg).sizes
     for j in range(1, max(looks)):  # each later call holds exactly the texts still running
         assert calls[j] == sum(sizes[j] - sizes[j - 1] for lk in looks if lk > j)
     for c in certs:
@@ -228,6 +229,6 @@ def test_config_range_checks(raw: dict, match: str) -> None:
 
 
 def test_config_schedule() -> None:
-    assert CertifyConfig().schedule() is None
-    s = build(CertifyConfig, {"n_max": 100, "alpha": 0.01}).schedule()
+    assert LookSchedule.of(CertifyConfig()) is None
+    s = LookSchedule.of(build(CertifyConfig, {"n_max": 100, "alpha": 0.01}))
     assert s.sizes == (20, 40, 80, 100) and s.alpha == pytest.approx(0.01)

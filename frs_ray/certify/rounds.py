@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..fuzzing import FuzzedRandomizer
 from ..text import render
 from .certificate import ABSTAIN, Certificate
-from .sequential import SequentialEstimate, SequentialResult, SequentialTest, selected_class
+from .sequential import LookSchedule, SequentialEstimate, SequentialResult, SequentialTest, selected_class
 from .smooth import VotePlan, build_certificate, text_seed
 
 Job = tuple[int, str]
@@ -47,7 +47,7 @@ def sequential_test(plan: VotePlan, config: CertifyConfig) -> SequentialTest:
     """The text's stopping rule: ``config``'s schedule, and the target ``min(target_radius, cap)`` tokens of the
     ``target_kind`` radius at that radius's ``omega * d`` (cap: ``|T(x')|`` conditional, the text unconditional),
     exactly as :func:`frs_ray.certify.smooth._radius` computes the reported radius."""
-    schedule = config.schedule()
+    schedule = LookSchedule.of(config)
     if schedule is None:
         raise ConfigError("sequential CERTIFY needs config.n_max (None is the fixed protocol)")
     L = plan.length_tokens

@@ -64,6 +64,7 @@ from scipy.stats import binom
 
 from frs_ray.certify.bounds import _as_float, _as_int, _check_alpha
 from frs_ray.errors import ConfigError
+from frs_ray.looks import MAX_LOOKS, geometric_sizes
 
 __all__ = [
     "decision_thresholds",
@@ -89,8 +90,6 @@ CONTINUE, TARGET, FUTILE, N_MAX = 0, 1, 2, 3
 """Codes of :meth:`SequentialTest.decide`: ask for the next round, or stop for one of three reasons."""
 STOP_REASONS: dict[int, str] = {TARGET: "target", FUTILE: "futile", N_MAX: "n_max"}
 
-MAX_LOOKS = 64
-"""Most looks a schedule may have: each costs a share of alpha, so more looks only weaken every bound."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,20 +188,17 @@ class LookSchedule:
         m = _as_int("n_max", n_max)
         g = _as_float("growth", growth)
         a = _check_alpha(alpha)
-        if f < 1:
-            raise ConfigError(f"first (the first round's votes) must be >= 1, got {f}")
-        if m < f:
-            raise ConfigError(f"n_max must be >= the first round's votes ({f}), got {m}")
-        if not (g > 1.0 and math.isfinite(g)):
-            raise ConfigError(f"growth must be a finite number > 1, got {growth!r}")
-        sizes = [f]
-        while sizes[-1] < m:
-            if len(sizes) >= MAX_LOOKS:
-                raise ConfigError(
-                    f"first={f}, growth={g}, n_max={m} gives more than {MAX_LOOKS} looks; raise growth or first"
-                )
-            sizes.append(min(m, max(sizes[-1] + 1, math.ceil(sizes[-1] * g))))
+        sizes = geometric_sizes(f, m, g)
         return cls(tuple(sizes), tuple([a / len(sizes)] * len(sizes)))
+
+    @classmethod
+    def of(cls, config) -> "LookSchedule | None":
+        """The schedule a :class:`~frs_ray.config.CertifyConfig` asks for: estimation rounds from ``n_estimate`` up
+        to ``n_max`` growing by ``round_growth``, alpha split equally; None for the fixed protocol (``n_max``
+        unset)."""
+        if config.n_max is None:
+            return None
+        return cls.geometric(config.votes_estimate, config.n_max, config.alpha, config.round_growth)
 
     @property
     def looks(self) -> int:
