@@ -286,10 +286,16 @@ def test_concurrent_sequential_requests_share_voter_calls(service, cli_sequentia
         after = await service.voter_calls.remote()
         return [r[0].model_dump() for r in results], sum(after) - sum(before)
 
-    results, calls = asyncio.run(run_all())
-    assert _same(results, cli_sequential)  # a request's certificate does not depend on who shares its calls
-    looks = sum(r["sequential"]["looks"] for r in results)
-    assert calls < looks, (calls, looks)
+    # Merging needs the requests to meet within the router's batch window, which a loaded machine can stretch
+    # apart: up to three tries (a router that never merges fails all three); every try's certificates must match.
+    tries = []
+    for _ in range(3):
+        results, calls = asyncio.run(run_all())
+        assert _same(results, cli_sequential)  # a request's certificate does not depend on who shares its calls
+        tries.append((calls, sum(r["sequential"]["looks"] for r in results)))
+        if calls < tries[-1][1]:
+            break
+    assert any(calls < looks for calls, looks in tries), tries
 
 
 def test_user_config_sets_sequential_defaults(service, cli_sequential):
