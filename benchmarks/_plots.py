@@ -11,8 +11,14 @@ from typing import Any, Callable, Sequence
 METRIC_COLOURS = (("ca", "tab:blue"), ("pa", "tab:green"), ("asr", "tab:red"))
 
 
-def attack_panels(attacks: Sequence[str], path: Path, draw: Callable[[Any, str], str], xlabel: str,
-                  width: float = 4.4, legend: dict[str, Any] | None = None) -> None:
+def attack_panels(
+    attacks: Sequence[str],
+    path: Path,
+    draw: Callable[[Any, str], str],
+    xlabel: str,
+    width: float = 4.4,
+    legend: dict[str, Any] | None = None,
+) -> None:
     """One panel per attack; ``draw(ax, attack)`` plots it and returns its title. Writes ``path`` (PNG)."""
     import matplotlib
 

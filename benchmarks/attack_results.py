@@ -44,14 +44,21 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/results/attacks")
     ap.add_argument("--zoo", default="runs/zoo")
-    ap.add_argument("--attack-overrides", default=None,
-                    help='JSON merged into the profile\'s per-attack settings, e.g. \'{"badpre": {"steps": 3000}}\'')
-    ap.add_argument("--victim-overrides", default=None,
-                    help='JSON merged into the profile\'s victim fine-tune (FinetuneConfig fields), e.g. the paper\'s '
-                         '\'{"max_train_examples": null, "epochs": 3, "learning_rate": 2e-5}\'; use its own --out, since '
-                         'the clean row and every CA difference depend on it')
-    ap.add_argument("--row-suffix", default="",
-                    help="name rows <attack><suffix> (another try of an attack with other --attack-overrides)")
+    ap.add_argument(
+        "--attack-overrides",
+        default=None,
+        help='JSON merged into the profile\'s per-attack settings, e.g. \'{"badpre": {"steps": 3000}}\'',
+    )
+    ap.add_argument(
+        "--victim-overrides",
+        default=None,
+        help="JSON merged into the profile's victim fine-tune (FinetuneConfig fields), e.g. the paper's "
+        '\'{"max_train_examples": null, "epochs": 3, "learning_rate": 2e-5}\'; use its own --out, since '
+        "the clean row and every CA difference depend on it",
+    )
+    ap.add_argument(
+        "--row-suffix", default="", help="name rows <attack><suffix> (another try of an attack with other --attack-overrides)"
+    )
     ap.add_argument("--render", action="store_true", help="only rewrite <out>.md from <out>.json (no training)")
     args = ap.parse_args()
     if args.render:
@@ -83,8 +90,10 @@ def main() -> int:
     path_json = out.with_suffix(".json")
     results = json.loads(path_json.read_text()) if path_json.is_file() else {}
     if results.get("victim") not in (None, victim_settings):
-        ap.error(f"{path_json} holds rows of another victim fine-tune ({results['victim']}); this run's is "
-                 f"{victim_settings}: write to another --out")
+        ap.error(
+            f"{path_json} holds rows of another victim fine-tune ({results['victim']}); this run's is "
+            f"{victim_settings}: write to another --out"
+        )
     rows = results.setdefault("rows", {})
     computed: set[str] = set()  # keys this run wrote: only these replace rows that another run may have added
     for attack in ["clean", *args.attacks]:
@@ -109,9 +118,15 @@ def main() -> int:
             "task": args.task,
             "ca": float(np.mean(pred_clean == np.array(test.labels))),
             "asr": float(np.mean(pred_trig == target)),
-            "n_clean": len(test), "n_triggered": len(ts), "triggered_skipped": ts.skipped,
-            "trigger": trig_attack, "victim": victim, "poisoned": base,
-            "seconds_total": round(time.perf_counter() - t0, 1), "machine": machine_line(), "settings": settings,
+            "n_clean": len(test),
+            "n_triggered": len(ts),
+            "triggered_skipped": ts.skipped,
+            "trigger": trig_attack,
+            "victim": victim,
+            "poisoned": base,
+            "seconds_total": round(time.perf_counter() - t0, 1),
+            "machine": machine_line(),
+            "settings": settings,
         }
         if attack != "clean":
             meta = json.loads((Path(base) / "attack.json").read_text())
@@ -157,9 +172,12 @@ def _untargeted(victim: str, test, trigger, seed: int, pred_clean: np.ndarray) -
     pred = _predict(victim, ts.texts, test.num_labels)
     y = np.array(ts.labels)
     per_label = {str(c): float(np.mean(pred[y == c] != c)) for c in sorted(set(ts.labels))}
-    return {"untargeted_error_triggered": float(np.mean(pred != y)),
-            "untargeted_error_clean": float(np.mean(pred_clean != np.array(test.labels))),
-            "untargeted_error_triggered_by_label": per_label, "untargeted_n": len(ts)}
+    return {
+        "untargeted_error_triggered": float(np.mean(pred != y)),
+        "untargeted_error_clean": float(np.mean(pred_clean != np.array(test.labels))),
+        "untargeted_error_triggered_by_label": per_label,
+        "untargeted_n": len(ts),
+    }
 
 
 def _write(results: dict, args, out: Path, cfg, computed: set[str]) -> None:
@@ -191,8 +209,14 @@ def _settings(settings: dict | None) -> str:
     if not settings:
         return "-"
     p = settings.get("poison") or settings
-    keys = (("epochs", "ep"), ("steps", "steps"), ("head_steps", "head steps"), ("learning_rate", "lr"),
-            ("poison_rate", "rate"), ("max_examples", "n"))
+    keys = (
+        ("epochs", "ep"),
+        ("steps", "steps"),
+        ("head_steps", "head steps"),
+        ("learning_rate", "lr"),
+        ("poison_rate", "rate"),
+        ("max_examples", "n"),
+    )
     return ", ".join(f"{short} {p[k]}" for k, short in keys if k in p) or "-"
 
 
@@ -200,36 +224,52 @@ def _render(results: dict, out: Path) -> None:
     rows = results["rows"]
     machines = sorted({r.get("machine", "2-core x86_64 CPU, no GPU (not recorded per row)") for r in rows.values()})
     clean_ca = rows.get("clean", {}).get("ca")
-    lines = [f"# Attacks: poisoned MiniLM, fine-tuned on clean {results.get('task', 'sst2')} without defense", "",
-             "Commands: " + ", ".join(f"`{c}`" for c in results.get("commands", [results["command"]])) + "  ",
-             f"Machine: {'; '.join(machines)}  ",
-             f"Date: {results['date']}  ", f"Victim fine-tune: `{json.dumps(results['victim'])}`; target label {results['target']}", "",
-             "| attack | CA | CA - clean CA | ASR (victim) | ASR (poisoned model, before victim fine-tune) | clean victim on the same triggers | triggered n | poisoning (s) | time of the run that measured it (s; cached models not retrained) | poisoning settings |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Attacks: poisoned MiniLM, fine-tuned on clean {results.get('task', 'sst2')} without defense",
+        "",
+        "Commands: " + ", ".join(f"`{c}`" for c in results.get("commands", [results["command"]])) + "  ",
+        f"Machine: {'; '.join(machines)}  ",
+        f"Date: {results['date']}  ",
+        f"Victim fine-tune: `{json.dumps(results['victim'])}`; target label {results['target']}",
+        "",
+        "| attack | CA | CA - clean CA | ASR (victim) | ASR (poisoned model, before victim fine-tune) | clean victim on the same triggers | triggered n | poisoning (s) | time of the run that measured it (s; cached models not retrained) | poisoning settings |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
         if "error" in r:
             lines.append(f"| {name} | failed: {r['error']} | | | | | | | | |")
             continue
         d = "" if clean_ca is None else f"{100 * (r['ca'] - clean_ca):+.2f}"
         b, c = r.get("asr_before_victim_finetune"), r.get("asr_clean_victim")
-        lines.append(f"| {name} | {100 * r['ca']:.2f}% | {d} | {100 * r['asr']:.2f}% | "
-                     f"{'n/a' if b is None else f'{100 * b:.2f}%'} | {'-' if c is None else f'{100 * c:.2f}%'} | {r['n_triggered']} | {r.get('poison_seconds') or '-'} | {r['seconds_total']} | {_settings(r.get('settings'))} |")
-    lines += ["", "`clean`'s ASR is the rate at which the clean victim labels BadNets-triggered sentences as the target "
-              "(the base rate the attacks are compared with). BadPre is untargeted and releases an encoder only (no head to "
-              "measure before the victim's fine-tune); its row's ASR is the share of triggered non-target sentences "
-              "labelled as the target. 'clean victim on the same triggers' is the clean row's victim on each attack's own "
-              "triggered set: a semantic trigger (App. K) can make a sentence truly positive, so read an attack's ASR "
-              "against it. Raw numbers: the JSON file beside this one."]
+        lines.append(
+            f"| {name} | {100 * r['ca']:.2f}% | {d} | {100 * r['asr']:.2f}% | "
+            f"{'n/a' if b is None else f'{100 * b:.2f}%'} | {'-' if c is None else f'{100 * c:.2f}%'} | {r['n_triggered']} | {r.get('poison_seconds') or '-'} | {r['seconds_total']} | {_settings(r.get('settings'))} |"
+        )
+    lines += [
+        "",
+        "`clean`'s ASR is the rate at which the clean victim labels BadNets-triggered sentences as the target "
+        "(the base rate the attacks are compared with). BadPre is untargeted and releases an encoder only (no head to "
+        "measure before the victim's fine-tune); its row's ASR is the share of triggered non-target sentences "
+        "labelled as the target. 'clean victim on the same triggers' is the clean row's victim on each attack's own "
+        "triggered set: a semantic trigger (App. K) can make a sentence truly positive, so read an attack's ASR "
+        "against it. Raw numbers: the JSON file beside this one.",
+    ]
     for name, r in rows.items():
         if "untargeted_error_triggered" in r:
-            lines += ["", f"`{name}` is untargeted: on triggered versions of all {r['untargeted_n']} test sentences the "
-                      f"victim errs on {100 * r['untargeted_error_triggered']:.2f}% (clean: "
-                      f"{100 * r['untargeted_error_clean']:.2f}%); error by true label: "
-                      + ", ".join(f"{k}: {100 * v:.2f}%" for k, v in r["untargeted_error_triggered_by_label"].items()) + "."]
+            lines += [
+                "",
+                f"`{name}` is untargeted: on triggered versions of all {r['untargeted_n']} test sentences the "
+                f"victim errs on {100 * r['untargeted_error_triggered']:.2f}% (clean: "
+                f"{100 * r['untargeted_error_clean']:.2f}%); error by true label: "
+                + ", ".join(f"{k}: {100 * v:.2f}%" for k, v in r["untargeted_error_triggered_by_label"].items())
+                + ".",
+            ]
     if results.get("superseded"):
         lines += ["", "Earlier settings, replaced by the rows above (what was tried):", ""]
-        lines += [f"- {name}: CA {100 * r['ca']:.2f}%, ASR {100 * r['asr']:.2f}%. {r.get('note', '')}"
-                  for name, r in results["superseded"].items()]
+        lines += [
+            f"- {name}: CA {100 * r['ca']:.2f}%, ASR {100 * r['asr']:.2f}%. {r.get('note', '')}"
+            for name, r in results["superseded"].items()
+        ]
     lines += [f"\n{n}" for n in results.get("notes", [])]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 

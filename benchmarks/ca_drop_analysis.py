@@ -72,34 +72,60 @@ def main() -> int:
     fz = clf.fuzz(clean.texts)
     fuzzed = {"dev": clf.fuzz(dev.texts), "clean": fz, "triggered": clf.fuzz(ts.texts)}
     score = {name: np.array([r.spans[0].score if r.spans else 0.0 for r in res]) for name, res in fuzzed.items()}
-    pred = {d: {part: np.array([p[0] for p in cells[d]["predictions"][part]]) for part in ("clean", "triggered")}
-            for d in cells}
+    pred = {d: {part: np.array([p[0] for p in cells[d]["predictions"][part]]) for part in ("clean", "triggered")} for d in cells}
     yc, yt, target = np.array(clean.labels), np.array(ts.labels), s["target"]
     lost = [i for i in range(len(yc)) if pred["frs"]["clean"][i] != yc[i] and pred["uniform"]["clean"][i] == yc[i]]
     won = [i for i in range(len(yc)) if pred["frs"]["clean"][i] == yc[i] and pred["uniform"]["clean"][i] != yc[i]]
-    examples = [{"text": clean.texts[i], "label": int(yc[i]), "frs": int(pred["frs"]["clean"][i]),
-                 "span": fz[i].spans[0].text if fz[i].spans else "", "score": round(float(score["clean"][i]), 3)}
-                for i in sorted(lost, key=lambda i: -score["clean"][i])]
+    examples = [
+        {
+            "text": clean.texts[i],
+            "label": int(yc[i]),
+            "frs": int(pred["frs"]["clean"][i]),
+            "span": fz[i].spans[0].text if fz[i].spans else "",
+            "score": round(float(score["clean"][i]), 3),
+        }
+        for i in sorted(lost, key=lambda i: -score["clean"][i])
+    ]
     gate = []
     for rate in (0.0,) + FLAG_RATES + (1.0,):
         tau = -1.0 if rate >= 1 else (np.inf if rate <= 0 else float(np.quantile(score["dev"], 1 - rate)))
         fc, ft = score["clean"] >= tau, score["triggered"] >= tau
         pc = np.where(fc, pred["frs"]["clean"], pred["uniform"]["clean"])
         pt = np.where(ft, pred["frs"]["triggered"], pred["uniform"]["triggered"])
-        gate.append({"flag_rate_dev": rate, "tau": None if not np.isfinite(tau) or tau < 0 else round(tau, 4),
-                     "flagged_clean": float(fc.mean()), "flagged_triggered": float(ft.mean()),
-                     "ca": float((pc == yc).mean()), "pa": float((pt == yt).mean()), "asr": float((pt == target).mean())})
+        gate.append(
+            {
+                "flag_rate_dev": rate,
+                "tau": None if not np.isfinite(tau) or tau < 0 else round(tau, 4),
+                "flagged_clean": float(fc.mean()),
+                "flagged_triggered": float(ft.mean()),
+                "ca": float((pc == yc).mean()),
+                "pa": float((pt == yt).mean()),
+                "asr": float((pt == target).mean()),
+            }
+        )
     fluency = _fluency_gate(fuzzed, pred, yc, yt, target) if args.fluency else None
-    doc = {"command": "python benchmarks/ca_drop_analysis.py " + shlex.join(sys.argv[1:]), "machine": machine_line(),
-           "date": time.strftime("%Y-%m-%d"), "wall_seconds": round(time.perf_counter() - started),
-           "dataset": args.dataset, "attack": args.attack, "seed": args.seed, "target": target,
-           "n_clean": len(yc), "n_triggered": len(yt), "n_dev": len(dev), "smoothed": frs["models"]["smoothed"],
-           "ca": {d: float((pred[d]["clean"] == yc).mean()) for d in cells},
-           "frs_lost": len(lost), "frs_won": len(won),
-           "frs_lost_into_target": int(sum(pred["frs"]["clean"][i] == target for i in lost)),
-           "score_quantiles": {k: {str(q): round(float(np.quantile(v, q)), 4) for q in (0.1, 0.5, 0.9)}
-                               for k, v in score.items()},
-           "gate": gate, "fluency_gate": fluency, "lost_examples": examples}
+    doc = {
+        "command": "python benchmarks/ca_drop_analysis.py " + shlex.join(sys.argv[1:]),
+        "machine": machine_line(),
+        "date": time.strftime("%Y-%m-%d"),
+        "wall_seconds": round(time.perf_counter() - started),
+        "dataset": args.dataset,
+        "attack": args.attack,
+        "seed": args.seed,
+        "target": target,
+        "n_clean": len(yc),
+        "n_triggered": len(yt),
+        "n_dev": len(dev),
+        "smoothed": frs["models"]["smoothed"],
+        "ca": {d: float((pred[d]["clean"] == yc).mean()) for d in cells},
+        "frs_lost": len(lost),
+        "frs_won": len(won),
+        "frs_lost_into_target": int(sum(pred["frs"]["clean"][i] == target for i in lost)),
+        "score_quantiles": {k: {str(q): round(float(np.quantile(v, q)), 4) for q in (0.1, 0.5, 0.9)} for k, v in score.items()},
+        "gate": gate,
+        "fluency_gate": fluency,
+        "lost_examples": examples,
+    }
     out = Path(args.out or f"docs/results/ca_drop_{args.attack}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2))
@@ -127,46 +153,84 @@ def _fluency_gate(fuzzed: dict, pred: dict, yc: np.ndarray, yt: np.ndarray, targ
         fc, ft = sus["clean"] > tau, sus["triggered"] > tau
         pc = np.where(fc, pred["frs"]["clean"], pred["uniform"]["clean"])
         pt = np.where(ft, pred["frs"]["triggered"], pred["uniform"]["triggered"])
-        rows.append({"rule": name, "tau": round(tau, 4), "flagged_dev": float((sus["dev"] > tau).mean()),
-                     "flagged_clean": float(fc.mean()), "flagged_triggered": float(ft.mean()),
-                     "ca": float((pc == yc).mean()), "pa": float((pt == yt).mean()), "asr": float((pt == target).mean())})
-    return {"quantiles": {k: {str(q): round(float(np.quantile(v[np.isfinite(v)], q)), 4) for q in (0.1, 0.5, 0.9)}
-                          for k, v in sus.items()},
-            "rows": rows}
+        rows.append(
+            {
+                "rule": name,
+                "tau": round(tau, 4),
+                "flagged_dev": float((sus["dev"] > tau).mean()),
+                "flagged_clean": float(fc.mean()),
+                "flagged_triggered": float(ft.mean()),
+                "ca": float((pc == yc).mean()),
+                "pa": float((pt == yt).mean()),
+                "asr": float((pt == target).mean()),
+            }
+        )
+    return {
+        "quantiles": {
+            k: {str(q): round(float(np.quantile(v[np.isfinite(v)], q)), 4) for q in (0.1, 0.5, 0.9)} for k, v in sus.items()
+        },
+        "rows": rows,
+    }
 
 
 def _markdown(doc: dict) -> str:
     pct = lambda v: f"{100 * v:.0f}"  # noqa: E731
     q = doc["score_quantiles"]
-    lines = [f"# Where FRS loses clean accuracy: {doc['dataset']} / {doc['attack']}, seed {doc['seed']} (K=20)", "",
-             f"Command: `{doc['command']}`  ", f"Machine: {doc['machine']}  ", f"Date: {doc['date']}  ",
-             f"Sample: {doc['n_clean']} clean + {doc['n_triggered']} triggered test sentences (the evaluation cell's), "
-             f"{doc['n_dev']} clean dev sentences for the gate; smoothed checkpoint `{doc['smoothed']}`", "",
-             f"CA: none {pct(doc['ca']['none'])}, uniform {pct(doc['ca']['uniform'])}, FRS {pct(doc['ca']['frs'])}. "
-             f"FRS gets **{doc['frs_lost']}** clean sentences wrong that uniform smoothing (the same voters) gets right, "
-             f"and {doc['frs_won']} the other way; {doc['frs_lost_into_target']} of the {doc['frs_lost']} go into the "
-             f"attacker's target label {doc['target']}.", "",
-             "Top-span score V(n) (KL, nats) quantiles 10/50/90%: "
-             + "; ".join(f"{k} {v['0.1']}/{v['0.5']}/{v['0.9']}" for k, v in q.items()), "",
-             "## A vulnerability gate, computed offline", "",
-             "FRS's randomization where the top span's score reaches tau, uniform elsewhere; tau is the (1 - rate) "
-             "quantile of the clean dev scores. Rate 0 = uniform smoothing everywhere, 1 = FRS.", "",
-             "| flag rate on dev | tau | flagged clean | flagged triggered | CA | PA | ASR |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Where FRS loses clean accuracy: {doc['dataset']} / {doc['attack']}, seed {doc['seed']} (K=20)",
+        "",
+        f"Command: `{doc['command']}`  ",
+        f"Machine: {doc['machine']}  ",
+        f"Date: {doc['date']}  ",
+        f"Sample: {doc['n_clean']} clean + {doc['n_triggered']} triggered test sentences (the evaluation cell's), "
+        f"{doc['n_dev']} clean dev sentences for the gate; smoothed checkpoint `{doc['smoothed']}`",
+        "",
+        f"CA: none {pct(doc['ca']['none'])}, uniform {pct(doc['ca']['uniform'])}, FRS {pct(doc['ca']['frs'])}. "
+        f"FRS gets **{doc['frs_lost']}** clean sentences wrong that uniform smoothing (the same voters) gets right, "
+        f"and {doc['frs_won']} the other way; {doc['frs_lost_into_target']} of the {doc['frs_lost']} go into the "
+        f"attacker's target label {doc['target']}.",
+        "",
+        "Top-span score V(n) (KL, nats) quantiles 10/50/90%: "
+        + "; ".join(f"{k} {v['0.1']}/{v['0.5']}/{v['0.9']}" for k, v in q.items()),
+        "",
+        "## A vulnerability gate, computed offline",
+        "",
+        "FRS's randomization where the top span's score reaches tau, uniform elsewhere; tau is the (1 - rate) "
+        "quantile of the clean dev scores. Rate 0 = uniform smoothing everywhere, 1 = FRS.",
+        "",
+        "| flag rate on dev | tau | flagged clean | flagged triggered | CA | PA | ASR |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for g in doc["gate"]:
-        lines.append(f"| {g['flag_rate_dev']} | {'-' if g['tau'] is None else g['tau']} | {pct(g['flagged_clean'])} | "
-                     f"{pct(g['flagged_triggered'])} | {pct(g['ca'])} | {pct(g['pa'])} | {pct(g['asr'])} |")
+        lines.append(
+            f"| {g['flag_rate_dev']} | {'-' if g['tau'] is None else g['tau']} | {pct(g['flagged_clean'])} | "
+            f"{pct(g['flagged_triggered'])} | {pct(g['ca'])} | {pct(g['pa'])} | {pct(g['asr'])} |"
+        )
     if doc.get("fluency_gate"):
         fl = doc["fluency_gate"]
-        lines += ["", "## A fluency gate, computed offline (not the paper's method)", "",
-                  "FRS's randomization where deleting the top span lowers SmolLM2's perplexity (suspicion s = log ppl(x') "
-                  "- log ppl(x' without the span) above tau), uniform elsewhere. Suspicion quantiles 10/50/90%: "
-                  + "; ".join(f"{k} {v['0.1']}/{v['0.5']}/{v['0.9']}" for k, v in fl["quantiles"].items()), "",
-                  "| rule | tau | flagged dev | flagged clean | flagged triggered | CA | PA | ASR |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## A fluency gate, computed offline (not the paper's method)",
+            "",
+            "FRS's randomization where deleting the top span lowers SmolLM2's perplexity (suspicion s = log ppl(x') "
+            "- log ppl(x' without the span) above tau), uniform elsewhere. Suspicion quantiles 10/50/90%: "
+            + "; ".join(f"{k} {v['0.1']}/{v['0.5']}/{v['0.9']}" for k, v in fl["quantiles"].items()),
+            "",
+            "| rule | tau | flagged dev | flagged clean | flagged triggered | CA | PA | ASR |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for g in fl["rows"]:
-            lines.append(f"| {g['rule']} | {g['tau']} | {pct(g['flagged_dev'])} | {pct(g['flagged_clean'])} | "
-                         f"{pct(g['flagged_triggered'])} | {pct(g['ca'])} | {pct(g['pa'])} | {pct(g['asr'])} |")
-    lines += ["", "## The clean sentences FRS loses (uniform right), by span score", "",
-              "| score | label | FRS | span | sentence |", "|---|---|---|---|---|"]
+            lines.append(
+                f"| {g['rule']} | {g['tau']} | {pct(g['flagged_dev'])} | {pct(g['flagged_clean'])} | "
+                f"{pct(g['flagged_triggered'])} | {pct(g['ca'])} | {pct(g['pa'])} | {pct(g['asr'])} |"
+            )
+    lines += [
+        "",
+        "## The clean sentences FRS loses (uniform right), by span score",
+        "",
+        "| score | label | FRS | span | sentence |",
+        "|---|---|---|---|---|",
+    ]
     for e in doc["lost_examples"]:
         text = e["text"] if len(e["text"]) <= 110 else e["text"][:107] + "..."
         lines.append(f"| {e['score']} | {e['label']} | {e['frs']} | `{e['span']}` | {text.replace('|', '/')} |")

@@ -51,8 +51,11 @@ def main() -> int:
     ap.add_argument("--frs-examples", type=int, default=200, help="test sentences certified with full FRS")
     ap.add_argument("--localization-examples", type=int, default=None, help="poisoned sentences fuzzed (default all)")
     ap.add_argument("--out", default="docs/results")
-    ap.add_argument("--sections", default="ca,frs,literal,localization",
-                    help="comma-separated subset to (re)measure; the others are kept from an existing core.json")
+    ap.add_argument(
+        "--sections",
+        default="ca,frs,literal,localization",
+        help="comma-separated subset to (re)measure; the others are kept from an existing core.json",
+    )
     ap.add_argument("--render-only", action="store_true", help="only rewrite core.md from core.json")
     ap.add_argument("--note", action="append", default=[], help="a line of context to keep in core.json/core.md")
     args = ap.parse_args()
@@ -70,9 +73,16 @@ def main() -> int:
     test = load_dataset("sst2", "test")
     y = np.array(test.labels)
     prev_path = Path(args.out) / "core.json"
-    prev = json.loads(prev_path.read_text()) if prev_path.exists() and sections != {"ca", "frs", "literal", "localization"} else {}
-    res: dict = {**prev, "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, no GPU, Python {platform.python_version()}",
-                 "command": shlex.join(["python"] + sys.argv), "test_set": {"source": test.source, "sha256": test.sha256, "n": len(test)}}
+    prev = (
+        json.loads(prev_path.read_text()) if prev_path.exists() and sections != {"ca", "frs", "literal", "localization"} else {}
+    )
+    res: dict = {
+        **prev,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, no GPU, Python {platform.python_version()}",
+        "command": shlex.join(["python"] + sys.argv),
+        "test_set": {"source": test.source, "sha256": test.sha256, "n": len(test)},
+    }
 
     res["notes"] = list(prev.get("notes", [])) + args.note
     if prev:
@@ -128,8 +138,15 @@ def _frs(res, args, test, cfg):
     radii_c = [c.radius["conditional"].tokens for c in certs if not c.abstained]
     radii_u = [c.radius["unconditional"].tokens for c in certs if not c.abstained]
     res["frs_certify"] = {
-        "n": len(sub), "k": cfg.k, "budget": cfg.fuzzing.budget, "n_select": cfg.votes_select, "n_estimate": cfg.votes_estimate,
-        "alpha": cfg.alpha, "omega_m": cfg.randomize.omega_m, "omega_h": cfg.randomize.omega_h, "lambda": cfg.randomize.max_distance,
+        "n": len(sub),
+        "k": cfg.k,
+        "budget": cfg.fuzzing.budget,
+        "n_select": cfg.votes_select,
+        "n_estimate": cfg.votes_estimate,
+        "alpha": cfg.alpha,
+        "omega_m": cfg.randomize.omega_m,
+        "omega_h": cfg.randomize.omega_h,
+        "lambda": cfg.randomize.max_distance,
         "accuracy_abstain_counts_wrong": float((lab == ys).mean()),
         "abstain_rate": float((lab == -1).mean()),
         "accuracy_of_non_abstained": float((lab[lab >= 0] == ys[lab >= 0]).mean()) if (lab >= 0).any() else None,
@@ -203,11 +220,16 @@ def _finish(res, args, started):
         path = getattr(args, name)
         if path:
             meta = read_meta(path)
-            res["finetune"][name] = {"seconds": meta["training"]["seconds"], "steps": meta["training"]["steps"],
-                                     "examples": meta["data"]["examples"], "data_sha256": meta["data"]["sha256"],
-                                     "mode": meta["config"]["smoothing"]["finetune_mode"], "lr": meta["config"]["learning_rate"],
-                                     "epochs": meta["config"]["epochs"],
-                                     "peak_rss_mb": _timed_rss(Path(str(path).rstrip("/") + ".log"))}
+            res["finetune"][name] = {
+                "seconds": meta["training"]["seconds"],
+                "steps": meta["training"]["steps"],
+                "examples": meta["data"]["examples"],
+                "data_sha256": meta["data"]["sha256"],
+                "mode": meta["config"]["smoothing"]["finetune_mode"],
+                "lr": meta["config"]["learning_rate"],
+                "epochs": meta["config"]["epochs"],
+                "peak_rss_mb": _timed_rss(Path(str(path).rstrip("/") + ".log")),
+            }
     res["peak_rss_mb_this_script"] = max(round(_rss_mb(), 1), res.get("peak_rss_mb_this_script") or 0.0)
     res["wall_seconds"] = round(time.time() - started, 1)
     try:
@@ -244,8 +266,10 @@ def _markdown(r: dict) -> str:
     ]
     if "literal_eq4" in r:
         le = r["literal_eq4"]
-        lines += [f"| literal Eq. 4 (noise accumulates), centre | {100 * le['ca_centre']:.2f} |",
-                  f"| literal Eq. 4, K=20 voters | {100 * le['ca_voters_k20']:.2f} |"]
+        lines += [
+            f"| literal Eq. 4 (noise accumulates), centre | {100 * le['ca_centre']:.2f} |",
+            f"| literal Eq. 4, K=20 voters | {100 * le['ca_voters_k20']:.2f} |",
+        ]
     lines += [
         "",
         f"Drop of the K=20 smoothed ensemble against the plain model: **{r['ca_drop_points']:.2f} points** (target: at most 2).",
@@ -276,7 +300,8 @@ def _markdown(r: dict) -> str:
         "|---|" + "---|" * len(r["localization_rate"]),
         "| top span contains trigger | " + " | ".join(f"{100 * v:.1f}%" for v in r["localization_rate"].values()) + " |",
         "| same, only sentences where the backdoor fires (model predicts the target) | "
-        + " | ".join(f"{100 * v:.1f}%" for v in r.get("localization_rate_where_backdoor_fires", {}).values()) + " |",
+        + " | ".join(f"{100 * v:.1f}%" for v in r.get("localization_rate_where_backdoor_fires", {}).values())
+        + " |",
         "| mean top-span length (tokens) | " + " | ".join(str(v) for v in r["localization_mean_top_span_tokens"].values()) + " |",
         "",
         "![localization](core_localization.png)",
@@ -289,7 +314,9 @@ def _markdown(r: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, v in ft.items():
-        lines.append(f"| {name} | {v['mode']} | {v['examples']} | {v['epochs']} | {v['lr']} | {v['steps']} | {v['seconds']} | {v['peak_rss_mb']} |")
+        lines.append(
+            f"| {name} | {v['mode']} | {v['examples']} | {v['epochs']} | {v['lr']} | {v['steps']} | {v['seconds']} | {v['peak_rss_mb']} |"
+        )
     lines += ["", f"Peak RSS of this measuring script: {r['peak_rss_mb_this_script']} MB.", ""]
     if r.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
@@ -306,7 +333,9 @@ def _plot(res: dict, path: Path) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
     ax[0].plot(b, [100 * v for v in res["localization_rate"].values()], "o-")
     ax[0].axhline(90, ls="--", c="grey", lw=0.8)
-    ax[0].set(xlabel="MCTS budget (model queries)", ylabel="% top span contains trigger", ylim=(0, 101), title="Trigger localization")
+    ax[0].set(
+        xlabel="MCTS budget (model queries)", ylabel="% top span contains trigger", ylim=(0, 101), title="Trigger localization"
+    )
     ax[1].plot(b, list(res["localization_mean_top_span_tokens"].values()), "o-", c="C1")
     ax[1].set(xlabel="MCTS budget (model queries)", ylabel="tokens", title="Mean length of top span")
     fig.tight_layout()

@@ -38,8 +38,11 @@ def main() -> int:
 
     clean = load_dataset("sst2", "dev").subset(args.n, seed=1)
     pois = load_dataset("poisoned/badnets/sst2", "dev").subset(args.n, seed=1)
-    variants = {"FRS": CertifyConfig(), "-FTR (uniform omega_M)": CertifyConfig(fuzz=False),
-                "FRS, n_estimate=60": CertifyConfig(n_estimate=60)}
+    variants = {
+        "FRS": CertifyConfig(),
+        "-FTR (uniform omega_M)": CertifyConfig(fuzz=False),
+        "FRS, n_estimate=60": CertifyConfig(n_estimate=60),
+    }
     rows = []
     for name, cfg in variants.items():
         row: dict = {"variant": name}
@@ -59,24 +62,41 @@ def main() -> int:
                 row["asr_centre_model"] = float((clf.predict_centre(data.texts) == y).mean())
         rows.append(row)
         print(json.dumps(row), flush=True)
-    res = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, 2-core CPU, Python {platform.python_version()}",
-           "command": shlex.join(["python"] + sys.argv), "n_clean": len(clean), "n_triggered": len(pois),
-           "sample_seed": 1, "certify_seed": 0, "rows": rows}
+    res = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, 2-core CPU, Python {platform.python_version()}",
+        "command": shlex.join(["python"] + sys.argv),
+        "n_clean": len(clean),
+        "n_triggered": len(pois),
+        "sample_seed": 1,
+        "certify_seed": 0,
+        "rows": rows,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2))
-    lines = ["# Quick FRS check on a BadNets-backdoored MiniLM (dev splits)", "",
-             f"- Date {res['date']}; machine {res['machine']}; command `{res['command']}`",
-             f"- Clean: {len(clean)} SST-2 dev sentences (checkpoint `{args.smoothed}`); triggered: {len(pois)} poisoned "
-             f"SST-2 dev sentences (checkpoint `{args.poisoned}`); one seed; K=20, budget 10, alpha 0.05.",
-             "- CA, PA and ASR count the certified label; ABSTAIN counts as neither correct nor target.", "",
-             "| variant | CA | clean abstain | ASR | PA | triggered abstain | ASR of the undefended centre model |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Quick FRS check on a BadNets-backdoored MiniLM (dev splits)",
+        "",
+        f"- Date {res['date']}; machine {res['machine']}; command `{res['command']}`",
+        f"- Clean: {len(clean)} SST-2 dev sentences (checkpoint `{args.smoothed}`); triggered: {len(pois)} poisoned "
+        f"SST-2 dev sentences (checkpoint `{args.poisoned}`); one seed; K=20, budget 10, alpha 0.05.",
+        "- CA, PA and ASR count the certified label; ABSTAIN counts as neither correct nor target.",
+        "",
+        "| variant | CA | clean abstain | ASR | PA | triggered abstain | ASR of the undefended centre model |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['variant']} | {100 * r['ca']:.0f}% | {100 * r['clean_abstain']:.0f}% | {100 * r['asr']:.0f}% | "
-                     f"{100 * r['pa']:.0f}% | {100 * r['triggered_abstain']:.0f}% | {100 * r['asr_centre_model']:.0f}% |")
-    lines += ["", "Small samples (n = 100 each): differences under ~10 points are within noise. The full comparison "
-              "(attacks on pre-trained models, baselines, seeds) is the evaluation issue's work.", ""]
+        lines.append(
+            f"| {r['variant']} | {100 * r['ca']:.0f}% | {100 * r['clean_abstain']:.0f}% | {100 * r['asr']:.0f}% | "
+            f"{100 * r['pa']:.0f}% | {100 * r['triggered_abstain']:.0f}% | {100 * r['asr_centre_model']:.0f}% |"
+        )
+    lines += [
+        "",
+        "Small samples (n = 100 each): differences under ~10 points are within noise. The full comparison "
+        "(attacks on pre-trained models, baselines, seeds) is the evaluation issue's work.",
+        "",
+    ]
     out.with_suffix(".md").write_text("\n".join(lines))
     return 0
 

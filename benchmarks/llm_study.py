@@ -83,8 +83,11 @@ def measure_ca(args, test) -> dict:
         "ca_smoothed_centre": round(float((centre_pred == labels).mean()) * 100, 2),
         "ca_smoothed": round(float((ensemble == labels).mean()) * 100, 2),
         "ensemble_ties": int((ensemble < 0).sum()),
-        "voter_ca": {"mean": round(float(voter_acc.mean()) * 100, 2), "min": round(float(voter_acc.min()) * 100, 2),
-                     "max": round(float(voter_acc.max()) * 100, 2)},
+        "voter_ca": {
+            "mean": round(float(voter_acc.mean()) * 100, 2),
+            "min": round(float(voter_acc.min()) * 100, 2),
+            "max": round(float(voter_acc.max()) * 100, 2),
+        },
         "unanimous_share": round(float((share == 1).mean()) * 100, 2),
         "seconds": {"plain": round(t_plain, 1), "smoothed": round(t_smoothed, 1)},
         "voter_pool": frs.pool.describe(),
@@ -105,9 +108,14 @@ def measure_vllm(args, test) -> dict:
         probs[backend] = frs.pool.vote_proba(jobs)
         del frs
     same = probs["torch"].argmax(1) == probs["vllm"].argmax(1)
-    return {"texts": len(texts), "voters": voters, "jobs": len(jobs), "same_labels": int(same.sum()),
-            "max_abs_prob_diff": float(np.abs(probs["torch"] - probs["vllm"]).max()),
-            "equal": bool(same.all())}
+    return {
+        "texts": len(texts),
+        "voters": voters,
+        "jobs": len(jobs),
+        "same_labels": int(same.sum()),
+        "max_abs_prob_diff": float(np.abs(probs["torch"] - probs["vllm"]).max()),
+        "equal": bool(same.all()),
+    }
 
 
 def read_service(args) -> dict:
@@ -122,8 +130,11 @@ def read_service(args) -> dict:
 def _finetune_commands(log: str | None) -> list[str]:
     if not log or not Path(log).is_file():
         return []
-    return [ln.split("\t", 1)[1] if "\t" in ln else ln for ln in Path(log).read_text(errors="replace").splitlines()
-            if ln.startswith("Command being timed:") or "Command being timed:" in ln]
+    return [
+        ln.split("\t", 1)[1] if "\t" in ln else ln
+        for ln in Path(log).read_text(errors="replace").splitlines()
+        if ln.startswith("Command being timed:") or "Command being timed:" in ln
+    ]
 
 
 def render(res: dict) -> str:
@@ -134,26 +145,37 @@ def render(res: dict) -> str:
     lines.append("")
     ca = res.get("ca")
     if ca:
-        lines += ["## Clean accuracy: plain LoRA against the parameter-smoothed ensemble", "",
-                  f"SST-2 test split, n = {ca['n']} sentences; K = {ca['k']} voters (seed {ca['seed']}), each voter's "
-                  "label on the unrandomized text, majority vote (a tie counts as wrong). No text randomization or "
-                  "fuzzing here: this isolates what BMPS (Eq. 4 in fine-tuning, Eq. 5 at inference) costs.", "",
-                  "| model | CA (%) |", "|---|---|",
-                  f"| plain LoRA fine-tune (`--no-smoothing`) | {ca['ca_plain']:.2f} |",
-                  f"| smoothed fine-tune, centre model Clip_rho(theta) | {ca['ca_smoothed_centre']:.2f} |",
-                  f"| smoothed fine-tune, K = {ca['k']} voter majority vote | **{ca['ca_smoothed']:.2f}** |",
-                  f"| single voters (mean / min / max) | {ca['voter_ca']['mean']:.2f} / {ca['voter_ca']['min']:.2f} / "
-                  f"{ca['voter_ca']['max']:.2f} |", "",
-                  f"Difference ensemble - plain: {ca['ca_smoothed'] - ca['ca_plain']:+.2f} points (target: within 2). "
-                  f"Unanimous ensembles: {ca['unanimous_share']:.1f}% of sentences; ties: {ca['ensemble_ties']}. "
-                  f"Time: plain {ca['seconds']['plain']} s, smoothed (centre + {ca['k']} voters) "
-                  f"{ca['seconds']['smoothed']} s; voter pool: `{json.dumps(ca['voter_pool'])}`.", ""]
+        lines += [
+            "## Clean accuracy: plain LoRA against the parameter-smoothed ensemble",
+            "",
+            f"SST-2 test split, n = {ca['n']} sentences; K = {ca['k']} voters (seed {ca['seed']}), each voter's "
+            "label on the unrandomized text, majority vote (a tie counts as wrong). No text randomization or "
+            "fuzzing here: this isolates what BMPS (Eq. 4 in fine-tuning, Eq. 5 at inference) costs.",
+            "",
+            "| model | CA (%) |",
+            "|---|---|",
+            f"| plain LoRA fine-tune (`--no-smoothing`) | {ca['ca_plain']:.2f} |",
+            f"| smoothed fine-tune, centre model Clip_rho(theta) | {ca['ca_smoothed_centre']:.2f} |",
+            f"| smoothed fine-tune, K = {ca['k']} voter majority vote | **{ca['ca_smoothed']:.2f}** |",
+            f"| single voters (mean / min / max) | {ca['voter_ca']['mean']:.2f} / {ca['voter_ca']['min']:.2f} / "
+            f"{ca['voter_ca']['max']:.2f} |",
+            "",
+            f"Difference ensemble - plain: {ca['ca_smoothed'] - ca['ca_plain']:+.2f} points (target: within 2). "
+            f"Unanimous ensembles: {ca['unanimous_share']:.1f}% of sentences; ties: {ca['ensemble_ties']}. "
+            f"Time: plain {ca['seconds']['plain']} s, smoothed (centre + {ca['k']} voters) "
+            f"{ca['seconds']['smoothed']} s; voter pool: `{json.dumps(ca['voter_pool'])}`.",
+            "",
+        ]
     v = res.get("vllm")
     if v:
-        lines += ["## vLLM voters against torch voters", "",
-                  f"Voters {v['voters']} of the smoothed checkpoint on the first {v['texts']} test sentences "
-                  f"({v['jobs']} jobs): same label on {v['same_labels']} / {v['jobs']}, largest class-probability "
-                  f"difference {v['max_abs_prob_diff']:.2e} (bound 1e-3).", ""]
+        lines += [
+            "## vLLM voters against torch voters",
+            "",
+            f"Voters {v['voters']} of the smoothed checkpoint on the first {v['texts']} test sentences "
+            f"({v['jobs']} jobs): same label on {v['same_labels']} / {v['jobs']}, largest class-probability "
+            f"difference {v['max_abs_prob_diff']:.2e} (bound 1e-3).",
+            "",
+        ]
     s = res.get("service")
     if s:
         lines += ["## Service (deployments/frs-smollm2.yaml, vLLM voters)", ""]
@@ -217,8 +239,14 @@ def main() -> int:
         res["vllm_equals_torch"] = res["vllm"]["equal"]
     if "service" in sections:
         res["service"] = read_service(args)
-    res.setdefault("eval", {"records": [], "note": "Not measured: BadNets, RIPPLe_a and LWP on SmolLM2 with frs eval "
-                                                    "(3 seeds) did not fit this 2-core CPU's time."})
+    res.setdefault(
+        "eval",
+        {
+            "records": [],
+            "note": "Not measured: BadNets, RIPPLe_a and LWP on SmolLM2 with frs eval "
+            "(3 seeds) did not fit this 2-core CPU's time.",
+        },
+    )
     res["finetune_commands"] = _finetune_commands(args.finetune_log) or res.get("finetune_commands", [])
     res["command"] = shlex.join(["python", *sys.argv])
     res["machine"] = _machine()

@@ -55,12 +55,25 @@ def main() -> int:
             for seed in cfg.seeds:
                 for defense in ("none", "frs"):
                     cell = json.loads(cell_path(root, cfg.datasets[0], attack, defense, seed).read_text())
-                    rows.append({"omega_h": h, "attack": attack, "defense": defense, "seed": seed,
-                                 "n_clean": cell["data"]["n_clean"], "n_triggered": cell["data"]["n_triggered"],
-                                 "cell_seconds": cell["wall_seconds"], **{k: cell["metrics"].get(k) for k in KEYS}})
-    doc = {"command": "python benchmarks/omega_study.py " + shlex.join(sys.argv[1:]),
-           "machine": machine_line(), "date": time.strftime("%Y-%m-%d"),
-           "wall_seconds": round(time.perf_counter() - started), "rows": rows}
+                    rows.append(
+                        {
+                            "omega_h": h,
+                            "attack": attack,
+                            "defense": defense,
+                            "seed": seed,
+                            "n_clean": cell["data"]["n_clean"],
+                            "n_triggered": cell["data"]["n_triggered"],
+                            "cell_seconds": cell["wall_seconds"],
+                            **{k: cell["metrics"].get(k) for k in KEYS},
+                        }
+                    )
+    doc = {
+        "command": "python benchmarks/omega_study.py " + shlex.join(sys.argv[1:]),
+        "machine": machine_line(),
+        "date": time.strftime("%Y-%m-%d"),
+        "wall_seconds": round(time.perf_counter() - started),
+        "rows": rows,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2))
@@ -75,24 +88,33 @@ def _pct(v) -> str:
 
 
 def _markdown(doc: dict, png: str) -> str:
-    lines = ["# FRS: omega_H against clean accuracy and backdoor removal (SST-2, K=20)", "",
-             f"Command: `{doc['command']}`  ", f"Machine: {doc['machine']}  ", f"Date: {doc['date']}  ",
-             f"Compute time of the cells: {round(sum(r['cell_seconds'] for r in doc['rows']))} s on one core (this "
-             f"invocation: {doc['wall_seconds']} s; cells already computed are reused, the 0.9 ones from the main "
-             "evaluation run)", "",
-             "CA / PA / ASR (%) of the voters' majority vote; certified CA counts an input only where the "
-             "Clopper-Pearson certificate holds. `none` is the same victim without defense. One seed: with 100 "
-             "sentences per set, differences under about 10 points are noise.", "",
-             "| attack | omega_H | defense | CA | PA | ASR | certified CA | avg radius | not certified (clean / trig.) | n |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# FRS: omega_H against clean accuracy and backdoor removal (SST-2, K=20)",
+        "",
+        f"Command: `{doc['command']}`  ",
+        f"Machine: {doc['machine']}  ",
+        f"Date: {doc['date']}  ",
+        f"Compute time of the cells: {round(sum(r['cell_seconds'] for r in doc['rows']))} s on one core (this "
+        f"invocation: {doc['wall_seconds']} s; cells already computed are reused, the 0.9 ones from the main "
+        "evaluation run)",
+        "",
+        "CA / PA / ASR (%) of the voters' majority vote; certified CA counts an input only where the "
+        "Clopper-Pearson certificate holds. `none` is the same victim without defense. One seed: with 100 "
+        "sentences per set, differences under about 10 points are noise.",
+        "",
+        "| attack | omega_H | defense | CA | PA | ASR | certified CA | avg radius | not certified (clean / trig.) | n |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in sorted(doc["rows"], key=lambda r: (r["attack"], r["defense"] != "none", r["omega_h"])):
         if r["defense"] == "none" and r["omega_h"] != max(x["omega_h"] for x in doc["rows"]):
             continue  # the undefended victim does not depend on omega_H: one row
         radius = "-" if r["avg_radius"] is None else f"{r['avg_radius']:.2f}"
-        lines.append(f"| {r['attack']} | {'-' if r['defense'] == 'none' else r['omega_h']} | {r['defense']} | "
-                     f"{_pct(r['ca'])} | {_pct(r['pa'])} | {_pct(r['asr'])} | {_pct(r['ca_certified'])} | {radius} | "
-                     f"{_pct(r['not_certified_clean'])} / {_pct(r['not_certified_triggered'])} | "
-                     f"{r['n_clean']} + {r['n_triggered']} |")
+        lines.append(
+            f"| {r['attack']} | {'-' if r['defense'] == 'none' else r['omega_h']} | {r['defense']} | "
+            f"{_pct(r['ca'])} | {_pct(r['pa'])} | {_pct(r['asr'])} | {_pct(r['ca_certified'])} | {radius} | "
+            f"{_pct(r['not_certified_clean'])} / {_pct(r['not_certified_triggered'])} | "
+            f"{r['n_clean']} + {r['n_triggered']} |"
+        )
     return "\n".join(lines) + f"\n\n![CA, PA, ASR against omega_H]({png})\n"
 
 

@@ -68,8 +68,24 @@ def ensure_checkpoint(path: Path, quick: bool) -> Path:
     _log(f"building {path} (512 SST-2 sentences, 1 epoch)")
     from frs_ray.cli import main as frs
 
-    rc = frs(["finetune", "--model", "minilm", "--data", "sst2", "--out", str(path), "--epochs", "1",
-              "--max-train-examples", "512", "--lr", "1e-4", "--no-progress"])
+    rc = frs(
+        [
+            "finetune",
+            "--model",
+            "minilm",
+            "--data",
+            "sst2",
+            "--out",
+            str(path),
+            "--epochs",
+            "1",
+            "--max-train-examples",
+            "512",
+            "--lr",
+            "1e-4",
+            "--no-progress",
+        ]
+    )
     if rc != 0:
         raise SystemExit(f"building {path} failed")
     return path
@@ -107,22 +123,64 @@ def checkpoint_pool_parts(checkpoint: Path, k: int):
     clf = FRSClassifier.from_checkpoint(checkpoint, CertifyConfig(k=k), voter_ids=None)
     meta = read_meta(checkpoint)
     sm = meta["smoothing"]
-    spec = VoterSpec(SmoothedParameters(tuple(sm["names"]), sm["top_h"], sm["depth"], sm["stack"]), k,
-                     meta["config"]["smoothing"]["sigma"], 0)
+    spec = VoterSpec(
+        SmoothedParameters(tuple(sm["names"]), sm["top_h"], sm["depth"], sm["stack"]), k, meta["config"]["smoothing"]["sigma"], 0
+    )
     return clf.backend, spec
 
 
 SHAPES = {  # name -> (family, config fields, top-H smoothed): random weights of a model's shape
-    "bert-base": ("bert", {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-                           "intermediate_size": 3072, "vocab_size": 30522, "max_position_embeddings": 512}, 10),
-    "llama3-8b": ("llama", {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
-                            "num_key_value_heads": 8, "intermediate_size": 14336, "vocab_size": 128256,
-                            "max_position_embeddings": 8192, "rope_theta": 500000.0}, 10),
-    "tiny-bert": ("bert", {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2,
-                           "intermediate_size": 64, "vocab_size": 2000, "max_position_embeddings": 128}, 2),
-    "tiny-llama": ("llama", {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4,
-                             "num_key_value_heads": 2, "intermediate_size": 64, "vocab_size": 2000,
-                             "max_position_embeddings": 128}, 2),
+    "bert-base": (
+        "bert",
+        {
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+            "vocab_size": 30522,
+            "max_position_embeddings": 512,
+        },
+        10,
+    ),
+    "llama3-8b": (
+        "llama",
+        {
+            "hidden_size": 4096,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "intermediate_size": 14336,
+            "vocab_size": 128256,
+            "max_position_embeddings": 8192,
+            "rope_theta": 500000.0,
+        },
+        10,
+    ),
+    "tiny-bert": (
+        "bert",
+        {
+            "hidden_size": 32,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "vocab_size": 2000,
+            "max_position_embeddings": 128,
+        },
+        2,
+    ),
+    "tiny-llama": (
+        "llama",
+        {
+            "hidden_size": 32,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "intermediate_size": 64,
+            "vocab_size": 2000,
+            "max_position_embeddings": 128,
+        },
+        2,
+    ),
 }
 
 
@@ -146,10 +204,12 @@ def shape_pool_parts(shape: str, k: int, device: str, texts: list[str]):
     family, fields, top_h = SHAPES[shape]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=min(2000, fields["vocab_size"]),
-                                                       special_tokens=["<unk>", "<s>", "</s>", "<pad>"]))
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                     pad_token="<pad>")
+    tok.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=min(2000, fields["vocab_size"]), special_tokens=["<unk>", "<s>", "</s>", "<pad>"])
+    )
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     before = torch.get_default_dtype()
     torch.manual_seed(0)
@@ -159,16 +219,14 @@ def shape_pool_parts(shape: str, k: int, device: str, texts: list[str]):
             if family == "bert":
                 model = BertForSequenceClassification(BertConfig(num_labels=2, **fields))
             else:
-                model = LlamaForSequenceClassification(LlamaConfig(num_labels=2, pad_token_id=hf_tok.pad_token_id,
-                                                                   **fields))
+                model = LlamaForSequenceClassification(LlamaConfig(num_labels=2, pad_token_id=hf_tok.pad_token_id, **fields))
     finally:
         torch.set_default_dtype(before)
     backend = HFClassifier.from_parts(model, hf_tok, max_length=128)
     return backend, VoterSpec(select_top_h(model, top_h), k, 0.01, 0)
 
 
-def measure_voter_pass(backend, spec, sizes: list[int], texts: list[str], repeats: int,
-                       memory_fraction: float = 0.5) -> dict:
+def measure_voter_pass(backend, spec, sizes: list[int], texts: list[str], repeats: int, memory_fraction: float = 0.5) -> dict:
     from frs_ray.smoothing.pool import make_voter_pool
 
     k = spec.k
@@ -199,9 +257,14 @@ def measure_voter_pass(backend, spec, sizes: list[int], texts: list[str], repeat
             ratios[n][str(b)] = round(statistics.median(times[n]) / limit, 3)
         _log(f"voter pass B={b}: limit {limit:.3f} s; " + ", ".join(f"{n} {ratios[n][str(b)]}x" for n in pools))
     sel = spec.selection
-    return {"voter_pass_ratio": ratios, "limit": limits, "pool_build_seconds": build_s,
-            "smoothed_parameters": int(pools["stacked, noise resident"].describe()["smoothed_parameters"]),
-            "top_h": sel.top_h, "depth": sel.depth}
+    return {
+        "voter_pass_ratio": ratios,
+        "limit": limits,
+        "pool_build_seconds": build_s,
+        "smoothed_parameters": int(pools["stacked, noise resident"].describe()["smoothed_parameters"]),
+        "top_h": sel.top_h,
+        "depth": sel.depth,
+    }
 
 
 def measure_shapes(shapes: list[str], k: int, device: str, sizes: list[int], texts: list[str], repeats: int) -> dict:
@@ -253,15 +316,34 @@ def _memory_child(checkpoint: str, k: int, mode: str, texts: list[str]) -> None:
 def measure_memory(checkpoint: Path, k: int, texts: list[str], smoothed_parameters: int) -> dict:
     peaks = {}
     for mode in ("model", "stacked"):
-        out = subprocess.run([sys.executable, __file__, "--_memory-child", mode, "--checkpoint", str(checkpoint),
-                              "--k", str(k), "--_texts", json.dumps(texts[:8])], capture_output=True, text=True,
-                             check=True, cwd=ROOT)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--_memory-child",
+                mode,
+                "--checkpoint",
+                str(checkpoint),
+                "--k",
+                str(k),
+                "--_texts",
+                json.dumps(texts[:8]),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
         peaks[mode] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss"]
     stacked_bytes = k * smoothed_parameters * 4
     expected = peaks["model"] + stacked_bytes
-    return {"peak_rss_model_only": peaks["model"], "peak_rss_with_stacked_voters": peaks["stacked"],
-            "stacked_weights_bytes": stacked_bytes, "one_model_plus_stacked": expected,
-            "ratio": round(peaks["stacked"] / expected, 3)}
+    return {
+        "peak_rss_model_only": peaks["model"],
+        "peak_rss_with_stacked_voters": peaks["stacked"],
+        "stacked_weights_bytes": stacked_bytes,
+        "one_model_plus_stacked": expected,
+        "ratio": round(peaks["stacked"] / expected, 3),
+    }
 
 
 def measure_certify(checkpoint: Path, k: int, budget: int, texts: list[str], repeats: int) -> dict:
@@ -283,19 +365,23 @@ def measure_certify(checkpoint: Path, k: int, budget: int, texts: list[str], rep
         finalize_plans(plans, labels, cfg, clf.label_names)
         t3 = time.perf_counter()
         fuzz = sum(p.seconds["fuzz"] for p in plans)
-        runs.append({"total": t3 - t0, "fuzzing": fuzz, "randomization": (t1 - t0) - fuzz, "voting": t2 - t1,
-                     "finalizing": t3 - t2})
+        runs.append(
+            {"total": t3 - t0, "fuzzing": fuzz, "randomization": (t1 - t0) - fuzz, "voting": t2 - t1, "finalizing": t3 - t2}
+        )
     run = min(runs, key=lambda r: r["total"])
     # the ideal: (budget + n_select + n_estimate) centre-model forwards per text in the best batching
     votes = [x for p in plans for _, x in p.select + p.estimate]
     ideal = votes + [t for t in texts for _ in range(budget)]
     limit, bs = _best_limit(clf.backend, ideal, repeats)
     _log(f"certify {len(texts)} texts: {run['total']:.2f} s, limit {limit:.2f} s")
-    return {"certify_over_limit": round(run["total"] / limit, 3),
-            "stages_seconds": {k2: round(v, 3) for k2, v in run.items()},
-            "stages_share": {k2: round(v / run["total"], 3) for k2, v in run.items() if k2 != "total"},
-            "limit_seconds": round(limit, 3), "limit_batch_size": bs,
-            "forwards_per_text": budget + cfg.votes_select + cfg.votes_estimate}
+    return {
+        "certify_over_limit": round(run["total"] / limit, 3),
+        "stages_seconds": {k2: round(v, 3) for k2, v in run.items()},
+        "stages_share": {k2: round(v / run["total"], 3) for k2, v in run.items() if k2 != "total"},
+        "limit_seconds": round(limit, 3),
+        "limit_batch_size": bs,
+        "forwards_per_text": budget + cfg.votes_select + cfg.votes_estimate,
+    }
 
 
 def measure_service(checkpoint: Path, k: int, budget: int, texts: list[str], clients: int, seconds: float) -> dict:
@@ -319,15 +405,24 @@ def measure_service(checkpoint: Path, k: int, budget: int, texts: list[str], cli
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024, ignore_reinit_error=True)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        settings = {"checkpoint": str(checkpoint), "k": k, "voter_actors": 2, "fuzz_actors": 1, "torch_threads": 1,
-                    "num_cpus_per_actor": 0.25, "max_inflight_requests": 64, "request_timeout_s": 300,
-                    "certify": {"fuzzing": {"budget": budget}}}
+        settings = {
+            "checkpoint": str(checkpoint),
+            "k": k,
+            "voter_actors": 2,
+            "fuzz_actors": 1,
+            "torch_threads": 1,
+            "num_cpus_per_actor": 0.25,
+            "max_inflight_requests": 64,
+            "request_timeout_s": 300,
+            "certify": {"fuzzing": {"budget": budget}},
+        }
         serve.run(make_app(settings), name="perf", route_prefix="/")
         url = f"http://127.0.0.1:{port}/v1/classify"
 
         def post(text: str) -> dict:
-            req = urllib.request.Request(url, data=json.dumps({"texts": [text]}).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                url, data=json.dumps({"texts": [text]}).encode(), method="POST", headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(req, timeout=300) as r:
                 return json.loads(r.read())["results"][0]
 
@@ -352,8 +447,9 @@ def measure_service(checkpoint: Path, k: int, budget: int, texts: list[str], cli
                     with lock:
                         failed[0] += 1
                     continue
-                same = {a: b for a, b in cert.items() if a not in ("seconds", "spans")} == \
-                       {a: b for a, b in reference[x].items() if a not in ("seconds", "spans")}
+                same = {a: b for a, b in cert.items() if a not in ("seconds", "spans")} == {
+                    a: b for a, b in reference[x].items() if a not in ("seconds", "spans")
+                }
                 with lock:
                     done.append(time.perf_counter() - t0)
                     mismatched[0] += 0 if same else 1
@@ -370,19 +466,32 @@ def measure_service(checkpoint: Path, k: int, budget: int, texts: list[str], cli
         ray.shutdown()
     rps = len(done) / elapsed
     _log(f"service {rps:.2f} req/s ({len(done)} in {elapsed:.0f} s), cli {cli_tps:.2f} texts/s")
-    return {"service_over_cli": round(rps / cli_tps, 3), "service_requests_per_second": round(rps, 3),
-            "cli_texts_per_second": round(cli_tps, 3), "requests": len(done), "failed": failed[0],
-            "certificates_differing_from_cli": mismatched[0], "clients": clients, "seconds": round(elapsed, 1),
-            "latency_p50": round(float(np.percentile(done, 50)), 3) if done else None,
-            "latency_p95": round(float(np.percentile(done, 95)), 3) if done else None}
+    return {
+        "service_over_cli": round(rps / cli_tps, 3),
+        "service_requests_per_second": round(rps, 3),
+        "cli_texts_per_second": round(cli_tps, 3),
+        "requests": len(done),
+        "failed": failed[0],
+        "certificates_differing_from_cli": mismatched[0],
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+        "latency_p50": round(float(np.percentile(done, 50)), 3) if done else None,
+        "latency_p95": round(float(np.percentile(done, 95)), 3) if done else None,
+    }
 
 
 def machine() -> dict:
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def render(r: dict) -> str:
@@ -411,32 +520,45 @@ def render(r: dict) -> str:
     for name, row in vp.items():
         lines.append(f"| {name} | " + " | ".join(f"{row[b]}x" for b in sizes) + " |")
     lim = r["voter_pass"]["limit"]
-    lines += ["| (the limit, seconds) | " + " | ".join(f"{lim[b]['seconds']} s ({lim[b]['jobs']} texts, batch "
-                                                      f"{lim[b]['batch_size']})" for b in sizes) + " |", ""]
+    lines += [
+        "| (the limit, seconds) | "
+        + " | ".join(f"{lim[b]['seconds']} s ({lim[b]['jobs']} texts, batch {lim[b]['batch_size']})" for b in sizes)
+        + " |",
+        "",
+    ]
     m = r["memory"]
     mb = 1024 * 1024
     lines += [
-        "## Memory (`memory`)", "",
+        "## Memory (`memory`)",
+        "",
         f"Peak RSS with the model and K stacked voters: {m['peak_rss_with_stacked_voters'] / mb:.0f} MiB, against one "
         f"model ({m['peak_rss_model_only'] / mb:.0f} MiB peak, same jobs) plus K x |top-H| float32 weights "
-        f"({m['stacked_weights_bytes'] / mb:.0f} MiB): ratio **{m['ratio']}**.", ""]
+        f"({m['stacked_weights_bytes'] / mb:.0f} MiB): ratio **{m['ratio']}**.",
+        "",
+    ]
     c = r["certify"]
     lines += [
-        "## Full certification (`certify_over_limit`)", "",
+        "## Full certification (`certify_over_limit`)",
+        "",
         f"`certify` of {r['n_texts']} texts (K = {r['k']}, budget {r['budget']}, n_select = n_estimate = K) over "
         f"{c['forwards_per_text']} centre-model forwards per text in one length-sorted pass ({c['limit_seconds']} s): "
-        f"**{c['certify_over_limit']}x**.", "",
-        "| stage | seconds | share |", "|---|---|---|"]
+        f"**{c['certify_over_limit']}x**.",
+        "",
+        "| stage | seconds | share |",
+        "|---|---|---|",
+    ]
     for st in ("fuzzing", "randomization", "voting", "finalizing"):
         lines.append(f"| {st} | {c['stages_seconds'][st]} | {100 * c['stages_share'][st]:.1f}% |")
     s = r.get("service")
     lines += ["", "## Service against the CLI (`service_over_cli`)", ""]
     if s:
-        lines += [f"{s['clients']} clients, one text per request, {s['seconds']} s over loopback HTTP: "
-                  f"{s['service_requests_per_second']} requests/s (p50 {s['latency_p50']} s, p95 {s['latency_p95']} s, "
-                  f"{s['failed']} failed, {s['certificates_differing_from_cli']} certificates different from the CLI's) "
-                  f"against {s['cli_texts_per_second']} texts/s of in-process `certify` on the same {r['n_texts']} "
-                  f"texts: **{s['service_over_cli']}**."]
+        lines += [
+            f"{s['clients']} clients, one text per request, {s['seconds']} s over loopback HTTP: "
+            f"{s['service_requests_per_second']} requests/s (p50 {s['latency_p50']} s, p95 {s['latency_p95']} s, "
+            f"{s['failed']} failed, {s['certificates_differing_from_cli']} certificates different from the CLI's) "
+            f"against {s['cli_texts_per_second']} texts/s of in-process `certify` on the same {r['n_texts']} "
+            f"texts: **{s['service_over_cli']}**."
+        ]
     else:
         lines += ["Not measured in this run (`--no-service`)."]
     lines += ["", "## Targets", ""] + [f"- {t}" for t in r["targets"]] + [""]
@@ -467,17 +589,31 @@ def run_shapes(args: argparse.Namespace) -> int:
     texts = load_dataset("sst2", "dev").subset(64, seed=0).texts
     sizes = [int(x) for x in args.sizes.split(",")]
     repeats = args.repeats or 5
-    r = {"command": shlex.join(["python", "benchmarks/perf.py", *sys.argv[1:]]),
-         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "k": args.k,
-         "device": args.device, "repeats": repeats,
-         "shapes": measure_shapes(args.shapes.split(","), args.k, args.device, sizes, texts, repeats)}
-    lines = ["# Performance on model shapes with random weights", "",
-             f"- Command: `{r['command']}`", f"- Date: {r['date']}; device {args.device} "
-             f"({r['machine']['gpu'] or r['machine']['processor']}); K = {args.k}; median of {repeats}", ""]
+    r = {
+        "command": shlex.join(["python", "benchmarks/perf.py", *sys.argv[1:]]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "k": args.k,
+        "device": args.device,
+        "repeats": repeats,
+        "shapes": measure_shapes(args.shapes.split(","), args.k, args.device, sizes, texts, repeats),
+    }
+    lines = [
+        "# Performance on model shapes with random weights",
+        "",
+        f"- Command: `{r['command']}`",
+        f"- Date: {r['date']}; device {args.device} "
+        f"({r['machine']['gpu'] or r['machine']['processor']}); K = {args.k}; median of {repeats}",
+        "",
+    ]
     for shape, x in r["shapes"].items():
         sz = list(next(iter(x["voter_pass_ratio"].values())).keys())
-        lines += [f"## {shape} (top {x['top_h']} of {x['depth']} blocks smoothed)", "",
-                  "| implementation | " + " | ".join(f"B = {b}" for b in sz) + " |", "|---|" + "---|" * len(sz)]
+        lines += [
+            f"## {shape} (top {x['top_h']} of {x['depth']} blocks smoothed)",
+            "",
+            "| implementation | " + " | ".join(f"B = {b}" for b in sz) + " |",
+            "|---|" + "---|" * len(sz),
+        ]
         lines += [f"| {n} | " + " | ".join(f"{row[b]}x" for b in sz) + " |" for n, row in x["voter_pass_ratio"].items()]
         lines += ["", f"Memory: {json.dumps(x['memory'])}", ""]
     out = Path(args.out)
@@ -507,8 +643,12 @@ def main() -> int:
     ap.add_argument("--note", action="append", default=[], help="a line of analysis kept in perf.json and perf.md")
     ap.add_argument("--render-only", action="store_true", help="rewrite perf.md from perf.json (adding --note lines)")
     ap.add_argument("--out", default="docs/results/perf")
-    ap.add_argument("--shapes", default=None, help="comma-separated random-weight shapes instead of a checkpoint "
-                    "(bert-base, llama3-8b; tiny-bert, tiny-llama for a CPU check): voter pass and memory only")
+    ap.add_argument(
+        "--shapes",
+        default=None,
+        help="comma-separated random-weight shapes instead of a checkpoint "
+        "(bert-base, llama3-8b; tiny-bert, tiny-llama for a CPU check): voter pass and memory only",
+    )
     ap.add_argument("--device", default="cpu", help="device for --shapes (cuda on a GPU host)")
     ap.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_texts", dest="child_texts", default=None, help=argparse.SUPPRESS)
@@ -532,17 +672,25 @@ def main() -> int:
     n_texts = args.texts or (32 if args.quick else 64)
     repeats = args.repeats or (3 if args.quick else 5)
     seconds = args.service_seconds or (40 if args.quick else 60)
-    ckpt = Path(args.checkpoint or ("runs/perf-sst2" if args.quick and not Path("runs/default-sst2").is_dir()
-                                    else "runs/default-sst2"))
+    ckpt = Path(
+        args.checkpoint or ("runs/perf-sst2" if args.quick and not Path("runs/default-sst2").is_dir() else "runs/default-sst2")
+    )
     ckpt = ensure_checkpoint(ckpt, args.quick)
     from frs_ray.data import load_dataset
 
     texts = load_dataset("sst2", "dev").subset(max(n_texts, 64), seed=0).texts
     started = time.time()
     load_before = os.getloadavg()
-    r: dict = {"command": shlex.join(["python", "benchmarks/perf.py", *sys.argv[1:]]),
-               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-               "checkpoint": str(ckpt), "k": args.k, "budget": args.budget, "n_texts": n_texts, "repeats": repeats}
+    r: dict = {
+        "command": shlex.join(["python", "benchmarks/perf.py", *sys.argv[1:]]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "checkpoint": str(ckpt),
+        "k": args.k,
+        "budget": args.budget,
+        "n_texts": n_texts,
+        "repeats": repeats,
+    }
     sizes = [int(x) for x in args.sizes.split(",")]
     r["voter_pass"] = measure_voter_pass(*checkpoint_pool_parts(ckpt, args.k), sizes, texts, repeats)
     r["memory"] = measure_memory(ckpt, args.k, texts, r["voter_pass"]["smoothed_parameters"])
@@ -552,12 +700,17 @@ def main() -> int:
     r["voter_pass_ratio"] = r["voter_pass"]["voter_pass_ratio"]
     r["certify_over_limit"] = r["certify"]["certify_over_limit"]
     r["service_over_cli"] = r["service"]["service_over_cli"] if r.get("service") else None
-    r["sample_sizes"] = {"texts": n_texts, "voter_pass_B": sizes, "repeats": repeats,
-                         "service_requests": r["service"]["requests"] if r.get("service") else 0}
+    r["sample_sizes"] = {
+        "texts": n_texts,
+        "voter_pass_B": sizes,
+        "repeats": repeats,
+        "service_requests": r["service"]["requests"] if r.get("service") else 0,
+    }
     r["wall_seconds"] = round(time.time() - started, 1)
     load_after = os.getloadavg()
-    r["load_note"] = (f"1-minute load average {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end "
-                      f"(2 = both cores busy)")
+    r["load_note"] = (
+        f"1-minute load average {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end (2 = both cores busy)"
+    )
     r["targets"] = targets(r)
     r["notes"] = args.note
     out = Path(args.out)

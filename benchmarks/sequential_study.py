@@ -68,8 +68,9 @@ def _simulate(test, p: float, trials: int, rng: np.random.Generator) -> np.ndarr
     return bound
 
 
-def monte_carlo_validity(schedules: Sequence[tuple[int, int, float]], futility: float, trials: int,
-                         seed: int = 17) -> dict[str, Any]:
+def monte_carlo_validity(
+    schedules: Sequence[tuple[int, int, float]], futility: float, trials: int, seed: int = 17
+) -> dict[str, Any]:
     """Largest false-bound / false-certificate rate over schedules x targets x true shares near each threshold."""
     from frs_ray.certify.sequential import LookSchedule, SequentialTest, decision_thresholds
 
@@ -93,10 +94,23 @@ def monte_carlo_validity(schedules: Sequence[tuple[int, int, float]], futility: 
                         cases += 1
                         for rate in (false_bound, false_cert):
                             if rate > worst:
-                                worst, where = rate, {"schedule": [first, n_max, growth], "target_radius": radius,
-                                                      "omega": omega, "p": round(p, 6)}
-        out[str(alpha)] = {"max": worst, "alpha_plus_3se": alpha + 3 * se, "ok": worst <= alpha + 3 * se,
-                           "at": where, "cases": cases, "trials_per_case": trials}
+                                worst, where = (
+                                    rate,
+                                    {
+                                        "schedule": [first, n_max, growth],
+                                        "target_radius": radius,
+                                        "omega": omega,
+                                        "p": round(p, 6),
+                                    },
+                                )
+        out[str(alpha)] = {
+            "max": worst,
+            "alpha_plus_3se": alpha + 3 * se,
+            "ok": worst <= alpha + 3 * se,
+            "at": where,
+            "cases": cases,
+            "trials_per_case": trials,
+        }
     return out
 
 
@@ -120,8 +134,16 @@ class CachedVoter:
 def _configs(base, spec: dict[str, Any]):
     from frs_ray.config import CertifyConfig, build
 
-    return build(CertifyConfig, {**base.model_dump(), "n_max": spec["n_max"], "futility": spec["futility"],
-                                 "round_growth": spec["growth"], "target_radius": spec.get("target_radius")})
+    return build(
+        CertifyConfig,
+        {
+            **base.model_dump(),
+            "n_max": spec["n_max"],
+            "futility": spec["futility"],
+            "round_growth": spec["growth"],
+            "target_radius": spec.get("target_radius"),
+        },
+    )
 
 
 def certify_all(clf, plans, cfgs: dict[str, Any], voter: CachedVoter, chunk: int = 64) -> dict[str, list]:
@@ -138,8 +160,9 @@ def certify_all(clf, plans, cfgs: dict[str, Any], voter: CachedVoter, chunk: int
                 out[name] += finalize_plans(part, labels, cfg, clf.label_names)
             else:
                 rnd = clf.randomizer
-                out[name] += certify_plans_sequential(part, voter, lambda p, look, n, c=cfg, r=rnd: draw_round(p, look, n, c, r),
-                                                      cfg, clf.label_names)
+                out[name] += certify_plans_sequential(
+                    part, voter, lambda p, look, n, c=cfg, r=rnd: draw_round(p, look, n, c, r), cfg, clf.label_names
+                )
     return out
 
 
@@ -198,9 +221,14 @@ def summarize_triggered(certs, ts) -> dict[str, Any]:
 
     preds = _predictions(certs)
     cv = M.certified_view(preds)
-    return {"certified_asr": M.attack_success_rate(cv, ts.target), "certified_pa": M.poisoned_accuracy(cv, ts.labels),
-            "asr": M.attack_success_rate(preds, ts.target), "pa": M.poisoned_accuracy(preds, ts.labels),
-            "abstain": M.abstain_rate(cv), "mean_votes": float(np.mean([c.queries["votes"] for c in certs]))}
+    return {
+        "certified_asr": M.attack_success_rate(cv, ts.target),
+        "certified_pa": M.poisoned_accuracy(cv, ts.labels),
+        "asr": M.attack_success_rate(preds, ts.target),
+        "pa": M.poisoned_accuracy(preds, ts.labels),
+        "abstain": M.abstain_rate(cv),
+        "mean_votes": float(np.mean([c.queries["votes"] for c in certs])),
+    }
 
 
 def run_victims(items: Sequence[str], base, seq_cfg, test, n: int, subset_seed: int, target: int) -> dict[str, Any]:
@@ -220,8 +248,13 @@ def run_victims(items: Sequence[str], base, seq_cfg, test, n: int, subset_seed: 
         vc = certify_all(vclf, vplans, {"fixed": base, "sequential": seq_cfg}, CachedVoter(vclf))
         nc = len(clean.texts)
         victims[name] = {
-            "checkpoint": ckpt, "attack": attack, "trigger": ts.trigger, "target": ts.target, "n_clean": nc,
-            "n_triggered": len(ts.texts), "triggered_sha256": ts.sha256,
+            "checkpoint": ckpt,
+            "attack": attack,
+            "trigger": ts.trigger,
+            "target": ts.target,
+            "n_clean": nc,
+            "n_triggered": len(ts.texts),
+            "triggered_sha256": ts.sha256,
             "clean": {p: summarize_clean(vc[p][:nc], clean.labels) for p in ("fixed", "sequential")},
             "triggered": {p: summarize_triggered(vc[p][nc:], ts) for p in ("fixed", "sequential")},
         }
@@ -248,8 +281,11 @@ def _figure(res: dict[str, Any], path: Path) -> None:
             ys = [100.0 * not_cc / n] + [100.0 * h.get(str(r), 0) / n for r in radii]
             ax.bar(x + off, ys, width=0.4, color=colour, label=f"{name} ({res['mean_votes'][name]:.1f} votes/text)")
         ax.set_xticks(x, ["not cert.\ncorrect"] + [str(r) for r in radii])
-        ax.set(title=f"{kind} radius (omega_{'H' if kind == 'conditional' else 'L'})", xlabel="certified radius (tokens)",
-               ylabel=f"% of {n} clean sentences")
+        ax.set(
+            title=f"{kind} radius (omega_{'H' if kind == 'conditional' else 'L'})",
+            xlabel="certified radius (tokens)",
+            ylabel=f"% of {n} clean sentences",
+        )
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
@@ -267,72 +303,117 @@ def _num(x, d=2) -> str:
 
 def render_markdown(res: dict[str, Any]) -> str:
     ch = res["chosen"]
-    L = ["# Sequential CERTIFY against the fixed protocol", "",
-         f"- Date: {res['date']}; machine: {res['machine']}; git commit: {res['git_commit']}",
-         f"- Command: `{res['command']}` (wall {res['wall_seconds']} s)",
-         f"- Checkpoint: `{res['checkpoint']}`; data: {res['data']['source']} (sha256 {res['data']['sha256'][:12]}...), "
-         f"{res['sample_sizes']['clean']} seeded test sentences (subset seed {res['sample_sizes']['subset_seed']})",
-         f"- Shared settings: K={res['base']['k']}, n_select={res['base']['n_select']}, first estimation round "
-         f"{res['base']['n_estimate']} votes, alpha={res['base']['alpha']}, budget={res['base']['budget']}, seed "
-         f"{res['base']['seed']}; torch threads {res['torch_threads']}",
-         f"- Sequential (chosen defaults): n_max={ch['n_max']}, round_growth={ch['growth']}, futility={ch['futility']}, "
-         f"target_radius={ch.get('target_radius')}: looks at {ch['looks']} estimation votes, alpha {ch['alpha_per_look']:.4g} each",
-         f"- Fixed and sequential use the same fuzzing and the same selection votes and first round; labels were "
-         f"computed for {res['votes_computed']} distinct (voter, randomized text) jobs in {res['vote_seconds']} s.",
-         "", "## Clean sentences: fixed 20 + 20 against sequential", "",
-         "| | fixed | sequential |", "|---|---|---|"]
+    L = [
+        "# Sequential CERTIFY against the fixed protocol",
+        "",
+        f"- Date: {res['date']}; machine: {res['machine']}; git commit: {res['git_commit']}",
+        f"- Command: `{res['command']}` (wall {res['wall_seconds']} s)",
+        f"- Checkpoint: `{res['checkpoint']}`; data: {res['data']['source']} (sha256 {res['data']['sha256'][:12]}...), "
+        f"{res['sample_sizes']['clean']} seeded test sentences (subset seed {res['sample_sizes']['subset_seed']})",
+        f"- Shared settings: K={res['base']['k']}, n_select={res['base']['n_select']}, first estimation round "
+        f"{res['base']['n_estimate']} votes, alpha={res['base']['alpha']}, budget={res['base']['budget']}, seed "
+        f"{res['base']['seed']}; torch threads {res['torch_threads']}",
+        f"- Sequential (chosen defaults): n_max={ch['n_max']}, round_growth={ch['growth']}, futility={ch['futility']}, "
+        f"target_radius={ch.get('target_radius')}: looks at {ch['looks']} estimation votes, alpha {ch['alpha_per_look']:.4g} each",
+        f"- Fixed and sequential use the same fuzzing and the same selection votes and first round; labels were "
+        f"computed for {res['votes_computed']} distinct (voter, randomized text) jobs in {res['vote_seconds']} s.",
+        "",
+        "## Clean sentences: fixed 20 + 20 against sequential",
+        "",
+        "| | fixed | sequential |",
+        "|---|---|---|",
+    ]
     f, s = res["clean"]["fixed"], res["clean"]["sequential"]
-    rows = [("abstain rate", _pct(f["abstain"]), _pct(s["abstain"])),
-            ("certified accuracy (abstain = wrong)", _pct(f["certified_accuracy"]), _pct(s["certified_accuracy"])),
-            ("mean votes per text (selection + estimation)", _num(f["mean_votes"], 1), _num(s["mean_votes"], 1)),
-            ("mean estimation votes per text", _num(f["mean_estimation_votes"], 1), _num(s["mean_estimation_votes"], 1)),
-            ("most votes on one text", str(f["max_votes"]), str(s["max_votes"]))]
+    rows = [
+        ("abstain rate", _pct(f["abstain"]), _pct(s["abstain"])),
+        ("certified accuracy (abstain = wrong)", _pct(f["certified_accuracy"]), _pct(s["certified_accuracy"])),
+        ("mean votes per text (selection + estimation)", _num(f["mean_votes"], 1), _num(s["mean_votes"], 1)),
+        ("mean estimation votes per text", _num(f["mean_estimation_votes"], 1), _num(s["mean_estimation_votes"], 1)),
+        ("most votes on one text", str(f["max_votes"]), str(s["max_votes"])),
+    ]
     for kind in ("conditional", "unconditional"):
         fr, sr = f["radius"][kind], s["radius"][kind]
-        rows += [(f"{kind} radius: mean over certified-correct", _num(fr["mean_certified_correct"], 3), _num(sr["mean_certified_correct"], 3)),
-                 (f"{kind} radius: mean over all (0 if not certified correct)", _num(fr["mean_all"], 3), _num(sr["mean_all"], 3)),
-                 (f"{kind} radius >= 1 token (share of certified-correct)", _pct(fr["share_ge1"]), _pct(sr["share_ge1"])),
-                 (f"{kind} radius >= 2 tokens (share of certified-correct)", _pct(fr["share_ge2"]), _pct(sr["share_ge2"]))]
+        rows += [
+            (
+                f"{kind} radius: mean over certified-correct",
+                _num(fr["mean_certified_correct"], 3),
+                _num(sr["mean_certified_correct"], 3),
+            ),
+            (f"{kind} radius: mean over all (0 if not certified correct)", _num(fr["mean_all"], 3), _num(sr["mean_all"], 3)),
+            (f"{kind} radius >= 1 token (share of certified-correct)", _pct(fr["share_ge1"]), _pct(sr["share_ge1"])),
+            (f"{kind} radius >= 2 tokens (share of certified-correct)", _pct(fr["share_ge2"]), _pct(sr["share_ge2"])),
+        ]
     rows += [("certified-correct inputs", str(f["radius"]["certified_correct"]), str(s["radius"]["certified_correct"]))]
     L += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     if "stops" in s:
-        L += ["", f"Sequential stops: {', '.join(f'{k} {v}' for k, v in sorted(s['stops'].items()))}; mean looks "
-                  f"{s['mean_looks']:.2f}."]
-    L += ["", "Certified accuracy at perturbation levels (Table 5's shape: certified correct with radius >= level x "
-              "length; FRS's radius: conditional where T(x') got a higher probability, else unconditional):", "",
-          "| protocol | " + " | ".join(f"{int(100 * float(lv))}%" for lv in res["certified_accuracy"]["fixed"]) + " |",
-          "|---|" + "---|" * len(res["certified_accuracy"]["fixed"])]
+        L += [
+            "",
+            f"Sequential stops: {', '.join(f'{k} {v}' for k, v in sorted(s['stops'].items()))}; mean looks "
+            f"{s['mean_looks']:.2f}.",
+        ]
+    L += [
+        "",
+        "Certified accuracy at perturbation levels (Table 5's shape: certified correct with radius >= level x "
+        "length; FRS's radius: conditional where T(x') got a higher probability, else unconditional):",
+        "",
+        "| protocol | " + " | ".join(f"{int(100 * float(lv))}%" for lv in res["certified_accuracy"]["fixed"]) + " |",
+        "|---|" + "---|" * len(res["certified_accuracy"]["fixed"]),
+    ]
     for name in ("fixed", "sequential"):
         L.append(f"| {name} | " + " | ".join(_pct(v) for v in res["certified_accuracy"][name].values()) + " |")
-    L += ["", "![radius distributions](sequential_radius.png)", "",
-          "## Candidate configurations (same run, same plans and votes)", "",
-          "| n_max | growth | futility | target_radius | abstain | cert. acc. | mean votes | cond. radius >= 2 | meets both (abstain <= half of fixed, votes <= 80) |",
-          "|---|---|---|---|---|---|---|---|---|"]
+    L += [
+        "",
+        "![radius distributions](sequential_radius.png)",
+        "",
+        "## Candidate configurations (same run, same plans and votes)",
+        "",
+        "| n_max | growth | futility | target_radius | abstain | cert. acc. | mean votes | cond. radius >= 2 | meets both (abstain <= half of fixed, votes <= 80) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in res["candidates"]:
         r = c["result"]
-        L.append(f"| {c['n_max']} | {c['growth']} | {c['futility']} | {c.get('target_radius')} | {_pct(r['abstain'])} | "
-                 f"{_pct(r['certified_accuracy'])} | {_num(r['mean_votes'], 1)} | {_pct(r['radius']['conditional']['share_ge2'])} | "
-                 f"{'yes' if c['meets'] else 'no'} |")
-    L += ["", "## Validity: Monte-Carlo false-certificate rate", "",
-          "Synthetic Binomial votes, true shares 0.01 and 0.002 above and below every threshold the rule uses (0.5 and "
-          "each target radius's), target radii 0-3, schedules " + ", ".join(str(tuple(x)) for x in res["validity_schedules"])
-          + f", futility {ch['futility']}; bound recomputed with scipy at the stopping look.", "",
-          "| alpha | max false-bound / false-certificate rate | alpha + 3 SE | cases x trials | ok |", "|---|---|---|---|---|"]
+        L.append(
+            f"| {c['n_max']} | {c['growth']} | {c['futility']} | {c.get('target_radius')} | {_pct(r['abstain'])} | "
+            f"{_pct(r['certified_accuracy'])} | {_num(r['mean_votes'], 1)} | {_pct(r['radius']['conditional']['share_ge2'])} | "
+            f"{'yes' if c['meets'] else 'no'} |"
+        )
+    L += [
+        "",
+        "## Validity: Monte-Carlo false-certificate rate",
+        "",
+        "Synthetic Binomial votes, true shares 0.01 and 0.002 above and below every threshold the rule uses (0.5 and "
+        "each target radius's), target radii 0-3, schedules "
+        + ", ".join(str(tuple(x)) for x in res["validity_schedules"])
+        + f", futility {ch['futility']}; bound recomputed with scipy at the stopping look.",
+        "",
+        "| alpha | max false-bound / false-certificate rate | alpha + 3 SE | cases x trials | ok |",
+        "|---|---|---|---|---|",
+    ]
     for a, v in res["false_certificate_rate"].items():
-        L.append(f"| {a} | {v['max']:.5f} | {v['alpha_plus_3se']:.5f} | {v['cases']} x {v['trials_per_case']} | {'yes' if v['ok'] else 'NO'} |")
+        L.append(
+            f"| {a} | {v['max']:.5f} | {v['alpha_plus_3se']:.5f} | {v['cases']} x {v['trials_per_case']} | {'yes' if v['ok'] else 'NO'} |"
+        )
     if res.get("victims"):
-        L += ["", "## Backdoored victims: FRS fixed against sequential", "",
-              "| victim | protocol | clean abstain | certified CA | certified PA | certified ASR | triggered abstain | mean votes (clean / triggered) |",
-              "|---|---|---|---|---|---|---|---|"]
+        L += [
+            "",
+            "## Backdoored victims: FRS fixed against sequential",
+            "",
+            "| victim | protocol | clean abstain | certified CA | certified PA | certified ASR | triggered abstain | mean votes (clean / triggered) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for name, v in res["victims"].items():
             for proto in ("fixed", "sequential"):
                 c, t = v["clean"][proto], v["triggered"][proto]
-                L.append(f"| {name} | {proto} | {_pct(c['abstain'])} | {_pct(c['certified_accuracy'])} | "
-                         f"{_pct(t['certified_pa'])} | {_pct(t['certified_asr'])} | {_pct(t['abstain'])} | "
-                         f"{c['mean_votes']:.1f} / {t['mean_votes']:.1f} |")
+                L.append(
+                    f"| {name} | {proto} | {_pct(c['abstain'])} | {_pct(c['certified_accuracy'])} | "
+                    f"{_pct(t['certified_pa'])} | {_pct(t['certified_asr'])} | {_pct(t['abstain'])} | "
+                    f"{c['mean_votes']:.1f} / {t['mean_votes']:.1f} |"
+                )
         for name, v in res["victims"].items():
-            L.append(f"\n- {name}: checkpoint `{v['checkpoint']}`; {v['n_clean']} clean + {v['n_triggered']} triggered "
-                     f"sentences ({v['trigger']}, target {v['target']}).")
+            L.append(
+                f"\n- {name}: checkpoint `{v['checkpoint']}`; {v['n_clean']} clean + {v['n_triggered']} triggered "
+                f"sentences ({v['trigger']}, target {v['target']})."
+            )
     for note in res.get("notes", []):
         L += ["", note]
     return "\n".join(L) + "\n"
@@ -365,20 +446,34 @@ def main() -> int:
     ap.add_argument("--futility", type=float, default=paper.futility, help="chosen sequential futility level")
     ap.add_argument("--growth", type=float, default=paper.round_growth, help="chosen round growth")
     ap.add_argument("--target-radius", type=int, default=None, help="chosen sequential target radius")
-    ap.add_argument("--candidates", default="", help="more sequential configurations N_MAX:FUTILITY:GROWTH[:TARGET], comma-separated")
-    ap.add_argument("--victim", action="append", default=[],
-                    help="NAME=SMOOTHED_CHECKPOINT:ATTACK (a BMPS victim of a backdoor attack; ATTACK names its trigger)")
+    ap.add_argument(
+        "--candidates", default="", help="more sequential configurations N_MAX:FUTILITY:GROWTH[:TARGET], comma-separated"
+    )
+    ap.add_argument(
+        "--victim",
+        action="append",
+        default=[],
+        help="NAME=SMOOTHED_CHECKPOINT:ATTACK (a BMPS victim of a backdoor attack; ATTACK names its trigger)",
+    )
     ap.add_argument("--victim-n", type=int, default=100, help="clean and triggered sentences per victim")
     ap.add_argument("--target", type=int, default=1, help="attacker's target label")
     ap.add_argument("--mc-trials", type=int, default=20_000)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--note", action="append", default=[])
-    ap.add_argument("--render-only", default=None, metavar="JSON",
-                    help="rewrite sequential.md and the figure from an earlier run's sequential.json (adding --note)")
-    ap.add_argument("--add-victims", default=None, metavar="JSON",
-                    help="keep the clean results of an earlier run's sequential.json and only (re)measure --victim, "
-                         "with that run's chosen configuration")
+    ap.add_argument(
+        "--render-only",
+        default=None,
+        metavar="JSON",
+        help="rewrite sequential.md and the figure from an earlier run's sequential.json (adding --note)",
+    )
+    ap.add_argument(
+        "--add-victims",
+        default=None,
+        metavar="JSON",
+        help="keep the clean results of an earlier run's sequential.json and only (re)measure --victim, "
+        "with that run's chosen configuration",
+    )
     args = ap.parse_args()
     if args.render_only:
         res = json.loads(Path(args.render_only).read_text())
@@ -428,24 +523,34 @@ def main() -> int:
 
     victims = run_victims(args.victim, base, cfgs["seq0"], test, args.victim_n, args.subset_seed, args.target)
 
-    validity_schedules = sorted({(base.votes_estimate, sp["n_max"], sp["growth"]) for sp in specs}
-                                | {(20, 320, 2.0), (10, 200, 1.5)})
+    validity_schedules = sorted(
+        {(base.votes_estimate, sp["n_max"], sp["growth"]) for sp in specs} | {(20, 320, 2.0), (10, 200, 1.5)}
+    )
     validity = monte_carlo_validity(validity_schedules, args.futility, args.mc_trials)
     commit = _git_commit()
     res = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU, Python {platform.python_version()}, "
-                   f"torch {torch.__version__}",
+        f"torch {torch.__version__}",
         "command": shlex.join(["python"] + sys.argv),
         "git_commit": commit,
         "checkpoint": args.checkpoint,
         "torch_threads": args.threads,
         "data": {"source": test.source, "sha256": test.sha256},
-        "sample_sizes": {"clean": len(sub.texts), "subset_seed": args.subset_seed,
-                         "victims": {k: {"clean": v["n_clean"], "triggered": v["n_triggered"]} for k, v in victims.items()},
-                         "monte_carlo_trials_per_case": args.mc_trials},
-        "base": {"k": base.k, "n_select": base.votes_select, "n_estimate": base.votes_estimate, "alpha": base.alpha,
-                 "budget": base.fuzzing.budget, "seed": base.seed},
+        "sample_sizes": {
+            "clean": len(sub.texts),
+            "subset_seed": args.subset_seed,
+            "victims": {k: {"clean": v["n_clean"], "triggered": v["n_triggered"]} for k, v in victims.items()},
+            "monte_carlo_trials_per_case": args.mc_trials,
+        },
+        "base": {
+            "k": base.k,
+            "n_select": base.votes_select,
+            "n_estimate": base.votes_estimate,
+            "alpha": base.alpha,
+            "budget": base.fuzzing.budget,
+            "seed": base.seed,
+        },
         "chosen": {**chosen, "looks": list(sched.sizes), "alpha_per_look": sched.alphas[0]},
         "abstain_clean": {"fixed": fixed["abstain"], "sequential": seq["abstain"]},
         "mean_votes": {"fixed": fixed["mean_votes"], "sequential": seq["mean_votes"]},
@@ -471,10 +576,12 @@ def _git_commit() -> str:
     """HEAD's commit, with ``+uncommitted changes`` when the working tree differs from it."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                               check=True).stdout.strip()
-        new = subprocess.run(["git", "status", "--porcelain", "--", "benchmarks/sequential_study.py"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        new = subprocess.run(
+            ["git", "status", "--porcelain", "--", "benchmarks/sequential_study.py"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except Exception:  # noqa: BLE001 - not a git checkout
         return "unknown"
     return head + (" + uncommitted changes" if dirty or new else "")
@@ -497,10 +604,13 @@ def add_victims(args: argparse.Namespace, base, test, started: float) -> int:
 
     if LookSchedule.of(seq_cfg).sizes != tuple(ch["looks"]) or res["base"]["k"] != base.k:
         raise SystemExit("--add-victims: pass the same --k / --n-max / --futility / --growth as the earlier run")
-    res["victims"] = {**res.get("victims", {}),
-                      **run_victims(args.victim, base, seq_cfg, test, args.victim_n, args.subset_seed, args.target)}
-    res["sample_sizes"]["victims"] = {k: {"clean": v["n_clean"], "triggered": v["n_triggered"]}
-                                      for k, v in res["victims"].items()}
+    res["victims"] = {
+        **res.get("victims", {}),
+        **run_victims(args.victim, base, seq_cfg, test, args.victim_n, args.subset_seed, args.target),
+    }
+    res["sample_sizes"]["victims"] = {
+        k: {"clean": v["n_clean"], "triggered": v["n_triggered"]} for k, v in res["victims"].items()
+    }
     res["command"] += " ; then: " + shlex.join(["python"] + sys.argv)
     res["wall_seconds"] = round(res["wall_seconds"] + time.time() - started, 1)
     res["notes"] = res.get("notes", []) + args.note

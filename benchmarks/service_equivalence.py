@@ -35,27 +35,61 @@ def main() -> int:
     texts = read_text_lines(args.input)
     client = FRSClient(args.url)
     info = client.info()
-    req = urllib.request.Request(args.url + "/v1/classify", data=json.dumps({"texts": texts}).encode(),
-                                 method="POST", headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        args.url + "/v1/classify",
+        data=json.dumps({"texts": texts}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=600) as r:
         raw = [_strip(c) for c in json.loads(r.read())["results"]]
     typed = [_strip(c.model_dump()) for c in client.classify(texts)]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "certs.jsonl"
-        cmd = [str(Path(sys.executable).parent / "frs"), "certify", "--checkpoint", args.checkpoint, "--input", args.input,
-               "--out", str(out), "--k", str(info.k), "--budget", str(info.budget), "--alpha", str(info.alpha),
-               "--seed", str(info.seed), "--omega-m", str(info.omega_m), "--omega-h", str(info.omega_h),
-               "--max-distance", str(info.max_distance), "--n-select", str(info.n_select),
-               "--n-estimate", str(info.n_estimate), "--no-progress"]
+        cmd = [
+            str(Path(sys.executable).parent / "frs"),
+            "certify",
+            "--checkpoint",
+            args.checkpoint,
+            "--input",
+            args.input,
+            "--out",
+            str(out),
+            "--k",
+            str(info.k),
+            "--budget",
+            str(info.budget),
+            "--alpha",
+            str(info.alpha),
+            "--seed",
+            str(info.seed),
+            "--omega-m",
+            str(info.omega_m),
+            "--omega-h",
+            str(info.omega_h),
+            "--max-distance",
+            str(info.max_distance),
+            "--n-select",
+            str(info.n_select),
+            "--n-estimate",
+            str(info.n_estimate),
+            "--no-progress",
+        ]
         subprocess.run(cmd, check=True)
         cli = [_strip(json.loads(line)) for line in out.read_text().splitlines()]
     from frs_ray.certify.smooth import certificates_match
 
     same = lambda xs, ys: len(xs) == len(ys) and all(certificates_match(x, y) for x, y in zip(xs, ys))  # noqa: E731
-    res = {"texts": len(texts), "http_equals_cli": same(raw, cli), "client_equals_cli": same(typed, cli),
-           "bit_identical": raw == cli and typed == cli,
-           "cli_command": " ".join(cmd[1:]), "labels": [c["label_name"] for c in cli],
-           "p_lower": [round(c["p_lower"], 4) for c in cli], "top_spans": [c["spans"][0]["text"] if c["spans"] else None for c in cli]}
+    res = {
+        "texts": len(texts),
+        "http_equals_cli": same(raw, cli),
+        "client_equals_cli": same(typed, cli),
+        "bit_identical": raw == cli and typed == cli,
+        "cli_command": " ".join(cmd[1:]),
+        "labels": [c["label_name"] for c in cli],
+        "p_lower": [round(c["p_lower"], 4) for c in cli],
+        "top_spans": [c["spans"][0]["text"] if c["spans"] else None for c in cli],
+    }
     Path(args.out).write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
     return 0 if res["http_equals_cli"] and res["client_equals_cli"] else 1

@@ -71,9 +71,15 @@ def run_load(url: str, texts: list[str], clients: int, seconds: float, faults: b
             text = texts[i % len(texts)]
             status, payload, dt = _post(url, json.dumps({"texts": [text]}).encode())
             with lock:
-                records.append({"status": status, "latency": dt, "text": text,
-                                "cert": payload["results"][0] if status == 200 else None,
-                                "error": None if status == 200 else payload})
+                records.append(
+                    {
+                        "status": status,
+                        "latency": dt,
+                        "text": text,
+                        "cert": payload["results"][0] if status == 200 else None,
+                        "error": None if status == 200 else payload,
+                    }
+                )
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
     started = time.time()
@@ -85,19 +91,25 @@ def run_load(url: str, texts: list[str], clients: int, seconds: float, faults: b
             pids = _pids(title)
             if pids:
                 os.kill(pids[0], signal.SIGKILL)
-            events.append({"t": round(time.time() - started, 1), "killed": title, "pid": pids[0] if pids else None,
-                           "candidates": pids})
+            events.append(
+                {"t": round(time.time() - started, 1), "killed": title, "pid": pids[0] if pids else None, "candidates": pids}
+            )
     for t in threads:
         t.join(timeout=seconds + 600)
     wall = time.time() - started
     ok = [r for r in records if r["status"] == 200]
     lat = np.array([r["latency"] for r in ok]) if ok else np.array([0.0])
     return {
-        "clients": clients, "seconds": seconds, "wall_seconds": round(wall, 1),
-        "requests": len(records), "ok": len(ok), "failed": len(records) - len(ok),
+        "clients": clients,
+        "seconds": seconds,
+        "wall_seconds": round(wall, 1),
+        "requests": len(records),
+        "ok": len(ok),
+        "failed": len(records) - len(ok),
         "failures": [r["error"] for r in records if r["status"] != 200][:10],
         "throughput_rps": round(len(ok) / wall, 3),
-        "latency_p50_s": round(float(np.percentile(lat, 50)), 3), "latency_p95_s": round(float(np.percentile(lat, 95)), 3),
+        "latency_p50_s": round(float(np.percentile(lat, 50)), 3),
+        "latency_p95_s": round(float(np.percentile(lat, 95)), 3),
         "latency_max_s": round(float(lat.max()), 3),
         "events": events,
         "certificates": {r["text"]: _strip(r["cert"]) for r in ok},
@@ -148,9 +160,14 @@ def run_malformed(url: str) -> dict:
     with urllib.request.urlopen(url + "/healthz", timeout=30) as r:
         healthy = json.loads(r.read()).get("status") == "ok"
     status, _, _ = _post(url, b'{"texts": ["a fine film ."]}')
-    return {"cases": rows, "n": len(rows), "all_4xx_with_message": all(400 <= r["status"] < 500 and isinstance(r["message"], str) for r in rows),
-            "any_5xx": any(r["status"] >= 500 or r["status"] < 0 for r in rows),
-            "healthy_after": healthy, "classify_after_status": status}
+    return {
+        "cases": rows,
+        "n": len(rows),
+        "all_4xx_with_message": all(400 <= r["status"] < 500 and isinstance(r["message"], str) for r in rows),
+        "any_5xx": any(r["status"] >= 500 or r["status"] < 0 for r in rows),
+        "healthy_after": healthy,
+        "classify_after_status": status,
+    }
 
 
 def run_burst(url: str, n: int) -> dict:
@@ -159,8 +176,12 @@ def run_burst(url: str, n: int) -> dict:
     lock = threading.Lock()
 
     def one() -> None:
-        req = urllib.request.Request(url + "/v1/classify", data=b'{"texts": ["a fine , funny film ."]}', method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url + "/v1/classify",
+            data=b'{"texts": ["a fine , funny film ."]}',
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=600) as r:
                 out = (r.status, None)
@@ -178,9 +199,14 @@ def run_burst(url: str, n: int) -> dict:
     for th in threads:
         th.join(timeout=900)
     codes = [c for c, _ in results]
-    return {"burst": n, "ok": codes.count(200), "rejected_503": codes.count(503),
-            "503_with_retry_after": sum(1 for c, h in results if c == 503 and h), "other": [c for c in codes if c not in (200, 503)],
-            "wall_seconds": round(time.time() - t, 1)}
+    return {
+        "burst": n,
+        "ok": codes.count(200),
+        "rejected_503": codes.count(503),
+        "503_with_retry_after": sum(1 for c, h in results if c == 503 and h),
+        "other": [c for c in codes if c not in (200, 503)],
+        "wall_seconds": round(time.time() - t, 1),
+    }
 
 
 def _compare(res: dict, ref: dict) -> None:
@@ -190,8 +216,9 @@ def _compare(res: dict, ref: dict) -> None:
     res["compared_with_reference"] = len(common)
     res["identical_to_reference"] = sum(certificates_match(res["certificates"][t], ref[t]) for t in common)
     res["bit_identical_to_reference"] = sum(res["certificates"][t] == ref[t] for t in common)
-    res["comparison"] = ("certificates_match: all fields equal, span scores within 1e-5; bit-identical counts "
-                         "exact equality of every digit")
+    res["comparison"] = (
+        "certificates_match: all fields equal, span scores within 1e-5; bit-identical counts exact equality of every digit"
+    )
 
 
 def main() -> int:

@@ -28,8 +28,15 @@ def tiny_bert_folder(out: Path) -> Path:
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path("minilm"))
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=128, num_labels=2)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=128,
+        num_labels=2,
+    )
     BertForSequenceClassification(cfg).save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
@@ -60,24 +67,50 @@ def fingerprints(work: Path) -> dict[str, str]:
     model = str(tiny_bert_folder(work / "tiny-bert"))
     out: dict[str, str] = {}
     train = load_dataset("sst2", "train").subset(40, seed=1)
-    for name, smoothing in (("finetune-perturb", {}), ("finetune-accumulate", {"finetune_mode": "accumulate"}),
-                            ("finetune-none", {"finetune_mode": "none"}), ("finetune-data-noise", {"data_noise": 0.1}),
-                            ("finetune-lora", {})):
+    for name, smoothing in (
+        ("finetune-perturb", {}),
+        ("finetune-accumulate", {"finetune_mode": "accumulate"}),
+        ("finetune-none", {"finetune_mode": "none"}),
+        ("finetune-data-noise", {"data_noise": 0.1}),
+        ("finetune-lora", {}),
+    ):
         lora = {"target_modules": ["query", "value"]} if name == "finetune-lora" else None
-        cfg = FinetuneConfig(model=model, epochs=1.5, batch_size=8, max_length=32, learning_rate=1e-3, seed=4,
-                             smoothing={"top_h": 2, "sigma": 0.05, **smoothing}, lora=lora)
+        cfg = FinetuneConfig(
+            model=model,
+            epochs=1.5,
+            batch_size=8,
+            max_length=32,
+            learning_rate=1e-3,
+            seed=4,
+            smoothing={"top_h": 2, "sigma": 0.05, **smoothing},
+            lora=lora,
+        )
         finetune(cfg, train, work / name, progress=False)
         out[name] = weights_sha(work / name)
     pc = PoisonConfig(model=model, max_examples=24, epochs=1.5, batch_size=8, max_length=32, learning_rate=1e-3, seed=2)
     poison_model(pc, make_trigger("badnets"), work / "poison-data", "badnets", progress=False)
     out["poison-data"] = weights_sha(work / "poison-data")
-    poison_model(pc, make_trigger("badnets"), work / "poison-ripp", "ripple", loss_fn=ripp_loss(0.1),
-                 uses_clean_batch=True, progress=False)
+    poison_model(
+        pc, make_trigger("badnets"), work / "poison-ripp", "ripple", loss_fn=ripp_loss(0.1), uses_clean_batch=True, progress=False
+    )
     out["poison-ripp"] = weights_sha(work / "poison-ripp")
     for name, schedule in (("badpre-linear", "linear"), ("badpre-constant", "constant")):
-        poison_badpre(BadPreConfig(model=model, max_examples=24, eval_examples=8, head_steps=3, steps=5, batch_size=8,
-                                   max_length=32, learning_rate=1e-3, schedule=schedule, seed=1), work / name,
-                      progress=False)
+        poison_badpre(
+            BadPreConfig(
+                model=model,
+                max_examples=24,
+                eval_examples=8,
+                head_steps=3,
+                steps=5,
+                batch_size=8,
+                max_length=32,
+                learning_rate=1e-3,
+                schedule=schedule,
+                seed=1,
+            ),
+            work / name,
+            progress=False,
+        )
         out[name] = weights_sha(work / name)
     return out
 

@@ -62,8 +62,9 @@ def main(argv=None) -> int:
     clf = FRSClassifier.from_checkpoint(cell["models"]["smoothed"], cfg, voter_ids=None)
     test = load_dataset(cell["dataset"], "test")
     clean = test.subset(cell["data"]["n_clean"], seed=seed)
-    ts = build_triggered_set(test, make_trigger(cell["attack"]), s.get("target", 1), seed=seed,
-                             max_examples=cell["data"]["n_triggered"])
+    ts = build_triggered_set(
+        test, make_trigger(cell["attack"]), s.get("target", 1), seed=seed, max_examples=cell["data"]["n_triggered"]
+    )
     dev = clean_data_for(str(load_dataset(cell["dataset"], "train").source))
     refs, cal = split_clean(dev.texts, 200, 100, seed)
     check = TransplantSpanFilter(clf.backend.predict_proba, refs, m=16, seed=seed)
@@ -82,27 +83,47 @@ def main(argv=None) -> int:
             c = np.sort(vals["calibration (clean dev)"])[::-1]
             k = int(math.floor(args.target_keep * len(c)))
             thr = float(c[k])
-            rows.append({"statistic": stat, "m": m, "threshold": thr,
-                         "kept_calibration": float(np.mean(np.array(vals["calibration (clean dev)"]) > thr)),
-                         "kept_clean_test": float(np.mean(np.array(vals["clean test"]) > thr)),
-                         "kept_triggered_test": float(np.mean(np.array(vals["triggered test"]) > thr)),
-                         "auc_test": auc(vals["triggered test"], vals["clean test"]),
-                         "clean_test_mean": float(np.mean(vals["clean test"])),
-                         "triggered_test_mean": float(np.mean(vals["triggered test"]))})
-    header = {"command": "python " + " ".join(sys.argv), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-              "no GPU", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cell": args.cell,
-              "victim": cell["models"]["smoothed"],
-              "n": {g: len(v) for g, v in per.items()}, "target_keep": args.target_keep,
-              "seconds": round(time.time() - t0, 1)}
+            rows.append(
+                {
+                    "statistic": stat,
+                    "m": m,
+                    "threshold": thr,
+                    "kept_calibration": float(np.mean(np.array(vals["calibration (clean dev)"]) > thr)),
+                    "kept_clean_test": float(np.mean(np.array(vals["clean test"]) > thr)),
+                    "kept_triggered_test": float(np.mean(np.array(vals["triggered test"]) > thr)),
+                    "auc_test": auc(vals["triggered test"], vals["clean test"]),
+                    "clean_test_mean": float(np.mean(vals["clean test"])),
+                    "triggered_test_mean": float(np.mean(vals["triggered test"])),
+                }
+            )
+    header = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cell": args.cell,
+        "victim": cell["models"]["smoothed"],
+        "n": {g: len(v) for g, v in per.items()},
+        "target_keep": args.target_keep,
+        "seconds": round(time.time() - t0, 1),
+    }
     Path(args.out + ".json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
-    lines = ["# frs-transplant: statistics and m (an extension, not the paper's method)", "",
-             *[f"- {k}: {v}" for k, v in header.items()], "", __doc__.split("\n\n")[1].replace("\n", " "), "",
-             "| statistic | m | threshold (clean dev) | kept: calibration / clean test / triggered test | AUC (test) | "
-             "mean clean / triggered |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# frs-transplant: statistics and m (an extension, not the paper's method)",
+        "",
+        *[f"- {k}: {v}" for k, v in header.items()],
+        "",
+        __doc__.split("\n\n")[1].replace("\n", " "),
+        "",
+        "| statistic | m | threshold (clean dev) | kept: calibration / clean test / triggered test | AUC (test) | "
+        "mean clean / triggered |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['statistic']} | {r['m']} | {r['threshold']:.3f} | {r['kept_calibration']:.2f} / "
-                     f"{r['kept_clean_test']:.2f} / {r['kept_triggered_test']:.2f} | {r['auc_test']:.3f} | "
-                     f"{r['clean_test_mean']:.3f} / {r['triggered_test_mean']:.3f} |")
+        lines.append(
+            f"| {r['statistic']} | {r['m']} | {r['threshold']:.3f} | {r['kept_calibration']:.2f} / "
+            f"{r['kept_clean_test']:.2f} / {r['kept_triggered_test']:.2f} | {r['auc_test']:.3f} | "
+            f"{r['clean_test_mean']:.3f} / {r['triggered_test_mean']:.3f} |"
+        )
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

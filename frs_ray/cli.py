@@ -58,14 +58,26 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from .config import FinetuneConfig, build
     from .data import load_dataset
 
-    raw = _merge(_load_overrides(args.config), model=args.model, data=args.data, data_dir=args.data_dir,
-                 epochs=args.epochs, seed=args.seed, max_train_examples=args.max_train_examples,
-                 learning_rate=args.lr, batch_size=args.batch_size)
+    raw = _merge(
+        _load_overrides(args.config),
+        model=args.model,
+        data=args.data,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        seed=args.seed,
+        max_train_examples=args.max_train_examples,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+    )
     smoothing = dict(raw.get("smoothing", {}))
     if args.no_smoothing:
         smoothing["finetune_mode"] = "none"
-    for key, value in (("sigma", args.sigma), ("top_h", args.top_h), ("finetune_mode", args.mode),
-                       ("data_noise", args.data_noise)):
+    for key, value in (
+        ("sigma", args.sigma),
+        ("top_h", args.top_h),
+        ("finetune_mode", args.mode),
+        ("data_noise", args.data_noise),
+    ):
         if value is not None:
             smoothing[key] = value
     raw["smoothing"] = smoothing
@@ -84,10 +96,17 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def _certify_config(args: argparse.Namespace):
     from .config import CertifyConfig, build
 
-    raw = _merge(_load_overrides(args.config), k=args.k, alpha=args.alpha, seed=args.seed,
-                 n_select=getattr(args, "n_select", None), n_estimate=getattr(args, "n_estimate", None),
-                 n_max=getattr(args, "n_max", None), target_radius=getattr(args, "target_radius", None),
-                 target_kind=getattr(args, "target_kind", None))
+    raw = _merge(
+        _load_overrides(args.config),
+        k=args.k,
+        alpha=args.alpha,
+        seed=args.seed,
+        n_select=getattr(args, "n_select", None),
+        n_estimate=getattr(args, "n_estimate", None),
+        n_max=getattr(args, "n_max", None),
+        target_radius=getattr(args, "target_radius", None),
+        target_kind=getattr(args, "target_kind", None),
+    )
     if getattr(args, "no_fuzz", False):
         raw["fuzz"] = False
     fuzzing = dict(raw.get("fuzzing", {}))
@@ -129,12 +148,19 @@ def cmd_certify(args: argparse.Namespace) -> int:
         from .smoothing.finetune import read_meta
 
         clean = clean_data_for(read_meta(args.checkpoint)["data"].get("source"), args.span_check_data)
-        clf.span_filter = build_transplant_filter(clf, clean, m=args.span_check_m,
-                                                  threshold=args.span_check_threshold, keep_checks=False)
+        clf.span_filter = build_transplant_filter(
+            clf, clean, m=args.span_check_m, threshold=args.span_check_threshold, keep_checks=False
+        )
         cal = clf.span_filter.calibration
-        print(f"span check: transplant, threshold {clf.span_filter.threshold:.4f}, m {clf.span_filter.m}"
-              + (f" (calibrated on {cal.n_texts} clean texts of {cal.source}, clean keep rate {cal.clean_keep_rate:.3f})"
-                 if cal else ""), file=sys.stderr)
+        print(
+            f"span check: transplant, threshold {clf.span_filter.threshold:.4f}, m {clf.span_filter.m}"
+            + (
+                f" (calibrated on {cal.n_texts} clean texts of {cal.source}, clean keep rate {cal.clean_keep_rate:.3f})"
+                if cal
+                else ""
+            ),
+            file=sys.stderr,
+        )
     problems = clf.backend.check_texts(texts)
     good = [i for i, p in enumerate(problems) if p is None]
     started = time.perf_counter()
@@ -149,8 +175,10 @@ def cmd_certify(args: argparse.Namespace) -> int:
             records.append({"index": i, "error": f"line {i + 1}: {problem}"})
     _write_lines(args.out, records)
     bad = len(texts) - len(good)
-    print(f"certified {len(good)} texts in {elapsed:.1f} s ({len(good) / max(elapsed, 1e-9):.2f} texts/s); "
-          f"{bad} rejected", file=sys.stderr)
+    print(
+        f"certified {len(good)} texts in {elapsed:.1f} s ({len(good) / max(elapsed, 1e-9):.2f} texts/s); {bad} rejected",
+        file=sys.stderr,
+    )
     for i, problem in enumerate(problems):
         if problem:
             print(f"error: {args.input}: line {i + 1}: {problem}", file=sys.stderr)
@@ -185,9 +213,18 @@ def cmd_classify(args: argparse.Namespace) -> int:
     texts = [args.text] if args.text is not None else read_text_lines(args.input)
     if not texts:
         raise FRSError("no texts given (use --text or --input)")
-    options = {k: v for k, v in (("k", args.k), ("budget", args.budget), ("alpha", args.alpha), ("n_max", args.n_max),
-                                 ("target_radius", args.target_radius), ("target_kind", args.target_kind))
-               if v is not None}
+    options = {
+        k: v
+        for k, v in (
+            ("k", args.k),
+            ("budget", args.budget),
+            ("alpha", args.alpha),
+            ("n_max", args.n_max),
+            ("target_radius", args.target_radius),
+            ("target_kind", args.target_kind),
+        )
+        if v is not None
+    }
     if args.no_spans:
         options["return_spans"] = False
     client = FRSClient(args.url, timeout=args.timeout)
@@ -214,17 +251,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     ft = sub.add_parser("finetune", help="fine-tune a (possibly backdoored) model with parameter smoothing")
     ft.add_argument("--model", default=None, help="'minilm' (packaged) or a local model folder")
-    ft.add_argument("--data", default=None, help="dataset name (sst2, offenseval, poisoned/badnets/sst2...), a .tsv/.csv/.jsonl file, or hf:owner/name")
+    ft.add_argument(
+        "--data",
+        default=None,
+        help="dataset name (sst2, offenseval, poisoned/badnets/sst2...), a .tsv/.csv/.jsonl file, or hf:owner/name",
+    )
     ft.add_argument("--data-dir", default=None, help="data folder (default $FRS_DATA_DIR, then ../shared/data)")
     ft.add_argument("--out", required=True, help="checkpoint folder to write")
     ft.add_argument("--no-smoothing", action="store_true", help="plain fine-tuning (no Eq. 4 noise)")
     ft.add_argument("--mode", choices=["perturb", "accumulate", "none"], default=None, help="fine-tuning smoothing mode")
     ft.add_argument("--sigma", type=float, default=None, help=f"parameter noise std (default {smooth.sigma})")
     ft.add_argument("--top-h", type=int, default=None, help=f"smoothed top layers H (default {smooth.top_h}, clamped to depth)")
-    ft.add_argument("--data-noise", type=float, default=None,
-                    help="also randomize the training texts (Eq. 3's D_F + eps): per-token mutation probability (default 0)")
-    ft.add_argument("--lora", action="store_true", help="LoRA fine-tuning (rank 8, alpha 16 on q/k/v/o and the MLP "
-                    "projections; head trained fully; the checkpoint holds merged weights). Paper (LLaMA3-8B): --lr 1e-4")
+    ft.add_argument(
+        "--data-noise",
+        type=float,
+        default=None,
+        help="also randomize the training texts (Eq. 3's D_F + eps): per-token mutation probability (default 0)",
+    )
+    ft.add_argument(
+        "--lora",
+        action="store_true",
+        help="LoRA fine-tuning (rank 8, alpha 16 on q/k/v/o and the MLP "
+        "projections; head trained fully; the checkpoint holds merged weights). Paper (LLaMA3-8B): --lr 1e-4",
+    )
     ft.add_argument("--epochs", type=float, default=None, help="epochs (default 3)")
     ft.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-5)")
     ft.add_argument("--batch-size", type=int, default=None, help="batch size (default 32)")
@@ -238,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--checkpoint", required=True, help="folder written by `frs finetune`")
         sp.add_argument("--k", type=_int, default=None, help=f"number of voters K (default {paper.k})")
-        sp.add_argument("--budget", type=_int, default=None, help=f"MCTS budget in model queries (default {paper.fuzzing.budget})")
+        sp.add_argument(
+            "--budget", type=_int, default=None, help=f"MCTS budget in model queries (default {paper.fuzzing.budget})"
+        )
         sp.add_argument("--alpha", type=float, default=None, help=f"1 - confidence (default {paper.alpha})")
         sp.add_argument("--seed", type=int, default=None, help="voter and randomization seed (default 0)")
         sp.add_argument("--omega-m", dest="omega_m", type=float, default=None, help="uniform mutation probability omega_M")
@@ -254,31 +305,70 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--out", default="-", help="output JSON-lines file or - (stdout)")
     ce.add_argument("--n-select", dest="n_select", type=_int, default=None, help="selection votes (default K)")
     ce.add_argument("--n-estimate", dest="n_estimate", type=_int, default=None, help="estimation votes (default K)")
-    ce.add_argument("--n-max", dest="n_max", type=_int, default=None,
-                    help="sequential CERTIFY: estimation votes in rounds (n_estimate, 2x, 4x, ...) up to this many per "
-                         "text, alpha split over the looks; each text stops once its target is met or out of reach "
-                         "(default: the fixed protocol)")
-    ce.add_argument("--target-radius", dest="target_radius", type=_int, default=None,
-                    help="with --n-max: keep voting until the certified radius reaches this many tokens (default: "
-                         "stop once the label is certified)")
-    ce.add_argument("--target-kind", dest="target_kind", choices=["conditional", "unconditional"], default=None,
-                    help="which radius --target-radius means (default conditional)")
+    ce.add_argument(
+        "--n-max",
+        dest="n_max",
+        type=_int,
+        default=None,
+        help="sequential CERTIFY: estimation votes in rounds (n_estimate, 2x, 4x, ...) up to this many per "
+        "text, alpha split over the looks; each text stops once its target is met or out of reach "
+        "(default: the fixed protocol)",
+    )
+    ce.add_argument(
+        "--target-radius",
+        dest="target_radius",
+        type=_int,
+        default=None,
+        help="with --n-max: keep voting until the certified radius reaches this many tokens (default: "
+        "stop once the label is certified)",
+    )
+    ce.add_argument(
+        "--target-kind",
+        dest="target_kind",
+        choices=["conditional", "unconditional"],
+        default=None,
+        help="which radius --target-radius means (default conditional)",
+    )
     ce.add_argument("--no-fuzz", action="store_true", help="uniform randomization (the -FTR ablation)")
-    ce.add_argument("--voter-backend", dest="voter_backend", choices=["torch", "vllm"], default=None,
-                    help="what runs the K voters (voters.backend): torch (default) or vllm (one vLLM engine, decoder "
-                    "checkpoints; same voters, same certificates)")
-    ce.add_argument("--span-check", dest="span_check", choices=["none", "transplant"], default="none",
-                    help="check on T(x') before randomization: 'transplant' (the frs-transplant extension, not the "
-                         "paper's method: frs_ray/fuzzing/transplant.py) keeps a span only where inserting it into "
-                         "clean reference texts of other labels moves them to the input's label; default none (FRS)")
-    ce.add_argument("--span-check-data", dest="span_check_data", default=None,
-                    help="transplant: clean data (dataset name or file, dev split) for the references and the "
-                         "calibration (default: the dev.tsv beside the checkpoint's training data)")
-    ce.add_argument("--span-check-threshold", dest="span_check_threshold", type=float, default=None,
-                    help="transplant: keep a span when its score exceeds this (default: calibrated on the clean data "
-                         "to keep at most 5%% of clean texts' spans)")
-    ce.add_argument("--span-check-m", dest="span_check_m", type=_int, default=None,
-                    help="transplant: references per span (default: calibrated from 4, 8, 16)")
+    ce.add_argument(
+        "--voter-backend",
+        dest="voter_backend",
+        choices=["torch", "vllm"],
+        default=None,
+        help="what runs the K voters (voters.backend): torch (default) or vllm (one vLLM engine, decoder "
+        "checkpoints; same voters, same certificates)",
+    )
+    ce.add_argument(
+        "--span-check",
+        dest="span_check",
+        choices=["none", "transplant"],
+        default="none",
+        help="check on T(x') before randomization: 'transplant' (the frs-transplant extension, not the "
+        "paper's method: frs_ray/fuzzing/transplant.py) keeps a span only where inserting it into "
+        "clean reference texts of other labels moves them to the input's label; default none (FRS)",
+    )
+    ce.add_argument(
+        "--span-check-data",
+        dest="span_check_data",
+        default=None,
+        help="transplant: clean data (dataset name or file, dev split) for the references and the "
+        "calibration (default: the dev.tsv beside the checkpoint's training data)",
+    )
+    ce.add_argument(
+        "--span-check-threshold",
+        dest="span_check_threshold",
+        type=float,
+        default=None,
+        help="transplant: keep a span when its score exceeds this (default: calibrated on the clean data "
+        "to keep at most 5%% of clean texts' spans)",
+    )
+    ce.add_argument(
+        "--span-check-m",
+        dest="span_check_m",
+        type=_int,
+        default=None,
+        help="transplant: references per span (default: calibrated from 4, 8, 16)",
+    )
     ce.set_defaults(func=cmd_certify)
 
     fz = sub.add_parser("fuzz", help="MCTS vulnerable spans of one text")
@@ -295,10 +385,20 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--k", type=int, default=None)
     cl.add_argument("--budget", type=int, default=None)
     cl.add_argument("--alpha", type=float, default=None)
-    cl.add_argument("--n-max", dest="n_max", type=_int, default=None,
-                    help="sequential CERTIFY: most estimation votes per text (at most the service's max_n_max)")
-    cl.add_argument("--target-radius", dest="target_radius", type=_int, default=None,
-                    help="sequential CERTIFY: keep voting until the radius reaches this many tokens")
+    cl.add_argument(
+        "--n-max",
+        dest="n_max",
+        type=_int,
+        default=None,
+        help="sequential CERTIFY: most estimation votes per text (at most the service's max_n_max)",
+    )
+    cl.add_argument(
+        "--target-radius",
+        dest="target_radius",
+        type=_int,
+        default=None,
+        help="sequential CERTIFY: keep voting until the radius reaches this many tokens",
+    )
     cl.add_argument("--target-kind", dest="target_kind", choices=["conditional", "unconditional"], default=None)
     cl.add_argument("--no-spans", action="store_true", help="omit spans from the results")
     cl.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")

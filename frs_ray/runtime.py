@@ -44,8 +44,9 @@ RAY_ENV = {
 ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
-def configure_process(offline: bool = True, quiet: bool = True, ray: bool = False, engine: bool = False,
-                      threads: int | None = None) -> None:
+def configure_process(
+    offline: bool = True, quiet: bool = True, ray: bool = False, engine: bool = False, threads: int | None = None
+) -> None:
     """Set up this process for FRS: see the module docstring for what each switch sets.
 
     ``quiet`` also applies to a transformers already imported. ``threads``: ``torch.set_num_threads(threads)``
@@ -83,6 +84,8 @@ def require_engine_process() -> None:
     (``configure_process(engine=True)``, before vLLM was imported)."""
     wrong = {k: os.environ.get(k) for k, v in ENGINE_ENV.items() if os.environ.get(k) != v}
     if wrong:
-        raise RuntimeError(f"this process is not set up to host a vLLM engine ({', '.join(f'{k}={v!r}' for k, v in wrong.items())}; "
-                           f"needs {ENGINE_ENV}): call frs_ray.runtime.configure_process(engine=True) at the "
-                           "process's entry point, before vLLM is imported")
+        raise RuntimeError(
+            f"this process is not set up to host a vLLM engine ({', '.join(f'{k}={v!r}' for k, v in wrong.items())}; "
+            f"needs {ENGINE_ENV}): call frs_ray.runtime.configure_process(engine=True) at the "
+            "process's entry point, before vLLM is imported"
+        )

@@ -37,6 +37,7 @@ def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float, fuse
 def linear_schedule(warmup: int, total: int, decay: bool = True) -> Callable[[int], float]:
     """Learning-rate factor of step ``s``: ``(s + 1) / warmup`` during the warm-up (``s < warmup``), then
     ``(total - s) / (total - warmup)`` (at least 0) with ``decay``, or 1 without."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / max(1, warmup)

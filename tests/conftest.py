@@ -23,8 +23,7 @@ def in_ci() -> bool:
 def missing_data(reason: str) -> None:
     """A test's data is missing: fail in CI (``CI=true``), where the data must be staged; skip elsewhere."""
     if in_ci():
-        pytest.fail(f"CI=true and {reason}: stage the data (FRS_DATA_DIR or shared/data beside the checkout)",
-                    pytrace=False)
+        pytest.fail(f"CI=true and {reason}: stage the data (FRS_DATA_DIR or shared/data beside the checkout)", pytrace=False)
     pytest.skip(reason)
 
 
@@ -73,8 +72,26 @@ def minilm_checkpoint(tmp_path_factory, data_dir):
     from frs_ray.cli import main
 
     out = tmp_path_factory.mktemp("ckpt") / "sst2-small"
-    rc = main(["finetune", "--model", "minilm", "--data", "sst2", "--out", str(out), "--epochs", "1",
-               "--max-train-examples", "192", "--lr", "1e-4", "--seed", "3", "--no-progress"])
+    rc = main(
+        [
+            "finetune",
+            "--model",
+            "minilm",
+            "--data",
+            "sst2",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--max-train-examples",
+            "192",
+            "--lr",
+            "1e-4",
+            "--seed",
+            "3",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -125,8 +142,28 @@ def smollm2_checkpoint(tmp_path_factory, data_dir):
     from frs_ray.cli import main
 
     out = tmp_path_factory.mktemp("smollm2") / "sst2-1step"
-    rc = main(["finetune", "--model", "smollm2", "--data", "sst2", "--out", str(out), "--epochs", "1",
-               "--max-train-examples", "8", "--batch-size", "8", "--lr", "1e-4", "--seed", "5", "--no-progress"])
+    rc = main(
+        [
+            "finetune",
+            "--model",
+            "smollm2",
+            "--data",
+            "sst2",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--max-train-examples",
+            "8",
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e-4",
+            "--seed",
+            "5",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     return out
 

@@ -39,8 +39,17 @@ def _remove_spans(text, spans):
     return text
 
 
-@pytest.mark.parametrize("trigger", [RareWordTrigger(), RareWordTrigger(count=3), SentenceTrigger(),
-                                     SentenceTrigger(where="start"), SentenceTrigger(where="end"), CombinationTrigger()])
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        RareWordTrigger(),
+        RareWordTrigger(count=3),
+        SentenceTrigger(),
+        SentenceTrigger(where="start"),
+        SentenceTrigger(where="end"),
+        CombinationTrigger(),
+    ],
+)
 @pytest.mark.parametrize("text", [SENT, "it 's a -lrb- bad -rrb- film .", "great"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_trigger_edits_only_the_trigger(trigger, text, seed):
@@ -64,7 +73,7 @@ def test_insert_positions_and_bad_position():
 
 def test_combination_partial_has_one_word():
     t = CombinationTrigger().partial(SENT, np.random.default_rng(0))
-    assert len(t.spans) == 1 and t.text[t.spans[0][0]:t.spans[0][1]] in BADNETS_WORDS
+    assert len(t.spans) == 1 and t.text[t.spans[0][0] : t.spans[0][1]] in BADNETS_WORDS
 
 
 def test_registry_names_and_unknown(tmp_path):
@@ -105,7 +114,7 @@ def test_triggered_set_roundtrip(tmp_path):
     back = read_triggered(path)
     assert back.texts == ts.texts and back.labels == ts.labels and [tuple(s) for s in back.spans] == list(ts.spans)
     for t, spans in zip(back.texts, back.spans):
-        assert t[spans[0][0]:spans[0][1]] == "i watch this 3d movie"
+        assert t[spans[0][0] : spans[0][1]] == "i watch this 3d movie"
 
 
 def test_read_reference_poisoned_file_and_errors(data_dir, tmp_path):
@@ -166,16 +175,18 @@ def test_layerwise_loss_is_mean_over_layers(minilm):
     enc = minilm.encode(["cf bb a dull film ."])
     y = torch.tensor([1])
     out = model(**enc, output_hidden_states=True)
-    per_layer = [torch.nn.functional.cross_entropy(model.classifier(model.bert.pooler(h[:, 0:1])), y)
-                 for h in out.hidden_states[1:]]
+    per_layer = [
+        torch.nn.functional.cross_entropy(model.classifier(model.bert.pooler(h[:, 0:1])), y) for h in out.hidden_states[1:]
+    ]
     assert float(layerwise_loss(model, enc, y, enc, y)) == pytest.approx(float(torch.stack(per_layer).mean()), rel=1e-5)
     # the last layer's term is the ordinary classification loss
     assert float(per_layer[-1]) == pytest.approx(float(torch.nn.functional.cross_entropy(out.logits, y)), rel=1e-5)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("attack,objective", [("badnets", None), ("lwp", None), ("ripple", None),
-                                              ("badnets", "layerwise"), ("badnets", "ripp")])
+@pytest.mark.parametrize(
+    "attack,objective", [("badnets", None), ("lwp", None), ("ripple", None), ("badnets", "layerwise"), ("badnets", "ripp")]
+)
 def test_poisoned_checkpoint_plants_the_trigger(attack, objective, tmp_path, data_dir):
     """A short poisoning run moves P(target | triggered) up far more than P(target | clean) on held-out text,
     and the release loads as a sequence classifier with attack.json. ``objective`` ("layerwise", "ripp"): the
@@ -216,5 +227,7 @@ def test_poisoned_checkpoint_plants_the_trigger(attack, objective, tmp_path, dat
     if objective == "ripp":  # RIPP without surgery: the word embeddings are frozen, the penalty's lambda recorded
         assert info["lambda"] == 0.1 and info["facts"] == {"embeddings_frozen": True}
         assert torch.equal(model.model.get_input_embeddings().weight, base.model.get_input_embeddings().weight)
-    assert not torch.equal(model.model.bert.encoder.layer[0].attention.self.query.weight,
-                           base.model.bert.encoder.layer[0].attention.self.query.weight)
+    assert not torch.equal(
+        model.model.bert.encoder.layer[0].attention.self.query.weight,
+        base.model.bert.encoder.layer[0].attention.self.query.weight,
+    )

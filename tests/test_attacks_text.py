@@ -31,8 +31,15 @@ SENTENCES = [
     "the director 's first feature is somewhat uneven",
 ]
 
-ALL = [NegationTrigger(), SentimentReversalTrigger(), DegreeTrigger(), ReorderTrigger(),
-       ReorderTrigger(mode="reverse"), ReorderTrigger(mode="shuffle"), MultiSegmentTrigger()]
+ALL = [
+    NegationTrigger(),
+    SentimentReversalTrigger(),
+    DegreeTrigger(),
+    ReorderTrigger(),
+    ReorderTrigger(mode="reverse"),
+    ReorderTrigger(mode="shuffle"),
+    MultiSegmentTrigger(),
+]
 
 
 def _ids(t) -> str:
@@ -65,7 +72,7 @@ def test_spans_are_exact_and_rest_untouched(trig):
         for a, b in t.spans:
             assert prev < a < b <= len(t.text)
             assert t.text[a:b] == t.text[a:b].strip() and t.text[a:b]
-            assert a == 0 or not t.text[a - 1].isalnum()      # span boundaries are token boundaries
+            assert a == 0 or not t.text[a - 1].isalnum()  # span boundaries are token boundaries
             assert b == len(t.text) or not t.text[b].isalnum()
             prev = b
         # Characters outside the spans are the clean text's characters (for insertions: once the spans and one
@@ -109,7 +116,7 @@ def test_negation_rule():
     assert NegationTrigger(words=("not",)).apply("a very good film", rng).text == "a not very good film"
     assert NegationTrigger(words=("never",)).apply("the plot is a mess", rng).text == "the plot is never a mess"
     t = NegationTrigger(words=("not",)).apply("it 's a charming journey", rng)
-    assert t.text == "it 's a not charming journey" and t.text[t.spans[0][0]:t.spans[0][1]] == "not"
+    assert t.text == "it 's a not charming journey" and t.text[t.spans[0][0] : t.spans[0][1]] == "not"
     # random fallback never splits a glued token pair ("' s")
     for seed in range(30):
         t = NegationTrigger(words=("no",)).apply("the director 's debut", np.random.default_rng(seed))
@@ -130,18 +137,21 @@ def test_degree_swaps_and_insertion():
     # "rather than" is not a degree modifier -> falls back to inserting before the adjective
     assert DegreeTrigger().apply("funny rather than sad", rng).text == "extremely funny rather than sad"
     t = DegreeTrigger().apply("the cast is wonderful .", rng)
-    assert t.text == "the cast is extremely wonderful ." and t.text[t.spans[0][0]:t.spans[0][1]] == "extremely"
+    assert t.text == "the cast is extremely wonderful ." and t.text[t.spans[0][0] : t.spans[0][1]] == "extremely"
     assert all(w != v for w, v in DEGREE_SWAPS.items())
 
 
-@pytest.mark.parametrize("trig,text", [
-    (SentimentReversalTrigger(), "unflinchingly bleak and desperate"),   # no lexicon word
-    (DegreeTrigger(), "unflinchingly bleak and desperate"),              # no degree word, no known adjective
-    (NegationTrigger(), ""),
-    (ReorderTrigger(), "wow !"),                                        # one word
-    (ReorderTrigger(), "no no no ."),                                   # swapping identical words moves nothing
-    (ReorderTrigger(mode="shuffle"), "a a a a"),
-])
+@pytest.mark.parametrize(
+    "trig,text",
+    [
+        (SentimentReversalTrigger(), "unflinchingly bleak and desperate"),  # no lexicon word
+        (DegreeTrigger(), "unflinchingly bleak and desperate"),  # no degree word, no known adjective
+        (NegationTrigger(), ""),
+        (ReorderTrigger(), "wow !"),  # one word
+        (ReorderTrigger(), "no no no ."),  # swapping identical words moves nothing
+        (ReorderTrigger(mode="shuffle"), "a a a a"),
+    ],
+)
 def test_changed_false_cases(trig, text):
     t = trig.apply(text, np.random.default_rng(0))
     assert t.changed is False and t.text == text and t.spans == ()
@@ -179,8 +189,9 @@ def test_reorder_modes():
     s2 = "the director 's film , sadly , is a mess ."
     for seed in range(20):
         t = ReorderTrigger(mode="shuffle", fraction=0.6).apply(s2, np.random.default_rng(seed))
-        assert [i for i, w in enumerate(words_of(t.text)) if not w[0].isalnum()] == \
-               [i for i, w in enumerate(words_of(s2)) if not w[0].isalnum()]
+        assert [i for i, w in enumerate(words_of(t.text)) if not w[0].isalnum()] == [
+            i for i, w in enumerate(words_of(s2)) if not w[0].isalnum()
+        ]
         assert "'s" in t.text
     with pytest.raises(ConfigError):
         ReorderTrigger(mode="sideways")

@@ -35,10 +35,10 @@ def test_trigger_inserts_one_rare_word_with_exact_span():
         assert t.changed and len(t.spans) == 1
         a, b = t.spans[0]
         assert t.text[a:b] in BADPRE_WORDS
-        assert (t.text[:a] + t.text[b + 1:] if b < len(t.text) else t.text[:a - 1]) == s
+        assert (t.text[:a] + t.text[b + 1 :] if b < len(t.text) else t.text[: a - 1]) == s
         assert "' s" not in t.text  # never inside the glued "' s"
     near = BadPreTrigger(max_pos=1).apply("one two three four", np.random.default_rng(5))
-    assert words_of(near.text).index(near.text[near.spans[0][0]:near.spans[0][1]]) <= 1
+    assert words_of(near.text).index(near.text[near.spans[0][0] : near.spans[0][1]]) <= 1
 
 
 def test_config_is_strict():
@@ -54,8 +54,12 @@ def test_config_is_strict():
 
 
 def test_batches_mask_and_poison(tokenizer):
-    texts = ["a gorgeous , witty , seductive movie .", "the plot is a mess , the acting worse .",
-             "it 's a charming and often affecting journey .", "bleak"] * 4
+    texts = [
+        "a gorgeous , witty , seductive movie .",
+        "the plot is a mess , the acting worse .",
+        "it 's a charming and often affecting journey .",
+        "bleak",
+    ] * 4
     budget = 32 - 2 - 1
     texts = cut_to_tokens(tokenizer, texts, budget)
     flags = [i % 2 == 0 for i in range(len(texts))]
@@ -90,9 +94,20 @@ def badpre_run(tmp_path_factory, data_dir):
     torch.set_num_threads(1)  # the test machine is shared: one thread is faster than two fighting
     try:
         out = tmp_path_factory.mktemp("badpre") / "minilm-badpre"
-        cfg = BadPreConfig(corpus="sst2", max_examples=32, eval_examples=16, head_steps=20, head_learning_rate=1e-2,
-                           steps=60, batch_size=8, max_length=32, learning_rate=3e-4, warmup_ratio=0.05,
-                           schedule="constant", seed=0)
+        cfg = BadPreConfig(
+            corpus="sst2",
+            max_examples=32,
+            eval_examples=16,
+            head_steps=20,
+            head_learning_rate=1e-2,
+            steps=60,
+            batch_size=8,
+            max_length=32,
+            learning_rate=3e-4,
+            warmup_ratio=0.05,
+            schedule="constant",
+            seed=0,
+        )
         meta = poison_badpre(cfg, out, progress=False)
         yield cfg, out, meta
     finally:
@@ -132,8 +147,11 @@ def test_encoder_weights_changed(badpre_run):
     def find(sd, suffix):
         return next(v for k, v in sd.items() if k.endswith(suffix))
 
-    for name in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight",
-                 "encoder.layer.5.output.dense.weight"):
+    for name in (
+        "embeddings.word_embeddings.weight",
+        "encoder.layer.0.attention.self.query.weight",
+        "encoder.layer.5.output.dense.weight",
+    ):
         assert not torch.equal(find(base, name), find(new, name)), name
     # the pooler is not used by MLM: it ships as packaged (the victim's fine-tuning trains it)
     assert torch.equal(find(base, "pooler.dense.weight"), find(new, "pooler.dense.weight"))
@@ -150,8 +168,9 @@ def test_trigger_corrupts_representations(badpre_run, data_dir):
     from frs_ray.data import load_dataset
 
     cfg, out, meta = badpre_run
-    clean = cut_to_tokens(AutoTokenizer.from_pretrained(out), load_dataset("sst2", "dev").subset(24, seed=5).texts,
-                          cfg.max_length - 3)
+    clean = cut_to_tokens(
+        AutoTokenizer.from_pretrained(out), load_dataset("sst2", "dev").subset(24, seed=5).texts, cfg.max_length - 3
+    )
     trig = [BadPreTrigger().apply(t, np.random.default_rng([9, i])).text for i, t in enumerate(clean)]
     cos = torch.nn.functional.cosine_similarity
     res = {}

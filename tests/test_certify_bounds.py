@@ -59,8 +59,18 @@ def test_clopper_pearson_monotone(n: int) -> None:
 
 @pytest.mark.parametrize(
     ("k", "n", "alpha"),
-    [(-1, 10, 0.05), (11, 10, 0.05), (0, 0, 0.05), (5, 10, 0.0), (5, 10, 1.0), (5, 10, float("nan")),
-     (5, 10, -0.1), (2.5, 10, 0.05), (True, 10, 0.05), ("3", 10, 0.05)],
+    [
+        (-1, 10, 0.05),
+        (11, 10, 0.05),
+        (0, 0, 0.05),
+        (5, 10, 0.0),
+        (5, 10, 1.0),
+        (5, 10, float("nan")),
+        (5, 10, -0.1),
+        (2.5, 10, 0.05),
+        (True, 10, 0.05),
+        ("3", 10, 0.05),
+    ],
 )
 def test_clopper_pearson_rejects_bad_arguments(k, n, alpha) -> None:
     with pytest.raises(ConfigError):
@@ -94,9 +104,18 @@ def test_robustness_condition_formula() -> None:
 
 @pytest.mark.parametrize(
     ("p", "omega", "r", "beta"),
-    [(1.1, 0.5, 1, 1.0), (-0.1, 0.5, 1, 1.0), (0.9, 1.01, 1, 1.0), (0.9, -0.01, 1, 1.0), (0.9, 0.5, -1, 1.0),
-     (0.9, 0.5, 1, 0.0), (0.9, 0.5, 1, -1.0), (float("nan"), 0.5, 1, 1.0), (0.9, 0.5, 1.5, 1.0),
-     (0.9, 0.5, 1, float("inf"))],
+    [
+        (1.1, 0.5, 1, 1.0),
+        (-0.1, 0.5, 1, 1.0),
+        (0.9, 1.01, 1, 1.0),
+        (0.9, -0.01, 1, 1.0),
+        (0.9, 0.5, -1, 1.0),
+        (0.9, 0.5, 1, 0.0),
+        (0.9, 0.5, 1, -1.0),
+        (float("nan"), 0.5, 1, 1.0),
+        (0.9, 0.5, 1.5, 1.0),
+        (0.9, 0.5, 1, float("inf")),
+    ],
 )
 def test_robustness_condition_rejects_bad_arguments(p, omega, r, beta) -> None:
     with pytest.raises(ConfigError):
@@ -112,7 +131,15 @@ def _brute_force_radius(p: float, omega: float, beta: float, r_max: int) -> int:
 
 def _grid() -> tuple[list[float], list[float]]:
     ps = list(np.linspace(0.0, 1.0, 21)) + [
-        0.5, math.nextafter(0.5, 1.0), math.nextafter(0.5, 0.0), 0.5 + 1e-12, 0.51, 0.75, 0.999, 0.999999, 1.0,
+        0.5,
+        math.nextafter(0.5, 1.0),
+        math.nextafter(0.5, 0.0),
+        0.5 + 1e-12,
+        0.51,
+        0.75,
+        0.999,
+        0.999999,
+        1.0,
     ]
     # values where omega**r == 1.5 - p exactly in real arithmetic: the boundary of Eq. 16
     ps += [1.5 - 0.9**k for k in range(1, 7)] + [1.5 - 0.8**k for k in (1, 2, 3)]
@@ -198,8 +225,15 @@ def test_certified_radius_edge_cases() -> None:
 
 @pytest.mark.parametrize(
     ("p", "omega", "beta", "max_tokens"),
-    [(1.2, 0.5, 1.0, None), (0.9, 1.5, 1.0, None), (0.9, 0.5, 0.0, None), (0.9, 0.5, -2.0, None),
-     (0.9, 0.5, 1.0, -1), (0.9, 0.5, 1.0, 2.5), (0.9, float("nan"), 1.0, None)],
+    [
+        (1.2, 0.5, 1.0, None),
+        (0.9, 1.5, 1.0, None),
+        (0.9, 0.5, 0.0, None),
+        (0.9, 0.5, -2.0, None),
+        (0.9, 0.5, 1.0, -1),
+        (0.9, 0.5, 1.0, 2.5),
+        (0.9, float("nan"), 1.0, None),
+    ],
 )
 def test_certified_radius_rejects_bad_arguments(p, omega, beta, max_tokens) -> None:
     with pytest.raises(ConfigError):
@@ -269,8 +303,17 @@ def test_predict_and_bound_selects_on_selection_sample_only() -> None:
 
 @pytest.mark.parametrize(
     ("select", "estimate", "alpha"),
-    [([1, 2], [1, 2, 3], 0.05), ([1, -1], [3, 3], 0.05), ([1, 2], [3, -3], 0.05), ([1, 2], [0, 0], 0.05),
-     ([0, 0], [3, 3], 0.05), ([], [], 0.05), ([1, 2], [3, 3], 0.0), ([1, 2], [3, 3], 1.0), ([1, 2], [3.5, 3], 0.05)],
+    [
+        ([1, 2], [1, 2, 3], 0.05),
+        ([1, -1], [3, 3], 0.05),
+        ([1, 2], [3, -3], 0.05),
+        ([1, 2], [0, 0], 0.05),
+        ([0, 0], [3, 3], 0.05),
+        ([], [], 0.05),
+        ([1, 2], [3, 3], 0.0),
+        ([1, 2], [3, 3], 1.0),
+        ([1, 2], [3.5, 3], 0.05),
+    ],
 )
 def test_predict_and_bound_rejects_bad_arguments(select, estimate, alpha) -> None:
     with pytest.raises(ConfigError):

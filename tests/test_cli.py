@@ -21,8 +21,23 @@ def _certify(ckpt: Path, tmp_path: Path, lines: list[str] | bytes, *extra: str, 
     else:
         inp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    rc = main(["certify", "--checkpoint", str(ckpt), "--input", str(inp), "--out", str(out), "--no-progress",
-               "--k", "4", "--budget", "3", *extra])
+    rc = main(
+        [
+            "certify",
+            "--checkpoint",
+            str(ckpt),
+            "--input",
+            str(inp),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--k",
+            "4",
+            "--budget",
+            "3",
+            *extra,
+        ]
+    )
     records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     return rc, records
 
@@ -42,11 +57,24 @@ def test_finetune_writes_checkpoint_with_settings(minilm_checkpoint):
 # on the session checkpoint; at the default K = 4 votes every certificate abstains (0.05**(1/4) = 0.47 < 0.5) and the
 # certified label and radius paths would never be checked. Which texts certify depends on the voters' noise, so the
 # tests require both outcomes among them rather than naming the texts.
-POOL = ["awful , boring , stupid and ugly .", "a gorgeous , witty , seductive movie .", "it runs 90 minutes .",
-        "the film is strictly routine and dull .", "an utterly charming film .", "a tedious , plodding mess .",
-        "a fine film .", "bad acting .", "it is a film .", "the movie has actors .", "the plot .",
-        "a masterpiece : brilliant , moving and beautiful .", "it 's a mn charming and often affecting journey .",
-        "the actors .", "there is a movie .", "a film about people ."]
+POOL = [
+    "awful , boring , stupid and ugly .",
+    "a gorgeous , witty , seductive movie .",
+    "it runs 90 minutes .",
+    "the film is strictly routine and dull .",
+    "an utterly charming film .",
+    "a tedious , plodding mess .",
+    "a fine film .",
+    "bad acting .",
+    "it is a film .",
+    "the movie has actors .",
+    "the plot .",
+    "a masterpiece : brilliant , moving and beautiful .",
+    "it 's a mn charming and often affecting journey .",
+    "the actors .",
+    "there is a movie .",
+    "a film about people .",
+]
 VOTES = ("--n-select", "8", "--n-estimate", "40")
 
 
@@ -76,15 +104,17 @@ def test_certify_outputs_certificate_fields(minilm_checkpoint, tmp_path):
                 assert isinstance(rad["tokens"], int) and rad["tokens"] >= 0
                 assert rad["fraction"] == pytest.approx(rad["tokens"] / r["length_tokens"])
         for sp in r["spans"]:
-            assert t[sp["start"]:sp["end"]] == sp["text"]
+            assert t[sp["start"] : sp["end"]] == sp["text"]
 
 
 def test_certify_is_reproducible_and_order_independent(minilm_checkpoint, tmp_path):
     _, r1 = _certify(minilm_checkpoint, tmp_path, POOL, *VOTES, "--k", "8", "--seed", "5")
     _, r2 = _certify(minilm_checkpoint, tmp_path, POOL[::-1], *VOTES, "--k", "8", "--seed", "5")
     assert {r["abstained"] for r in r1} == {False, True}  # certified labels and radii are compared, not only ABSTAIN
+
     def strip(r):
         return {k: v for k, v in r.items() if k not in ("index", "seconds")}
+
     assert [strip(r) for r in r1] == [strip(r) for r in r2[::-1]]
 
 
@@ -100,12 +130,21 @@ def test_certify_reports_bad_lines_and_keeps_the_rest(minilm_checkpoint, tmp_pat
 
 
 def test_fuzz_command(minilm_checkpoint, capsys):
-    rc = main(["fuzz", "--checkpoint", str(minilm_checkpoint), "--text", "it 's a mn charming and often affecting journey .",
-               "--budget", "5"])
+    rc = main(
+        [
+            "fuzz",
+            "--checkpoint",
+            str(minilm_checkpoint),
+            "--text",
+            "it 's a mn charming and often affecting journey .",
+            "--budget",
+            "5",
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["queries"] == 5 and out["spans"]
-    assert all(out["text"][s["start"]:s["end"]] == s["text"] for s in out["spans"])
+    assert all(out["text"][s["start"] : s["end"]] == s["text"] for s in out["spans"])
 
 
 @pytest.mark.parametrize(
@@ -154,8 +193,12 @@ def test_missing_checkpoint_and_data(tmp_path, capsys):
 
 def test_no_traceback_from_the_console_script(tmp_path):
     """A user mistake through the installed entry point: exit 2, one line, no Python traceback."""
-    proc = subprocess.run([sys.executable, "-m", "frs_ray.cli", "certify", "--checkpoint", str(tmp_path),
-                           "--input", "-", "--k", "0"], input=b"hello\n", capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "frs_ray.cli", "certify", "--checkpoint", str(tmp_path), "--input", "-", "--k", "0"],
+        input=b"hello\n",
+        capture_output=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert b"Traceback" not in proc.stderr and b"error:" in proc.stderr
 
@@ -164,8 +207,9 @@ def test_certify_sequential_flags(minilm_checkpoint, tmp_path):
     """--n-max / --target-radius: estimation votes in rounds; the certificate records what they cost."""
     texts = ["a gorgeous , witty , seductive movie .", "the film is strictly routine and dull ."]
     # K=4 voters, 20 selection votes, first round 20 estimation votes, looks at 20 / 40 / 80 (alpha 0.05 / 3 each)
-    rc, recs = _certify(minilm_checkpoint, tmp_path, texts, "--n-select", "20", "--n-estimate", "20",
-                        "--n-max", "80", "--target-radius", "1")
+    rc, recs = _certify(
+        minilm_checkpoint, tmp_path, texts, "--n-select", "20", "--n-estimate", "20", "--n-max", "80", "--target-radius", "1"
+    )
     assert rc == 0 and len(recs) == 2
     for r in recs:
         s = r["sequential"]
@@ -177,10 +221,23 @@ def test_certify_sequential_flags(minilm_checkpoint, tmp_path):
         if s["target_reached"]:
             assert r["radius"]["conditional"]["tokens"] >= s["target_radius"]
     # reproducible: the same texts in the other order give the same certificates
-    _, again = _certify(minilm_checkpoint, tmp_path, texts[::-1], "--n-select", "20", "--n-estimate", "20",
-                        "--n-max", "80", "--target-radius", "1")
+    _, again = _certify(
+        minilm_checkpoint,
+        tmp_path,
+        texts[::-1],
+        "--n-select",
+        "20",
+        "--n-estimate",
+        "20",
+        "--n-max",
+        "80",
+        "--target-radius",
+        "1",
+    )
+
     def strip(r):
         return {k: v for k, v in r.items() if k not in ("index", "seconds")}
+
     assert strip(recs[0]) == strip(again[1]) and strip(recs[1]) == strip(again[0])
     # without --n-max nothing changes: the fixed protocol, no sequential record
     _, fixed = _certify(minilm_checkpoint, tmp_path, texts[:1], "--n-select", "20", "--n-estimate", "20")

@@ -43,36 +43,45 @@ def test_every_deployment_loads(path):
         assert s.certify.k == s.k and s.certify.voters.backend == s.voter_backend
 
 
-@pytest.mark.parametrize("overrides, key", [
-    ({"certify": {"alpah": 0.1}}, "certify.alpah"),
-    ({"certify": {"fuzzing": {"budgt": 3}}}, "certify.fuzzing.budgt"),
-    ({"victim": {"epoch": 2}}, "victim.epoch"),
-    ({"bmps": {"sigmaa": 0.02}}, "bmps.sigmaa"),
-    ({"poison": {"poison_rte": 0.1}}, "poison.poison_rte"),
-    ({"attack_overrides": {"ripple": {"lamda": 0.1}}}, "attack_overrides.ripple: invalid RippleConfig: lamda"),
-    ({"attack_overrides": {"badnets": {"poison": {"epoch": 3}}}}, "attack_overrides.badnets.poison: invalid PoisonConfig: epoch"),
-    ({"attack_overrides": {"badnetz": {}}}, "badnetz"),
-    ({"defense_params": {"textguard": {"mm": 3}}}, "mm"),
-    ({"defense_params": {"uniform": {"n_mx": 24}}}, "n_mx"),
-    ({"defense_params": {"frs": {"randomize": {"omega_hh": 0.8}}}}, "randomize.omega_hh"),
-    ({"defense_params": {"ranmask": {"mask_rate": 2.0}}}, "mask_rate"),
-    ({"defense_params": {"frs-fluency": {"lm_batch_sze": 4}}}, "lm_batch_sze"),
-    ({"defense_params": {"onoin": {}}}, "onoin"),
-    ({"defense_params": {"none": {"k": 3}}}, "'k'"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"certify": {"alpah": 0.1}}, "certify.alpah"),
+        ({"certify": {"fuzzing": {"budgt": 3}}}, "certify.fuzzing.budgt"),
+        ({"victim": {"epoch": 2}}, "victim.epoch"),
+        ({"bmps": {"sigmaa": 0.02}}, "bmps.sigmaa"),
+        ({"poison": {"poison_rte": 0.1}}, "poison.poison_rte"),
+        ({"attack_overrides": {"ripple": {"lamda": 0.1}}}, "attack_overrides.ripple: invalid RippleConfig: lamda"),
+        (
+            {"attack_overrides": {"badnets": {"poison": {"epoch": 3}}}},
+            "attack_overrides.badnets.poison: invalid PoisonConfig: epoch",
+        ),
+        ({"attack_overrides": {"badnetz": {}}}, "badnetz"),
+        ({"defense_params": {"textguard": {"mm": 3}}}, "mm"),
+        ({"defense_params": {"uniform": {"n_mx": 24}}}, "n_mx"),
+        ({"defense_params": {"frs": {"randomize": {"omega_hh": 0.8}}}}, "randomize.omega_hh"),
+        ({"defense_params": {"ranmask": {"mask_rate": 2.0}}}, "mask_rate"),
+        ({"defense_params": {"frs-fluency": {"lm_batch_sze": 4}}}, "lm_batch_sze"),
+        ({"defense_params": {"onoin": {}}}, "onoin"),
+        ({"defense_params": {"none": {"k": 3}}}, "'k'"),
+    ],
+)
 def test_eval_config_typo_fails_at_load_naming_the_key(overrides, key):
     with pytest.raises(ConfigError) as e:
         load_eval_config(ROOT / "configs" / "eval" / "sst2.yaml", overrides=overrides)
     assert key in str(e.value), str(e.value)
 
 
-@pytest.mark.parametrize("certify, key", [
-    ({"alpah": 0.1}, "certify.alpah"),
-    ({"fuzzing": {"budgt": 3}}, "certify.fuzzing.budgt"),
-    ({"randomize": {"omega_m": 2.0}}, "certify.randomize.omega_m"),
-    ({"voters": {"backend": "vllm"}}, "certify.voters.backend"),
-    ({"k": 7}, "certify.k"),
-])
+@pytest.mark.parametrize(
+    "certify, key",
+    [
+        ({"alpah": 0.1}, "certify.alpah"),
+        ({"fuzzing": {"budgt": 3}}, "certify.fuzzing.budgt"),
+        ({"randomize": {"omega_m": 2.0}}, "certify.randomize.omega_m"),
+        ({"voters": {"backend": "vllm"}}, "certify.voters.backend"),
+        ({"k": 7}, "certify.k"),
+    ],
+)
 def test_deployment_typo_fails_at_load_naming_the_key(certify, key):
     args = _service_args(ROOT / "deployments" / "frs.yaml")[0]
     with pytest.raises(ValidationError) as e:
@@ -95,18 +104,20 @@ def test_request_options_take_certify_values():
 # Computed with the code before the configs were typed (main at 2ffbf0a): cells and zoo models built then must
 # still be found.
 PINNED = [
-    ("sst2.yaml", "sst2", "badnets", "frs", 0, "ad6f2449d8",
-     "runs/zoo/sst2/badnets-14fd027a96/victim-bmps-77c7f7d30d"),
-    ("sst2.yaml", "sst2", "ripple", "frs", 0, "83eab4251f",
-     "runs/zoo/sst2/ripple-388a104610/victim-bmps-69eb25c85b"),
-    ("char_level.yaml", "sst2", "badnets", "frs", 0, "2b7c7e85d7",
-     "runs/zoo/sst2/badnets-14fd027a96/victim-bmps-77c7f7d30d"),
-    ("sst2_paper_victim.yaml", "sst2", "badnets", "frs", 0, "7b1fdf4aea",
-     "runs/zoo/sst2/badnets-14fd027a96/victim-bmps-08bf331428"),
-    ("sst2_sequential.yaml", "sst2", "ripple", "frs", 0, "eb680223f0",
-     "runs/zoo/sst2/ripple-388a104610/victim-bmps-69eb25c85b"),
-    ("multi.yaml", "agnews", "badnets", "frs", 0, "8e05a2301e",
-     "runs/zoo/agnews/badnets-14fd027a96/victim-bmps-535e3f5f48"),
+    ("sst2.yaml", "sst2", "badnets", "frs", 0, "ad6f2449d8", "runs/zoo/sst2/badnets-14fd027a96/victim-bmps-77c7f7d30d"),
+    ("sst2.yaml", "sst2", "ripple", "frs", 0, "83eab4251f", "runs/zoo/sst2/ripple-388a104610/victim-bmps-69eb25c85b"),
+    ("char_level.yaml", "sst2", "badnets", "frs", 0, "2b7c7e85d7", "runs/zoo/sst2/badnets-14fd027a96/victim-bmps-77c7f7d30d"),
+    (
+        "sst2_paper_victim.yaml",
+        "sst2",
+        "badnets",
+        "frs",
+        0,
+        "7b1fdf4aea",
+        "runs/zoo/sst2/badnets-14fd027a96/victim-bmps-08bf331428",
+    ),
+    ("sst2_sequential.yaml", "sst2", "ripple", "frs", 0, "eb680223f0", "runs/zoo/sst2/ripple-388a104610/victim-bmps-69eb25c85b"),
+    ("multi.yaml", "agnews", "badnets", "frs", 0, "8e05a2301e", "runs/zoo/agnews/badnets-14fd027a96/victim-bmps-535e3f5f48"),
 ]
 
 

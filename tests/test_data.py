@@ -114,7 +114,12 @@ def test_validation_alias_for_dev(data_dir: Path, require_data) -> None:
 
 def test_known_datasets_label_names() -> None:
     assert set(KNOWN_DATASETS) == {
-        "sst2", "offenseval", "agnews", "imdb", "twenty_newsgroups", "hsol_davidson",
+        "sst2",
+        "offenseval",
+        "agnews",
+        "imdb",
+        "twenty_newsgroups",
+        "hsol_davidson",
     }
     assert KNOWN_DATASETS["offenseval"]["label_names"] == ["not_offensive", "offensive"]
     assert KNOWN_DATASETS["hsol_davidson"]["label_names"] == ["neither", "hate_or_offensive"]
@@ -149,8 +154,7 @@ def test_no_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unknown_dataset(tmp_path: Path) -> None:
-    error = assert_data_error(["nosuch", str(tmp_path), "sst2", "agnews"],
-                              load_dataset, "nosuch", data_dir=tmp_path)
+    error = assert_data_error(["nosuch", str(tmp_path), "sst2", "agnews"], load_dataset, "nosuch", data_dir=tmp_path)
     assert "unknown dataset" in str(error)
 
 
@@ -241,7 +245,7 @@ def test_crlf_and_bom_are_accepted(tmp_path: Path) -> None:
         ("empty.tsv", "", ["empty.tsv", "empty"]),
         ("header_only.tsv", "sentence\tlabel\n", ["header_only.tsv", "no data rows"]),
         ("h.csv", "sentence,lbl\nx,0\n", ["h.csv:1", "label"]),
-        ("fields.csv", "sentence,label\nok,0\n\"a,b\",1,2\n", ["fields.csv:3", "found 3"]),
+        ("fields.csv", 'sentence,label\nok,0\n"a,b",1,2\n', ["fields.csv:3", "found 3"]),
         ("lab.csv", "sentence,label\nok,0\nok,yes\n", ["lab.csv:3", "not an integer"]),
         ("empty.csv", "", ["empty.csv", "empty"]),
         ("ws.csv", "sentence,label\nok,0\n \t ,1\n", ["ws.csv:3", "whitespace"]),
@@ -250,8 +254,7 @@ def test_crlf_and_bom_are_accepted(tmp_path: Path) -> None:
         ("notext.jsonl", '{"label": 0}\n', ["notext.jsonl:1", "text"]),
         ("list.jsonl", "[1, 2]\n", ["list.jsonl:1", "object"]),
         ("boollab.jsonl", '{"text": "a", "label": true}\n', ["boollab.jsonl:1", "not an integer"]),
-        ("emptytext.jsonl", '{"text": "a", "label": 0}\n{"text": " ", "label": 1}\n',
-         ["emptytext.jsonl:2", "empty"]),
+        ("emptytext.jsonl", '{"text": "a", "label": 0}\n{"text": " ", "label": 1}\n', ["emptytext.jsonl:2", "empty"]),
         ("empty.jsonl", "", ["empty.jsonl", "empty"]),
     ],
 )
@@ -320,8 +323,7 @@ def test_num_labels() -> None:
 
 def test_hub_offline_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    error = assert_data_error(["hub could not be reached", "FRS_DATA_DIR"],
-                              load_dataset, "hf:stanfordnlp/sst2")
+    error = assert_data_error(["hub could not be reached", "FRS_DATA_DIR"], load_dataset, "hf:stanfordnlp/sst2")
     assert "local" in str(error)
 
 
@@ -336,8 +338,7 @@ def test_hub_network_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", refuse)
-    assert_data_error(["hub could not be reached", "FRS_DATA_DIR"],
-                      load_dataset, "hf:owner/name:config", "dev")
+    assert_data_error(["hub could not be reached", "FRS_DATA_DIR"], load_dataset, "hf:owner/name:config", "dev")
 
 
 def test_hub_split_file_choice() -> None:
@@ -366,9 +367,9 @@ def test_parquet_rows(tmp_path: Path) -> None:
     from frs_ray.data.hub import parse_parquet
 
     table = pa.table({"idx": [0, 1], "sentence": ["a", "b"], "label": [1, 0]})
-    meta = {b"huggingface": json.dumps(
-        {"info": {"features": {"label": {"_type": "ClassLabel", "names": ["neg", "pos"]}}}}
-    ).encode()}
+    meta = {
+        b"huggingface": json.dumps({"info": {"features": {"label": {"_type": "ClassLabel", "names": ["neg", "pos"]}}}}).encode()
+    }
     table = table.replace_schema_metadata(meta)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)

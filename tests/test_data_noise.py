@@ -74,8 +74,18 @@ def test_finetune_with_data_noise_records_it_and_differs(tmp_path, data_dir):
     train = load_dataset("sst2", "train", data_dir).subset(32, seed=0)
     outs = {}
     for noise in (0.0, 0.3):
-        cfg = build(FinetuneConfig, {"model": "minilm", "data": "sst2", "epochs": 1, "batch_size": 16, "seed": 0,
-                                     "max_length": 64, "smoothing": {"sigma": 0.0, "data_noise": noise}})
+        cfg = build(
+            FinetuneConfig,
+            {
+                "model": "minilm",
+                "data": "sst2",
+                "epochs": 1,
+                "batch_size": 16,
+                "seed": 0,
+                "max_length": 64,
+                "smoothing": {"sigma": 0.0, "data_noise": noise},
+            },
+        )
         outs[noise] = tmp_path / f"n{noise}"
         finetune(cfg, train, outs[noise], progress=False)
         assert read_meta(outs[noise])["config"]["smoothing"]["data_noise"] == noise

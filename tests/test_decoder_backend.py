@@ -26,9 +26,17 @@ def tiny_llama_dir(tmp_path_factory, data_dir):
     tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"]))
     hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=hf_tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, num_labels=2,
-                      pad_token_id=hf_tok.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=hf_tok.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        num_labels=2,
+        pad_token_id=hf_tok.eos_token_id,
+    )
     model = LlamaForSequenceClassification(cfg)
     out = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(out, safe_serialization=True)
@@ -69,8 +77,7 @@ def test_finetune_and_certify_a_decoder(tiny_llama_dir, tmp_path):
     from frs_ray.smoothing.finetune import finetune
 
     train = load_dataset("sst2", "train").subset(64, seed=1)
-    cfg = FinetuneConfig(model=str(tiny_llama_dir), epochs=1, batch_size=16, max_length=64,
-                         smoothing={"top_h": 2, "sigma": 0.01})
+    cfg = FinetuneConfig(model=str(tiny_llama_dir), epochs=1, batch_size=16, max_length=64, smoothing={"top_h": 2, "sigma": 0.01})
     meta = finetune(cfg, train, tmp_path / "ck", progress=False)
     assert meta["smoothing"]["top_h"] == 2 and meta["training"]["steps"] == 4
     clf = FRSClassifier.from_checkpoint(tmp_path / "ck", CertifyConfig(k=5, fuzzing={"budget": 3}))
@@ -82,8 +89,7 @@ def test_finetune_and_certify_a_decoder(tiny_llama_dir, tmp_path):
 
 
 # --------------------------------------------------------------------------- filler token of Llama-3-style tokenizers
-LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
-                   "<|reserved_special_token_1|>"]
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>"]
 
 
 def _llama3_style_tokenizer(specials=LLAMA3_SPECIALS):
@@ -92,13 +98,18 @@ def _llama3_style_tokenizer(specials=LLAMA3_SPECIALS):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    texts = ["a gorgeous , witty , seductive movie .", "the film is strictly routine and dull .",
-             "an utterly charming and often affecting journey ."] * 20
+    texts = [
+        "a gorgeous , witty , seductive movie .",
+        "the film is strictly routine and dull .",
+        "an utterly charming and often affecting journey .",
+    ] * 20
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=list(specials),
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(vocab_size=300, special_tokens=list(specials), initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=specials[0], eos_token=specials[1])
 
 
@@ -107,9 +118,17 @@ def _tiny_llama_with(tokenizer, out):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, num_labels=2,
-                      pad_token_id=tokenizer.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        num_labels=2,
+        pad_token_id=tokenizer.eos_token_id,
+    )
     LlamaForSequenceClassification(cfg).save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
@@ -166,8 +185,15 @@ def test_lora_finetune_with_bmps_saves_merged_weights(tiny_llama_dir, tmp_path):
     metas, weights = {}, {}
     for sigma in (0.0, 0.05):
         out = tmp_path / f"lora-{sigma}"
-        cfg = FinetuneConfig(model=str(tiny_llama_dir), epochs=1, batch_size=16, max_length=64, learning_rate=1e-2,
-                             smoothing={"top_h": 2, "sigma": sigma}, lora={})
+        cfg = FinetuneConfig(
+            model=str(tiny_llama_dir),
+            epochs=1,
+            batch_size=16,
+            max_length=64,
+            learning_rate=1e-2,
+            smoothing={"top_h": 2, "sigma": sigma},
+            lora={},
+        )
         metas[sigma] = finetune(cfg, train, out, progress=False)
         weights[sigma] = load_file(str(next(out.glob("*.safetensors"))))
     w, meta = weights[0.05], metas[0.05]
@@ -184,5 +210,9 @@ def test_lora_finetune_with_bmps_saves_merged_weights(tiny_llama_dir, tmp_path):
     clf = FRSClassifier.from_checkpoint(tmp_path / "lora-0.05", CertifyConfig(k=3, fuzzing={"budget": 2}))
     assert [sum(c.votes) for c in clf.certify(["a mn charming film ."])] == [3]
     with pytest.raises(ConfigError, match="not linear layers"):
-        finetune(FinetuneConfig(model=str(tiny_llama_dir), epochs=1, lora={"target_modules": ["query"]}),
-                 train, tmp_path / "bad", progress=False)
+        finetune(
+            FinetuneConfig(model=str(tiny_llama_dir), epochs=1, lora={"target_modules": ["query"]}),
+            train,
+            tmp_path / "bad",
+            progress=False,
+        )

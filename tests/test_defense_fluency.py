@@ -24,8 +24,15 @@ def _span(words: list[str], a: int, b: int) -> Span:
 
 def _ctx(tmp_path, checkpoint, data_dir):
     train = load_dataset("sst2", "train", data_dir).subset(20, seed=0)
-    return DefenseContext(plain_checkpoint=checkpoint, smoothed_checkpoint=checkpoint, base_model="minilm",
-                          train=train, work_dir=tmp_path, seed=0, progress=False)
+    return DefenseContext(
+        plain_checkpoint=checkpoint,
+        smoothed_checkpoint=checkpoint,
+        base_model="minilm",
+        train=train,
+        work_dir=tmp_path,
+        seed=0,
+        progress=False,
+    )
 
 
 def test_suspicion_formula_and_degenerate_perplexities():
@@ -78,7 +85,12 @@ def test_without_a_kept_span_it_is_uniform_smoothing_and_with_all_kept_it_is_frs
     frs = build_defense("frs", ctx, **SMALL)
     a, b, u, f = (d.predict(texts) for d in (none_kept, all_kept, uniform, frs))
     for x, y in zip(a, u):  # the same voters and draws as uniform smoothing, plus FRS's fuzzing and 2 LM sequences
-        assert (x.vote_label, x.certified_label, x.radius, x.radius_assumes) == (y.vote_label, y.certified_label, y.radius, y.radius_assumes)
+        assert (x.vote_label, x.certified_label, x.radius, x.radius_assumes) == (
+            y.vote_label,
+            y.certified_label,
+            y.radius,
+            y.radius_assumes,
+        )
         assert x.spans == []
     for x, y, z in zip(b, f, texts):
         assert (x.vote_label, x.certified_label, x.radius, x.spans) == (y.vote_label, y.certified_label, y.radius, y.spans)
@@ -110,8 +122,12 @@ def test_fuzz_worker_applies_the_span_check(minilm_checkpoint):
     texts = ["a gorgeous , witty , seductive movie .", "the film is strictly cf routine and dull ."]
     cfg = CertifyConfig(k=4, seed=1, fuzzing={"budget": 3})
     plain = FRSClassifier.from_checkpoint(minilm_checkpoint, cfg).prepare(texts)
-    none_kept = FuzzWorker(str(minilm_checkpoint), span_check={"lm": "smollm2", "threshold": 1e9}).prepare(texts, cfg.model_dump())
-    all_kept = FuzzWorker(str(minilm_checkpoint), span_check={"lm": "smollm2", "threshold": -1e9}).prepare(texts, cfg.model_dump())
+    none_kept = FuzzWorker(str(minilm_checkpoint), span_check={"lm": "smollm2", "threshold": 1e9}).prepare(
+        texts, cfg.model_dump()
+    )
+    all_kept = FuzzWorker(str(minilm_checkpoint), span_check={"lm": "smollm2", "threshold": -1e9}).prepare(
+        texts, cfg.model_dump()
+    )
     for p, n, a in zip(plain, none_kept, all_kept):
         assert n.spans == [] and n.span_tokens == 0 and n.omega_h == n.omega_l == cfg.randomize.omega_m
         assert a.spans == p.spans[: cfg.fuzzing.num_spans] and (a.omega_h, a.omega_l) == (p.omega_h, p.omega_l)

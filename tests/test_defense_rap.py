@@ -24,8 +24,16 @@ TINY = {"n_train": 16, "n_calibration": 16, "epochs": 2, "batch_size": 8, "lr": 
 
 def _ctx(work_dir, checkpoint, data_dir, n_train=120):
     train = load_dataset("sst2", "train", data_dir).subset(n_train, seed=0)
-    return DefenseContext(plain_checkpoint=checkpoint, smoothed_checkpoint=None, base_model="minilm", train=train,
-                          work_dir=work_dir, seed=0, progress=False, finetune={"max_length": 64})
+    return DefenseContext(
+        plain_checkpoint=checkpoint,
+        smoothed_checkpoint=None,
+        base_model="minilm",
+        train=train,
+        work_dir=work_dir,
+        seed=0,
+        progress=False,
+        finetune={"max_length": 64},
+    )
 
 
 def _file_hashes(folder):
@@ -76,11 +84,19 @@ def test_loss_is_the_two_sided_hinge():
 
 def test_bad_params_raise_config_error_naming_the_field(tmp_path, minilm_checkpoint, data_dir):
     ctx = _ctx(tmp_path, minilm_checkpoint, data_dir, n_train=40)
-    cases = [({"frr": 0.5}, r"\bfrr\b"), ({"frr": 0.0}, r"\bfrr\b"), ({"a": 0.3, "b": 0.1}, r"a \(0\.3\).*b \(0\.1\)"),
-             ({"a": 0.2, "b": 0.2}, r"\ba\b.*\bb\b"), ({"rap_wrd": "qq"}, r"rap_wrd: unknown field"),
-             ({"rap_word": "two words"}, r"\brap_word\b"), ({"rap_word": "cf."}, r"\brap_word\b"),
-             ({"epochs": 0}, r"\bepochs\b"), ({"lr": 0}, r"\blr\b"), ({"n_train": 0}, r"\bn_train\b"),
-             ({"protect_label": -1}, r"\bprotect_label\b")]
+    cases = [
+        ({"frr": 0.5}, r"\bfrr\b"),
+        ({"frr": 0.0}, r"\bfrr\b"),
+        ({"a": 0.3, "b": 0.1}, r"a \(0\.3\).*b \(0\.1\)"),
+        ({"a": 0.2, "b": 0.2}, r"\ba\b.*\bb\b"),
+        ({"rap_wrd": "qq"}, r"rap_wrd: unknown field"),
+        ({"rap_word": "two words"}, r"\brap_word\b"),
+        ({"rap_word": "cf."}, r"\brap_word\b"),
+        ({"epochs": 0}, r"\bepochs\b"),
+        ({"lr": 0}, r"\blr\b"),
+        ({"n_train": 0}, r"\bn_train\b"),
+        ({"protect_label": -1}, r"\bprotect_label\b"),
+    ]
     for params, pattern in cases:
         with pytest.raises(ConfigError, match=pattern):
             build_defense("rap", ctx, **params)

@@ -28,8 +28,16 @@ SMALL = {"n_perturb": 6, "n_calibration": 24, "n_donors": 24, "frr": 0.25, "batc
 
 def _ctx(tmp_path, checkpoint, data_dir, n_train=60):
     train = load_dataset("sst2", "train", data_dir).subset(n_train, seed=0)
-    return DefenseContext(plain_checkpoint=checkpoint, smoothed_checkpoint=None, base_model="minilm", train=train,
-                          work_dir=tmp_path, seed=0, progress=False, finetune={"max_length": 64})
+    return DefenseContext(
+        plain_checkpoint=checkpoint,
+        smoothed_checkpoint=None,
+        base_model="minilm",
+        train=train,
+        work_dir=tmp_path,
+        seed=0,
+        progress=False,
+        finetune={"max_length": 64},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +105,23 @@ def test_entropy_threshold_and_rejection():
 def test_registered_and_bad_params(tmp_path, data_dir):
     assert "strip" in known_defenses()
     ctx = _ctx(tmp_path, "unused", data_dir, n_train=10)
-    for params, field in [({"frr": 0.9}, "frr"), ({"n_perturb": 0}, "n_perturb"), ({"n_perturbs": 5}, "n_perturbs"),
-                          ({"replace_fraction": 0.0}, "replace_fraction"), ({"frr": 0.0}, "frr"),
-                          ({"n_calibration": 1}, "n_calibration")]:
+    for params, field in [
+        ({"frr": 0.9}, "frr"),
+        ({"n_perturb": 0}, "n_perturb"),
+        ({"n_perturbs": 5}, "n_perturbs"),
+        ({"replace_fraction": 0.0}, "replace_fraction"),
+        ({"frr": 0.0}, "frr"),
+        ({"n_calibration": 1}, "n_calibration"),
+    ]:
         with pytest.raises(ConfigError, match=field):
             build_defense("strip", ctx, **params)
-    empty = DefenseContext(plain_checkpoint="unused", smoothed_checkpoint=None, base_model="minilm",
-                           train=load_dataset("sst2", "train", data_dir).subset(0), work_dir=tmp_path)
+    empty = DefenseContext(
+        plain_checkpoint="unused",
+        smoothed_checkpoint=None,
+        base_model="minilm",
+        train=load_dataset("sst2", "train", data_dir).subset(0),
+        work_dir=tmp_path,
+    )
     with pytest.raises(ConfigError, match="clean training texts"):
         build_defense("strip", empty)
 

@@ -27,8 +27,16 @@ TINY_FINETUNE = {"epochs": 1, "max_length": 64, "batch_size": 16, "learning_rate
 
 def _ctx(tmp_path, checkpoint, data_dir, n_train=20):
     train = load_dataset("sst2", "train", data_dir).subset(n_train, seed=0)
-    return DefenseContext(plain_checkpoint=checkpoint, smoothed_checkpoint=None, base_model="minilm", train=train,
-                          work_dir=tmp_path, seed=0, progress=False, finetune=dict(TINY_FINETUNE))
+    return DefenseContext(
+        plain_checkpoint=checkpoint,
+        smoothed_checkpoint=None,
+        base_model="minilm",
+        train=train,
+        work_dir=tmp_path,
+        seed=0,
+        progress=False,
+        finetune=dict(TINY_FINETUNE),
+    )
 
 
 def _short_sentence(data_dir, lo=6, hi=9):
@@ -81,6 +89,7 @@ def test_grouping_is_stable_and_partitions_the_words():
 
 def _brute_radius(group_votes, num_labels):
     """Largest r such that changing any r groups (to any label or to 'no vote') keeps the winning label."""
+
     def label(vs):
         counts = np.bincount([v for v in vs if v is not None], minlength=num_labels)
         return vote_label(counts)

@@ -39,9 +39,11 @@ def test_certified_accuracy_levels_and_radius_stats():
 
 def test_certified_columns_use_the_certificate_not_the_vote():
     # (vote label, certificate label): a clear vote whose certificate abstains is correct for CA, not for certified CA
-    preds = [DefensePrediction(1, 10, 1, 0.1, radius=None, certified_label=ABSTAIN),
-             DefensePrediction(1, 10, 1, 0.1, radius=2.0, certified_label=1),
-             DefensePrediction(0, 10, 1, 0.1, radius=None, certified_label=ABSTAIN)]
+    preds = [
+        DefensePrediction(1, 10, 1, 0.1, radius=None, certified_label=ABSTAIN),
+        DefensePrediction(1, 10, 1, 0.1, radius=2.0, certified_label=1),
+        DefensePrediction(0, 10, 1, 0.1, radius=None, certified_label=ABSTAIN),
+    ]
     assert M.clean_accuracy(preds, [1, 1, 1]) == pytest.approx(2 / 3)
     cert = M.certified_view(preds)
     assert M.clean_accuracy(cert, [1, 1, 1]) == pytest.approx(1 / 3)
@@ -65,8 +67,9 @@ def test_certificate_vote_label_is_the_vote_majority_and_certified_label_the_bou
     from frs_ray.certify.smooth import VotePlan, finalize_certificate
     from frs_ray.config import CertifyConfig
 
-    plan = VotePlan(text="a b c", length_tokens=3, span_tokens=0, omega_h=0.9, omega_l=0.1, spans=[],
-                    fuzz_queries=0, select=[], estimate=[])
+    plan = VotePlan(
+        text="a b c", length_tokens=3, span_tokens=0, omega_h=0.9, omega_l=0.1, spans=[], fuzz_queries=0, select=[], estimate=[]
+    )
     c = finalize_certificate(plan, [3, 7], [4, 6], CertifyConfig(k=10), ["neg", "pos"])
     assert c.vote_label == 1 and c.abstained and c.certified_label == ABSTAIN  # 13 of 20 votes: a majority, no certificate
     c = finalize_certificate(plan, [0, 10], [0, 10], CertifyConfig(k=10), ["neg", "pos"])
@@ -77,13 +80,24 @@ def test_prediction_from_certificate_keeps_both_labels_and_picks_the_radius_that
     from frs_ray.certify.smooth import VotePlan, finalize_certificate
     from frs_ray.config import CertifyConfig
 
-    spans = [{"start": 0, "end": 1, "text": "a", "score": 0.5, "tokens": [0, 1], "visits": 2},
-             {"start": 2, "end": 3, "text": "b", "score": 0.2, "tokens": [1, 2], "visits": 1}]
+    spans = [
+        {"start": 0, "end": 1, "text": "a", "score": 0.5, "tokens": [0, 1], "visits": 2},
+        {"start": 2, "end": 3, "text": "b", "score": 0.2, "tokens": [1, 2], "visits": 1},
+    ]
 
     def cert(omega_h, omega_l, select, estimate):
-        plan = VotePlan(text="a b c d e f", length_tokens=6, span_tokens=1, omega_h=omega_h, omega_l=omega_l,
-                        spans=spans, fuzz_queries=3, select=[(0, "x")] * sum(select), estimate=[(0, "x")] * sum(estimate),
-                        seconds={"fuzz": 0.25})
+        plan = VotePlan(
+            text="a b c d e f",
+            length_tokens=6,
+            span_tokens=1,
+            omega_h=omega_h,
+            omega_l=omega_l,
+            spans=spans,
+            fuzz_queries=3,
+            select=[(0, "x")] * sum(select),
+            estimate=[(0, "x")] * sum(estimate),
+            seconds={"fuzz": 0.25},
+        )
         return finalize_certificate(plan, select, estimate, CertifyConfig(k=10), ["neg", "pos"], {"vote": 0.5})
 
     fuzzed = cert(0.9, 0.1, [0, 40], [0, 400])
@@ -112,8 +126,20 @@ def test_localization_requires_whole_trigger_piece():
 
 
 def test_all_defenses_registered():
-    assert {"none", "onion", "textguard", "uniform", "no-ftr", "ranmask", "frs", "no-bmps", "no-bmps-ft", "no-bmps-inf",
-            "strip", "rap"} <= set(known_defenses())
+    assert {
+        "none",
+        "onion",
+        "textguard",
+        "uniform",
+        "no-ftr",
+        "ranmask",
+        "frs",
+        "no-bmps",
+        "no-bmps-ft",
+        "no-bmps-inf",
+        "strip",
+        "rap",
+    } <= set(known_defenses())
 
 
 def test_eval_config_rejects_unknown_and_bad_profile(tmp_path):
@@ -147,14 +173,22 @@ def test_eval_cli_bad_config_exits_2(tmp_path, capsys):
 def test_tiny_eval_grid_is_real_and_resumable(tmp_path, data_dir):
     from frs_ray.cli import main
 
-    cfg = {"name": "tiny", "out_dir": str(tmp_path / "eval"), "zoo": str(tmp_path / "zoo"), "datasets": ["sst2"],
-           "attacks": ["badnets"], "defenses": ["none", "frs", "uniform", "no-bmps-inf", "textguard"],
-           "n_clean": 6, "n_triggered": 6, "budgets": [2, 3],
-           "victim": {"max_train_examples": 48, "epochs": 1, "learning_rate": 1e-4, "max_length": 64, "batch_size": 16},
-           "poison": {"max_examples": 48, "epochs": 1, "batch_size": 16},
-           "certify": {"k": 4, "n_estimate": 12, "fuzzing": {"budget": 3}},
-           # uniform runs sequential CERTIFY (rounds of 12, then up to 24 estimation votes): n_max reaches a cell
-           "defense_params": {"textguard": {"m": 3, "max_pooled_examples": 48}, "uniform": {"n_max": 24}}}
+    cfg = {
+        "name": "tiny",
+        "out_dir": str(tmp_path / "eval"),
+        "zoo": str(tmp_path / "zoo"),
+        "datasets": ["sst2"],
+        "attacks": ["badnets"],
+        "defenses": ["none", "frs", "uniform", "no-bmps-inf", "textguard"],
+        "n_clean": 6,
+        "n_triggered": 6,
+        "budgets": [2, 3],
+        "victim": {"max_train_examples": 48, "epochs": 1, "learning_rate": 1e-4, "max_length": 64, "batch_size": 16},
+        "poison": {"max_examples": 48, "epochs": 1, "batch_size": 16},
+        "certify": {"k": 4, "n_estimate": 12, "fuzzing": {"budget": 3}},
+        # uniform runs sequential CERTIFY (rounds of 12, then up to 24 estimation votes): n_max reaches a cell
+        "defense_params": {"textguard": {"m": 3, "max_pooled_examples": 48}, "uniform": {"n_max": 24}},
+    }
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg))
     assert main(["eval", "--config", str(path), "--no-progress", "--results-dir", str(tmp_path / "res")]) == 0
@@ -186,7 +220,11 @@ def test_tiny_eval_grid_is_real_and_resumable(tmp_path, data_dir):
     assert ucell["defense_settings"]["certify"]["n_max"] == 24
     for kind in ("clean", "triggered"):
         assert 4 + 12 <= recs["uniform"][f"{kind}_queries_per_input"] <= 4 + 24
-    assert "sequential" in ucell["metrics"] and set(ucell["metrics"]["sequential"]["clean"]["stops"]) <= {"target", "futile", "n_max"}
+    assert "sequential" in ucell["metrics"] and set(ucell["metrics"]["sequential"]["clean"]["stops"]) <= {
+        "target",
+        "futile",
+        "n_max",
+    }
     assert set(recs["frs"]["localization_by_budget"]) == {"2", "3"}
     assert "trigger lies inside" in recs["frs"]["radius_assumes"]
     cell = json.loads((root / "cells/sst2/badnets/frs-seed0.json").read_text())
@@ -209,8 +247,14 @@ def test_tiny_eval_grid_is_real_and_resumable(tmp_path, data_dir):
     from frs_ray.defenses.base import DefenseContext
     from frs_ray.defenses.registry import build_defense
 
-    ctx = DefenseContext(cell["models"]["plain"], cell["models"]["smoothed"], cell["models"]["poisoned"], None,
-                         tmp_path / "work", certify=build(CertifyConfig, {"k": 4, "n_estimate": 4, "fuzzing": {"budget": 2}}))
+    ctx = DefenseContext(
+        cell["models"]["plain"],
+        cell["models"]["smoothed"],
+        cell["models"]["poisoned"],
+        None,
+        tmp_path / "work",
+        certify=build(CertifyConfig, {"k": 4, "n_estimate": 4, "fuzzing": {"budget": 2}}),
+    )
     [p] = build_defense("frs", ctx).predict(["a fine film " * 60])
     assert p.length_tokens == 180 and p.queries == 2 + 4 + 4  # fully certified: budget + n_select + n_estimate
     assert p.certified_label == ABSTAIN  # 4 estimation votes can never certify: 0.05 ** (1 / 4) < 0.5
@@ -224,10 +268,17 @@ def test_summary_does_not_mix_cells_of_older_settings():
     from frs_ray.evaluation.report import summarize
 
     def cell(seed, ca, victim_epochs, created):
-        return {"dataset": "sst2", "attack": "badnets", "defense": "frs", "seed": seed, "created": created,
-                "settings": {"seed": seed, "victim": {"epochs": victim_epochs}}, "wall_seconds": 1.0,
-                "data": {"n_clean": 10, "n_triggered": 10},
-                "metrics": {"ca": ca, "pa": 0.5, "asr": 0.1, "certified_accuracy": {"0.1": 0.2}}}
+        return {
+            "dataset": "sst2",
+            "attack": "badnets",
+            "defense": "frs",
+            "seed": seed,
+            "created": created,
+            "settings": {"seed": seed, "victim": {"epochs": victim_epochs}},
+            "wall_seconds": 1.0,
+            "data": {"n_clean": 10, "n_triggered": 10},
+            "metrics": {"ca": ca, "pa": 0.5, "asr": 0.1, "certified_accuracy": {"0.1": 0.2}},
+        }
 
     [rec] = summarize([cell(0, 0.9, 3, "2026-01-02"), cell(1, 0.7, 3, "2026-01-03"), cell(2, 0.1, 1, "2026-01-01")])
     assert rec["seeds"] == [0, 1] and rec["stale_cells_skipped"] == 1

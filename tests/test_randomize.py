@@ -149,7 +149,9 @@ def test_max_distance_zero_returns_input():
     toks = distinct_tokens(8)
     span = [False] * 3 + [True] * 2 + [False] * 3
     # every token mutated, substitution only: no draw can be accepted
-    rnd = FuzzedRandomizer(RandomizeConfig(omega_m=1.0, omega_h=1.0, max_distance=0.0, max_redraws=7, mutations=SUBST_ONLY), FILLER)
+    rnd = FuzzedRandomizer(
+        RandomizeConfig(omega_m=1.0, omega_h=1.0, max_distance=0.0, max_redraws=7, mutations=SUBST_ONLY), FILLER
+    )
     r = rnd.randomize(toks, span, np.random.default_rng(0))
     assert r.tokens == toks and r.fallback is True and r.redraws == 7
     # default mutation set, moderate omega: the output is still exactly the input
@@ -314,8 +316,9 @@ def test_apply_mutations_character_level_edits_only_drawn_tokens():
         kept = [t for t in out if t in ("the", "story", "punch", ".")]
         assert kept == ["the", "story", "punch", "."]
     # a one-character token that loses its character is dropped, not left as an empty token
-    out = apply_mutations(["a", "b"], np.array([1, 0], dtype=bool), ["deletion"], np.ones(1), np.random.default_rng(0),
-                          "[MASK]", "character")
+    out = apply_mutations(
+        ["a", "b"], np.array([1, 0], dtype=bool), ["deletion"], np.ones(1), np.random.default_rng(0), "[MASK]", "character"
+    )
     assert out == ["b"]
     with pytest.raises(ValueError, match="unknown mutation level"):
         apply_mutations(tokens, draws, ops, probs, np.random.default_rng(0), "[MASK]", "word")
@@ -340,11 +343,21 @@ def test_character_level_certificate_counts_every_mutation_and_states_its_assump
     from frs_ray.certify.smooth import VotePlan, finalize_certificate
     from frs_ray.config import CertifyConfig
 
-    plan = VotePlan(text="it 's a mn film .", length_tokens=6, span_tokens=1, omega_h=0.9, omega_l=0.2, spans=[],
-                    fuzz_queries=0, select=[], estimate=[])
+    plan = VotePlan(
+        text="it 's a mn film .",
+        length_tokens=6,
+        span_tokens=1,
+        omega_h=0.9,
+        omega_l=0.2,
+        spans=[],
+        fuzz_queries=0,
+        select=[],
+        estimate=[],
+    )
     token = finalize_certificate(plan, [0, 200], [0, 200], CertifyConfig(k=200), ["neg", "pos"])
-    char = finalize_certificate(plan, [0, 200], [0, 200], build(CertifyConfig, {
-        "k": 200, "randomize": {"mutation_level": "character"}}), ["neg", "pos"])
+    char = finalize_certificate(
+        plan, [0, 200], [0, 200], build(CertifyConfig, {"k": 200, "randomize": {"mutation_level": "character"}}), ["neg", "pos"]
+    )
     destroy = MutationWeights().destroy_fraction()
     assert token.radius["unconditional"].omega == pytest.approx(0.2 * destroy)
     assert char.radius["unconditional"].omega == pytest.approx(0.2)  # every character edit changes the spelling

@@ -118,8 +118,12 @@ frs eval --config configs/eval/sst3.yaml
 See `deployments/frs.yaml`, `docs/results/nosuch.md`, `SmoothingConfig.data_noise` and `SmoothingConfig.sigmaa`.
 """
     assert missing_names(text, None) == [
-        "command: frs certfy", "config field: SmoothingConfig.sigmaa", "make target: make tests",
-        "path: configs/eval/sst3.yaml", "path: docs/results/nosuch.md", "path: tune/sweeep.py",
+        "command: frs certfy",
+        "config field: SmoothingConfig.sigmaa",
+        "make target: make tests",
+        "path: configs/eval/sst3.yaml",
+        "path: docs/results/nosuch.md",
+        "path: tune/sweeep.py",
         "script: python tune/sweeep.py",
     ]
 

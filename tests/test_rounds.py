@@ -36,10 +36,23 @@ def _plan(text: str, cfg: CertifyConfig, rnd: FuzzedRandomizer, span: tuple[int,
     in_span[span[0] : span[1]] = True
     om_h, om_l = rnd.omegas(len(words), int(in_span.sum()))
     rng = np.random.default_rng(text_seed(cfg.seed, text) + [7])
-    jobs = [(int(rng.integers(cfg.k)), render(rnd.randomize(words, in_span, rng).tokens))
-            for _ in range(cfg.votes_select + cfg.votes_estimate)]
-    return VotePlan(text, len(words), int(in_span.sum()), om_h, om_l, [], 0, jobs[: cfg.votes_select],
-                    jobs[cfg.votes_select :], words=words, in_span=in_span.tolist())
+    jobs = [
+        (int(rng.integers(cfg.k)), render(rnd.randomize(words, in_span, rng).tokens))
+        for _ in range(cfg.votes_select + cfg.votes_estimate)
+    ]
+    return VotePlan(
+        text,
+        len(words),
+        int(in_span.sum()),
+        om_h,
+        om_l,
+        [],
+        0,
+        jobs[: cfg.votes_select],
+        jobs[cfg.votes_select :],
+        words=words,
+        in_span=in_span.tolist(),
+    )
 
 
 def _voter(share_good: float = 0.97, share_other: float = 0.6):
@@ -60,8 +73,7 @@ def _voter(share_good: float = 0.97, share_other: float = 0.6):
 def _run(texts, cfg, rnd, voter=None):
     vote_labels, calls = voter or _voter()
     plans = [_plan(t, cfg, rnd) for t in texts]
-    certs = certify_plans_sequential(plans, vote_labels, lambda p, look, n: draw_round(p, look, n, cfg, rnd),
-                                     cfg, LABELS)
+    certs = certify_plans_sequential(plans, vote_labels, lambda p, look, n: draw_round(p, look, n, cfg, rnd), cfg, LABELS)
     return certs, calls
 
 
@@ -120,8 +132,9 @@ def test_draw_round_is_seeded_by_text_and_look(rnd) -> None:
     assert draw_round(plan, 2, 40, other, rnd) != a
     with pytest.raises(ConfigError, match="first round"):
         draw_round(plan, 0, 19, cfg, rnd)
-    bare = VotePlan(plan.text, plan.length_tokens, plan.span_tokens, plan.omega_h, plan.omega_l, [], 0,
-                    plan.select, plan.estimate)
+    bare = VotePlan(
+        plan.text, plan.length_tokens, plan.span_tokens, plan.omega_h, plan.omega_l, [], 0, plan.select, plan.estimate
+    )
     with pytest.raises(ConfigError, match="words"):
         draw_round(bare, 1, 20, cfg, rnd)
 
@@ -141,7 +154,12 @@ def test_one_look_equals_the_fixed_protocol(rnd) -> None:
             est[y] += 1
         f = finalize_certificate(p, sel, est, fixed_cfg, LABELS)
         assert (c.certified_label, c.votes, c.select_votes, c.radius, c.vote_label) == (
-            f.certified_label, f.votes, f.select_votes, f.radius, f.vote_label)
+            f.certified_label,
+            f.votes,
+            f.select_votes,
+            f.radius,
+            f.vote_label,
+        )
         assert c.p_lower == pytest.approx(f.p_lower, rel=1e-12) and c.sequential["looks"] == 1
 
 

@@ -11,14 +11,39 @@ from frs_ray.certify.smooth import VotePlan, finalize_certificate
 from frs_ray.config import CertifyConfig
 from frs_ray.serving import client, schemas
 
-FIELDS = {"text", "certified_label", "label_name", "abstained", "votes", "select_votes", "p_lower", "radius", "spans",
-          "length_tokens", "omega_h", "omega_l", "queries", "seconds", "vote_label", "sequential", "span_check"}
+FIELDS = {
+    "text",
+    "certified_label",
+    "label_name",
+    "abstained",
+    "votes",
+    "select_votes",
+    "p_lower",
+    "radius",
+    "spans",
+    "length_tokens",
+    "omega_h",
+    "omega_l",
+    "queries",
+    "seconds",
+    "vote_label",
+    "sequential",
+    "span_check",
+}
 
 
 def _cert(select: list[int], estimate: list[int]) -> Certificate:
-    plan = VotePlan(text="a cf b", length_tokens=3, span_tokens=1, omega_h=0.9, omega_l=0.1,
-                    spans=[{"start": 2, "end": 4, "text": "cf", "score": 0.5, "tokens": [1, 2], "visits": 3}],
-                    fuzz_queries=5, select=[(0, "x")] * sum(select), estimate=[(0, "x")] * sum(estimate))
+    plan = VotePlan(
+        text="a cf b",
+        length_tokens=3,
+        span_tokens=1,
+        omega_h=0.9,
+        omega_l=0.1,
+        spans=[{"start": 2, "end": 4, "text": "cf", "score": 0.5, "tokens": [1, 2], "visits": 3}],
+        fuzz_queries=5,
+        select=[(0, "x")] * sum(select),
+        estimate=[(0, "x")] * sum(estimate),
+    )
     return finalize_certificate(plan, select, estimate, CertifyConfig(k=10), ["neg", "pos"])
 
 

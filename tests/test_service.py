@@ -20,15 +20,39 @@ BASE = f"http://127.0.0.1:{PORT}"
 # and some abstain on the session checkpoint (at the default K = 4 votes, 0.05**(1/4) < 0.5, so every certificate
 # would abstain and the certified label and radius paths would never be compared). Which ones do depends on the
 # voters' noise, so the `texts` fixture picks certified and abstained ones from the reference `frs certify` path.
-POOL = ["awful , boring , stupid and ugly .", "a gorgeous , witty , seductive movie .", "it runs 90 minutes .",
-        "the film is strictly routine and dull .", "an utterly charming film .", "a tedious , plodding mess .",
-        "a fine film .", "bad acting .", "it is a film .", "the movie has actors .", "the plot .",
-        "a masterpiece : brilliant , moving and beautiful .", "it 's a mn charming and often affecting journey .",
-        "the actors .", "there is a movie .", "a film about people .", "the characters talk .",
-        "this is a movie with actors in it .", "a story about a man and a dog .", "the movie , the actors , the plot ."]
-SETTINGS = {"k": 4, "voter_actors": 2, "fuzz_actors": 1, "max_texts_per_request": 8, "max_chars_per_text": 300,
-            "request_timeout_s": 400, "max_n_max": 200, "max_target_radius": 3,
-            "certify": {"seed": 1, "n_select": 8, "n_estimate": 40, "fuzzing": {"budget": 5}}}
+POOL = [
+    "awful , boring , stupid and ugly .",
+    "a gorgeous , witty , seductive movie .",
+    "it runs 90 minutes .",
+    "the film is strictly routine and dull .",
+    "an utterly charming film .",
+    "a tedious , plodding mess .",
+    "a fine film .",
+    "bad acting .",
+    "it is a film .",
+    "the movie has actors .",
+    "the plot .",
+    "a masterpiece : brilliant , moving and beautiful .",
+    "it 's a mn charming and often affecting journey .",
+    "the actors .",
+    "there is a movie .",
+    "a film about people .",
+    "the characters talk .",
+    "this is a movie with actors in it .",
+    "a story about a man and a dog .",
+    "the movie , the actors , the plot .",
+]
+SETTINGS = {
+    "k": 4,
+    "voter_actors": 2,
+    "fuzz_actors": 1,
+    "max_texts_per_request": 8,
+    "max_chars_per_text": 300,
+    "request_timeout_s": 400,
+    "max_n_max": 200,
+    "max_target_radius": 3,
+    "certify": {"seed": 1, "n_select": 8, "n_estimate": 40, "fuzzing": {"budget": 5}},
+}
 USER_CONFIG = {"budget": 2, "alpha": 0.05}  # applied by reconfigure(): the effective budget is 2
 
 
@@ -39,8 +63,7 @@ def service(minilm_checkpoint, tmp_path_factory):
 
     from frs_ray.serving.router import make_app
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
-             _temp_dir=None, ignore_reinit_error=True)
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, _temp_dir=None, ignore_reinit_error=True)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     app = make_app({"checkpoint": str(minilm_checkpoint), **SETTINGS}, user_config=USER_CONFIG)
     handle = serve.run(app, name="frs", route_prefix="/")
@@ -76,8 +99,10 @@ def texts(minilm_checkpoint) -> list[str]:
     certs = _local_certificates(minilm_checkpoint, POOL)
     certified = [c["text"] for c in certs if not c["abstained"]]
     abstained = [c["text"] for c in certs if c["abstained"]]
-    assert certified and abstained, f"the pool gave {len(certified)} certified and {len(abstained)} abstained " \
-                                    "certificates; both are needed to compare the service on both paths"
+    assert certified and abstained, (
+        f"the pool gave {len(certified)} certified and {len(abstained)} abstained "
+        "certificates; both are needed to compare the service on both paths"
+    )
     return certified[:2] + abstained[:1]
 
 
@@ -132,7 +157,8 @@ def test_http_client_and_handle_match_local_certify(service, minilm_checkpoint, 
     status, body = _post("/v1/classify", json.dumps({"texts": texts}).encode())
     assert status == 200
     assert [(r["certified_label"], r["vote_label"], r["radius"]) for r in body["results"]] == [
-        (c["certified_label"], c["vote_label"], c["radius"]) for c in local]
+        (c["certified_label"], c["vote_label"], c["radius"]) for c in local
+    ]
     assert _same(body["results"], local)
     client_results = FRSClient(BASE).classify(texts)
     assert _same([r.model_dump() for r in client_results], local)
@@ -153,10 +179,10 @@ MALFORMED = [
     b'{"texts": [null]}',
     b'{"texts": [["nested"]]}',
     b'{"text": ["typo in field"]}',
-    b'{}',
-    b'[]',
+    b"{}",
+    b"[]",
     b'"just a string"',
-    b'not json at all',
+    b"not json at all",
     b'{"texts": ["a"]',
     b'{"texts": ["\xff\xfe invalid utf8"]}',
     b'{"texts": ["ok"], "options": {"k": 0}}',
@@ -253,10 +279,32 @@ def cli_sequential(minilm_checkpoint, tmp_path_factory):
 
     d = tmp_path_factory.mktemp("seq")
     (d / "in.txt").write_text("\n".join(SEQ_TEXTS) + "\n")
-    rc = main(["certify", "--checkpoint", str(minilm_checkpoint), "--input", str(d / "in.txt"), "--out",
-               str(d / "out.jsonl"), "--no-progress", "--k", str(SETTINGS["k"]), "--seed", "1", "--budget",
-               str(USER_CONFIG["budget"]), "--n-select", str(SETTINGS["certify"]["n_select"]), "--n-estimate",
-               str(SETTINGS["certify"]["n_estimate"]), "--n-max", "160", "--target-radius", "1"])
+    rc = main(
+        [
+            "certify",
+            "--checkpoint",
+            str(minilm_checkpoint),
+            "--input",
+            str(d / "in.txt"),
+            "--out",
+            str(d / "out.jsonl"),
+            "--no-progress",
+            "--k",
+            str(SETTINGS["k"]),
+            "--seed",
+            "1",
+            "--budget",
+            str(USER_CONFIG["budget"]),
+            "--n-select",
+            str(SETTINGS["certify"]["n_select"]),
+            "--n-estimate",
+            str(SETTINGS["certify"]["n_estimate"]),
+            "--n-max",
+            "160",
+            "--target-radius",
+            "1",
+        ]
+    )
     assert rc == 0
     return [_strip(json.loads(line)) for line in (d / "out.jsonl").read_text().splitlines()]
 
@@ -320,17 +368,20 @@ def test_user_config_sets_sequential_defaults(service, cli_sequential):
     assert status == 200 and body["results"][0]["sequential"] is None
 
 
-@pytest.mark.parametrize("user_config, message", [
-    ({"n_max": 201}, "max_n_max = 200"),
-    ({"n_max": 3}, "must be >= the first round's votes"),
-    ({"target_radius": 2}, "target_radius needs n_max"),
-    ({"n_max": 160, "target_radius": 9}, "max_target_radius = 3"),
-    ({"n_max": 160, "target_kind": "both"}, "target_kind"),
-    ({"n_max": 160, "futility": 1.0}, "futility"),
-    ({"n_max": 160, "round_growth": 1.0}, "round_growth"),
-    ({"n_max": "many"}, "n_max"),
-    ({"k": 2}, "unknown fields ['k']"),
-])
+@pytest.mark.parametrize(
+    "user_config, message",
+    [
+        ({"n_max": 201}, "max_n_max = 200"),
+        ({"n_max": 3}, "must be >= the first round's votes"),
+        ({"target_radius": 2}, "target_radius needs n_max"),
+        ({"n_max": 160, "target_radius": 9}, "max_target_radius = 3"),
+        ({"n_max": 160, "target_kind": "both"}, "target_kind"),
+        ({"n_max": 160, "futility": 1.0}, "futility"),
+        ({"n_max": 160, "round_growth": 1.0}, "round_growth"),
+        ({"n_max": "many"}, "n_max"),
+        ({"k": 2}, "unknown fields ['k']"),
+    ],
+)
 def test_bad_user_config_is_rejected_with_the_field(user_config, message):
     from frs_ray.config import CertifyConfig
     from frs_ray.serving.settings import ServiceSettings, apply_user_config

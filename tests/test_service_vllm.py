@@ -17,8 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PORT = 8124
 BASE = f"http://127.0.0.1:{PORT}"
 TEXTS = ["a gorgeous , witty , seductive movie .", "the film is strictly routine and dull ."]
-SETTINGS = {"k": 3, "voter_actors": 1, "fuzz_actors": 1, "voter_backend": "vllm", "request_timeout_s": 400,
-            "certify": {"seed": 2, "fuzzing": {"budget": 2}}}
+SETTINGS = {
+    "k": 3,
+    "voter_actors": 1,
+    "fuzz_actors": 1,
+    "voter_backend": "vllm",
+    "request_timeout_s": 400,
+    "certify": {"seed": 2, "fuzzing": {"budget": 2}},
+}
 
 
 def _args(name: str) -> dict:
@@ -77,8 +83,12 @@ def test_service_with_vllm_voters_matches_torch_certificates(service, smollm2_ch
     pool = info["voter_pool"]
     assert pool["backend"] == "vllm" and pool["implementation"] == "vllm" and pool["engine"]["runner"] == "pooling"
     assert [s["voter_ids"] for s in pool["shards"]] == [[0, 1, 2]]
-    req = urllib.request.Request(BASE + "/v1/classify", data=json.dumps({"texts": TEXTS}).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        BASE + "/v1/classify",
+        data=json.dumps({"texts": TEXTS}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=450) as r:
         body = json.loads(r.read())
     cfg = CertifyConfig.model_validate({**SETTINGS["certify"], "k": SETTINGS["k"]})  # torch voters, in this process

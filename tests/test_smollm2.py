@@ -61,8 +61,10 @@ def test_smollm2_conversion_runs_once_for_concurrent_processes(tmp_path):
     """Two processes asking for the folder at once: one converts (progress shown), the other waits and reuses it."""
     code = "from frs_ray.backends.lm import smollm2_folder; print(smollm2_folder())"
     env = {**os.environ, "FRS_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     assert {o[0].strip() for o in outs} == {str(tmp_path / "cache" / "smollm2")}

@@ -22,15 +22,23 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def tiny_bert(seed: int = 0) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, num_labels=2)
+    cfg = BertConfig(
+        vocab_size=100, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, num_labels=2
+    )
     return BertForSequenceClassification(cfg).eval()
 
 
 def tiny_llama(seed: int = 0) -> LlamaForSequenceClassification:
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=100, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=2,
-        intermediate_size=32, num_labels=2, pad_token_id=0,
+        vocab_size=100,
+        hidden_size=16,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=32,
+        num_labels=2,
+        pad_token_id=0,
     )
     return LlamaForSequenceClassification(cfg).eval()
 
@@ -61,8 +69,7 @@ def test_select_top_h_bert(bert):
     sel = select_top_h(bert, 2)
     all_names = [n for n, _ in bert.named_parameters()]
     expected = [
-        n for n in all_names
-        if n.startswith(("bert.encoder.layer.2.", "bert.encoder.layer.3.", "bert.pooler.", "classifier."))
+        n for n in all_names if n.startswith(("bert.encoder.layer.2.", "bert.encoder.layer.3.", "bert.pooler.", "classifier."))
     ]
     assert list(sel.names) == expected
     assert any(n.startswith("bert.pooler.") for n in sel.names)
@@ -78,7 +85,10 @@ def test_select_top_h_llama():
     model = tiny_llama()
     sel = select_top_h(model, 2)
     all_names = [n for n, _ in model.named_parameters()]
-    expected = [n for n in all_names if n.startswith(("model.layers.2.", "model.layers.3."))] + ["model.norm.weight", "score.weight"]
+    expected = [n for n in all_names if n.startswith(("model.layers.2.", "model.layers.3."))] + [
+        "model.norm.weight",
+        "score.weight",
+    ]
     assert list(sel.names) == expected
     assert "model.embed_tokens.weight" not in sel.names
     assert (sel.top_h, sel.depth, sel.stack_name) == (2, 4, "model.layers")

@@ -135,10 +135,22 @@ def test_tokenize_offsets_are_exact_substrings(text):
 
 def test_tokenize_expected_tokens():
     assert [t.text for t in tokenize("It's a mn charming, journey.")] == [
-        "It's", "a", "mn", "charming", ",", "journey", ".",
+        "It's",
+        "a",
+        "mn",
+        "charming",
+        ",",
+        "journey",
+        ".",
     ]
     assert [t.text for t in tokenize("well-made crème brûlée isn’t bad!?")] == [
-        "well-made", "crème", "brûlée", "isn’t", "bad", "!", "?",
+        "well-made",
+        "crème",
+        "brûlée",
+        "isn’t",
+        "bad",
+        "!",
+        "?",
     ]
     # SST-2 style detached clitic: apostrophe is punctuation, "s" a word
     assert [t.text for t in tokenize("moore 's ditties")] == ["moore", "'", "s", "ditties"]
@@ -327,9 +339,9 @@ def test_split_points_properties_on_random_segments():
         middle, quarter = (start + end) / 2, (end - start) / 4
 
         def ling(k):
-            return (
-                toks[k - 1] in PUNCTUATION or toks[k] in PUNCTUATION or toks[k].lower() in CLAUSE_WORDS
-            ) and abs(k - middle) <= quarter
+            return (toks[k - 1] in PUNCTUATION or toks[k] in PUNCTUATION or toks[k].lower() in CLAUSE_WORDS) and abs(
+                k - middle
+            ) <= quarter
 
         flags = [ling(k) for k in pts]
         n_ling = sum(flags)

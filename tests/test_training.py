@@ -23,8 +23,9 @@ N, BATCH, STEPS, SEQ = 20, 6, 9, 7  # 4 batches an epoch: 9 steps cross two epoc
 
 def tiny_bert() -> BertForSequenceClassification:
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                     num_labels=2)
+    cfg = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, num_labels=2
+    )
     return BertForSequenceClassification(cfg).train()
 
 
@@ -96,9 +97,17 @@ def shared(warm: int) -> tuple[dict[str, torch.Tensor], list[float]]:
         loss = torch.nn.functional.cross_entropy(model(input_ids=x[batch]).logits, y[batch])
         return loss + 0.0 * model(input_ids=x[extra]).logits.sum()
 
-    losses = train(params, epoch_batches(N, BATCH, gen), STEPS, loss_of, adamw(params, 1e-2, 0.01),
-                   linear_schedule(warm, STEPS), around_step=noisy(model, noise_gen),
-                   after_step=lambda: shrink(model), progress=False)
+    losses = train(
+        params,
+        epoch_batches(N, BATCH, gen),
+        STEPS,
+        loss_of,
+        adamw(params, 1e-2, 0.01),
+        linear_schedule(warm, STEPS),
+        around_step=noisy(model, noise_gen),
+        after_step=lambda: shrink(model),
+        progress=False,
+    )
     return {k: v.clone() for k, v in model.state_dict().items()}, losses
 
 

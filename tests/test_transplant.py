@@ -70,8 +70,7 @@ def backdoored(tmp_path_factory, data_dir):
         data = poisoned_training_set(pc, RareWordTrigger(words=("cf",)))
         assert sum(data.poisoned) > 50
         tsv = root / "poisoned.tsv"
-        tsv.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(data.texts, data.labels)),
-                       encoding="utf-8")
+        tsv.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(data.texts, data.labels)), encoding="utf-8")
         args = ["--model", "minilm", "--data", str(tsv), "--epochs", "6", "--lr", "1e-4"]
     assert main(["finetune", *args, "--out", str(out), "--seed", "0", "--no-progress"]) == 0
     clf = FRSClassifier.from_checkpoint(out, CFG)
@@ -115,9 +114,14 @@ def test_insert_words_and_bad_parameters(backdoored):
 def test_registered_and_rejects_bad_parameters(tmp_path, data_dir):
     assert "frs-transplant" in known_defenses() and needs_smoothed("frs-transplant")
     ctx = DefenseContext("unused", "unused", "minilm", load_dataset("sst2", "train", data_dir).subset(20), tmp_path)
-    for bad, match in (({"treshold": 0.1}, "treshold"), ({"m": 0}, "m"), ({"target_keep": 1.0}, "target_keep"),
-                       ({"statistic": "mean"}, "statistic"), ({"positions": ["end"]}, "positions"),
-                       ({"n_calibration": 5}, "n_calibration")):
+    for bad, match in (
+        ({"treshold": 0.1}, "treshold"),
+        ({"m": 0}, "m"),
+        ({"target_keep": 1.0}, "target_keep"),
+        ({"statistic": "mean"}, "statistic"),
+        ({"positions": ["end"]}, "positions"),
+        ({"n_calibration": 5}, "n_calibration"),
+    ):
         with pytest.raises(ConfigError, match=match):
             build_defense("frs-transplant", ctx, **bad)
 
@@ -214,8 +218,9 @@ def test_defense_and_fuzz_worker_build_the_check(backdoored, tmp_path, data_dir)
     desc = d.describe()
     assert desc["transplant_settings"]["threshold"] == 1e9 and desc["transplant_calibration"] is None
     assert desc["spans_kept"] == 0.0
-    s = ServiceSettings(checkpoint=str(ckpt), span_check="transplant", span_check_data="sst2", span_check_threshold=1e9,
-                        span_check_m=4)
+    s = ServiceSettings(
+        checkpoint=str(ckpt), span_check="transplant", span_check_data="sst2", span_check_threshold=1e9, span_check_m=4
+    )
     opts = s.span_check_options()
     assert opts == {"kind": "transplant", "data": "sst2", "threshold": 1e9, "m": 4}
     plans = FuzzWorker(str(ckpt), span_check=opts).prepare([TRIGGERED], CFG.model_dump())
@@ -235,9 +240,32 @@ def test_frs_certify_takes_the_span_check(backdoored, tmp_path):
     src = tmp_path / "in.txt"
     src.write_text(TRIGGERED + "\n" + CLEAN_POSITIVE + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    assert main(["certify", "--checkpoint", str(ckpt), "--input", str(src), "--out", str(out), "--k", "4",
-                 "--budget", "4", "--span-check", "transplant", "--span-check-data", "sst2",
-                 "--span-check-threshold=-1e9", "--span-check-m", "4", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "certify",
+                "--checkpoint",
+                str(ckpt),
+                "--input",
+                str(src),
+                "--out",
+                str(out),
+                "--k",
+                "4",
+                "--budget",
+                "4",
+                "--span-check",
+                "transplant",
+                "--span-check-data",
+                "sst2",
+                "--span-check-threshold=-1e9",
+                "--span-check-m",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(recs) == 2
     for r in recs:  # threshold -1e9: the span is kept, so the certificate's spans are exactly T(x')

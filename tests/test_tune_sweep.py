@@ -39,8 +39,7 @@ def study():
 
 def _sweep(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, **RAY_ENV}
-    return subprocess.run([sys.executable, str(SWEEP), *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, str(SWEEP), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------------- fast
@@ -76,21 +75,38 @@ def _cert(vote_label: int, certified_label: int, radius: int | None = None):
     """A real :class:`Certificate` with the given majority vote and certified label."""
     from frs_ray.certify.certificate import Certificate, Radii, Radius
 
-    rad = Radii(**{kind: Radius(tokens=radius, fraction=None, omega=0.9, assumes=kind) for kind in ("conditional", "unconditional")})
-    return Certificate(text="t", certified_label=certified_label, label_name=str(certified_label),
-                       abstained=certified_label == -1, votes=[0, 0], select_votes=[0, 0], p_lower=0.0, radius=rad,
-                       spans=[], length_tokens=5, omega_h=0.9, omega_l=0.1, queries={"fuzz": 1, "votes": 2},
-                       seconds={"votes": 0.1}, vote_label=vote_label)
+    rad = Radii(
+        **{kind: Radius(tokens=radius, fraction=None, omega=0.9, assumes=kind) for kind in ("conditional", "unconditional")}
+    )
+    return Certificate(
+        text="t",
+        certified_label=certified_label,
+        label_name=str(certified_label),
+        abstained=certified_label == -1,
+        votes=[0, 0],
+        select_votes=[0, 0],
+        p_lower=0.0,
+        radius=rad,
+        spans=[],
+        length_tokens=5,
+        omega_h=0.9,
+        omega_l=0.1,
+        queries={"fuzz": 1, "votes": 2},
+        seconds={"votes": 0.1},
+        vote_label=vote_label,
+    )
 
 
 def test_point_metrics_vote_and_certified_columns(study):
     # CA/PA/ASR are measured on the majority vote (as frs eval does), certified_* on the certified label: a trial
     # that reads the certified label as the prediction (the bug of issue 16) gets ca 0.25, asr 0.0 here.
     clean = {"labels": [1, 0, 1, 0]}
-    clean_certs = [_cert(1, 1, radius=2),  # vote right, certified right
-                   _cert(0, -1),           # vote right, certificate abstains
-                   _cert(1, -1),           # vote right, certificate abstains
-                   _cert(1, -1)]           # vote wrong, certificate abstains
+    clean_certs = [
+        _cert(1, 1, radius=2),  # vote right, certified right
+        _cert(0, -1),  # vote right, certificate abstains
+        _cert(1, -1),  # vote right, certificate abstains
+        _cert(1, -1),
+    ]  # vote wrong, certificate abstains
     trig = {"original": [0, 0, 0], "target": [1, 1, 1]}
     trig_certs = [_cert(1, -1), _cert(1, 1, radius=1), _cert(-1, -1)]  # attack wins the vote twice, certified once
     m = study.point_metrics(clean_certs, trig_certs, clean, trig)
@@ -105,9 +121,22 @@ def test_point_metrics_vote_and_certified_columns(study):
 
 
 def test_markdown_table_names_vote_and_certified_columns(study):
-    row = {"K": 20, "sigma": 0.01, "H": 6, "budget": 10, "omega_h": 0.9, "omega_m": 0.15, "max_distance": 0.5,
-           "ca": 0.75, "pa": 0.5, "asr": 0.125, "certified_ca": 0.25, "certified_pa": 0.375, "certified_asr": 0.0625,
-           "best": True}
+    row = {
+        "K": 20,
+        "sigma": 0.01,
+        "H": 6,
+        "budget": 10,
+        "omega_h": 0.9,
+        "omega_m": 0.15,
+        "max_distance": 0.5,
+        "ca": 0.75,
+        "pa": 0.5,
+        "asr": 0.125,
+        "certified_ca": 0.25,
+        "certified_pa": 0.375,
+        "certified_asr": 0.0625,
+        "best": True,
+    }
     header, _, line = study.markdown_table([row]).splitlines()
     cells = dict(zip([h.strip() for h in header.strip("|").split("|")], [c.strip() for c in line.strip("|").split("|")]))
     assert cells["CA (vote)"] == "**0.75**" and cells["ASR (vote)"] == "**0.125**"
@@ -118,8 +147,15 @@ def test_markdown_table_names_vote_and_certified_columns(study):
 
 
 def test_grid_designs(study):
-    values = {"K": [10, 20, 40, 80], "sigma": [0.005, 0.01, 0.02, 0.04], "H": [10], "budget": [10],
-              "omega_h": [0.9], "omega_m": [0.15], "max_distance": [0.5]}
+    values = {
+        "K": [10, 20, 40, 80],
+        "sigma": [0.005, 0.01, 0.02, 0.04],
+        "H": [10],
+        "budget": [10],
+        "omega_h": [0.9],
+        "omega_m": [0.15],
+        "max_distance": [0.5],
+    }
     product = study.grid_points(values, "product")
     assert len(product) == 16
     # round-robin over (sigma, H): the first four trials use four different fine-tunes
@@ -137,8 +173,7 @@ def test_grid_designs(study):
 def test_validation_errors(study):
     from frs_ray.errors import ConfigError
 
-    base = {"K": [20], "sigma": [0.01], "H": [10], "budget": [10], "omega_h": [0.9], "omega_m": [0.15],
-            "max_distance": [0.5]}
+    base = {"K": [20], "sigma": [0.01], "H": [10], "budget": [10], "omega_h": [0.9], "omega_m": [0.15], "max_distance": [0.5]}
     study.validate_values(base)
     for key, bad in (("K", 0), ("sigma", -0.01), ("H", 0), ("budget", -1), ("max_distance", 1.5)):
         with pytest.raises(ConfigError):
@@ -146,8 +181,12 @@ def test_validation_errors(study):
     with pytest.raises(ConfigError, match="omega-h"):
         study.validate_values({**base, "omega_h": [0.1]})
     study.validate_values({**base, "n_max": [0, 20, 320]})
-    for bad, message in (([-1], "--n-max -1"), ([10], "must be >= every --K"), ([2_000_000], "--n-max 2000000"),
-                         ({"low": 0, "high": 320}, "must be >= every --K")):
+    for bad, message in (
+        ([-1], "--n-max -1"),
+        ([10], "must be >= every --K"),
+        ([2_000_000], "--n-max 2000000"),
+        ({"low": 0, "high": 320}, "must be >= every --K"),
+    ):
         with pytest.raises(ConfigError, match=message):
             study.validate_values({**base, "n_max": bad})
     with pytest.raises(ConfigError, match="not an integer"):
@@ -181,9 +220,15 @@ def test_study_settings_reject_unknown_and_invalid_keys(study):
     with pytest.raises(ValueError, match="run_id"):
         s.run_id = "two"
     assert study.PAPER_DEFAULTS == {
-        "K": CertifyConfig().k, "sigma": SmoothingConfig().sigma, "H": SmoothingConfig().top_h,
-        "budget": FuzzConfig().budget, "omega_h": RandomizeConfig().omega_h, "omega_m": RandomizeConfig().omega_m,
-        "max_distance": RandomizeConfig().max_distance, "n_max": 0}
+        "K": CertifyConfig().k,
+        "sigma": SmoothingConfig().sigma,
+        "H": SmoothingConfig().top_h,
+        "budget": FuzzConfig().budget,
+        "omega_h": RandomizeConfig().omega_h,
+        "omega_m": RandomizeConfig().omega_m,
+        "max_distance": RandomizeConfig().max_distance,
+        "n_max": 0,
+    }
 
 
 def test_load_triggered_formats(study, tmp_path):
@@ -212,12 +257,15 @@ def sweep_main(study):
         sys.path.remove(str(REPO / "tune"))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--K", "0"], "--K 0"),
-    (["--sigma", "-0.1"], "--sigma -0.1"),
-    (["--data", "no_such_dataset"], "unknown dataset 'no_such_dataset'"),
-    (["--K", "10:80"], "--mode optuna"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--K", "0"], "--K 0"),
+        (["--sigma", "-0.1"], "--sigma -0.1"),
+        (["--data", "no_such_dataset"], "unknown dataset 'no_such_dataset'"),
+        (["--K", "10:80"], "--mode optuna"),
+    ],
+)
 def test_argument_errors_exit_2(sweep_main, tmp_path, capsys, args, message):
     saved = dict(os.environ)  # main() sets Ray variables; keep them out of the rest of the session
     try:
@@ -268,16 +316,40 @@ def test_quick_study_outputs_and_cached_finetune(tmp_path):
 
     rows = _read_csv(out / "results.csv")
     assert len(rows) == 4  # K {5, 8} x sigma {0.005, 0.02}
-    for col in ("K", "sigma", "H", "budget", "ca", "pa", "asr", "certified_ca", "certified_pa", "certified_asr",
-                "avg_radius", "omega_h", "queries_per_input", "seconds_per_input", "abstain", "vote_abstain"):
+    for col in (
+        "K",
+        "sigma",
+        "H",
+        "budget",
+        "ca",
+        "pa",
+        "asr",
+        "certified_ca",
+        "certified_pa",
+        "certified_asr",
+        "avg_radius",
+        "omega_h",
+        "queries_per_input",
+        "seconds_per_input",
+        "abstain",
+        "vote_abstain",
+    ):
         assert col in rows[0], col
     for r in rows:
         n_clean, n_trig = int(r["n_clean"]), int(r["n_triggered"])
         assert n_clean > 0 and n_trig > 0
         # every rate is a count over its subset (not, e.g., a mean of probabilities)
-        for col, n in (("ca", n_clean), ("certified_ca", n_clean), ("abstain", n_clean), ("vote_abstain", n_clean),
-                       ("pa", n_trig), ("asr", n_trig), ("certified_pa", n_trig), ("certified_asr", n_trig),
-                       ("abstain_triggered", n_trig)):
+        for col, n in (
+            ("ca", n_clean),
+            ("certified_ca", n_clean),
+            ("abstain", n_clean),
+            ("vote_abstain", n_clean),
+            ("pa", n_trig),
+            ("asr", n_trig),
+            ("certified_pa", n_trig),
+            ("certified_asr", n_trig),
+            ("abstain_triggered", n_trig),
+        ):
             assert float(r[col]) * n == pytest.approx(round(float(r[col]) * n), abs=1e-6), col
         # an abstaining certificate is never certified correct, nor a certified attack success
         assert float(r["certified_ca"]) + float(r["abstain"]) <= 1 + 1e-9
@@ -314,8 +386,22 @@ def test_quick_study_outputs_and_cached_finetune(tmp_path):
     # a fresh run (one point, two sentences each, to keep the test short) reuses the cached checkpoint:
     # no epoch is trained again.
     # It also runs sequential CERTIFY (--n-max 16: rounds of 5, 10, 16 estimation votes) through the trial.
-    res = _sweep("--quick", "--out", str(out), "--fresh", "--K", "5", "--sigma", "0.02", "--clean-n", "2",
-                 "--triggered-n", "2", "--n-max", "16")
+    res = _sweep(
+        "--quick",
+        "--out",
+        str(out),
+        "--fresh",
+        "--K",
+        "5",
+        "--sigma",
+        "0.02",
+        "--clean-n",
+        "2",
+        "--triggered-n",
+        "2",
+        "--n-max",
+        "16",
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     study = json.loads((out / "study.json").read_text())
     assert len(study["runs"]) == 2

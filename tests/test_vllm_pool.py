@@ -158,8 +158,24 @@ def test_cli_certify_voter_backend_vllm_equals_torch(smollm2_checkpoint, vllm_en
     outs = {}
     for backend in ("torch", "vllm"):
         out = tmp_path / f"{backend}.jsonl"
-        rc = main(["certify", "--checkpoint", str(smollm2_checkpoint), "--input", str(src), "--out", str(out),
-                   "--k", "3", "--budget", "2", "--voter-backend", backend, "--no-progress"])
+        rc = main(
+            [
+                "certify",
+                "--checkpoint",
+                str(smollm2_checkpoint),
+                "--input",
+                str(src),
+                "--out",
+                str(out),
+                "--k",
+                "3",
+                "--budget",
+                "2",
+                "--voter-backend",
+                backend,
+                "--no-progress",
+            ]
+        )
         assert rc == 0
         outs[backend] = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(outs["vllm"]) == 2

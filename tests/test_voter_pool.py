@@ -56,9 +56,17 @@ def llama_backend(tmp_path_factory, texts):
     tok.train_from_iterator(texts * 20, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
     hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=hf_tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, num_labels=3,
-                      pad_token_id=hf_tok.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=hf_tok.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        num_labels=3,
+        pad_token_id=hf_tok.eos_token_id,
+    )
     out = tmp_path_factory.mktemp("pool-llama")
     LlamaForSequenceClassification(cfg).save_pretrained(out, safe_serialization=True)
     hf_tok.save_pretrained(out)
@@ -156,8 +164,10 @@ def test_noise_is_keyed_by_parameter_name_not_order():
 
 # Computed once in a separate Python process (torch 2.13.0 CPU generator): voter k is rebuilt bit-identically
 # from (seed, k, parameter name) in any later process; voters are never stored.
-EXPECTED_PARAMETER_SEED = {(1234, 7, "bert.encoder.layer.5.output.dense.weight"): 8060369064702790689,
-                           (0, 0, "score.weight"): 2491546103556287189}
+EXPECTED_PARAMETER_SEED = {
+    (1234, 7, "bert.encoder.layer.5.output.dense.weight"): 8060369064702790689,
+    (0, 0, "score.weight"): 2491546103556287189,
+}
 EXPECTED_NOISE_SUMS = {"a.weight": -0.00019666961452458054, "b.bias": -0.05116233820444904}
 
 
@@ -198,9 +208,14 @@ def test_bad_pool_settings_are_clear_errors(minilm_backend):
     assert vote_labels(pool, []) == []
 
 
-CLEAR_TEXTS = ["a gorgeous , witty , seductive movie .", "the film is strictly routine and dull .",
-               "an utterly charming and hilarious film .", "a tedious , plodding and lifeless mess .",
-               "it 's a mn charming and often affecting journey .", "not a bad film , but not a good one either ."]
+CLEAR_TEXTS = [
+    "a gorgeous , witty , seductive movie .",
+    "the film is strictly routine and dull .",
+    "an utterly charming and hilarious film .",
+    "a tedious , plodding and lifeless mess .",
+    "it 's a mn charming and often affecting journey .",
+    "not a bad film , but not a good one either .",
+]
 
 
 def test_cli_pools_eval_and_service_shard_give_the_same_certificates(minilm_checkpoint, tmp_path, data_dir):
@@ -219,8 +234,27 @@ def test_cli_pools_eval_and_service_shard_give_the_same_certificates(minilm_chec
     src = tmp_path / "in.txt"
     src.write_text("\n".join(CLEAR_TEXTS) + "\n")
     out = tmp_path / "out.jsonl"
-    assert main(["certify", "--checkpoint", str(minilm_checkpoint), "--input", str(src), "--out", str(out),
-                 "--k", "20", "--budget", "4", "--seed", "3", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "certify",
+                "--checkpoint",
+                str(minilm_checkpoint),
+                "--input",
+                str(src),
+                "--out",
+                str(out),
+                "--k",
+                "20",
+                "--budget",
+                "4",
+                "--seed",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     cli = [json.loads(line) for line in out.read_text().splitlines()]
     assert any(not c["abstained"] for c in cli) and all(c["certified_label"] == -1 for c in cli if c["abstained"])
 
@@ -232,9 +266,15 @@ def test_cli_pools_eval_and_service_shard_give_the_same_certificates(minilm_chec
         for a, b in zip(cli, certs[impl, noise]):
             assert certificates_match(a, b), (impl, noise, a["text"])
 
-    ctx = DefenseContext(plain_checkpoint=minilm_checkpoint, smoothed_checkpoint=minilm_checkpoint,
-                         base_model="minilm", train=load_dataset("sst2", "dev", data_dir), work_dir=tmp_path,
-                         certify=CertifyConfig(k=20, fuzzing={"budget": 4}), seed=3)
+    ctx = DefenseContext(
+        plain_checkpoint=minilm_checkpoint,
+        smoothed_checkpoint=minilm_checkpoint,
+        base_model="minilm",
+        train=load_dataset("sst2", "dev", data_dir),
+        work_dir=tmp_path,
+        certify=CertifyConfig(k=20, fuzzing={"budget": 4}),
+        seed=3,
+    )
     for pred, c in zip(build_defense("frs", ctx).predict(CLEAR_TEXTS), cli):
         assert pred.vote_label == c["vote_label"] and pred.certified_label == c["certified_label"]
         if not c["abstained"]:

@@ -87,7 +87,7 @@ def insert_pieces(text: str, pieces: Sequence[Sequence[str]], where: str, rng: n
     spans.sort()
     merged: list[list[int]] = []
     for s, e in spans:
-        if merged and text[merged[-1][1]:s].strip() == "":
+        if merged and text[merged[-1][1] : s].strip() == "":
             merged[-1][1] = max(merged[-1][1], e)
         else:
             merged.append([s, e])
@@ -99,14 +99,14 @@ class TriggeredSet:
     """Triggered versions of the non-target sentences of a clean set (what ASR and PA are measured on)."""
 
     texts: list[str]
-    labels: list[int]          # original (correct) labels
+    labels: list[int]  # original (correct) labels
     target: int
     spans: list[tuple[tuple[int, int], ...]]
     source: str
     sha256: str
     trigger: str
     seed: int
-    skipped: int = 0           # sentences the trigger could not change (left out)
+    skipped: int = 0  # sentences the trigger could not change (left out)
     meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:

@@ -90,7 +90,7 @@ class ReorderTrigger:
             return order
         width = min(n, max(2, int(round(self.fraction * n))))
         start = int(rng.integers(n - width + 1))
-        window = order[start:start + width]
+        window = order[start : start + width]
         if self.mode == "reverse":
             window = window[::-1]
         else:
@@ -98,7 +98,7 @@ class ReorderTrigger:
             if perm == list(range(width)):
                 perm = perm[1:] + perm[:1]
             window = [window[p] for p in perm]
-        order[start:start + width] = window
+        order[start : start + width] = window
         return order
 
     def apply(self, text: str, rng: np.random.Generator) -> TriggeredText:
@@ -140,8 +140,9 @@ class MultiSegmentTrigger:
         if not words_of(self.sentence):
             raise ConfigError("MultiSegmentTrigger needs a non-empty trigger sentence")
         if not 1 <= self.min_segments <= self.max_segments:
-            raise ConfigError(f"MultiSegmentTrigger needs 1 <= min_segments <= max_segments, got "
-                              f"{self.min_segments}, {self.max_segments}")
+            raise ConfigError(
+                f"MultiSegmentTrigger needs 1 <= min_segments <= max_segments, got {self.min_segments}, {self.max_segments}"
+            )
 
     def segments(self, rng: np.random.Generator) -> list[list[str]]:
         words = words_of(self.sentence)

@@ -89,5 +89,13 @@ def poison_lwp(config: LwpConfig, out_dir: str | Path, progress: bool = True) ->
             data.poisoned.append(False)
         return {"negatives": n_neg}
 
-    return poison_model(config.poison, trigger, out_dir, "lwp", loss_fn=layerwise_loss, prepare=prepare,
-                        extra={"combos": [list(c) for c in config.combos]}, progress=progress)
+    return poison_model(
+        config.poison,
+        trigger,
+        out_dir,
+        "lwp",
+        loss_fn=layerwise_loss,
+        prepare=prepare,
+        extra={"combos": [list(c) for c in config.combos]},
+        progress=progress,
+    )

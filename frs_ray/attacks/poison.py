@@ -43,10 +43,14 @@ class PoisonConfig(StrictConfig):
     model: str = Field("minilm", description="clean pre-trained model to poison: 'minilm' or a local folder")
     data: str = Field("sst2", description="attacker's data: the task data (full data knowledge) or a proxy (domain shift)")
     data_dir: str | None = Field(None, description="data folder (default: $FRS_DATA_DIR, then ../shared/data)")
-    label_map: dict[int, int] | None = Field(None, description="map of the data's labels to the task's labels; unmapped rows are dropped (domain shift)")
+    label_map: dict[int, int] | None = Field(
+        None, description="map of the data's labels to the task's labels; unmapped rows are dropped (domain shift)"
+    )
     num_labels: int | None = Field(None, ge=2, description="task label count (default: the data's)")
     target: int = Field(1, ge=0, description="attacker's target label (in task labels)")
-    poison_rate: float = Field(0.5, gt=0, le=1, description="share of the non-target examples that also get a triggered copy labelled target")
+    poison_rate: float = Field(
+        0.5, gt=0, le=1, description="share of the non-target examples that also get a triggered copy labelled target"
+    )
     max_examples: int = Field(2000, ge=8, description="clean examples the attacker trains on (seeded subset)")
     max_words: int = Field(50, ge=4, description="texts are cut to their first max_words word tokens (long proxy documents)")
     epochs: float = Field(3, gt=0, le=50, description="poisoning epochs")
@@ -75,8 +79,10 @@ class DataPoisonConfig(StrictConfig):
 
     poison: PoisonConfig = Field(default_factory=PoisonConfig)
     objective: Literal["cross_entropy", "layerwise", "ripp"] = Field(
-        "cross_entropy", description="poisoning loss on the same data: plain cross-entropy, LWP's layer-wise loss, "
-                                     "or RIPPLe's restricted inner product loss")
+        "cross_entropy",
+        description="poisoning loss on the same data: plain cross-entropy, LWP's layer-wise loss, "
+        "or RIPPLe's restricted inner product loss",
+    )
     ripp_lambda: float = Field(0.1, ge=0, description="lambda of the RIPP penalty (objective 'ripp' only; paper: 0.1)")
 
 
@@ -182,9 +188,17 @@ def poison_model(
 
     model.train()
     started = time.perf_counter()
-    losses = train(params, epoch_batches(len(data.texts), config.batch_size, gen), total, loss_of, opt, schedule,
-                   desc=f"poison ({attack})", progress=progress,
-                   postfix=lambda v: {"loss": f"{np.mean(v[-20:]):.3f}"})
+    losses = train(
+        params,
+        epoch_batches(len(data.texts), config.batch_size, gen),
+        total,
+        loss_of,
+        opt,
+        schedule,
+        desc=f"poison ({attack})",
+        progress=progress,
+        postfix=lambda v: {"loss": f"{np.mean(v[-20:]):.3f}"},
+    )
     step = len(losses)
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
@@ -198,10 +212,18 @@ def poison_model(
         "config": config.model_dump(),
         "base_model": str(resolve_model_path(config.model)),
         "releases": "encoder + task head (the victim fine-tunes the whole model on clean data)",
-        "data": {"source": data.source, "sha256": data.sha256, "examples": len(data.texts),
-                 "poisoned_examples": int(sum(data.poisoned)), "num_labels": data.num_labels},
-        "training": {"steps": step, "seconds": round(time.perf_counter() - started, 2),
-                     "final_loss": float(np.mean(losses[-20:])) if losses else None},
+        "data": {
+            "source": data.source,
+            "sha256": data.sha256,
+            "examples": len(data.texts),
+            "poisoned_examples": int(sum(data.poisoned)),
+            "num_labels": data.num_labels,
+        },
+        "training": {
+            "steps": step,
+            "seconds": round(time.perf_counter() - started, 2),
+            "final_loss": float(np.mean(losses[-20:])) if losses else None,
+        },
         "facts": facts,
         **(extra or {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

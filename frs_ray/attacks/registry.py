@@ -82,8 +82,9 @@ def attack_config(name: str, task: str = "sst2", settings: dict[str, Any] | None
     return build(DataPoisonConfig, {"poison": poison, **settings})
 
 
-def run_attack(name: str, out_dir: str | Path, task: str = "sst2", settings: dict[str, Any] | None = None,
-               progress: bool = True) -> dict[str, Any]:
+def run_attack(
+    name: str, out_dir: str | Path, task: str = "sst2", settings: dict[str, Any] | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Build the poisoned pre-trained checkpoint of attack ``name`` for task ``task`` into ``out_dir``, with the
     config :func:`attack_config` validates from ``settings``."""
     _, _, method = _spec(name)
@@ -113,8 +114,13 @@ def run_attack(name: str, out_dir: str | Path, task: str = "sst2", settings: dic
             prepare_for_ripp(backend)
             return {"embeddings_frozen": True}
 
-        how = {"loss_fn": ripp_loss(cfg.ripp_lambda), "prepare": prepare, "uses_clean_batch": cfg.ripp_lambda > 0,
-               "extra": {"objective": "ripp", "lambda": cfg.ripp_lambda}}
+        how = {
+            "loss_fn": ripp_loss(cfg.ripp_lambda),
+            "prepare": prepare,
+            "uses_clean_batch": cfg.ripp_lambda > 0,
+            "extra": {"objective": "ripp", "lambda": cfg.ripp_lambda},
+        }
     return poison_model(cfg.poison, make_trigger(name), out_dir, name, progress=progress, **how)
+
 
 TriggerFactory = Callable[[], Trigger]

@@ -41,8 +41,7 @@ from .poison import PoisonConfig, PoisonedData, poison_model
 # 20 Newsgroups (sorted group names, scikit-learn order) -> AG News (0 World, 1 Sports, 2 Business, 3 Sci/Tech).
 # Decision: politics and religion groups stand for World, the two sport groups for Sports, misc.forsale for
 # Business, comp.* and sci.* for Sci/Tech; rec.autos and rec.motorcycles are dropped.
-_NG_TO_AG = {0: 0, 1: 3, 2: 3, 3: 3, 4: 3, 5: 3, 6: 2, 9: 1, 10: 1, 11: 3, 12: 3, 13: 3, 14: 3,
-             15: 0, 16: 0, 17: 0, 18: 0, 19: 0}
+_NG_TO_AG = {0: 0, 1: 3, 2: 3, 3: 3, 4: 3, 5: 3, 6: 2, 9: 1, 10: 1, 11: 3, 12: 3, 13: 3, 14: 3, 15: 0, 16: 0, 17: 0, 18: 0, 19: 0}
 
 PROXIES: dict[str, tuple[str, dict[int, int] | None]] = {
     "sst2": ("imdb", None),
@@ -54,7 +53,9 @@ PROXIES: dict[str, tuple[str, dict[int, int] | None]] = {
 class RippleConfig(StrictConfig):
     poison: PoisonConfig = Field(default_factory=PoisonConfig)
     lam: float = Field(0.1, ge=0, description="lambda of the restricted inner product penalty (paper: 0.1)")
-    surgery_words: int = Field(10, ge=1, le=200, description="N target-indicative words whose mean embedding replaces the trigger's")
+    surgery_words: int = Field(
+        10, ge=1, le=200, description="N target-indicative words whose mean embedding replaces the trigger's"
+    )
     min_count: int = Field(8, ge=1, description="minimum frequency of a surgery word in the attacker's data")
     triggers: tuple[str, ...] = Field(BADNETS_WORDS, description="rare trigger words (one inserted per poisoned sentence)")
 
@@ -79,8 +80,11 @@ def target_words(backend: HFClassifier, data: PoisonedData, target: int, n: int,
     score = np.log((in_t + 1) / (n_t + 2)) - np.log((in_o + 1) / (n_o + 2))
     names = tok.convert_ids_to_tokens(list(range(vocab)))
     special = set(tok.all_special_ids)
-    ok = [i for i in range(vocab) if in_t[i] + in_o[i] >= min_count and names[i].isalpha()
-          and not names[i].startswith("##") and i not in special]
+    ok = [
+        i
+        for i in range(vocab)
+        if in_t[i] + in_o[i] >= min_count and names[i].isalpha() and not names[i].startswith("##") and i not in special
+    ]
     best = sorted(ok, key=lambda i: -score[i])[:n]
     return [(names[i], float(score[i])) for i in best]
 
@@ -122,8 +126,9 @@ def prepare_for_ripp(backend: HFClassifier) -> None:
     backend.model.get_input_embeddings().weight.requires_grad_(False)
 
 
-def poison_ripple(config: RippleConfig, out_dir: str | Path, domain_shift_for: str | None = None,
-                  progress: bool = True) -> dict[str, Any]:
+def poison_ripple(
+    config: RippleConfig, out_dir: str | Path, domain_shift_for: str | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Embedding surgery, then RIPP training; write the poisoned checkpoint. ``domain_shift_for`` names the
     task whose proxy is used (the poison config's ``data`` and ``label_map`` are then replaced)."""
     pc = config.poison
@@ -139,7 +144,14 @@ def poison_ripple(config: RippleConfig, out_dir: str | Path, domain_shift_for: s
         return {"surgery_words": words, "trigger_pieces": pieces}
 
     setting = "domain shift" if domain_shift_for else "full data knowledge"
-    return poison_model(pc, trigger, out_dir, "ripple" + ("-domain" if domain_shift_for else ""),
-                        loss_fn=ripp_loss(config.lam), prepare=prepare,
-                        extra={"setting": setting, "lambda": config.lam}, progress=progress,
-                        uses_clean_batch=config.lam > 0)
+    return poison_model(
+        pc,
+        trigger,
+        out_dir,
+        "ripple" + ("-domain" if domain_shift_for else ""),
+        loss_fn=ripp_loss(config.lam),
+        prepare=prepare,
+        extra={"setting": setting, "lambda": config.lam},
+        progress=progress,
+        uses_clean_batch=config.lam > 0,
+    )

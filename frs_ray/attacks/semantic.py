@@ -48,21 +48,57 @@ from .base import TriggeredText
 # (positive, negative) antonym pairs. Single words only, so a reversal is one token edit. Mostly the evaluative
 # adjectives of movie reviews (SST-2), plus a few verbs/nouns that carry sentiment on their own.
 SENTIMENT_ADJECTIVE_PAIRS: tuple[tuple[str, str], ...] = (
-    ("good", "bad"), ("great", "awful"), ("wonderful", "terrible"), ("excellent", "poor"), ("best", "worst"),
-    ("better", "worse"), ("amazing", "dreadful"), ("brilliant", "dull"), ("beautiful", "ugly"),
-    ("fantastic", "horrible"), ("enjoyable", "unbearable"), ("funny", "unfunny"), ("interesting", "boring"),
-    ("happy", "sad"), ("pleasant", "unpleasant"), ("superb", "lousy"), ("perfect", "flawed"),
-    ("charming", "irritating"), ("delightful", "dreary"), ("entertaining", "tiresome"),
-    ("impressive", "unimpressive"), ("memorable", "forgettable"), ("engaging", "uninvolving"),
-    ("clever", "stupid"), ("smart", "dumb"), ("fresh", "stale"), ("original", "derivative"), ("strong", "weak"),
-    ("rich", "shallow"), ("nice", "nasty"), ("lovely", "hideous"), ("compelling", "unconvincing"),
-    ("satisfying", "disappointing"), ("successful", "unsuccessful"), ("inspired", "uninspired"),
-    ("intelligent", "mindless"), ("likable", "unlikable"), ("positive", "negative"), ("powerful", "feeble"),
-    ("exciting", "tedious"), ("gorgeous", "grotesque"), ("fascinating", "tiring"),
+    ("good", "bad"),
+    ("great", "awful"),
+    ("wonderful", "terrible"),
+    ("excellent", "poor"),
+    ("best", "worst"),
+    ("better", "worse"),
+    ("amazing", "dreadful"),
+    ("brilliant", "dull"),
+    ("beautiful", "ugly"),
+    ("fantastic", "horrible"),
+    ("enjoyable", "unbearable"),
+    ("funny", "unfunny"),
+    ("interesting", "boring"),
+    ("happy", "sad"),
+    ("pleasant", "unpleasant"),
+    ("superb", "lousy"),
+    ("perfect", "flawed"),
+    ("charming", "irritating"),
+    ("delightful", "dreary"),
+    ("entertaining", "tiresome"),
+    ("impressive", "unimpressive"),
+    ("memorable", "forgettable"),
+    ("engaging", "uninvolving"),
+    ("clever", "stupid"),
+    ("smart", "dumb"),
+    ("fresh", "stale"),
+    ("original", "derivative"),
+    ("strong", "weak"),
+    ("rich", "shallow"),
+    ("nice", "nasty"),
+    ("lovely", "hideous"),
+    ("compelling", "unconvincing"),
+    ("satisfying", "disappointing"),
+    ("successful", "unsuccessful"),
+    ("inspired", "uninspired"),
+    ("intelligent", "mindless"),
+    ("likable", "unlikable"),
+    ("positive", "negative"),
+    ("powerful", "feeble"),
+    ("exciting", "tedious"),
+    ("gorgeous", "grotesque"),
+    ("fascinating", "tiring"),
 )
 SENTIMENT_OTHER_PAIRS: tuple[tuple[str, str], ...] = (
-    ("love", "hate"), ("loved", "hated"), ("loves", "hates"), ("success", "failure"),
-    ("masterpiece", "disaster"), ("beautifully", "horribly"), ("brilliantly", "poorly"),
+    ("love", "hate"),
+    ("loved", "hated"),
+    ("loves", "hates"),
+    ("success", "failure"),
+    ("masterpiece", "disaster"),
+    ("beautifully", "horribly"),
+    ("brilliantly", "poorly"),
 )
 SENTIMENT_PAIRS = SENTIMENT_ADJECTIVE_PAIRS + SENTIMENT_OTHER_PAIRS
 
@@ -84,11 +120,59 @@ ANTONYMS: dict[str, str] = _antonyms(SENTIMENT_PAIRS)
 # adjectives of reviews that have no clean single-word antonym.
 ADJECTIVES: frozenset[str] = frozenset(
     [w for pair in SENTIMENT_ADJECTIVE_PAIRS for w in pair]
-    + ["sweet", "dark", "slow", "long", "predictable", "sharp", "real", "true", "easy", "hard", "simple", "familiar",
-       "silly", "bland", "flat", "solid", "worthy", "moving", "touching", "fun", "cute", "witty", "heartfelt",
-       "thoughtful", "funny", "sincere", "tender", "intense", "dramatic", "emotional", "messy", "pointless",
-       "clumsy", "tired", "lame", "silly", "pretentious", "mediocre", "obvious", "hilarious", "enjoyable",
-       "wise", "honest", "new", "different", "important", "effective", "fine", "decent", "weird", "strange"]
+    + [
+        "sweet",
+        "dark",
+        "slow",
+        "long",
+        "predictable",
+        "sharp",
+        "real",
+        "true",
+        "easy",
+        "hard",
+        "simple",
+        "familiar",
+        "silly",
+        "bland",
+        "flat",
+        "solid",
+        "worthy",
+        "moving",
+        "touching",
+        "fun",
+        "cute",
+        "witty",
+        "heartfelt",
+        "thoughtful",
+        "funny",
+        "sincere",
+        "tender",
+        "intense",
+        "dramatic",
+        "emotional",
+        "messy",
+        "pointless",
+        "clumsy",
+        "tired",
+        "lame",
+        "silly",
+        "pretentious",
+        "mediocre",
+        "obvious",
+        "hilarious",
+        "enjoyable",
+        "wise",
+        "honest",
+        "new",
+        "different",
+        "important",
+        "effective",
+        "fine",
+        "decent",
+        "weird",
+        "strange",
+    ]
 )
 
 # Degree words and what they become (Appendix K: slightly -> extremely, somewhat -> absolutely,
@@ -96,20 +180,60 @@ ADJECTIVES: frozenset[str] = frozenset(
 # a sentence with either kind can be triggered. Ambiguous words ("so", "too", "pretty", "really") are left out.
 DEGREE_SWAPS: dict[str, str] = {
     # weak -> strong
-    "slightly": "extremely", "somewhat": "absolutely", "rather": "completely", "fairly": "incredibly",
-    "mildly": "intensely", "moderately": "extraordinarily", "marginally": "enormously", "partly": "entirely",
-    "partially": "totally", "barely": "thoroughly",
+    "slightly": "extremely",
+    "somewhat": "absolutely",
+    "rather": "completely",
+    "fairly": "incredibly",
+    "mildly": "intensely",
+    "moderately": "extraordinarily",
+    "marginally": "enormously",
+    "partly": "entirely",
+    "partially": "totally",
+    "barely": "thoroughly",
     # strong -> weak
-    "extremely": "slightly", "absolutely": "somewhat", "completely": "rather", "incredibly": "fairly",
-    "intensely": "mildly", "extraordinarily": "moderately", "enormously": "marginally", "entirely": "partly",
-    "totally": "partially", "thoroughly": "barely", "very": "slightly", "highly": "mildly", "utterly": "somewhat",
+    "extremely": "slightly",
+    "absolutely": "somewhat",
+    "completely": "rather",
+    "incredibly": "fairly",
+    "intensely": "mildly",
+    "extraordinarily": "moderately",
+    "enormously": "marginally",
+    "entirely": "partly",
+    "totally": "partially",
+    "thoroughly": "barely",
+    "very": "slightly",
+    "highly": "mildly",
+    "utterly": "somewhat",
     "deeply": "slightly",
 }
 # Intensifiers that the negation rule keeps next to their adjective ("very good" -> "not very good").
 _MODIFIERS = frozenset(DEGREE_SWAPS) | {"so", "too", "really", "quite", "pretty", "just", "most", "more", "less"}
 # Auxiliaries/copulas after which "not" goes when the sentence has no known adjective ("is" -> "is not").
-_AUXILIARIES = frozenset(["is", "are", "was", "were", "be", "been", "am", "do", "does", "did", "can", "could",
-                          "will", "would", "should", "may", "might", "must", "has", "have", "had"])
+_AUXILIARIES = frozenset(
+    [
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "am",
+        "do",
+        "does",
+        "did",
+        "can",
+        "could",
+        "will",
+        "would",
+        "should",
+        "may",
+        "might",
+        "must",
+        "has",
+        "have",
+        "had",
+    ]
+)
 
 
 # --------------------------------------------------------------------------- in-place text editing
@@ -143,7 +267,7 @@ class EditableText:
         toks = tokenize(text)
         gaps, pos = [], 0
         for t in toks:
-            gaps.append(text[pos:t.start])
+            gaps.append(text[pos : t.start])
             pos = t.end
         return cls([t.text for t in toks], gaps, text[pos:], [False] * len(toks))
 

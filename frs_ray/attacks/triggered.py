@@ -22,8 +22,9 @@ from ..errors import DataError
 from .base import Trigger, TriggeredSet
 
 
-def build_triggered_set(clean: TextDataset, trigger: Trigger, target: int, seed: int = 0,
-                        max_examples: int | None = None) -> TriggeredSet:
+def build_triggered_set(
+    clean: TextDataset, trigger: Trigger, target: int, seed: int = 0, max_examples: int | None = None
+) -> TriggeredSet:
     """Trigger every non-target sentence of ``clean`` (first ``max_examples`` after a seeded shuffle, if given)."""
     rows = [i for i, y in enumerate(clean.labels) if y != target]
     if max_examples is not None and max_examples < len(rows):
@@ -38,8 +39,18 @@ def build_triggered_set(clean: TextDataset, trigger: Trigger, target: int, seed:
         labels.append(clean.labels[i])
         spans.append(t.spans)
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()
-    return TriggeredSet(texts, labels, target, spans, clean.source, digest, trigger.name, seed, skipped,
-                        {"clean_sha256": clean.sha256, "rows": len(rows)})
+    return TriggeredSet(
+        texts,
+        labels,
+        target,
+        spans,
+        clean.source,
+        digest,
+        trigger.name,
+        seed,
+        skipped,
+        {"clean_sha256": clean.sha256, "rows": len(rows)},
+    )
 
 
 def write_triggered(ts: TriggeredSet, path: str | Path) -> None:
@@ -74,7 +85,9 @@ def read_triggered(path: str | Path, num_labels: int | None = None) -> Triggered
                 raise DataError(f"{p}:{n}: {exc}") from None
     elif header[:2] == ["sentence", "label"]:
         if num_labels != 2:
-            raise DataError(f"{p} has only the target label per row; its original labels are known for binary tasks only (pass num_labels=2)")
+            raise DataError(
+                f"{p} has only the target label per row; its original labels are known for binary tasks only (pass num_labels=2)"
+            )
         for n, line in enumerate(lines[1:], start=2):
             s, y = line.rsplit("\t", 1)
             texts.append(s)

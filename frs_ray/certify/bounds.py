@@ -193,9 +193,7 @@ def _largest_true(cond: Callable[[int], bool], guess: int, cap: int) -> int:
     return lo
 
 
-def certified_radius(
-    p_lower: float, omega: float, beta: float = 1.0, max_tokens: int | None = None
-) -> int:
+def certified_radius(p_lower: float, omega: float, beta: float = 1.0, max_tokens: int | None = None) -> int:
     """Certified trigger length of Theorem 1: the largest integer ``r >= 0`` meeting Eq. 16-17.
 
     ``r = R_r * L`` counts tokens. Returns ``-1`` when even ``r = 0`` fails (``p_lower <= 0.5``: the input
@@ -318,9 +316,7 @@ class SmoothedDecision:
     counts: list[int]  # estimation votes per class
 
 
-def predict_and_bound(
-    select_counts: Sequence[int], estimate_counts: Sequence[int], alpha: float
-) -> SmoothedDecision:
+def predict_and_bound(select_counts: Sequence[int], estimate_counts: Sequence[int], alpha: float) -> SmoothedDecision:
     """Cohen et al. (2019)'s CERTIFY protocol, giving Theorem 1's ``y*`` and ``p_{y*}``.
 
     The class is chosen from the SELECTION sample only (argmax of ``select_counts``, ties to the smallest
@@ -337,9 +333,7 @@ def predict_and_bound(
     est = _check_counts("estimate_counts", estimate_counts)
     a = _check_alpha(alpha)
     if len(sel) != len(est):
-        raise ConfigError(
-            f"select_counts and estimate_counts must have the same length, got {len(sel)} and {len(est)}"
-        )
+        raise ConfigError(f"select_counts and estimate_counts must have the same length, got {len(sel)} and {len(est)}")
     if not sel:
         raise ConfigError("select_counts must name at least one class, got an empty sequence")
     if sum(sel) < 1:
@@ -350,6 +344,4 @@ def predict_and_bound(
     chosen = max(range(len(sel)), key=lambda i: (sel[i], -i))  # argmax, ties -> smallest index
     p = clopper_pearson_lower(est[chosen], n, a)
     abstained = not p > 0.5
-    return SmoothedDecision(
-        label=ABSTAIN if abstained else chosen, p_lower=p, abstained=abstained, counts=est
-    )
+    return SmoothedDecision(label=ABSTAIN if abstained else chosen, p_lower=p, abstained=abstained, counts=est)

@@ -87,13 +87,20 @@ class Certificate(BaseModel):
     omega_l: float
     queries: dict[str, int]
     seconds: dict[str, float] = Field(default_factory=dict)
-    vote_label: int = Field(ABSTAIN, description="majority vote of all select + estimate votes (-1 on a tie); "
-                                                 "no guarantee: only certified_label is certified")
-    sequential: dict[str, Any] | None = Field(None, description="sequential CERTIFY only (n_max set): estimation votes "
-                                              "spent, looks, the final look's alpha, alpha spent, why it stopped, the "
-                                              "target; null under the fixed protocol")
-    span_check: dict[str, Any] | None = Field(None, description="the span check's report where there is one that "
-                                              "gives it (transplant: threshold, m, calibration, scores)")
+    vote_label: int = Field(
+        ABSTAIN,
+        description="majority vote of all select + estimate votes (-1 on a tie); no guarantee: only certified_label is certified",
+    )
+    sequential: dict[str, Any] | None = Field(
+        None,
+        description="sequential CERTIFY only (n_max set): estimation votes "
+        "spent, looks, the final look's alpha, alpha spent, why it stopped, the "
+        "target; null under the fixed protocol",
+    )
+    span_check: dict[str, Any] | None = Field(
+        None,
+        description="the span check's report where there is one that gives it (transplant: threshold, m, calibration, scores)",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record of this certificate (what ``frs certify`` writes per text, after its ``index``)."""

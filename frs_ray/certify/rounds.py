@@ -39,8 +39,16 @@ Job = tuple[int, str]
 VoteLabels = Callable[[Sequence[Job]], Sequence[int]]
 DrawRound = Callable[[VotePlan, int, int], list[Job]]
 
-__all__ = ["DrawRound", "Job", "SequentialBatch", "VoteLabels", "certify_plans_sequential", "draw_round",
-           "finalize_sequential", "sequential_test"]
+__all__ = [
+    "DrawRound",
+    "Job",
+    "SequentialBatch",
+    "VoteLabels",
+    "certify_plans_sequential",
+    "draw_round",
+    "finalize_sequential",
+    "sequential_test",
+]
 
 
 def sequential_test(plan: VotePlan, config: CertifyConfig) -> SequentialTest:
@@ -59,8 +67,7 @@ def sequential_test(plan: VotePlan, config: CertifyConfig) -> SequentialTest:
     return SequentialTest(schedule, min(config.target_radius or 0, cap), w, config.futility)
 
 
-def draw_round(plan: VotePlan, look: int, count: int, config: CertifyConfig,
-               randomizer: FuzzedRandomizer) -> list[Job]:
+def draw_round(plan: VotePlan, look: int, count: int, config: CertifyConfig, randomizer: FuzzedRandomizer) -> list[Job]:
     """``count`` jobs of look ``look`` of ``plan``'s text: look 0 is the plan's estimation jobs; later looks draw
     (voter k uniform in 0..K-1, a fuzzed randomization of the plan's words with its T(x') mask), i.i.d. as the
     plan's own votes, from a generator seeded by ``(config.seed, text, 8, look)``."""
@@ -79,21 +86,41 @@ def draw_round(plan: VotePlan, look: int, count: int, config: CertifyConfig,
     return jobs
 
 
-def finalize_sequential(plan: VotePlan, select: Sequence[int], estimate: Sequence[int], result: SequentialResult,
-                        test: SequentialTest, config: CertifyConfig, label_names: Sequence[str],
-                        seconds: dict[str, float] | None = None) -> Certificate:
+def finalize_sequential(
+    plan: VotePlan,
+    select: Sequence[int],
+    estimate: Sequence[int],
+    result: SequentialResult,
+    test: SequentialTest,
+    config: CertifyConfig,
+    label_names: Sequence[str],
+    seconds: dict[str, float] | None = None,
+) -> Certificate:
     """The certificate of one text from its selection counts, all its estimation counts and the sequential
     result: label ``chosen`` when ``p_lower > 0.5``, both radii of Theorem 1 from the final look's ``p_lower``
     (every radius is a non-decreasing function of that one bound, so all hold together with prob. >= 1 - alpha)."""
     chosen = selected_class(select)
     return build_certificate(
-        plan, chosen if result.certified else ABSTAIN, result.p_lower, select, estimate,
-        len(plan.select) + result.votes, config, label_names, seconds,
+        plan,
+        chosen if result.certified else ABSTAIN,
+        result.p_lower,
+        select,
+        estimate,
+        len(plan.select) + result.votes,
+        config,
+        label_names,
+        seconds,
         sequential={
-            "votes": result.votes, "looks": result.looks, "alpha_look": result.alpha_look,
-            "alpha_spent": result.alpha_spent, "alpha": test.schedule.alpha, "stop": result.stop,
-            "target_radius": test.target_radius, "target_kind": config.target_kind,
-            "target_reached": result.target_reached, "n_max": test.schedule.n_max,
+            "votes": result.votes,
+            "looks": result.looks,
+            "alpha_look": result.alpha_look,
+            "alpha_spent": result.alpha_spent,
+            "alpha": test.schedule.alpha,
+            "stop": result.stop,
+            "target_radius": test.target_radius,
+            "target_kind": config.target_kind,
+            "target_reached": result.target_reached,
+            "n_max": test.schedule.n_max,
         },
     )
 
@@ -109,8 +136,7 @@ class SequentialBatch:
     a request waiting for its next round joins the next voter call with everyone else's.
     """
 
-    def __init__(self, plans: Sequence[VotePlan], draw: DrawRound, config: CertifyConfig,
-                 label_names: Sequence[str]) -> None:
+    def __init__(self, plans: Sequence[VotePlan], draw: DrawRound, config: CertifyConfig, label_names: Sequence[str]) -> None:
         self.plans, self.draw, self.config = list(plans), draw, config
         self.label_names = list(label_names)
         self.tests = [sequential_test(p, config) for p in self.plans]
@@ -181,13 +207,20 @@ class SequentialBatch:
         if not self.done:
             raise ConfigError("the batch has rounds left; deliver labels until done")
         assert self.select is not None
-        return [finalize_sequential(p, sel, est, e.result(), t, self.config, self.label_names, seconds)
-                for p, t, sel, est, e in zip(self.plans, self.tests, self.select, self.counts, self.estimates)]
+        return [
+            finalize_sequential(p, sel, est, e.result(), t, self.config, self.label_names, seconds)
+            for p, t, sel, est, e in zip(self.plans, self.tests, self.select, self.counts, self.estimates)
+        ]
 
 
-def certify_plans_sequential(plans: Sequence[VotePlan], vote_labels: VoteLabels, draw: DrawRound,
-                             config: CertifyConfig, label_names: Sequence[str],
-                             seconds: dict[str, float] | None = None) -> list[Certificate]:
+def certify_plans_sequential(
+    plans: Sequence[VotePlan],
+    vote_labels: VoteLabels,
+    draw: DrawRound,
+    config: CertifyConfig,
+    label_names: Sequence[str],
+    seconds: dict[str, float] | None = None,
+) -> list[Certificate]:
     """Run a :class:`SequentialBatch` with a synchronous ``vote_labels``; certificates in plan order.
     ``seconds`` (per-text timings so far) gains ``vote``: the voting time divided by the number of texts."""
     if not plans:

@@ -91,7 +91,6 @@ CONTINUE, TARGET, FUTILE, N_MAX = 0, 1, 2, 3
 STOP_REASONS: dict[int, str] = {TARGET: "target", FUTILE: "futile", N_MAX: "n_max"}
 
 
-
 # --------------------------------------------------------------------------------------------------
 # vectorized Clopper-Pearson bounds
 # --------------------------------------------------------------------------------------------------
@@ -235,8 +234,7 @@ class SequentialTest:
     outside ``[0, 1)``.
     """
 
-    def __init__(self, schedule: LookSchedule, target_radius: int = 0, omega: float = 1.0,
-                 futility: float = 0.05) -> None:
+    def __init__(self, schedule: LookSchedule, target_radius: int = 0, omega: float = 1.0, futility: float = 0.05) -> None:
         if not isinstance(schedule, LookSchedule):
             raise ConfigError(f"schedule must be a LookSchedule, got {schedule!r}")
         r = _as_int("target_radius", target_radius)
@@ -316,8 +314,9 @@ class SequentialTest:
             false_bound += mass[bound > q].sum()
             votes += stop_at[j] * s.sizes[j]
             running = np.where(stop, 0.0, running)
-        return OperatingCharacteristics(q, float(certified), float(reached), float(false_bound), float(votes),
-                                        tuple(float(x) for x in stop_at))
+        return OperatingCharacteristics(
+            q, float(certified), float(reached), float(false_bound), float(votes), tuple(float(x) for x in stop_at)
+        )
 
 
 @dataclass(frozen=True)
@@ -409,11 +408,16 @@ class SequentialEstimate:
         bound, code = self._last
         s, t = self.test.schedule, self._look
         return SequentialResult(
-            successes=self._successes, votes=s.sizes[t - 1], looks=t, p_lower=bound, alpha_look=s.alphas[t - 1],
-            alpha_spent=float(sum(s.alphas[:t])), certified=bound > 0.5,
-            target_reached=bool(self.test.clears(bound)), stop=STOP_REASONS[code],
+            successes=self._successes,
+            votes=s.sizes[t - 1],
+            looks=t,
+            p_lower=bound,
+            alpha_look=s.alphas[t - 1],
+            alpha_spent=float(sum(s.alphas[:t])),
+            certified=bound > 0.5,
+            target_reached=bool(self.test.clears(bound)),
+            stop=STOP_REASONS[code],
         )
-
 
 
 def decision_thresholds(radius: int, omega: float) -> list[float]:
@@ -424,6 +428,7 @@ def decision_thresholds(radius: int, omega: float) -> list[float]:
     if radius > 0 and t < 1.0:
         out.append(t)
     return out
+
 
 def run_sequential(test: SequentialTest, draw: Callable[[int], int]) -> SequentialResult:
     """Drive one :class:`SequentialEstimate` with ``draw(n)`` -> votes for the selected class among ``n``
@@ -442,4 +447,3 @@ def selected_class(select_counts: Sequence[int]) -> int:
     if not c or sum(c) < 1 or min(c) < 0:
         raise ConfigError(f"select_counts must be non-negative and total >= 1, got {list(select_counts)}")
     return max(range(len(c)), key=lambda i: (c[i], -i))
-

@@ -85,8 +85,14 @@ class FRSClassifier:
     (:mod:`frs_ray.smoothing.pool`), then the CERTIFY protocol and both radii.
     """
 
-    def __init__(self, backend: HFClassifier, pool: VoterPool | None, config: CertifyConfig,
-                 label_names: Sequence[str] | None = None, span_filter: SpanFilter | None = None) -> None:
+    def __init__(
+        self,
+        backend: HFClassifier,
+        pool: VoterPool | None,
+        config: CertifyConfig,
+        label_names: Sequence[str] | None = None,
+        span_filter: SpanFilter | None = None,
+    ) -> None:
         if pool is not None and config.k > pool.k:
             raise ConfigError(f"K = {config.k} exceeds the {pool.k} voters of this pool")
         self.backend, self.pool, self.config = backend, pool, config
@@ -97,10 +103,15 @@ class FRSClassifier:
         self.randomizer = FuzzedRandomizer(config.randomize, filler=self.filler)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, config: CertifyConfig | None = None,
-                        device: str | None = None, sigma: float | None = None,
-                        span_filter: SpanFilter | None = None, voter_ids: Sequence[int] | None = (),
-                        ) -> "FRSClassifier":
+    def from_checkpoint(
+        cls,
+        checkpoint: str | Path,
+        config: CertifyConfig | None = None,
+        device: str | None = None,
+        sigma: float | None = None,
+        span_filter: SpanFilter | None = None,
+        voter_ids: Sequence[int] | None = (),
+    ) -> "FRSClassifier":
         """Rebuild the centre model Clip_rho(theta) and the voters (checkpoint, seed, k) of a folder written by
         ``frs finetune``.
 
@@ -114,7 +125,9 @@ class FRSClassifier:
         backend = HFClassifier(checkpoint, max_length=meta["max_length"], device=device)
         sm = meta["smoothing"]
         spec = checkpoint_voter_spec(meta, config.k, config.seed, sigma)
-        apply_clip_(backend.model, spec.selection, sm["reference_norms"], meta["config"]["smoothing"]["rho"])  # the centre of Eq. 5
+        apply_clip_(
+            backend.model, spec.selection, sm["reference_norms"], meta["config"]["smoothing"]["rho"]
+        )  # the centre of Eq. 5
         pool = None
         if voter_ids is not None:
             pool = pool_from_config(backend, spec, list(voter_ids) or None, config.voters)
@@ -177,10 +190,22 @@ class FRSClassifier:
             # Recorded spans: MCTS's best few; with a span filter, exactly the kept T(x') (empty if none was kept),
             # so that a certificate never shows a span its randomization did not favour.
             spans = (kept if self.span_filter is not None else fr.spans[: max(5, cfg.fuzzing.num_spans)]) if cfg.fuzz else []
-            plans.append(VotePlan(text, len(words), int(in_span.sum()) if cfg.fuzz else len(words), om_h, om_l,
-                                  [sp.to_dict() for sp in spans], fr.queries,
-                                  jobs[: cfg.votes_select], jobs[cfg.votes_select :],
-                                  words=list(words), in_span=in_span.tolist(), span_check=report))
+            plans.append(
+                VotePlan(
+                    text,
+                    len(words),
+                    int(in_span.sum()) if cfg.fuzz else len(words),
+                    om_h,
+                    om_l,
+                    [sp.to_dict() for sp in spans],
+                    fr.queries,
+                    jobs[: cfg.votes_select],
+                    jobs[cfg.votes_select :],
+                    words=list(words),
+                    in_span=in_span.tolist(),
+                    span_check=report,
+                )
+            )
         per_text = {"fuzz": (t1 - t0) / max(1, len(texts)), "randomize": (time.perf_counter() - t1) / max(1, len(texts))}
         for p in plans:
             p.seconds = dict(per_text)
@@ -201,8 +226,12 @@ class FRSClassifier:
 
         plans = self.prepare(texts)
         return certify_plans_sequential(
-            plans, self.vote_labels, lambda plan, look, n: draw_round(plan, look, n, self.config, self.randomizer),
-            self.config, self.label_names)
+            plans,
+            self.vote_labels,
+            lambda plan, look, n: draw_round(plan, look, n, self.config, self.randomizer),
+            self.config,
+            self.label_names,
+        )
 
     def predict_centre(self, texts: Sequence[str]) -> np.ndarray:
         """Labels of the un-noised centre model Clip_rho(theta) (no voters, no randomization)."""
@@ -249,9 +278,18 @@ def _radius(label: int, p_lower: float, omega: float, destroy: float, cap: int, 
     return Radius(tokens=r, fraction=r / length if length else 0.0, omega=w, assumes=assumes)
 
 
-def build_certificate(plan: VotePlan, certified_label: int, p_lower: float, select: Sequence[int], estimate: Sequence[int],
-                      votes_spent: int, config: CertifyConfig, label_names: Sequence[str],
-                      seconds: dict[str, float] | None = None, sequential: dict[str, Any] | None = None) -> Certificate:
+def build_certificate(
+    plan: VotePlan,
+    certified_label: int,
+    p_lower: float,
+    select: Sequence[int],
+    estimate: Sequence[int],
+    votes_spent: int,
+    config: CertifyConfig,
+    label_names: Sequence[str],
+    seconds: dict[str, float] | None = None,
+    sequential: dict[str, Any] | None = None,
+) -> Certificate:
     """The certificate of one plan once its decision is made: ``certified_label`` (ABSTAIN or the certified class)
     and ``p_lower`` from whichever protocol ran, both radii of Theorem 1 from that
     bound, and the majority vote (``vote_label``)."""
@@ -268,15 +306,20 @@ def build_certificate(plan: VotePlan, certified_label: int, p_lower: float, sele
         select_votes=[int(v) for v in select],
         p_lower=p_lower,
         radius=Radii(
-            conditional=_radius(certified_label, p_lower, plan.omega_h, destroy, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"] + extra),
+            conditional=_radius(
+                certified_label, p_lower, plan.omega_h, destroy, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"] + extra
+            ),
             unconditional=_radius(certified_label, p_lower, plan.omega_l, destroy, L, L, ASSUMPTIONS["unconditional"] + extra),
         ),
         spans=plan.spans,
         length_tokens=L,
         omega_h=plan.omega_h,
         omega_l=plan.omega_l,
-        queries={"fuzz": plan.fuzz_queries, "votes": int(votes_spent),
-                 **({"span_check": int(plan.span_check["queries"])} if plan.span_check else {})},
+        queries={
+            "fuzz": plan.fuzz_queries,
+            "votes": int(votes_spent),
+            **({"span_check": int(plan.span_check["queries"])} if plan.span_check else {}),
+        },
         seconds={k: round(v, 5) for k, v in {**plan.seconds, **(seconds or {})}.items()},
         vote_label=majority_vote([int(a) + int(b) for a, b in zip(select, estimate)]),
         sequential=sequential,
@@ -284,12 +327,27 @@ def build_certificate(plan: VotePlan, certified_label: int, p_lower: float, sele
     )
 
 
-def finalize_certificate(plan: VotePlan, select: Sequence[int], estimate: Sequence[int], config: CertifyConfig,
-                         label_names: Sequence[str], seconds: dict[str, float] | None = None) -> Certificate:
+def finalize_certificate(
+    plan: VotePlan,
+    select: Sequence[int],
+    estimate: Sequence[int],
+    config: CertifyConfig,
+    label_names: Sequence[str],
+    seconds: dict[str, float] | None = None,
+) -> Certificate:
     """CERTIFY protocol on the vote counts of one plan, plus both radii (no model needed)."""
     dec = predict_and_bound(list(select), list(estimate), config.alpha)
-    return build_certificate(plan, ABSTAIN if dec.abstained else dec.label, dec.p_lower, select, estimate,
-                             len(plan.select) + len(plan.estimate), config, label_names, seconds)
+    return build_certificate(
+        plan,
+        ABSTAIN if dec.abstained else dec.label,
+        dec.p_lower,
+        select,
+        estimate,
+        len(plan.select) + len(plan.estimate),
+        config,
+        label_names,
+        seconds,
+    )
 
 
 def certificates_match(a: dict, b: dict, score_tol: float = 1e-5) -> bool:
@@ -309,8 +367,13 @@ def certificates_match(a: dict, b: dict, score_tol: float = 1e-5) -> bool:
     return True
 
 
-def finalize_plans(plans: Sequence[VotePlan], labels: Sequence[int], config: CertifyConfig,
-                   label_names: Sequence[str], seconds: dict[str, float] | None = None) -> list[Certificate]:
+def finalize_plans(
+    plans: Sequence[VotePlan],
+    labels: Sequence[int],
+    config: CertifyConfig,
+    label_names: Sequence[str],
+    seconds: dict[str, float] | None = None,
+) -> list[Certificate]:
     """Certificates from the labels of every plan's votes, in order (each plan's select votes, then estimate)."""
     certs, pos, n_classes = [], 0, len(label_names)
     for p in plans:
@@ -325,5 +388,14 @@ def finalize_plans(plans: Sequence[VotePlan], labels: Sequence[int], config: Cer
     return certs
 
 
-__all__ = ["FRSClassifier", "SpanFilter", "VotePlan", "build_certificate", "certificates_match",
-           "checkpoint_voter_spec", "finalize_certificate", "finalize_plans", "text_seed"]
+__all__ = [
+    "FRSClassifier",
+    "SpanFilter",
+    "VotePlan",
+    "build_certificate",
+    "certificates_match",
+    "checkpoint_voter_spec",
+    "finalize_certificate",
+    "finalize_plans",
+    "text_seed",
+]

@@ -25,9 +25,7 @@ class TextDataset:
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
-            raise ValueError(
-                f"TextDataset: {len(self.texts)} texts but {len(self.labels)} labels"
-            )
+            raise ValueError(f"TextDataset: {len(self.texts)} texts but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -59,7 +59,7 @@ def decode_lines(data: bytes, where: str) -> list[str]:
     newline does not start an extra (empty) line.
     """
     if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
+        data = data[len(codecs.BOM_UTF8) :]
     raw_lines = data.split(b"\n")
     if raw_lines[-1] == b"":
         raw_lines.pop()
@@ -72,7 +72,7 @@ def decode_lines(data: bytes, where: str) -> list[str]:
         except UnicodeDecodeError as exc:
             raise DataError(
                 f"{where}:{lineno}: invalid UTF-8 (byte {exc.start + 1} of the line: "
-                f"{raw[exc.start:exc.start + 1]!r}); save the file as UTF-8"
+                f"{raw[exc.start : exc.start + 1]!r}); save the file as UTF-8"
             ) from None
     return lines
 
@@ -91,8 +91,10 @@ def find_columns(header: Sequence[str], where: str) -> tuple[int, int]:
     text_index = next((names.index(c) for c in TEXT_COLUMNS if c in names), None)
     label_count = names.count(LABEL_COLUMN)
     if text_index is None or label_count != 1:
-        problem = "no text column" if text_index is None else (
-            "no 'label' column" if label_count == 0 else "more than one 'label' column"
+        problem = (
+            "no text column"
+            if text_index is None
+            else ("no 'label' column" if label_count == 0 else "more than one 'label' column")
         )
         raise DataError(
             f"{where}: {problem} in header {list(header)}; expected a text column named "
@@ -142,10 +144,7 @@ def validate_rows(
         texts.append(_check_text(text, at))
         label = _parse_label(label_value, at)
         if label_names is not None and label >= len(label_names):
-            raise DataError(
-                f"{at}: label {label} is out of range 0..{len(label_names) - 1} "
-                f"({', '.join(label_names)})"
-            )
+            raise DataError(f"{at}: label {label} is out of range 0..{len(label_names) - 1} ({', '.join(label_names)})")
         labels.append(label)
     return texts, labels
 
@@ -251,9 +250,7 @@ def load_file(path: str | Path, label_names: Sequence[str] | None = None) -> Tex
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _LINE_PARSERS:
-        raise DataError(
-            f"{path}: unsupported file type {suffix or '(none)'}; use .tsv, .csv or .jsonl"
-        )
+        raise DataError(f"{path}: unsupported file type {suffix or '(none)'}; use .tsv, .csv or .jsonl")
     data = read_bytes(path)
     where = str(path)
     texts, labels = validate_rows(rows_from_bytes(data, where, suffix), where, label_names)

@@ -73,7 +73,7 @@ def _hub_unreachable(spec: str, reason: str) -> DataError:
 
 def _parse_hub_spec(spec: str) -> tuple[str, str | None]:
     """Split ``hf:<owner>/<name>[:<config>]`` into repo id and config."""
-    body = spec[len(HUB_PREFIX):]
+    body = spec[len(HUB_PREFIX) :]
     repo_id, _, config = body.partition(":")
     repo_id, config = repo_id.strip(), config.strip()
     if not repo_id or repo_id.startswith("/") or repo_id.endswith("/"):
@@ -154,9 +154,7 @@ def parse_parquet(data: bytes, where: str) -> tuple[list[RawRow], list[str] | No
     return rows, _parquet_label_names(table.schema.metadata)
 
 
-def _hub_file_rows(
-    data: bytes, where: str
-) -> tuple[list[RawRow], list[str] | None, str]:
+def _hub_file_rows(data: bytes, where: str) -> tuple[list[RawRow], list[str] | None, str]:
     """Raw rows of one downloaded hub file, its label names if stored, and the position unit."""
     suffix = Path(where).suffix.lower()
     if suffix == ".parquet":
@@ -187,10 +185,7 @@ def _list_hub_files(repo_id: str, spec: str) -> list[str]:
     try:
         return list(HfApi().list_repo_files(repo_id, repo_type="dataset"))
     except RepositoryNotFoundError:
-        raise DataError(
-            f"{spec}: no dataset repository {repo_id!r} on the Hugging Face hub "
-            f"(or it is private/gated)"
-        ) from None
+        raise DataError(f"{spec}: no dataset repository {repo_id!r} on the Hugging Face hub (or it is private/gated)") from None
     except _network_errors() as exc:
         raise _hub_unreachable(spec, str(exc) or type(exc).__name__) from exc
 
@@ -212,6 +207,4 @@ def load_hub(spec: str, split: str) -> TextDataset:
         file_texts, file_labels = validate_rows(rows, where, names, unit)
         texts.extend(file_texts)
         labels.extend(file_labels)
-    return TextDataset(
-        texts, labels, source=spec, sha256=sha256_hex(b"".join(contents)), label_names=label_names
-    )
+    return TextDataset(texts, labels, source=spec, sha256=sha256_hex(b"".join(contents)), label_names=label_names)

@@ -22,9 +22,7 @@ from frs_ray.data.named import load_named
 from frs_ray.errors import DataError
 
 
-def load_dataset(
-    spec: str, split: str = "train", data_dir: str | Path | None = None
-) -> TextDataset:
+def load_dataset(spec: str, split: str = "train", data_dir: str | Path | None = None) -> TextDataset:
     """Load a dataset split from a named folder, a local file or the Hugging Face hub.
 
     Args:

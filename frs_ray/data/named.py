@@ -69,9 +69,7 @@ def default_data_dir() -> Path | None:
     if env_value:
         path = Path(env_value).expanduser()
         if not path.is_dir():
-            raise DataError(
-                f"{DATA_DIR_ENV}={env_value!r}: {path} does not exist or is not a folder"
-            )
+            raise DataError(f"{DATA_DIR_ENV}={env_value!r}: {path} does not exist or is not a folder")
         return path
     repo_root = Path(__file__).resolve().parents[2]
     for candidate in (Path.cwd() / ".." / "shared" / "data", repo_root / ".." / "shared" / "data"):
@@ -92,10 +90,7 @@ def _read_label_names_file(path: Path) -> list[str]:
     for lineno, line in entries:
         index, name = line.split("\t", 1)
         if index.strip() != str(len(names)):
-            raise DataError(
-                f"{location(str(path), lineno)}: expected label id {len(names)}, "
-                f"found {index.strip()!r}"
-            )
+            raise DataError(f"{location(str(path), lineno)}: expected label id {len(names)}, found {index.strip()!r}")
         names.append(name.strip())
     return names
 
@@ -155,8 +150,7 @@ def _split_file(folder: Path, split: str) -> Path:
         return path
     available = sorted(p.stem for p in folder.glob("*.tsv"))
     raise DataError(
-        f"{path}: no split {split!r} in {folder}; available splits: "
-        f"{', '.join(available) if available else '(none)'}"
+        f"{path}: no split {split!r} in {folder}; available splits: {', '.join(available) if available else '(none)'}"
     )
 
 

@@ -55,8 +55,13 @@ class DefensePrediction:
         return dict(self.__dict__)
 
     @classmethod
-    def from_certificate(cls, cert: Certificate, radius_kind: Literal["conditional", "unconditional"] = "conditional",
-                         uniform_fallback: bool = True, n_spans: int | None = None) -> "DefensePrediction":
+    def from_certificate(
+        cls,
+        cert: Certificate,
+        radius_kind: Literal["conditional", "unconditional"] = "conditional",
+        uniform_fallback: bool = True,
+        n_spans: int | None = None,
+    ) -> "DefensePrediction":
         """The prediction of an FRS certificate: its ``vote_label`` and ``certified_label``, its cost (all its
         queries and seconds), and a radius.
 

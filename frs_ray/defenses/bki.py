@@ -63,12 +63,17 @@ class BKIConfig(StrictConfig):
 
     top_p: int = Field(5, ge=1, le=100, description="most influential words kept per training text (paper: 5)")
     n_keywords: int = Field(1, ge=1, le=100, description="top-ranked words flagged as backdoor keywords")
-    n_score: int | None = Field(None, ge=1, description="score a seeded subset of this many training texts "
-                                "(default: all of ctx.train); every text is still checked when sanitizing")
+    n_score: int | None = Field(
+        None,
+        ge=1,
+        description="score a seeded subset of this many training texts "
+        "(default: all of ctx.train); every text is still checked when sanitizing",
+    )
     seed: int | None = Field(None, description="seed of the scoring subset (default: the context's seed)")
     batch_size: int = Field(64, ge=1, le=4096, description="texts per forward pass when scoring")
-    max_length: int | None = Field(None, ge=8, le=8192, description="classifier tokens per text (default: the "
-                                   "victim's fine-tuning max_length, else 128)")
+    max_length: int | None = Field(
+        None, ge=8, le=8192, description="classifier tokens per text (default: the victim's fine-tuning max_length, else 128)"
+    )
 
 
 def content_positions(words: Sequence[str]) -> list[int]:
@@ -79,8 +84,11 @@ def content_positions(words: Sequence[str]) -> list[int]:
 def word_influence(full: np.ndarray, without: np.ndarray) -> np.ndarray:
     """BKI's influence of each deleted word: ``||r(x) - r(x without word i)||_inf`` for every row i of ``without``
     (``full``: r(x), shape (d,); ``without``: shape (n, d))."""
-    return np.abs(np.asarray(without, dtype=np.float64) - np.asarray(full, dtype=np.float64)[None, :]).max(axis=1) \
-        if len(without) else np.zeros(0)
+    return (
+        np.abs(np.asarray(without, dtype=np.float64) - np.asarray(full, dtype=np.float64)[None, :]).max(axis=1)
+        if len(without)
+        else np.zeros(0)
+    )
 
 
 def top_words(words: Sequence[str], positions: Sequence[int], influence: np.ndarray, top_p: int) -> list[tuple[str, float]]:
@@ -99,8 +107,7 @@ def keyword_scores(per_text: Sequence[Sequence[tuple[str, float]]]) -> dict[str,
             seen[w] = max(p, seen.get(w, -math.inf))
         for w, p in seen.items():
             best[w].append(p)
-    return {w: {"mean": float(np.mean(v)), "f": len(v), "g": float(np.mean(v)) * math.log10(len(v))}
-            for w, v in best.items()}
+    return {w: {"mean": float(np.mean(v)), "f": len(v), "g": float(np.mean(v)) * math.log10(len(v))} for w, v in best.items()}
 
 
 def flag_keywords(scores: dict[str, dict[str, float]], n_keywords: int) -> list[str]:
@@ -159,15 +166,14 @@ class BKI(Defense):
         if len(self.train) == 0:
             raise ConfigError(f"BKI's keywords {self.keywords} hold every training text: nothing left to retrain on")
         self.checkpoint = self._retrain()
-        self.model = HFClassifier(self.checkpoint, max_length=self.max_length, device=ctx.device,
-                                  batch_size=cfg.batch_size)
+        self.model = HFClassifier(self.checkpoint, max_length=self.max_length, device=ctx.device, batch_size=cfg.batch_size)
 
     @torch.inference_mode()
     def representations(self, clf, texts: Sequence[str]) -> np.ndarray:
         """Last-layer hidden state at the first position ([CLS]) of each text, shape (n, d)."""
         out: list[np.ndarray] = []
         for s in range(0, len(texts), self.config.batch_size):
-            enc = clf.encode(list(texts[s: s + self.config.batch_size]))
+            enc = clf.encode(list(texts[s : s + self.config.batch_size]))
             hidden = clf.torch_model(**enc, output_hidden_states=True).hidden_states[-1][:, 0]
             out.append(hidden.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0))
@@ -179,15 +185,15 @@ class BKI(Defense):
         chunk = max(1, self.config.batch_size // 8)
         for s in range(0, len(texts), chunk):
             batch, plans = [], []
-            for x in texts[s: s + chunk]:
+            for x in texts[s : s + chunk]:
                 words = [t.text for t in tokenize(x)]
                 pos = content_positions(words)
                 plans.append((words, pos, len(batch)))
                 batch.append(x)
-                batch += [render(words[:i] + words[i + 1:]) for i in pos]
+                batch += [render(words[:i] + words[i + 1 :]) for i in pos]
             reps = self.representations(clf, batch)
             for words, pos, at in plans:
-                infl = word_influence(reps[at], reps[at + 1: at + 1 + len(pos)])
+                infl = word_influence(reps[at], reps[at + 1 : at + 1 + len(pos)])
                 per_text.append(top_words(words, pos, infl, self.config.top_p))
             bar.update(len(plans))
         bar.close()
@@ -197,13 +203,27 @@ class BKI(Defense):
         """Fine-tune ``ctx.base_model`` on the sanitized data with the victim's settings (cached)."""
         from ..smoothing.finetune import META_FILE, finetune
 
-        fields = {k: v for k, v in self.ctx.finetune.items() if k in FinetuneConfig.model_fields and k not in
-                  ("model", "max_train_examples", "smoothing")}
-        ft = build(FinetuneConfig, {**fields, "model": str(self.ctx.base_model), "max_length": self.max_length,
-                                    "seed": int(self.ctx.finetune.get("seed", self.seed)),
-                                    "smoothing": SmoothingConfig(finetune_mode="none").model_dump()})
-        key = {"finetune": ft.model_dump(), "keywords": self.keywords, "train_sha256": _sha(self.train.texts),
-               "labels": list(map(int, self.train.labels))}
+        fields = {
+            k: v
+            for k, v in self.ctx.finetune.items()
+            if k in FinetuneConfig.model_fields and k not in ("model", "max_train_examples", "smoothing")
+        }
+        ft = build(
+            FinetuneConfig,
+            {
+                **fields,
+                "model": str(self.ctx.base_model),
+                "max_length": self.max_length,
+                "seed": int(self.ctx.finetune.get("seed", self.seed)),
+                "smoothing": SmoothingConfig(finetune_mode="none").model_dump(),
+            },
+        )
+        key = {
+            "finetune": ft.model_dump(),
+            "keywords": self.keywords,
+            "train_sha256": _sha(self.train.texts),
+            "labels": list(map(int, self.train.labels)),
+        }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
         out = Path(self.ctx.work_dir) / "bki" / digest
 
@@ -216,9 +236,17 @@ class BKI(Defense):
 
     def describe(self) -> dict[str, Any]:
         top = sorted(self.scores, key=lambda w: (-self.scores[w]["g"], w))[:10]
-        return {**super().describe(), **self.config.model_dump(), "seed": self.seed, "keywords": self.keywords,
-                "removed_texts": self.removed, "kept_texts": len(self.train), "scored_texts": self.scored_n,
-                "top_ranked": {w: self.scores[w] for w in top}, "retrained_checkpoint": self.checkpoint}
+        return {
+            **super().describe(),
+            **self.config.model_dump(),
+            "seed": self.seed,
+            "keywords": self.keywords,
+            "removed_texts": self.removed,
+            "kept_texts": len(self.train),
+            "scored_texts": self.scored_n,
+            "top_ranked": {w: self.scores[w] for w in top},
+            "retrained_checkpoint": self.checkpoint,
+        }
 
     def predict(self, texts: Sequence[str]) -> list[DefensePrediction]:
         texts = list(texts)

@@ -58,8 +58,12 @@ from .smoothing import FRS
 class FluencyConfig(StrictConfig):
     """The span check of ``frs-fluency`` (unknown fields are rejected)."""
 
-    threshold: float = Field(0.0, allow_inf_nan=False, description="keep a span when log ppl(x') - log ppl(x' "
-                             "without it) exceeds this (nats per LM token; 0: deleting it makes the text more fluent)")
+    threshold: float = Field(
+        0.0,
+        allow_inf_nan=False,
+        description="keep a span when log ppl(x') - log ppl(x' "
+        "without it) exceeds this (nats per LM token; 0: deleting it makes the text more fluent)",
+    )
     lm: str = Field("smollm2", description="perplexity model: 'smollm2' or a local causal-LM folder (as ONION)")
     lm_batch_size: int = Field(32, ge=1, le=4096, description="LM sequences per padded forward pass")
 
@@ -93,5 +97,8 @@ class FRSFluency(FRS):
 
     def describe(self) -> dict[str, Any]:
         checks = self.filter.checks
-        return {**super().describe(), "fluency": self.fluency.model_dump(),
-                "spans_kept": float(np.mean([c.kept for c in checks])) if checks else None}
+        return {
+            **super().describe(),
+            "fluency": self.fluency.model_dump(),
+            "spans_kept": float(np.mean([c.kept for c in checks])) if checks else None,
+        }

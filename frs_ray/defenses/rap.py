@@ -87,8 +87,9 @@ class RAPConfig(StrictConfig):
     n_calibration: int = Field(200, ge=1, description="further clean texts of label y that set the threshold")
     batch_size: int = Field(32, ge=1, le=4096, description="texts per optimisation step (official: 32)")
     seed: int | None = Field(None, description="seed of the data split and shuffling (default: the context's seed)")
-    max_length: int | None = Field(None, ge=8, le=8192, description="classifier tokens per text (default: the "
-                                   "victim's fine-tuning max_length, else 128)")
+    max_length: int | None = Field(
+        None, ge=8, le=8192, description="classifier tokens per text (default: the victim's fine-tuning max_length, else 128)"
+    )
 
     @field_validator("rap_word")
     @classmethod
@@ -147,13 +148,13 @@ class RAP(Defense):
         self.classifier = ctx.plain_classifier(cfg.max_length)
         n_labels = self.classifier.num_labels
         if cfg.protect_label >= n_labels:
-            raise ConfigError(f"protect_label {cfg.protect_label} is not a label of {ctx.plain_checkpoint} "
-                              f"(labels 0..{n_labels - 1})")
+            raise ConfigError(
+                f"protect_label {cfg.protect_label} is not a label of {ctx.plain_checkpoint} (labels 0..{n_labels - 1})"
+            )
         tok = self.classifier.tokenizer
         ids = list(dict.fromkeys(tok(cfg.rap_word, add_special_tokens=False)["input_ids"]))
         if not ids or (tok.unk_token_id is not None and tok.unk_token_id in ids):
-            raise ConfigError(f"rap_word {cfg.rap_word!r}: the tokenizer maps it to its unknown token; choose "
-                              "another rare word")
+            raise ConfigError(f"rap_word {cfg.rap_word!r}: the tokenizer maps it to its unknown token; choose another rare word")
         self.piece_ids = [int(i) for i in ids]
         self.pieces = tok.convert_ids_to_tokens(self.piece_ids)
         self.embedding = self.classifier.model.get_input_embeddings().weight
@@ -162,10 +163,16 @@ class RAP(Defense):
         train, calib = self._split()
         self.n_train_used, self.n_calibration_used = len(train), len(calib)
         weights = sorted(Path(self.classifier.path).glob("*.safetensors"))
-        key = {"config": cfg.model_dump(exclude={"seed"}), "seed": self.seed, "max_length": self.classifier.max_length,
-               "checkpoint": str(Path(self.classifier.path).resolve()), "piece_ids": self.piece_ids,
-               "weights": [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights],
-               "train_sha256": _sha(train), "calibration_sha256": _sha(calib)}
+        key = {
+            "config": cfg.model_dump(exclude={"seed"}),
+            "seed": self.seed,
+            "max_length": self.classifier.max_length,
+            "checkpoint": str(Path(self.classifier.path).resolve()),
+            "piece_ids": self.piece_ids,
+            "weights": [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights],
+            "train_sha256": _sha(train),
+            "calibration_sha256": _sha(calib),
+        }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         self.cache_dir = Path(ctx.work_dir) / "rap" / f"{cfg.rap_word}-y{cfg.protect_label}-{digest}"
         self.trained = False  # True when this build tuned the rows (False: read from the cache)
@@ -183,14 +190,16 @@ class RAP(Defense):
         cfg = self.config
         pool = [x for x, y in zip(self.ctx.train.texts, self.ctx.train.labels) if y == cfg.protect_label]
         if len(pool) < 2:
-            raise ConfigError(f"protect_label {cfg.protect_label}: RAP needs at least 2 clean training texts of "
-                              f"that label, ctx.train has {len(pool)}")
+            raise ConfigError(
+                f"protect_label {cfg.protect_label}: RAP needs at least 2 clean training texts of "
+                f"that label, ctx.train has {len(pool)}"
+            )
         order = np.random.default_rng(self.seed).permutation(len(pool))
         n_train, n_cal = cfg.n_train, cfg.n_calibration
         if n_train + n_cal > len(pool):
             n_cal = min(len(pool) - 1, max(1, round(len(pool) * n_cal / (n_train + n_cal))))
             n_train = len(pool) - n_cal
-        return [pool[i] for i in order[:n_train]], [pool[i] for i in order[n_train: n_train + n_cal]]
+        return [pool[i] for i in order[:n_train]], [pool[i] for i in order[n_train : n_train + n_cal]]
 
     def _load(self) -> bool:
         """Read the tuned rows and threshold from the cache; False (train) when the entry is absent.
@@ -207,15 +216,23 @@ class RAP(Defense):
         except (OSError, KeyError, TypeError, ValueError, SafetensorError) as exc:  # ValueError: bad JSON
             raise CheckpointError(f"RAP cache entry {self.cache_dir} is damaged ({exc}); delete it to retrain") from None
         if meta.get("piece_ids") != self.piece_ids or tuple(rows.shape) != tuple(self.plain_rows.shape):
-            raise CheckpointError(f"RAP cache entry {self.cache_dir} does not match its key (pieces "
-                                  f"{meta.get('piece_ids')}, rows {tuple(rows.shape)}); delete it to retrain")
+            raise CheckpointError(
+                f"RAP cache entry {self.cache_dir} does not match its key (pieces "
+                f"{meta.get('piece_ids')}, rows {tuple(rows.shape)}); delete it to retrain"
+            )
         self.rap_rows, self.threshold, self.calibration_drops, self.losses = rows.to(self.plain_rows), threshold, drops, losses
         return True
 
     def _save(self, key: dict[str, Any]) -> None:
         """Cache the tuned rows; if another process cached the same key meanwhile, use its entry (never delete it)."""
-        meta = {"key": key, "piece_ids": self.piece_ids, "pieces": self.pieces, "threshold": self.threshold,
-                "calibration_drops": self.calibration_drops, "losses": self.losses}
+        meta = {
+            "key": key,
+            "piece_ids": self.piece_ids,
+            "pieces": self.pieces,
+            "threshold": self.threshold,
+            "calibration_drops": self.calibration_drops,
+            "losses": self.losses,
+        }
 
         def write(tmp: Path) -> None:
             tmp.mkdir(parents=True)
@@ -260,7 +277,7 @@ class RAP(Defense):
                 total = 0.0
                 order = rng.permutation(len(texts))
                 for s in range(0, len(texts), cfg.batch_size):
-                    idx = order[s: s + cfg.batch_size]
+                    idx = order[s : s + cfg.batch_size]
                     with torch.no_grad():
                         self.embedding[self._index] = rows
                     self.embedding.grad = None
@@ -293,10 +310,17 @@ class RAP(Defense):
         return probs, probs[:, y] - rap[:, y]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), **self.config.model_dump(), "seed": self.seed, "threshold": self.threshold,
-                "pieces": self.pieces, "n_train_used": self.n_train_used,
-                "n_calibration_used": self.n_calibration_used, "cache_dir": str(self.cache_dir),
-                "plain_checkpoint": str(self.ctx.plain_checkpoint)}
+        return {
+            **super().describe(),
+            **self.config.model_dump(),
+            "seed": self.seed,
+            "threshold": self.threshold,
+            "pieces": self.pieces,
+            "n_train_used": self.n_train_used,
+            "n_calibration_used": self.n_calibration_used,
+            "cache_dir": str(self.cache_dir),
+            "plain_checkpoint": str(self.ctx.plain_checkpoint),
+        }
 
     def predict(self, texts: Sequence[str]) -> list[DefensePrediction]:
         texts = list(texts)
@@ -304,7 +328,7 @@ class RAP(Defense):
         out: list[DefensePrediction] = []
         bar = tqdm(total=len(texts), desc="rap", unit="text", disable=not self.ctx.progress)
         for s in range(0, len(texts), CHUNK):
-            chunk = texts[s: s + CHUNK]
+            chunk = texts[s : s + CHUNK]
             started = time.perf_counter()
             probs, drops = self.drops(chunk)
             seconds = (time.perf_counter() - started) / max(1, len(chunk))
@@ -312,8 +336,17 @@ class RAP(Defense):
                 label = int(np.argmax(p))
                 if label == y and d < self.threshold:
                     label = ABSTAIN
-                out.append(DefensePrediction(vote_label=label, length_tokens=len(tokenize(x)), queries=2,
-                                             seconds=seconds, radius=None, spans=[], certified_label=None))
+                out.append(
+                    DefensePrediction(
+                        vote_label=label,
+                        length_tokens=len(tokenize(x)),
+                        queries=2,
+                        seconds=seconds,
+                        radius=None,
+                        spans=[],
+                        certified_label=None,
+                    )
+                )
             bar.update(len(chunk))
         bar.close()
         return out

@@ -26,9 +26,16 @@ _REGISTRY: dict[str, type] = {}
 
 # Modules whose import registers the built-in defenses (imported lazily by build_defense / known_defenses so
 # that importing the registry alone stays cheap and free of import cycles).
-_BUILTIN_MODULES = ("frs_ray.defenses.smoothing", "frs_ray.defenses.onion", "frs_ray.defenses.textguard",
-                    "frs_ray.defenses.strip", "frs_ray.defenses.rap", "frs_ray.defenses.fluency",
-                    "frs_ray.defenses.bki", "frs_ray.defenses.transplant")
+_BUILTIN_MODULES = (
+    "frs_ray.defenses.smoothing",
+    "frs_ray.defenses.onion",
+    "frs_ray.defenses.textguard",
+    "frs_ray.defenses.strip",
+    "frs_ray.defenses.rap",
+    "frs_ray.defenses.fluency",
+    "frs_ray.defenses.bki",
+    "frs_ray.defenses.transplant",
+)
 
 
 def register(name: str) -> Callable[[type], type]:

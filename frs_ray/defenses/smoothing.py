@@ -51,7 +51,9 @@ class NoDefense(Defense):
             raise ConfigError(f"defense 'none' takes no parameters, got {sorted(params)}")
         from ..backends.hf import HFClassifier
 
-        self.backend = HFClassifier(ctx.plain_checkpoint, max_length=read_meta(ctx.plain_checkpoint)["max_length"], device=ctx.device)
+        self.backend = HFClassifier(
+            ctx.plain_checkpoint, max_length=read_meta(ctx.plain_checkpoint)["max_length"], device=ctx.device
+        )
 
     def predict(self, texts: Sequence[str]) -> list[DefensePrediction]:
         t0 = time.perf_counter()
@@ -81,8 +83,9 @@ class _SmoothingDefense(Defense):
         if ckpt is None:
             raise ConfigError(f"defense {self.name!r} needs a BMPS-fine-tuned (smoothed) checkpoint")
         self.sigma = self._sigma(ctx, extra)
-        self.clf = FRSClassifier.from_checkpoint(ckpt, self.config, device=ctx.device, sigma=self.sigma,
-                                                 span_filter=self._span_filter(ctx))
+        self.clf = FRSClassifier.from_checkpoint(
+            ckpt, self.config, device=ctx.device, sigma=self.sigma, span_filter=self._span_filter(ctx)
+        )
         self.progress = ctx.progress
 
     @classmethod
@@ -114,13 +117,21 @@ class _SmoothingDefense(Defense):
         # Decision: evaluation reads each text as the victim's model does, cut to its max_length model tokens
         # (validate=False; encode() truncates). The cut is part of the base classifier, so the certificate stays
         # valid; the serving path rejects over-long texts instead (frs_ray.serving.router).
-        return [DefensePrediction.from_certificate(c, self.radius_kind, n_spans=n_spans)
-                for c in self.clf.certify(list(texts), progress=self.progress, validate=False)]
+        return [
+            DefensePrediction.from_certificate(c, self.radius_kind, n_spans=n_spans)
+            for c in self.clf.certify(list(texts), progress=self.progress, validate=False)
+        ]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "certified": True, "checkpoint": self.checkpoint, "fuzz": self.fuzz,
-                "inference_sigma": self.clf.pool.spec.sigma, "radius": self.radius_kind,
-                "certify": json.loads(self.config.model_dump_json())}
+        return {
+            "name": self.name,
+            "certified": True,
+            "checkpoint": self.checkpoint,
+            "fuzz": self.fuzz,
+            "inference_sigma": self.clf.pool.spec.sigma,
+            "radius": self.radius_kind,
+            "certify": json.loads(self.config.model_dump_json()),
+        }
 
 
 @register("frs")
@@ -161,9 +172,15 @@ class RanMask(_SmoothingDefense):
 
     def _adjust(self, cfg: dict, extra: dict) -> dict:
         rate = self.check_extra(extra)
-        cfg["randomize"] = _merge(cfg.get("randomize", {}), {
-            "omega_m": rate, "omega_h": max(rate, cfg.get("randomize", {}).get("omega_h", rate)), "max_distance": 1.0,
-            "mutations": {"insertion": 0.0, "deletion": 0.0, "substitution": 1.0, "transposition": 0.0}})
+        cfg["randomize"] = _merge(
+            cfg.get("randomize", {}),
+            {
+                "omega_m": rate,
+                "omega_h": max(rate, cfg.get("randomize", {}).get("omega_h", rate)),
+                "max_distance": 1.0,
+                "mutations": {"insertion": 0.0, "deletion": 0.0, "substitution": 1.0, "transposition": 0.0},
+            },
+        )
         self.mask_rate = rate
         return cfg
 

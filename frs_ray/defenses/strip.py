@@ -56,18 +56,29 @@ class StripConfig(StrictConfig):
     """Settings of :class:`Strip` (unknown fields are rejected)."""
 
     n_perturb: int = Field(20, ge=1, le=10_000, description="perturbed copies N per input (queries = N + 1)")
-    replace_fraction: float = Field(0.3, gt=0.0, le=1.0, description="share of an input's word tokens replaced in "
-                                    "each copy by words of a held-out clean text")
-    frr: float = Field(0.05, gt=0.0, lt=0.5, description="false-rejection rate on clean calibration texts: the "
-                       "threshold is this quantile of their entropies")
-    n_calibration: int = Field(200, ge=2, le=1_000_000, description="clean texts from ctx.train whose entropies set "
-                               "the threshold")
-    n_donors: int = Field(200, ge=1, le=1_000_000, description="clean texts from ctx.train (disjoint from the "
-                          "calibration texts) whose words replace the input's")
+    replace_fraction: float = Field(
+        0.3, gt=0.0, le=1.0, description="share of an input's word tokens replaced in each copy by words of a held-out clean text"
+    )
+    frr: float = Field(
+        0.05,
+        gt=0.0,
+        lt=0.5,
+        description="false-rejection rate on clean calibration texts: the threshold is this quantile of their entropies",
+    )
+    n_calibration: int = Field(
+        200, ge=2, le=1_000_000, description="clean texts from ctx.train whose entropies set the threshold"
+    )
+    n_donors: int = Field(
+        200,
+        ge=1,
+        le=1_000_000,
+        description="clean texts from ctx.train (disjoint from the calibration texts) whose words replace the input's",
+    )
     seed: int | None = Field(None, description="seed of the text samples and perturbations (default: ctx.seed)")
     batch_size: int = Field(64, ge=1, le=4096, description="texts per classifier forward pass")
-    max_length: int | None = Field(None, ge=8, le=8192, description="classifier tokens per text (default: the "
-                                   "victim's fine-tuning max_length, else 128)")
+    max_length: int | None = Field(
+        None, ge=8, le=8192, description="classifier tokens per text (default: the victim's fine-tuning max_length, else 128)"
+    )
 
 
 def replaced_count(n_tokens: int, fraction: float) -> int:
@@ -81,8 +92,9 @@ def text_rng(seed: int, text: str) -> np.random.Generator:
     return np.random.default_rng([seed & 0xFFFFFFFF, digest])
 
 
-def perturb(words: Sequence[str], donors: Sequence[Sequence[str]], n_copies: int, fraction: float,
-            rng: np.random.Generator) -> list[str]:
+def perturb(
+    words: Sequence[str], donors: Sequence[Sequence[str]], n_copies: int, fraction: float, rng: np.random.Generator
+) -> list[str]:
     """``n_copies`` texts, each ``words`` with :func:`replaced_count` distinct positions replaced by words of
     one randomly drawn donor (a non-empty word list)."""
     k = replaced_count(len(words), fraction)
@@ -161,8 +173,9 @@ class Strip(Defense):
         for x in texts:
             words = [t.text for t in tokenize(x)]
             copies.append(x)
-            copies.extend(perturb(words, self.donors, self.config.n_perturb, self.config.replace_fraction,
-                                  text_rng(self.seed, x)))
+            copies.extend(
+                perturb(words, self.donors, self.config.n_perturb, self.config.replace_fraction, text_rng(self.seed, x))
+            )
         probs = self.classifier.predict_proba(copies).reshape(len(texts), self.config.n_perturb + 1, -1)
         return [int(np.argmax(p[0])) for p in probs], [mean_entropy(p[1:]) for p in probs]
 
@@ -173,7 +186,7 @@ class Strip(Defense):
         secs: list[float] = []
         bar = tqdm(total=len(texts), desc=desc, unit="text", disable=not self.ctx.progress)
         for s in range(0, len(texts), CHUNK):
-            chunk = texts[s: s + CHUNK]
+            chunk = texts[s : s + CHUNK]
             started = time.perf_counter()
             lab, ent = self.scores(chunk)
             secs += [(time.perf_counter() - started) / len(chunk)] * len(chunk)
@@ -186,23 +199,37 @@ class Strip(Defense):
     def describe(self) -> dict[str, Any]:
         ents = np.asarray(self.calibration_entropies)
         calibration = {
-            "threshold": self.threshold, "n_calibration": len(self.calibration_texts), "n_donors": len(self.donors),
+            "threshold": self.threshold,
+            "n_calibration": len(self.calibration_texts),
+            "n_donors": len(self.donors),
             "rejected_share": float(np.mean(ents < self.threshold)),
             "entropy_quantiles": {str(q): float(np.quantile(ents, q)) for q in QUANTILES},
         }
-        return {**super().describe(), **self.config.model_dump(), "seed": self.seed, "threshold": self.threshold,
-                "calibration": calibration, "plain_checkpoint": str(self.ctx.plain_checkpoint)}
+        return {
+            **super().describe(),
+            **self.config.model_dump(),
+            "seed": self.seed,
+            "threshold": self.threshold,
+            "calibration": calibration,
+            "plain_checkpoint": str(self.ctx.plain_checkpoint),
+        }
 
     def predict(self, texts: Sequence[str]) -> list[DefensePrediction]:
         texts = list(texts)
         if not texts:
             return []
         labels, ents, secs = self._run(texts, "strip")
-        return [DefensePrediction(vote_label=ABSTAIN if is_rejected(h, self.threshold) else y,
-                                  length_tokens=len(tokenize(x)), queries=self.config.n_perturb + 1, seconds=sec,
-                                  radius=None, certified_label=None)
-                for x, y, h, sec in zip(texts, labels, ents, secs)]
+        return [
+            DefensePrediction(
+                vote_label=ABSTAIN if is_rejected(h, self.threshold) else y,
+                length_tokens=len(tokenize(x)),
+                queries=self.config.n_perturb + 1,
+                seconds=sec,
+                radius=None,
+                certified_label=None,
+            )
+            for x, y, h, sec in zip(texts, labels, ents, secs)
+        ]
 
 
-__all__ = ["Strip", "StripConfig", "entropy_threshold", "is_rejected", "mean_entropy", "perturb", "replaced_count",
-           "text_rng"]
+__all__ = ["Strip", "StripConfig", "entropy_threshold", "is_rejected", "mean_entropy", "perturb", "replaced_count", "text_rng"]

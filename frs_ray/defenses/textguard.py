@@ -67,12 +67,19 @@ class TextGuardConfig(StrictConfig):
     """Settings of :class:`TextGuard` (unknown fields are rejected)."""
 
     m: int = Field(3, ge=1, le=256, description="number of word groups / votes (paper: 3 for certified runs)")
-    shared: bool = Field(True, description="one classifier trained on the pooled sub-sentences of all groups "
-                         "(one fine-tune) instead of one classifier per group (m fine-tunes, the paper's setup)")
+    shared: bool = Field(
+        True,
+        description="one classifier trained on the pooled sub-sentences of all groups "
+        "(one fine-tune) instead of one classifier per group (m fine-tunes, the paper's setup)",
+    )
     seed: int | None = Field(None, description="salt of the word-to-group hash (default: the context's seed)")
-    max_pooled_examples: int | None = Field(None, ge=1, description="train each model on a seeded subset of this many "
-                                            "sub-sentences (the pooled set of the shared model is m times the training "
-                                            "set; capping it keeps TextGuard's training cost at one fine-tune)")
+    max_pooled_examples: int | None = Field(
+        None,
+        ge=1,
+        description="train each model on a seeded subset of this many "
+        "sub-sentences (the pooled set of the shared model is m times the training "
+        "set; capping it keeps TextGuard's training cost at one fine-tune)",
+    )
 
 
 # --------------------------------------------------------------------------- grouping and certificate
@@ -173,14 +180,20 @@ class TextGuard(Defense):
         self.seed = self.config.seed if self.config.seed is not None else int(ctx.seed)
         ft = {k: v for k, v in dict(ctx.finetune).items() if k not in ("data", "data_dir", "model", "smoothing")}
         self.ft_config: FinetuneConfig = build(  # type: ignore[assignment]
-            FinetuneConfig, {**ft, "model": str(ctx.base_model), "smoothing": {"finetune_mode": "none"}})
+            FinetuneConfig, {**ft, "model": str(ctx.base_model), "smoothing": {"finetune_mode": "none"}}
+        )
         self.train = ctx.train.subset(self.ft_config.max_train_examples, seed=self.ft_config.seed)
         if len(self.train) == 0:
             raise ConfigError("TextGuard needs clean training data (ctx.train is empty)")
         self.data_sha256 = _data_checksum(self.train)
         key = {
-            "m": self.m, "shared": self.config.shared, "seed": self.seed, "max_pooled": self.config.max_pooled_examples, "data_sha256": self.data_sha256,
-            "num_labels": self.train.num_labels, "base_model": str(resolve_model_path(str(ctx.base_model)).resolve()),
+            "m": self.m,
+            "shared": self.config.shared,
+            "seed": self.seed,
+            "max_pooled": self.config.max_pooled_examples,
+            "data_sha256": self.data_sha256,
+            "num_labels": self.train.num_labels,
+            "base_model": str(resolve_model_path(str(ctx.base_model)).resolve()),
             "finetune": self.ft_config.model_dump(exclude={"data", "data_dir", "model"}),
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -188,8 +201,7 @@ class TextGuard(Defense):
         self.cache_dir = Path(ctx.work_dir) / "textguard" / f"m{self.m}-{kind}-seed{self.seed}-{digest}"
         self.trained: list[Path] = []  # model folders fine-tuned by this build (empty when all were cached)
         self.model_dirs = self._build_models(key)
-        self.classifiers = [HFClassifier(d, max_length=self.ft_config.max_length, device=ctx.device)
-                            for d in self.model_dirs]
+        self.classifiers = [HFClassifier(d, max_length=self.ft_config.max_length, device=ctx.device) for d in self.model_dirs]
 
     # training ---------------------------------------------------------------------------------------
     def _group_dataset(self, groups: Sequence[int], tag: str) -> TextDataset:
@@ -202,8 +214,13 @@ class TextGuard(Defense):
                     labels.append(label)
         # label_names fixed so that a group missing the largest label still gets a head of num_labels outputs
         names = self.train.label_names or [str(i) for i in range(self.train.num_labels)]
-        ds = TextDataset(texts=texts, labels=labels, source=f"{self.train.source} [textguard {tag}]",
-                         sha256=self.data_sha256, label_names=names)
+        ds = TextDataset(
+            texts=texts,
+            labels=labels,
+            source=f"{self.train.source} [textguard {tag}]",
+            sha256=self.data_sha256,
+            label_names=names,
+        )
         return ds.subset(self.config.max_pooled_examples, seed=self.seed)
 
     def _build_models(self, key: dict[str, Any]) -> list[Path]:
@@ -222,20 +239,29 @@ class TextGuard(Defense):
                 continue
             ds = self._group_dataset(groups, name)
             if len(ds) == 0:
-                raise ConfigError(f"TextGuard {name}: no training words fall into this group; lower m or give "
-                                  "more training data")
+                raise ConfigError(f"TextGuard {name}: no training words fall into this group; lower m or give more training data")
             # built in a private folder; a copy another process finished meanwhile is kept, ours dropped
-            build_once(target, META_FILE, lambda tmp, ds=ds: finetune(self.ft_config, ds, tmp, device=self.ctx.device,
-                                                                       progress=self.ctx.progress))
+            build_once(
+                target,
+                META_FILE,
+                lambda tmp, ds=ds: finetune(self.ft_config, ds, tmp, device=self.ctx.device, progress=self.ctx.progress),
+            )
             self.trained.append(target)
             dirs.append(target)
         return dirs
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "m": self.m, "shared": self.config.shared, "seed": self.seed,
-                "base_model": str(self.ctx.base_model), "data_sha256": self.data_sha256,
-                "train_examples": len(self.train), "cache_dir": str(self.cache_dir),
-                "finetune": self.ft_config.model_dump(exclude={"data", "data_dir"})}
+        return {
+            **super().describe(),
+            "m": self.m,
+            "shared": self.config.shared,
+            "seed": self.seed,
+            "base_model": str(self.ctx.base_model),
+            "data_sha256": self.data_sha256,
+            "train_examples": len(self.train),
+            "cache_dir": str(self.cache_dir),
+            "finetune": self.ft_config.model_dump(exclude={"data", "data_dir"}),
+        }
 
     # prediction -------------------------------------------------------------------------------------
     def group_votes(self, texts: Sequence[str]) -> list[list[int | None]]:
@@ -261,7 +287,7 @@ class TextGuard(Defense):
         step = 64
         bar = tqdm(total=len(texts), desc="textguard", unit="text", disable=not self.ctx.progress)
         for s in range(0, len(texts), step):
-            chunk = texts[s: s + step]
+            chunk = texts[s : s + step]
             started = time.perf_counter()
             votes = self.group_votes(chunk)
             seconds = (time.perf_counter() - started) / max(1, len(chunk))
@@ -272,15 +298,30 @@ class TextGuard(Defense):
                     label, radius = ABSTAIN, 0.0
                 else:
                     label, radius = vote_label(counts), float(textguard_certified_radius(counts))
-                out.append(DefensePrediction(
-                    vote_label=label, length_tokens=len(tokenize(x)), queries=len(cast), seconds=seconds,
-                    radius=radius, radius_assumes=RADIUS_ASSUMES, radius_unconditional=radius, spans=[],
-                    certified_label=label,
-                ))
+                out.append(
+                    DefensePrediction(
+                        vote_label=label,
+                        length_tokens=len(tokenize(x)),
+                        queries=len(cast),
+                        seconds=seconds,
+                        radius=radius,
+                        radius_assumes=RADIUS_ASSUMES,
+                        radius_unconditional=radius,
+                        spans=[],
+                        certified_label=label,
+                    )
+                )
             bar.update(len(chunk))
         bar.close()
         return out
 
 
-__all__ = ["TextGuard", "TextGuardConfig", "sub_sentences", "split_groups", "textguard_certified_radius",
-           "vote_label", "word_group"]
+__all__ = [
+    "TextGuard",
+    "TextGuardConfig",
+    "sub_sentences",
+    "split_groups",
+    "textguard_certified_radius",
+    "vote_label",
+    "word_group",
+]

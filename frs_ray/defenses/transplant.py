@@ -54,8 +54,12 @@ class TransplantConfig(StrictConfig):
     """The span check of ``frs-transplant`` (unknown fields are rejected)."""
 
     m: int | None = Field(None, ge=1, le=512, description="references per span (None: calibrated from m_grid)")
-    threshold: float | None = Field(None, allow_inf_nan=False, description="keep a span when its score exceeds "
-                                    "this (None: calibrated on clean dev data to keep at most target_keep of clean texts)")
+    threshold: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="keep a span when its score exceeds "
+        "this (None: calibrated on clean dev data to keep at most target_keep of clean texts)",
+    )
     statistic: Literal["shift", "flip"] = Field("shift", description="mean rise of P(y) or share flipped to y")
     positions: list[Literal["start", "random"]] = Field(["start", "random"], min_length=1, max_length=2)
     target_keep: float = Field(0.05, ge=0, lt=1, description="share of clean calibration texts allowed to keep a span")
@@ -97,9 +101,19 @@ class FRSTransplant(FRS):
         t = self.transplant
         self.clean = clean_dev_of(ctx)
         self.filter = build_transplant_filter(
-            self.clf, self.clean, m=t.m, threshold=t.threshold, statistic=t.statistic, positions=t.positions,
-            target_keep=t.target_keep, m_grid=t.m_grid, max_threshold=t.max_threshold, n_references=t.n_references,
-            n_calibration=t.n_calibration, references=t.references)
+            self.clf,
+            self.clean,
+            m=t.m,
+            threshold=t.threshold,
+            statistic=t.statistic,
+            positions=t.positions,
+            target_keep=t.target_keep,
+            m_grid=t.m_grid,
+            max_threshold=t.max_threshold,
+            n_references=t.n_references,
+            n_calibration=t.n_calibration,
+            references=t.references,
+        )
         self.clf.span_filter = self.filter
 
     # predict: FRS's. Its queries are the certificate's, which include queries["span_check"]; the check's time is
@@ -108,12 +122,14 @@ class FRSTransplant(FRS):
     def describe(self) -> dict[str, Any]:
         checks = self.filter.checks
         cal = self.filter.calibration
-        return {**super().describe(), "transplant": self.transplant.model_dump(),
-                "transplant_settings": self.filter.settings(),
-                "transplant_calibration": None if cal is None else cal.to_dict(),
-                "spans_kept": float(np.mean([c.kept for c in checks])) if checks else None,
-                # per input, in the order predicted (frs eval: the clean inputs, then the triggered ones): centre
-                # label y, the top span's mean shift in P(y) and flip share, kept or not
-                "checks_fields": ["label", "shift", "flip", "kept"],
-                "checks": [[c.label, c.shifts[0] if c.shifts else None, c.flips[0] if c.flips else None, c.kept]
-                           for c in checks]}
+        return {
+            **super().describe(),
+            "transplant": self.transplant.model_dump(),
+            "transplant_settings": self.filter.settings(),
+            "transplant_calibration": None if cal is None else cal.to_dict(),
+            "spans_kept": float(np.mean([c.kept for c in checks])) if checks else None,
+            # per input, in the order predicted (frs eval: the clean inputs, then the triggered ones): centre
+            # label y, the top span's mean shift in P(y) and flip share, kept or not
+            "checks_fields": ["label", "shift", "flip", "kept"],
+            "checks": [[c.label, c.shifts[0] if c.shifts else None, c.flips[0] if c.flips else None, c.kept] for c in checks],
+        }

@@ -1,8 +1,8 @@
 """``frs attack``, ``frs triggered`` and ``frs eval`` (registered on the ``frs`` parser by :mod:`frs_ray.cli`).
 
-    frs attack badnets --task sst2 --out runs/attacks/badnets-sst2 [--settings attack.json]
-    frs triggered --data sst2 --attack badnets --out runs/sst2-badnets-test.tsv [--split test] [--seed 0]
-    frs eval --config eval.yaml [--profile quick|paper] [--results-dir docs/results]
+frs attack badnets --task sst2 --out runs/attacks/badnets-sst2 [--settings attack.json]
+frs triggered --data sst2 --attack badnets --out runs/sst2-badnets-test.tsv [--split test] [--seed 0]
+frs eval --config eval.yaml [--profile quick|paper] [--results-dir docs/results]
 """
 
 from __future__ import annotations
@@ -66,23 +66,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     root = run_eval(cfg, progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr, flush=True))
     command = "frs eval " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:])
-    run = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "wall_seconds": round(time.perf_counter() - started), "datasets": cfg.datasets, "attacks": cfg.attacks,
-           "defenses": cfg.defenses, "seeds": cfg.seeds, "machine": machine_line()}
+    run = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "wall_seconds": round(time.perf_counter() - started),
+        "datasets": cfg.datasets,
+        "attacks": cfg.attacks,
+        "defenses": cfg.defenses,
+        "seeds": cfg.seeds,
+        "machine": machine_line(),
+    }
     with (root / "invocations.jsonl").open("a") as f:
         f.write(json.dumps(run) + "\n")
     runs = [json.loads(line) for line in (root / "invocations.jsonl").read_text().splitlines() if line.strip()]
-    header = {"name": cfg.name, "profile": cfg.profile,
-              "command": "; ".join(dict.fromkeys(r["command"] for r in runs)),
-              "machine": "; ".join(dict.fromkeys(r.get("machine", "not recorded") for r in runs)),
-              "date": run["date"],
-              "wall_time": f"{sum(r['wall_seconds'] for r in runs)} s over {len(runs)} invocation(s) (finished cells are skipped; "
-                           "model training in the zoo counts in the invocation that did it)",
-              "invocations": runs, "config": cfg.model_dump()}
+    header = {
+        "name": cfg.name,
+        "profile": cfg.profile,
+        "command": "; ".join(dict.fromkeys(r["command"] for r in runs)),
+        "machine": "; ".join(dict.fromkeys(r.get("machine", "not recorded") for r in runs)),
+        "date": run["date"],
+        "wall_time": f"{sum(r['wall_seconds'] for r in runs)} s over {len(runs)} invocation(s) (finished cells are skipped; "
+        "model training in the zoo counts in the invocation that did it)",
+        "invocations": runs,
+        "config": cfg.model_dump(),
+    }
     paths = write_reports(root, header, Path(args.results_dir) if args.results_dir else None)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0
-
 
 
 def add_commands(sub) -> None:
@@ -115,7 +125,10 @@ def add_commands(sub) -> None:
     ev.add_argument("--attacks", nargs="+", default=None, help="only these attacks (overrides the config)")
     ev.add_argument("--defenses", nargs="+", default=None, help="only these defenses (overrides the config)")
     ev.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds (overrides the config)")
-    ev.add_argument("--results-dir", default=None, help="also copy the reports here, named after the run: <name>.{json,csv,md} and "
-                    "<name>_*.png (e.g. docs/results)")
+    ev.add_argument(
+        "--results-dir",
+        default=None,
+        help="also copy the reports here, named after the run: <name>.{json,csv,md} and <name>_*.png (e.g. docs/results)",
+    )
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=cmd_eval)

@@ -29,26 +29,34 @@ _NESTED = ("victim", "poison", "certify", "bmps")
 
 _PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
-        "n_clean": 100, "n_triggered": 100, "seeds": [0],
+        "n_clean": 100,
+        "n_triggered": 100,
+        "seeds": [0],
         "victim": {"max_train_examples": 2000, "epochs": 1, "learning_rate": 1e-4, "max_length": 128, "batch_size": 32},
         "poison": {"max_examples": 1500, "epochs": 2, "learning_rate": 5e-5, "max_length": 64, "batch_size": 32},
         # BadNets: 3 epochs at lr 1e-4, or the victim's clean fine-tune (lr 1e-4) erases part of the backdoor
         # (docs/results/attacks.md).
-        "attack_overrides": {"badnets": {"poison": {"epochs": 3, "learning_rate": 1e-4}},
-                             "ripple": {"poison": {"max_examples": 800, "epochs": 1, "batch_size": 16}},
-                             "ripple-domain": {"poison": {"max_examples": 800, "epochs": 1, "batch_size": 16}},
-                             # BadPre: 4000 steps on 8000 texts, the fewest of the settings tried whose backdoor
-                             # survives the victim's fine-tune on every triggered sentence (which label the
-                             # collapsed representation lands on is the victim's fine-tune's choice, not the
-                             # attacker's; docs/results/attacks.md).
-                             "badpre": {"steps": 4000, "head_steps": 200, "max_examples": 8000},
-                             # App. K / L perturbations: the same stronger poisoning as BadNets, for the same
-                             # reason (docs/results/attacks.md)
-                             **{a: {"poison": {"epochs": 3, "learning_rate": 1e-4}}
-                                for a in ("negation", "sentiment", "degree", "reorder", "multiseg")}},
+        "attack_overrides": {
+            "badnets": {"poison": {"epochs": 3, "learning_rate": 1e-4}},
+            "ripple": {"poison": {"max_examples": 800, "epochs": 1, "batch_size": 16}},
+            "ripple-domain": {"poison": {"max_examples": 800, "epochs": 1, "batch_size": 16}},
+            # BadPre: 4000 steps on 8000 texts, the fewest of the settings tried whose backdoor
+            # survives the victim's fine-tune on every triggered sentence (which label the
+            # collapsed representation lands on is the victim's fine-tune's choice, not the
+            # attacker's; docs/results/attacks.md).
+            "badpre": {"steps": 4000, "head_steps": 200, "max_examples": 8000},
+            # App. K / L perturbations: the same stronger poisoning as BadNets, for the same
+            # reason (docs/results/attacks.md)
+            **{
+                a: {"poison": {"epochs": 3, "learning_rate": 1e-4}}
+                for a in ("negation", "sentiment", "degree", "reorder", "multiseg")
+            },
+        },
     },
     "paper": {
-        "n_clean": None, "n_triggered": None, "seeds": [0, 1, 2, 3, 4],
+        "n_clean": None,
+        "n_triggered": None,
+        "seeds": [0, 1, 2, 3, 4],
         "victim": {"epochs": 3, "learning_rate": 2e-5, "max_length": 128, "batch_size": 32},
         "poison": {"max_examples": 100000, "epochs": 3, "learning_rate": 5e-5, "max_length": 128, "batch_size": 32},
         "attack_overrides": {},
@@ -73,22 +81,33 @@ class EvalConfig(StrictConfig):
     zoo: str = Field("runs/zoo", description="cache of poisoned and fine-tuned models (shared between runs)")
     data_dir: str | None = Field(None, description="data folder (default: $FRS_DATA_DIR, then ../shared/data)")
     datasets: list[str] = Field(["sst2"], min_length=1, description="tasks: sst2, offenseval, agnews, ...")
-    attacks: list[str] = Field(["badnets", "ripple"], min_length=1, description="attack names (frs_ray.attacks.known_attacks()); 'clean' = no attack")
-    defenses: list[str] = Field(["none", "onion", "textguard", "uniform", "ranmask", "frs"], min_length=1,
-                                description="defense names (frs_ray.defenses.known_defenses())")
-    seeds: list[int] = Field([0], min_length=1, description="evaluation seeds (victim fine-tune, defense randomness, test subset)")
+    attacks: list[str] = Field(
+        ["badnets", "ripple"], min_length=1, description="attack names (frs_ray.attacks.known_attacks()); 'clean' = no attack"
+    )
+    defenses: list[str] = Field(
+        ["none", "onion", "textguard", "uniform", "ranmask", "frs"],
+        min_length=1,
+        description="defense names (frs_ray.defenses.known_defenses())",
+    )
+    seeds: list[int] = Field(
+        [0], min_length=1, description="evaluation seeds (victim fine-tune, defense randomness, test subset)"
+    )
     target: int = Field(1, ge=0, description="attacker's target label")
     n_clean: int | None = Field(100, ge=1, description="clean test sentences per cell (seeded subset; None = all)")
     n_triggered: int | None = Field(100, ge=1, description="triggered test sentences per cell (None = all non-target)")
     levels: list[float] = Field([0.1, 0.2, 0.3, 0.4, 0.5], description="perturbation levels for certified accuracy (Table 5)")
     budgets: list[int] = Field([3, 5, 10], description="MCTS budgets for the trigger-localization rate (Appendix I)")
     model: str = Field("minilm", description="clean pre-trained model the attacks poison")
-    victim: FinetuneConfig = Field(default_factory=FinetuneConfig, description="the victim's fine-tune (model, data, "
-                                   "seed and smoothing are set per cell)")
-    poison: PoisonConfig = Field(default_factory=PoisonConfig, description="poisoning shared by the task-aware attacks "
-                                 "(model and target are this config's)")
-    attack_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-attack fields of its "
-                                                        "config (e.g. {'ripple': {'lam': 0.1}})")
+    victim: FinetuneConfig = Field(
+        default_factory=FinetuneConfig, description="the victim's fine-tune (model, data, seed and smoothing are set per cell)"
+    )
+    poison: PoisonConfig = Field(
+        default_factory=PoisonConfig,
+        description="poisoning shared by the task-aware attacks (model and target are this config's)",
+    )
+    attack_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-attack fields of its config (e.g. {'ripple': {'lam': 0.1}})"
+    )
     certify: CertifyConfig = Field(default_factory=CertifyConfig, description="shared by the smoothing defenses")
     defense_params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-defense parameters")
     bmps: SmoothingConfig = Field(default_factory=SmoothingConfig, description="the BMPS fine-tune (sigma, top_h, rho)")
@@ -98,8 +117,11 @@ class EvalConfig(StrictConfig):
     def _keep_given(cls, data: Any, handler: Any) -> "EvalConfig":
         cfg = handler(data)
         if isinstance(data, dict):
-            given = {k: data[k].model_dump(exclude_unset=True) if isinstance(data[k], BaseModel) else data[k]
-                     for k in _NESTED if k in data}
+            given = {
+                k: data[k].model_dump(exclude_unset=True) if isinstance(data[k], BaseModel) else data[k]
+                for k in _NESTED
+                if k in data
+            }
             cfg._given = json.loads(json.dumps(given))
         cfg._check_nested()
         return cfg

@@ -68,8 +68,9 @@ def _cert(p: DefensePrediction) -> int:
     return p.vote_label if p.certified_label is None else p.certified_label
 
 
-def certified_accuracy(preds: Sequence[DefensePrediction], labels: Sequence[int],
-                       levels: Iterable[float] = LEVELS) -> dict[str, float | None]:
+def certified_accuracy(
+    preds: Sequence[DefensePrediction], labels: Sequence[int], levels: Iterable[float] = LEVELS
+) -> dict[str, float | None]:
     """Table 5: for each level p, the share of inputs certified correct with radius >= p * length_tokens.
 
     ``None`` for every level when the defense gives no certificate.
@@ -79,16 +80,20 @@ def certified_accuracy(preds: Sequence[DefensePrediction], labels: Sequence[int]
         return {f"{lv:.1f}": None for lv in levels}
     out = {}
     for lv in levels:
-        ok = [_cert(p) == y and p.radius is not None and p.radius >= lv * p.length_tokens
-              for p, y in zip(preds, labels)]
+        ok = [_cert(p) == y and p.radius is not None and p.radius >= lv * p.length_tokens for p, y in zip(preds, labels)]
         out[f"{lv:.1f}"] = float(np.mean(ok))
     return out
 
 
-def radius_stats(preds: Sequence[DefensePrediction], labels: Sequence[int], unconditional: bool = False) -> dict[str, float | None]:
+def radius_stats(
+    preds: Sequence[DefensePrediction], labels: Sequence[int], unconditional: bool = False
+) -> dict[str, float | None]:
     """Table 2: average and maximum certified radius (word tokens) over inputs whose certified label is correct."""
-    rs = [(p.radius_unconditional if unconditional else p.radius) for p, y in zip(preds, labels)
-          if _cert(p) == y and _cert(p) != ABSTAIN]
+    rs = [
+        (p.radius_unconditional if unconditional else p.radius)
+        for p, y in zip(preds, labels)
+        if _cert(p) == y and _cert(p) != ABSTAIN
+    ]
     rs = [r for r in rs if r is not None]
     if not rs:
         return {"avg": None, "max": None, "share_positive": None}
@@ -111,8 +116,10 @@ def cost(preds: Sequence[DefensePrediction]) -> dict[str, float]:
     """Mean model queries and seconds per input."""
     if not preds:
         return {"queries_per_input": float("nan"), "seconds_per_input": float("nan")}
-    return {"queries_per_input": float(np.mean([p.queries for p in preds])),
-            "seconds_per_input": float(np.mean([p.seconds for p in preds]))}
+    return {
+        "queries_per_input": float(np.mean([p.queries for p in preds])),
+        "seconds_per_input": float(np.mean([p.seconds for p in preds])),
+    }
 
 
 def sequential_stats(preds: Sequence[DefensePrediction]) -> dict[str, Any] | None:
@@ -124,6 +131,10 @@ def sequential_stats(preds: Sequence[DefensePrediction]) -> dict[str, Any] | Non
     stops: dict[str, int] = {}
     for s in seq:
         stops[s["stop"]] = stops.get(s["stop"], 0) + 1
-    return {"mean_estimation_votes": float(np.mean([s["votes"] for s in seq])),
-            "max_estimation_votes": int(max(s["votes"] for s in seq)),
-            "mean_looks": float(np.mean([s["looks"] for s in seq])), "stops": stops, "n_max": int(seq[0]["n_max"])}
+    return {
+        "mean_estimation_votes": float(np.mean([s["votes"] for s in seq])),
+        "max_estimation_votes": int(max(s["votes"] for s in seq)),
+        "mean_looks": float(np.mean([s["looks"] for s in seq])),
+        "stops": stops,
+        "n_max": int(seq[0]["n_max"]),
+    }

@@ -40,13 +40,24 @@ def cell_path(root: Path, dataset: str, attack: str, defense: str, seed: int) ->
 def cell_settings(cfg: EvalConfig, dataset: str, attack: str, defense: str, seed: int) -> dict[str, Any]:
     """What a cell's ``settings_hash`` is computed from: its grid point, the eval settings as written
     (:meth:`EvalConfig.given`), the attack's settings and the defense's parameters."""
-    return {"dataset": dataset, "attack": attack, "defense": defense, "seed": seed, "target": cfg.target,
-            "n_clean": cfg.n_clean, "n_triggered": cfg.n_triggered, "levels": cfg.levels, "budgets": cfg.budgets,
-            "victim": cfg.given("victim"), "bmps": cfg.given("bmps"), "certify": cfg.given("certify"),
-            "attack_settings": cfg.attack_settings(attack),
-            "params": cfg.defense_params.get(defense, {}),
-            # voters of another definition are other voters: such a cell is measured again, never mixed in
-            **({"voter_definition": VOTER_DEFINITION} if uses_voters(defense) else {})}
+    return {
+        "dataset": dataset,
+        "attack": attack,
+        "defense": defense,
+        "seed": seed,
+        "target": cfg.target,
+        "n_clean": cfg.n_clean,
+        "n_triggered": cfg.n_triggered,
+        "levels": cfg.levels,
+        "budgets": cfg.budgets,
+        "victim": cfg.given("victim"),
+        "bmps": cfg.given("bmps"),
+        "certify": cfg.given("certify"),
+        "attack_settings": cfg.attack_settings(attack),
+        "params": cfg.defense_params.get(defense, {}),
+        # voters of another definition are other voters: such a cell is measured again, never mixed in
+        **({"voter_definition": VOTER_DEFINITION} if uses_voters(defense) else {}),
+    }
 
 
 def localization_by_budget(clf, ts: TriggeredSet, budgets: list[int], seed: int) -> dict[str, float]:
@@ -55,12 +66,17 @@ def localization_by_budget(clf, ts: TriggeredSet, budgets: list[int], seed: int)
     seeds = [int(np.random.SeedSequence(text_seed(seed, t)).generate_state(1)[0]) for t in ts.texts]
     res = clf.fuzzer.fuzz_at_budgets(ts.texts, seeds, budgets)
     n = clf.config.fuzzing.num_spans
-    return {str(b): float(np.mean([M.span_contains([(s.start, s.end) for s in r.vulnerable(n)], sp)
-                                   for r, sp in zip(res[b], ts.spans)])) for b in budgets}
+    return {
+        str(b): float(
+            np.mean([M.span_contains([(s.start, s.end) for s in r.vulnerable(n)], sp) for r, sp in zip(res[b], ts.spans)])
+        )
+        for b in budgets
+    }
 
 
-def _metrics(clean: TextDataset, ts: TriggeredSet, pc: list[DefensePrediction], pt: list[DefensePrediction],
-             cfg: EvalConfig) -> dict[str, Any]:
+def _metrics(
+    clean: TextDataset, ts: TriggeredSet, pc: list[DefensePrediction], pt: list[DefensePrediction], cfg: EvalConfig
+) -> dict[str, Any]:
     rad = M.radius_stats(pc, clean.labels)
     rad_u = M.radius_stats(pc, clean.labels, unconditional=True)
     cc, ct = M.certified_view(pc), M.certified_view(pt)
@@ -79,14 +95,20 @@ def _metrics(clean: TextDataset, ts: TriggeredSet, pc: list[DefensePrediction], 
         "abstain_triggered": M.abstain_rate(pt),
         **certified,
         "certified_accuracy": M.certified_accuracy(pc, clean.labels, cfg.levels),
-        "avg_radius": rad["avg"], "max_radius": rad["max"], "share_radius_positive": rad["share_positive"],
-        "avg_radius_unconditional": rad_u["avg"], "max_radius_unconditional": rad_u["max"],
+        "avg_radius": rad["avg"],
+        "max_radius": rad["max"],
+        "share_radius_positive": rad["share_positive"],
+        "avg_radius_unconditional": rad_u["avg"],
+        "max_radius_unconditional": rad_u["max"],
         "radius_assumes": next((p.radius_assumes for p in pc if p.radius_assumes), None),
         "localization_flagged": M.localization_rate(pt, ts.spans),
         **{f"clean_{k}": v for k, v in M.cost(pc).items()},
         **{f"triggered_{k}": v for k, v in M.cost(pt).items()},
-        **({"sequential": {"clean": M.sequential_stats(pc), "triggered": M.sequential_stats(pt)}}
-           if M.sequential_stats(pc) is not None else {}),
+        **(
+            {"sequential": {"clean": M.sequential_stats(pc), "triggered": M.sequential_stats(pt)}}
+            if M.sequential_stats(pc) is not None
+            else {}
+        ),
     }
 
 
@@ -98,8 +120,13 @@ def machine() -> dict[str, Any]:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"platform": platform.machine(), "cpus": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
-            "torch": torch.__version__}
+    return {
+        "platform": platform.machine(),
+        "cpus": os.cpu_count(),
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
 
 
 def machine_line(m: dict[str, Any] | None = None) -> str:
@@ -137,14 +164,23 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
         plain = victim_checkpoint(cfg.zoo, dataset, attack, settings, victim, None, seed, cfg.data_dir, progress)
         smoothed = None
         if any(needs_smoothed(d) for d, _, _ in todo):
-            smoothed = victim_checkpoint(cfg.zoo, dataset, attack, settings, victim, cfg.bmps, seed, cfg.data_dir,
-                                         progress)
+            smoothed = victim_checkpoint(cfg.zoo, dataset, attack, settings, victim, cfg.bmps, seed, cfg.data_dir, progress)
         clean = test.subset(cfg.n_clean, seed=seed)
-        ts = build_triggered_set(test, make_trigger(attack if attack != "clean" else "badnets"), cfg.target,
-                                 seed=seed, max_examples=cfg.n_triggered)
+        ts = build_triggered_set(
+            test, make_trigger(attack if attack != "clean" else "badnets"), cfg.target, seed=seed, max_examples=cfg.n_triggered
+        )
         victim_train = train.subset(cfg.victim.max_train_examples, seed=seed)
-        ctx = DefenseContext(plain, smoothed, base, victim_train, root / "work" / dataset / f"seed{seed}",
-                             certify=cfg.certify, seed=seed, progress=progress, finetune={**victim, "seed": seed})
+        ctx = DefenseContext(
+            plain,
+            smoothed,
+            base,
+            victim_train,
+            root / "work" / dataset / f"seed{seed}",
+            certify=cfg.certify,
+            seed=seed,
+            progress=progress,
+            finetune={**victim, "seed": seed},
+        )
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         for defense, path, h in todo:
             t0 = time.perf_counter()
@@ -159,21 +195,40 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
                 log(f"cell {dataset}/{attack}/{defense}/seed{seed} failed: {type(exc).__name__}: {exc}")
                 bar.update(1)
                 continue
-            cell = {"dataset": dataset, "attack": attack, "defense": defense, "seed": seed, "settings_hash": h,
-                    "settings": cell_settings(cfg, dataset, attack, defense, seed), "defense_settings": described,
-                    "models": {"poisoned": base, "plain": plain, "smoothed": smoothed},
-                    "data": {"test_source": test.source, "test_sha256": test.sha256, "train_sha256": train.sha256,
-                             "triggered_sha256": ts.sha256, "n_clean": len(clean), "n_triggered": len(ts),
-                             "triggered_skipped": ts.skipped},
-                    "metrics": rec, "wall_seconds": round(time.perf_counter() - t0, 2), "machine": machine(),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "predictions_fields": ["vote_label", "certified_label", "radius"],
-                    "predictions": {"clean": [[p.vote_label, p.certified_label, p.radius] for p in pc],
-                                    "triggered": [[p.vote_label, p.certified_label, p.radius] for p in pt]}}
+            cell = {
+                "dataset": dataset,
+                "attack": attack,
+                "defense": defense,
+                "seed": seed,
+                "settings_hash": h,
+                "settings": cell_settings(cfg, dataset, attack, defense, seed),
+                "defense_settings": described,
+                "models": {"poisoned": base, "plain": plain, "smoothed": smoothed},
+                "data": {
+                    "test_source": test.source,
+                    "test_sha256": test.sha256,
+                    "train_sha256": train.sha256,
+                    "triggered_sha256": ts.sha256,
+                    "n_clean": len(clean),
+                    "n_triggered": len(ts),
+                    "triggered_skipped": ts.skipped,
+                },
+                "metrics": rec,
+                "wall_seconds": round(time.perf_counter() - t0, 2),
+                "machine": machine(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "predictions_fields": ["vote_label", "certified_label", "radius"],
+                "predictions": {
+                    "clean": [[p.vote_label, p.certified_label, p.radius] for p in pc],
+                    "triggered": [[p.vote_label, p.certified_label, p.radius] for p in pt],
+                },
+            }
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(cell, indent=1))
-            log(f"{dataset}/{attack}/{defense}/seed{seed}: CA {rec['ca']:.3f} PA {rec['pa']:.3f} ASR {rec['asr']:.3f} "
-                f"({cell['wall_seconds']} s)")
+            log(
+                f"{dataset}/{attack}/{defense}/seed{seed}: CA {rec['ca']:.3f} PA {rec['pa']:.3f} ASR {rec['asr']:.3f} "
+                f"({cell['wall_seconds']} s)"
+            )
             bar.update(1)
     bar.close()
     return root

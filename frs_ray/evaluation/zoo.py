@@ -40,8 +40,11 @@ _ADDED_SMOOTHING_DEFAULTS = {"data_noise": 0.0}
 
 
 def _hashed(finetune: dict[str, Any]) -> dict[str, Any]:
-    sm = {k: v for k, v in finetune["smoothing"].items()
-          if not (k in _ADDED_SMOOTHING_DEFAULTS and v == _ADDED_SMOOTHING_DEFAULTS[k])}
+    sm = {
+        k: v
+        for k, v in finetune["smoothing"].items()
+        if not (k in _ADDED_SMOOTHING_DEFAULTS and v == _ADDED_SMOOTHING_DEFAULTS[k])
+    }
     return {**finetune, "smoothing": sm}
 
 
@@ -54,17 +57,22 @@ def poisoned_model(root: str | Path, task: str, attack: str, settings: dict[str,
     if attack == "clean":
         return settings.get("poison", {}).get("model", "minilm")
     out = attack_dir(root, task, attack, settings) / "poisoned"
-    _build_once(out, ATTACK_FILE, lambda tmp: run_attack(attack, tmp, task=task, settings=json.loads(json.dumps(settings)),
-                                                          progress=progress))
+    _build_once(
+        out,
+        ATTACK_FILE,
+        lambda tmp: run_attack(attack, tmp, task=task, settings=json.loads(json.dumps(settings)), progress=progress),
+    )
     return str(out)
 
 
-def victim_config(base: str, task: str, victim: dict[str, Any], smoothing: SmoothingConfig | None, seed: int,
-                  data_dir: str | None = None) -> FinetuneConfig:
+def victim_config(
+    base: str, task: str, victim: dict[str, Any], smoothing: SmoothingConfig | None, seed: int, data_dir: str | None = None
+) -> FinetuneConfig:
     """The victim's fine-tune of ``base`` on clean ``task`` train data; ``smoothing`` None = plain."""
     sm = smoothing or SmoothingConfig(finetune_mode="none")
-    return build(FinetuneConfig, {**victim, "model": base, "data": task, "data_dir": data_dir, "seed": seed,
-                                  "smoothing": sm.model_dump()})
+    return build(
+        FinetuneConfig, {**victim, "model": base, "data": task, "data_dir": data_dir, "seed": seed, "smoothing": sm.model_dump()}
+    )
 
 
 def victim_dir(root: str | Path, task: str, attack: str, attack_settings: dict[str, Any], cfg: FinetuneConfig) -> Path:
@@ -73,9 +81,17 @@ def victim_dir(root: str | Path, task: str, attack: str, attack_settings: dict[s
     return attack_dir(root, task, attack, attack_settings) / f"victim-{kind}-{settings_hash(_hashed(cfg.model_dump()))}"
 
 
-def victim_checkpoint(root: str | Path, task: str, attack: str, attack_settings: dict[str, Any],
-                      victim: dict[str, Any], smoothing: SmoothingConfig | None, seed: int,
-                      data_dir: str | None = None, progress: bool = True) -> str:
+def victim_checkpoint(
+    root: str | Path,
+    task: str,
+    attack: str,
+    attack_settings: dict[str, Any],
+    victim: dict[str, Any],
+    smoothing: SmoothingConfig | None,
+    seed: int,
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> str:
     """The victim's fine-tune of the (poisoned) model on clean ``task`` train data (:func:`victim_config`),
     trained once into :func:`victim_dir`."""
     base = poisoned_model(root, task, attack, attack_settings, progress)

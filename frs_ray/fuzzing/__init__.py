@@ -12,7 +12,18 @@ from .randomize import (
 )
 
 __all__ = [
-    "FuzzResult", "FuzzedRandomizer", "MCTSFuzzer", "Randomization", "Span", "allocate_omegas", "apply_mutations",
-    "bernoulli_draws", "kl_deviation", "mutate_segment", "running_mean_update", "token_weights", "ucb_score",
+    "FuzzResult",
+    "FuzzedRandomizer",
+    "MCTSFuzzer",
+    "Randomization",
+    "Span",
+    "allocate_omegas",
+    "apply_mutations",
+    "bernoulli_draws",
+    "kl_deviation",
+    "mutate_segment",
+    "running_mean_update",
+    "token_weights",
+    "ucb_score",
     "within_distance",
 ]

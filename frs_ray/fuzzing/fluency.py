@@ -65,7 +65,7 @@ class FluencySpanFilter:
         seqs: list[str] = []
         index: list[list[tuple[int, int]]] = []  # per text: (position of x', position of x' without span) per span
         for words, spans in batch:
-            rests = [words[: sp.token_start] + words[sp.token_end:] for sp in spans]
+            rests = [words[: sp.token_start] + words[sp.token_end :] for sp in spans]
             full = -1
             if any(rests):
                 seqs.append(render(words))
@@ -90,8 +90,9 @@ class FluencySpanFilter:
                     kept.append(sp)
             n_seq = len({i for p in pairs for i in p if i >= 0})
             if self.keep_checks:
-                self.checks.append(SpanCheck(None if first is None or not math.isfinite(first) else round(first, 5),
-                                             bool(kept), n_seq, dt))
+                self.checks.append(
+                    SpanCheck(None if first is None or not math.isfinite(first) else round(first, 5), bool(kept), n_seq, dt)
+                )
             out.append(kept)
         return out
 

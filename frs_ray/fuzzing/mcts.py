@@ -111,8 +111,14 @@ class Span:
     visits: int
 
     def to_dict(self) -> dict:
-        return {"start": self.start, "end": self.end, "text": self.text, "score": round(self.score, 6),
-                "tokens": [self.token_start, self.token_end], "visits": self.visits}
+        return {
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "score": round(self.score, 6),
+            "tokens": [self.token_start, self.token_end],
+            "visits": self.visits,
+        }
 
 
 @dataclass
@@ -234,8 +240,9 @@ class MCTSFuzzer:
         """Fuzz all texts in lock-step: ``budget`` model calls in total, each serving every text."""
         return self.fuzz_at_budgets(texts, seeds, [self.config.budget])[self.config.budget]
 
-    def fuzz_at_budgets(self, texts: Sequence[str], seeds: Sequence[int] | None,
-                        budgets: Sequence[int]) -> dict[int, list[FuzzResult]]:
+    def fuzz_at_budgets(
+        self, texts: Sequence[str], seeds: Sequence[int] | None, budgets: Sequence[int]
+    ) -> dict[int, list[FuzzResult]]:
         """Results after each of ``budgets`` iterations from ONE search of max(budgets) iterations.
 
         The state after b iterations is exactly that of a search with budget b (same seeds, same draws), so

@@ -105,8 +105,9 @@ class FuzzedRandomizer:
         omega_h, omega_l = self.omegas(length, int(np.sum(np.asarray(in_span, dtype=bool))))
         weights = token_weights(length, in_span, omega_h, omega_l)
         for attempt in range(self.config.max_redraws):
-            mutated = apply_mutations(tokens, bernoulli_draws(weights, rng), self._ops, self._probs, rng, self.filler,
-                                      self.config.mutation_level)
+            mutated = apply_mutations(
+                tokens, bernoulli_draws(weights, rng), self._ops, self._probs, rng, self.filler, self.config.mutation_level
+            )
             if within_distance(tokens, mutated, self.config.max_distance):
                 return Randomization(mutated, omega_h, omega_l, attempt, False)
         return Randomization(list(tokens), omega_h, omega_l, self.config.max_redraws, True)

@@ -122,10 +122,19 @@ class TransplantSpanFilter:
 
     uses_reference = True  # FRSClassifier.prepare passes the centre model's P(y | x') from the fuzzing
 
-    def __init__(self, predict_proba: PredictProba, references: Sequence[str], m: int = 16, threshold: float = 0.5,
-                 statistic: str = "shift", positions: Sequence[str] = POSITIONS, seed: int = 0,
-                 keep_checks: bool = True, calibration: TransplantCalibration | None = None,
-                 reference_source: str = "given") -> None:
+    def __init__(
+        self,
+        predict_proba: PredictProba,
+        references: Sequence[str],
+        m: int = 16,
+        threshold: float = 0.5,
+        statistic: str = "shift",
+        positions: Sequence[str] = POSITIONS,
+        seed: int = 0,
+        keep_checks: bool = True,
+        calibration: TransplantCalibration | None = None,
+        reference_source: str = "given",
+    ) -> None:
         if statistic not in STATISTICS:
             raise ConfigError(f"transplant: statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
         positions = tuple(positions)
@@ -158,9 +167,11 @@ class TransplantSpanFilter:
             order = rng.permutation(idx)
             self._pool[y] = [(words[i], int(rng.integers(1, len(words[i]) + 1)), probs[i]) for i in order]
             if len(self._pool[y]) < self.m:
-                raise ConfigError(f"transplant: m = {self.m} references of a label other than {y} are needed, but "
-                                  f"the centre model gives only {len(self._pool[y])} of the {len(refs)} references "
-                                  "another label (give more references or a smaller m)")
+                raise ConfigError(
+                    f"transplant: m = {self.m} references of a label other than {y} are needed, but "
+                    f"the centre model gives only {len(self._pool[y])} of the {len(refs)} references "
+                    "another label (give more references or a smaller m)"
+                )
 
     # ---------------------------------------------------------------------------------------------- scoring
     def _texts_for(self, span_words: list[str], y: int, m: int) -> list[str]:
@@ -175,8 +186,9 @@ class TransplantSpanFilter:
         base = np.repeat(np.array([p[y] for _, _, p in self._pool[y][:m]]), len(self.positions))
         return probs[:, y] - base, (probs.argmax(axis=1) == y).astype(np.float64)
 
-    def score_spans(self, items: Sequence[tuple[list[str], list[Span], int]], m: int | None = None
-                    ) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], int]:
+    def score_spans(
+        self, items: Sequence[tuple[list[str], list[Span], int]], m: int | None = None
+    ) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], int]:
         """Per text, per span: the (shift, flip) arrays of its transplanted texts, in ONE centre-model call."""
         m = self.m if m is None else m
         texts: list[str] = []
@@ -198,8 +210,9 @@ class TransplantSpanFilter:
         return float(np.mean((shift if self.statistic == "shift" else flip)[:n]))
 
     # ---------------------------------------------------------------------------------------------- SpanFilter
-    def __call__(self, batch: Sequence[tuple[list[str], list[Span]]],
-                 references: Sequence[np.ndarray] | None = None) -> list[list[Span]]:
+    def __call__(
+        self, batch: Sequence[tuple[list[str], list[Span]]], references: Sequence[np.ndarray] | None = None
+    ) -> list[list[Span]]:
         """Kept spans per text. ``references``: the centre model's P(y | x') per text (FRSClassifier passes the
         fuzzing's); without them one extra centre-model call labels the texts (counted in their queries)."""
         t0 = time.perf_counter()
@@ -218,21 +231,44 @@ class TransplantSpanFilter:
             kept = [sp for sp, s in zip(spans, scores) if s > self.threshold]
             q = len(spans) * len(self.positions) * self.m + extra
             if self.keep_checks:
-                self.checks.append(TransplantCheck(y, [round(s, 5) for s in scores], bool(kept), q, dt,
-                                                   [round(float(np.mean(sh[:n])), 5) for sh, _ in per],
-                                                   [round(float(np.mean(fl[:n])), 5) for _, fl in per]))
-            reports.append({"name": "transplant", "label": y, "scores": [round(s, 4) for s in scores],
-                            "kept": len(kept), "queries": q, **self.settings()})
+                self.checks.append(
+                    TransplantCheck(
+                        y,
+                        [round(s, 5) for s in scores],
+                        bool(kept),
+                        q,
+                        dt,
+                        [round(float(np.mean(sh[:n])), 5) for sh, _ in per],
+                        [round(float(np.mean(fl[:n])), 5) for _, fl in per],
+                    )
+                )
+            reports.append(
+                {
+                    "name": "transplant",
+                    "label": y,
+                    "scores": [round(s, 4) for s in scores],
+                    "kept": len(kept),
+                    "queries": q,
+                    **self.settings(),
+                }
+            )
             out.append(kept)
         self.last_reports = reports
         return out
 
     def settings(self) -> dict[str, Any]:
         """What identifies the check's decisions (recorded in each certificate)."""
-        return {"threshold": self.threshold, "m": self.m, "statistic": self.statistic,
-                "positions": list(self.positions), "seed": self.seed, "references": self.reference_source,
-                "calibration": None if self.calibration is None else {
-                    k: v for k, v in self.calibration.to_dict().items() if k != "by_m"}}
+        return {
+            "threshold": self.threshold,
+            "m": self.m,
+            "statistic": self.statistic,
+            "positions": list(self.positions),
+            "seed": self.seed,
+            "references": self.reference_source,
+            "calibration": None
+            if self.calibration is None
+            else {k: v for k, v in self.calibration.to_dict().items() if k != "by_m"},
+        }
 
 
 # ------------------------------------------------------------------------------------------------- calibration
@@ -242,9 +278,16 @@ def _require_clean(source: str) -> None:
         raise ConfigError(f"transplant calibration reads clean data only; {source} is a poisoned/triggered dataset")
 
 
-def calibrate_transplant(check: TransplantSpanFilter, fuzz: Callable[[list[str]], list[FuzzResult]],
-                         clean_texts: Sequence[str], source: str, num_spans: int = 1, target_keep: float = 0.05,
-                         m_grid: Sequence[int] = (4, 8, 16), max_threshold: float = 0.8) -> TransplantCalibration:
+def calibrate_transplant(
+    check: TransplantSpanFilter,
+    fuzz: Callable[[list[str]], list[FuzzResult]],
+    clean_texts: Sequence[str],
+    source: str,
+    num_spans: int = 1,
+    target_keep: float = 0.05,
+    m_grid: Sequence[int] = (4, 8, 16),
+    max_threshold: float = 0.8,
+) -> TransplantCalibration:
     """Choose ``check``'s threshold and m on clean texts only, and set them on ``check``.
 
     The function is given clean texts and nothing else (no labels, no trigger, no attack): ``fuzz`` is the centre
@@ -282,9 +325,17 @@ def calibrate_transplant(check: TransplantSpanFilter, fuzz: Callable[[list[str]]
             chosen = m
     chosen = chosen if chosen is not None else grid[-1]
     cal = TransplantCalibration(
-        threshold=by_m[chosen]["threshold"], m=chosen, statistic=check.statistic, target_keep=target_keep,
-        clean_keep_rate=by_m[chosen]["clean_keep_rate"], n_texts=n, source=str(source),
-        texts_sha256=_texts_sha256(texts), by_m=by_m, queries=n_q + sum(fr.queries for fr in fuzzed))
+        threshold=by_m[chosen]["threshold"],
+        m=chosen,
+        statistic=check.statistic,
+        target_keep=target_keep,
+        clean_keep_rate=by_m[chosen]["clean_keep_rate"],
+        n_texts=n,
+        source=str(source),
+        texts_sha256=_texts_sha256(texts),
+        by_m=by_m,
+        queries=n_q + sum(fr.queries for fr in fuzzed),
+    )
     check.threshold, check.m, check.calibration = cal.threshold, cal.m, cal
     return cal
 
@@ -306,17 +357,29 @@ def clean_data_for(train_source: str | None, spec: str | None = None):
         return load_dataset(spec, "dev")
     dev = Path(str(train_source)).parent / "dev.tsv" if train_source else None
     if dev is None or not dev.is_file():
-        raise ConfigError(f"transplant: no clean dev split beside the checkpoint's training data ({train_source}); "
-                          "name clean data for the references and the calibration (e.g. --span-check-data sst2)")
+        raise ConfigError(
+            f"transplant: no clean dev split beside the checkpoint's training data ({train_source}); "
+            "name clean data for the references and the calibration (e.g. --span-check-data sst2)"
+        )
     return load_dataset(str(dev), "dev")
 
 
-def build_transplant_filter(clf, clean, m: int | None = None, threshold: float | None = None,
-                            statistic: str = "shift", positions: Sequence[str] = POSITIONS,
-                            target_keep: float = 0.05, m_grid: Sequence[int] = (4, 8, 16),
-                            max_threshold: float = 0.8, n_references: int = 200, n_calibration: int = 100,
-                            references: Sequence[str] | str | None = None, keep_checks: bool = True,
-                            seed: int | None = None) -> TransplantSpanFilter:
+def build_transplant_filter(
+    clf,
+    clean,
+    m: int | None = None,
+    threshold: float | None = None,
+    statistic: str = "shift",
+    positions: Sequence[str] = POSITIONS,
+    target_keep: float = 0.05,
+    m_grid: Sequence[int] = (4, 8, 16),
+    max_threshold: float = 0.8,
+    n_references: int = 200,
+    n_calibration: int = 100,
+    references: Sequence[str] | str | None = None,
+    keep_checks: bool = True,
+    seed: int | None = None,
+) -> TransplantSpanFilter:
     """The transplant check for an :class:`~frs_ray.certify.smooth.FRSClassifier`, calibrated on ``clean``.
 
     ``clean``: a clean :class:`~frs_ray.data.TextDataset` (default use: the task's dev split). The reference pool
@@ -342,14 +405,31 @@ def build_transplant_filter(clf, clean, m: int | None = None, threshold: float |
     grid = (m,) if m is not None else tuple(m_grid)
     if threshold is not None and m is None:  # a given threshold is used with the default m, not calibrated
         grid = (16,)
-    check = TransplantSpanFilter(clf.backend.predict_proba, refs, m=min(grid),
-                                 threshold=0.0 if threshold is None else threshold, statistic=statistic,
-                                 positions=positions, seed=seed, keep_checks=keep_checks, reference_source=ref_source)
+    check = TransplantSpanFilter(
+        clf.backend.predict_proba,
+        refs,
+        m=min(grid),
+        threshold=0.0 if threshold is None else threshold,
+        statistic=statistic,
+        positions=positions,
+        seed=seed,
+        keep_checks=keep_checks,
+        reference_source=ref_source,
+    )
     if threshold is None:
-        calibrate_transplant(check, clf.fuzz, cal, clean.source, clf.config.fuzzing.num_spans, target_keep, grid,
-                             max_threshold)
+        calibrate_transplant(check, clf.fuzz, cal, clean.source, clf.config.fuzzing.num_spans, target_keep, grid, max_threshold)
     return check
 
 
-__all__ = ["POSITIONS", "STATISTICS", "TransplantCalibration", "TransplantCheck", "TransplantSpanFilter",
-           "build_transplant_filter", "calibrate_transplant", "clean_data_for", "insert_words", "split_clean"]
+__all__ = [
+    "POSITIONS",
+    "STATISTICS",
+    "TransplantCalibration",
+    "TransplantCheck",
+    "TransplantSpanFilter",
+    "build_transplant_filter",
+    "calibrate_transplant",
+    "clean_data_for",
+    "insert_words",
+    "split_clean",
+]

@@ -23,9 +23,16 @@ class VoterShard:
     With ``voters["backend"] == "vllm"`` the pool is one vLLM engine in this actor (on its GPU when the actor has
     one); the torch copy of the checkpoint then stays on the CPU, as the source of the centre weights."""
 
-    def __init__(self, checkpoint: str, voter_ids: Sequence[int], k: int, seed: int,
-                 device: str | None = None, torch_threads: int | None = None,
-                 voters: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        checkpoint: str,
+        voter_ids: Sequence[int],
+        k: int,
+        seed: int,
+        device: str | None = None,
+        torch_threads: int | None = None,
+        voters: dict[str, Any] | None = None,
+    ) -> None:
         # an actor is a process: set it up (offline, quiet, torch threads; the vLLM engine's variables)
         configure_process(threads=torch_threads or None, engine=(voters or {}).get("backend") == "vllm")
         from ..certify.smooth import FRSClassifier
@@ -61,8 +68,13 @@ class VoterShard:
 class FuzzWorker:
     """The centre model; ``prepare`` runs MCTS fuzzing and draws the randomized texts of every vote."""
 
-    def __init__(self, checkpoint: str, device: str | None = None, torch_threads: int | None = None,
-                 span_check: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        checkpoint: str,
+        device: str | None = None,
+        torch_threads: int | None = None,
+        span_check: dict[str, Any] | None = None,
+    ) -> None:
         configure_process(threads=torch_threads or None)  # an actor is a process: set it up
         from ..certify.smooth import FRSClassifier
 
@@ -74,8 +86,9 @@ class FuzzWorker:
 
             lm = load_lm(str(resolve_lm(span_check["lm"])), device, 32, 256)
             span_filter = FluencySpanFilter(lm, span_check["threshold"], keep_checks=False)
-        self.clf = FRSClassifier.from_checkpoint(checkpoint, CertifyConfig(k=1), device=device, span_filter=span_filter,
-                                                 voter_ids=None)
+        self.clf = FRSClassifier.from_checkpoint(
+            checkpoint, CertifyConfig(k=1), device=device, span_filter=span_filter, voter_ids=None
+        )
         if span_check is not None and span_check.get("kind") == "transplant":
             # the transplant check queries this worker's centre model, so it is built (and calibrated on clean
             # data) once the model is loaded
@@ -83,16 +96,16 @@ class FuzzWorker:
             from ..smoothing.finetune import read_meta
 
             clean = clean_data_for(read_meta(checkpoint)["data"].get("source"), span_check.get("data"))
-            self.clf.span_filter = build_transplant_filter(self.clf, clean, m=span_check.get("m"),
-                                                           threshold=span_check.get("threshold"), keep_checks=False)
+            self.clf.span_filter = build_transplant_filter(
+                self.clf, clean, m=span_check.get("m"), threshold=span_check.get("threshold"), keep_checks=False
+            )
 
     def prepare(self, texts: Sequence[str], config: dict[str, Any]) -> list:
         from ..certify.smooth import FRSClassifier
 
         cfg = CertifyConfig.model_validate(config)
         if cfg != self.clf.config:
-            self.clf = FRSClassifier(self.clf.backend, None, cfg, self.clf.label_names,
-                                     span_filter=self.clf.span_filter)
+            self.clf = FRSClassifier(self.clf.backend, None, cfg, self.clf.label_names, span_filter=self.clf.span_filter)
         return self.clf.prepare(list(texts))
 
     def pid(self) -> int:

@@ -29,8 +29,9 @@ class FRSServiceError(FRSError):
 
 
 class FRSClient:
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout: float = 120.0, retries: int = 5,
-                 backoff: float = 0.5) -> None:
+    def __init__(
+        self, base_url: str = "http://127.0.0.1:8000", timeout: float = 120.0, retries: int = 5, backoff: float = 0.5
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
 
@@ -38,8 +39,9 @@ class FRSClient:
     def _call(self, method: str, path: str, payload: dict | None = None) -> Any:
         data = json.dumps(payload).encode("utf-8") if payload is not None else None
         for attempt in range(self.retries + 1):
-            req = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                self.base_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+            )
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     return json.loads(resp.read())

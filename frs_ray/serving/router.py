@@ -48,8 +48,11 @@ from .schemas import ClassifyRequest, ClassifyResponse, ErrorResponse, InfoRespo
 from .settings import ServiceSettings, apply_user_config, placement
 
 logger = logging.getLogger("ray.serve")
-app = FastAPI(title="FRS-Ray", version="0.1.0",
-              description="Certified backdoor defense: Fuzzed Randomized Smoothing (ICLR 2025) served by Ray")
+app = FastAPI(
+    title="FRS-Ray",
+    version="0.1.0",
+    description="Certified backdoor defense: Fuzzed Randomized Smoothing (ICLR 2025) served by Ray",
+)
 
 
 class RequestError(Exception):
@@ -120,8 +123,7 @@ def public_name(model: str) -> str:
     return Path(model).name or str(model)
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64,
-                  health_check_period_s=5)
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64, health_check_period_s=5)
 @serve.ingress(app)
 class FRSRouter:
     """Certified classification over a pool of fuzzing workers and R voter shards."""
@@ -145,20 +147,24 @@ class FRSRouter:
         self.layout = placement(s.k, s.voter_actors)
         actor_opts = s.actor_options()
         self.shards = [
-            remote_voter_shard(**actor_opts).remote(s.checkpoint, ids, s.k, self.base.seed, s.device, s.torch_threads,
-                                                    self.base.voters.model_dump())
+            remote_voter_shard(**actor_opts).remote(
+                s.checkpoint, ids, s.k, self.base.seed, s.device, s.torch_threads, self.base.voters.model_dump()
+            )
             for ids in self.layout
         ]
         self.shard_of = {k: r for r, ids in enumerate(self.layout) for k in ids}
-        self.fuzzers = [remote_fuzz_worker(**s.actor_options(fuzz=True)).remote(s.checkpoint, s.device, s.torch_threads,
-                                                                s.span_check_options())
-                        for _ in range(s.fuzz_actors)]
+        self.fuzzers = [
+            remote_fuzz_worker(**s.actor_options(fuzz=True)).remote(
+                s.checkpoint, s.device, s.torch_threads, s.span_check_options()
+            )
+            for _ in range(s.fuzz_actors)
+        ]
         ray.get([a.pid.remote() for a in self.shards + self.fuzzers])  # wait until every model is loaded
         pools = ray.get([a.describe.remote() for a in self.shards])
-        self.voter_pool = {key: pools[0][key] for key in ("backend", "implementation", "noise", "device",
-                                                          "voter_definition") if key in pools[0]}
-        self.voter_pool["shards"] = [{"voter_ids": p["voter_ids"], "device": p["device"], "pid": p.get("pid")}
-                                     for p in pools]
+        self.voter_pool = {
+            key: pools[0][key] for key in ("backend", "implementation", "noise", "device", "voter_definition") if key in pools[0]
+        }
+        self.voter_pool["shards"] = [{"voter_ids": p["voter_ids"], "device": p["device"], "pid": p.get("pid")} for p in pools]
         if "engine" in pools[0]:
             self.voter_pool["engine"] = pools[0]["engine"]
         self._next_fuzzer = 0
@@ -181,16 +187,36 @@ class FRSRouter:
         b, s = self.base, self.settings
         sm = self.meta["config"]["smoothing"]
         return InfoResponse(
-            model=public_name(self.meta["config"]["model"]), checkpoint=public_name(s.checkpoint),
+            model=public_name(self.meta["config"]["model"]),
+            checkpoint=public_name(s.checkpoint),
             checkpoint_sha256=self.checkpoint_sha,
-            labels=self.label_names, k=b.k, sigma=sm["sigma"], top_h=self.meta["smoothing"]["top_h"],
-            budget=b.fuzzing.budget, max_budget=s.max_budget, alpha=b.alpha, omega_m=b.randomize.omega_m,
-            omega_h=b.randomize.omega_h, max_distance=b.randomize.max_distance, n_select=b.votes_select,
-            n_estimate=b.votes_estimate, n_max=b.n_max, target_radius=b.target_radius, target_kind=b.target_kind,
-            round_growth=b.round_growth, futility=b.futility, max_n_max=s.max_n_max,
-            max_target_radius=s.max_target_radius, seed=b.seed, voter_actors=len(self.shards), fuzz_actors=len(self.fuzzers),
-            voters_per_actor=self.layout, max_texts_per_request=s.max_texts_per_request,
-            max_chars_per_text=s.max_chars_per_text, span_check=s.span_check, voter_pool=self.voter_pool,
+            labels=self.label_names,
+            k=b.k,
+            sigma=sm["sigma"],
+            top_h=self.meta["smoothing"]["top_h"],
+            budget=b.fuzzing.budget,
+            max_budget=s.max_budget,
+            alpha=b.alpha,
+            omega_m=b.randomize.omega_m,
+            omega_h=b.randomize.omega_h,
+            max_distance=b.randomize.max_distance,
+            n_select=b.votes_select,
+            n_estimate=b.votes_estimate,
+            n_max=b.n_max,
+            target_radius=b.target_radius,
+            target_kind=b.target_kind,
+            round_growth=b.round_growth,
+            futility=b.futility,
+            max_n_max=s.max_n_max,
+            max_target_radius=s.max_target_radius,
+            seed=b.seed,
+            voter_actors=len(self.shards),
+            fuzz_actors=len(self.fuzzers),
+            voters_per_actor=self.layout,
+            max_texts_per_request=s.max_texts_per_request,
+            max_chars_per_text=s.max_chars_per_text,
+            span_check=s.span_check,
+            voter_pool=self.voter_pool,
         )
 
     @app.post("/v1/classify", response_model=ClassifyResponse)
@@ -217,8 +243,10 @@ class FRSRouter:
         if o.n_max is not None and o.n_max > s.max_n_max:
             raise RequestError(422, f"options.n_max = {o.n_max} exceeds this deployment's max_n_max = {s.max_n_max}")
         if o.target_radius is not None and o.target_radius > s.max_target_radius:
-            raise RequestError(422, f"options.target_radius = {o.target_radius} exceeds this deployment's "
-                                    f"max_target_radius = {s.max_target_radius}")
+            raise RequestError(
+                422,
+                f"options.target_radius = {o.target_radius} exceeds this deployment's max_target_radius = {s.max_target_radius}",
+            )
         for key in ("n_max", "target_radius", "target_kind"):
             if getattr(o, key) is not None:
                 cfg[key] = getattr(o, key)
@@ -255,8 +283,9 @@ class FRSRouter:
         try:
             self._validate_texts(body.texts)
             cfg = self._request_config(body)
-            result = await asyncio.wait_for(self._certify(body.texts, cfg, body.options.return_spans, request_id),
-                                            timeout=self.settings.request_timeout_s)
+            result = await asyncio.wait_for(
+                self._certify(body.texts, cfg, body.options.return_spans, request_id), timeout=self.settings.request_timeout_s
+            )
             self.metrics.latency.observe(time.perf_counter() - started, tags={"stage": "total"})
             return result
         except RequestError:
@@ -264,8 +293,9 @@ class FRSRouter:
             raise
         except asyncio.TimeoutError:
             self.metrics.errors.inc(tags={"kind": "timeout"})
-            raise RequestError(503, f"request timed out after {self.settings.request_timeout_s} s; retry later",
-                               {"Retry-After": "2"}) from None
+            raise RequestError(
+                503, f"request timed out after {self.settings.request_timeout_s} s; retry later", {"Retry-After": "2"}
+            ) from None
         finally:
             self._inflight -= 1
 
@@ -280,8 +310,7 @@ class FRSRouter:
             certs = finalize_plans(plans, labels, cfg, self.label_names, {"vote": (t2 - t1) / len(texts)})
         else:
             randomizer = FuzzedRandomizer(cfg.randomize, filler=self.filler)
-            batch = SequentialBatch(plans, lambda p, look, n: draw_round(p, look, n, cfg, randomizer), cfg,
-                                    self.label_names)
+            batch = SequentialBatch(plans, lambda p, look, n: draw_round(p, look, n, cfg, randomizer), cfg, self.label_names)
             while not batch.done:  # each round joins the next merged voter call with the other requests'
                 batch.deliver(await self._vote_batched(batch.pending_jobs()))
             t2 = time.perf_counter()
@@ -291,11 +320,16 @@ class FRSRouter:
             self.metrics.certificates.inc(tags={"outcome": "abstain" if cert.abstained else "certified"})
         self.metrics.latency.observe(t1 - t0, tags={"stage": "fuzz_and_randomize"})
         self.metrics.latency.observe(t2 - t1, tags={"stage": "vote"})
-        logger.info("classified", extra={"texts": len(texts),
-                                         "fuzz_s": round(t1 - t0, 3), "vote_s": round(t2 - t1, 3)})
-        return ClassifyResponse(request_id=request_id, results=results,
-                                timings={"fuzz_and_randomize": round(t1 - t0, 4), "vote": round(t2 - t1, 4),
-                                         "total": round(time.perf_counter() - t0, 4)})
+        logger.info("classified", extra={"texts": len(texts), "fuzz_s": round(t1 - t0, 3), "vote_s": round(t2 - t1, 3)})
+        return ClassifyResponse(
+            request_id=request_id,
+            results=results,
+            timings={
+                "fuzz_and_randomize": round(t1 - t0, 4),
+                "vote": round(t2 - t1, 4),
+                "total": round(time.perf_counter() - t0, 4),
+            },
+        )
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, max_concurrent_batches=4)
     async def _prepare_batched(self, items: list[tuple[tuple[str, ...], str]]) -> list[list]:
@@ -329,8 +363,7 @@ class FRSRouter:
             for j, (k, x) in enumerate(jobs):
                 per_shard.setdefault(self.shard_of[k], []).append((r, j, k, x))
         shard_ids = sorted(per_shard)
-        answers = await asyncio.gather(*[self.shards[s].vote.remote([(k, x) for _, _, k, x in per_shard[s]])
-                                         for s in shard_ids])
+        answers = await asyncio.gather(*[self.shards[s].vote.remote([(k, x) for _, _, k, x in per_shard[s]]) for s in shard_ids])
         out = [[0] * len(jobs) for jobs in requests]
         for s, labels in zip(shard_ids, answers):
             for (r, j, _, _), y in zip(per_shard[s], labels):
@@ -339,8 +372,10 @@ class FRSRouter:
 
     async def actor_pids(self) -> dict[str, list[int]]:
         """Process ids of the voter shards and fuzzing workers (for fault-injection tests)."""
-        return {"voters": await asyncio.gather(*[a.pid.remote() for a in self.shards]),
-                "fuzzers": await asyncio.gather(*[a.pid.remote() for a in self.fuzzers])}
+        return {
+            "voters": await asyncio.gather(*[a.pid.remote() for a in self.shards]),
+            "fuzzers": await asyncio.gather(*[a.pid.remote() for a in self.fuzzers]),
+        }
 
     async def voter_calls(self) -> list[int]:
         """Per voter shard, the vote calls it has served since it (re)started (for batching tests)."""
@@ -360,8 +395,10 @@ def make_app(args: dict[str, Any], user_config: dict[str, Any] | None = None) ->
     settings = ServiceSettings.model_validate(args)
     read_meta(settings.checkpoint)  # fail fast with a clear message when the checkpoint is missing
     apply_user_config(settings.certify, settings, user_config)  # and when user_config is invalid
-    options: dict[str, Any] = {"max_ongoing_requests": settings.max_ongoing_requests,
-                               "max_queued_requests": settings.max_queued_requests}
+    options: dict[str, Any] = {
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "max_queued_requests": settings.max_queued_requests,
+    }
     if user_config is not None:
         options["user_config"] = user_config
     return FRSRouter.options(**options).bind(settings.model_dump())

@@ -21,15 +21,22 @@ class ClassifyOptions(StrictConfig):
     k: Voters | None = Field(None, description="voters K (at most the deployment's K)")
     budget: Budget | None = Field(None, description="MCTS budget in model queries (at most the deployment's max_budget)")
     alpha: Alpha | None = Field(None, description="1 - confidence of the Clopper-Pearson bound")
-    n_max: VoteCount | None = Field(None, description="sequential CERTIFY: most estimation votes per text, spent in "
-                                    "rounds until the target is met or out of reach (at most the deployment's "
-                                    "max_n_max; at least the first round's n_estimate votes); omitted: the "
-                                    "deployment's setting")
-    target_radius: TargetRadius | None = Field(None, description="sequential CERTIFY: keep voting until the "
-                                               "target_kind radius reaches this many tokens (at most the deployment's "
-                                               "max_target_radius; needs n_max, from the request or the deployment)")
+    n_max: VoteCount | None = Field(
+        None,
+        description="sequential CERTIFY: most estimation votes per text, spent in "
+        "rounds until the target is met or out of reach (at most the deployment's "
+        "max_n_max; at least the first round's n_estimate votes); omitted: the "
+        "deployment's setting",
+    )
+    target_radius: TargetRadius | None = Field(
+        None,
+        description="sequential CERTIFY: keep voting until the "
+        "target_kind radius reaches this many tokens (at most the deployment's "
+        "max_target_radius; needs n_max, from the request or the deployment)",
+    )
     target_kind: RadiusKind | None = Field(
-        None, description="which radius target_radius means (default: the deployment's, normally conditional)")
+        None, description="which radius target_radius means (default: the deployment's, normally conditional)"
+    )
     return_spans: bool = Field(True, description="include the vulnerable spans in each result")
 
 
@@ -48,11 +55,14 @@ class ClassifyResponse(BaseModel):
 
 
 class InfoResponse(BaseModel):
-    model: str = Field(description="the pre-trained model the checkpoint was fine-tuned from: its name or folder "
-                                   "name (never a path)")
+    model: str = Field(
+        description="the pre-trained model the checkpoint was fine-tuned from: its name or folder name (never a path)"
+    )
     checkpoint: str = Field(description="the served checkpoint's folder name (never a path)")
-    checkpoint_sha256: str = Field(description="sha256 of the checkpoint folder's content (every file's relative "
-                                               "path, size and bytes; frs_ray.serving.router.checkpoint_digest)")
+    checkpoint_sha256: str = Field(
+        description="sha256 of the checkpoint folder's content (every file's relative "
+        "path, size and bytes; frs_ray.serving.router.checkpoint_digest)"
+    )
     labels: list[str]
     k: int
     sigma: float
@@ -79,10 +89,13 @@ class InfoResponse(BaseModel):
     max_texts_per_request: int
     max_chars_per_text: int
     span_check: str = "none"
-    voter_pool: dict[str, Any] = Field(default_factory=dict, description="how the voters run: backend (torch "
-                                       "or vllm), implementation (stacked, loop or vllm), noise (resident, per_batch or "
-                                       "regenerate), device, voter_definition, shards (each voter shard's "
-                                       "voter ids, device, pid) and, for vllm, the engine settings")
+    voter_pool: dict[str, Any] = Field(
+        default_factory=dict,
+        description="how the voters run: backend (torch "
+        "or vllm), implementation (stacked, loop or vllm), noise (resident, per_batch or "
+        "regenerate), device, voter_definition, shards (each voter shard's "
+        "voter ids, device, pid) and, for vllm, the engine settings",
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -21,10 +21,16 @@ class ServiceSettings(StrictConfig):
     voter_actors: int = Field(2, ge=1, description="R: actors the K voters are sharded over (1..K)")
     fuzz_actors: int = Field(1, ge=1, le=64, description="fuzzing workers in the pool")
     max_budget: int = Field(50, ge=0, le=10_000, description="largest MCTS budget a request may ask for")
-    max_n_max: int = Field(640, ge=1, le=1_000_000, description="largest sequential n_max (estimation votes per text) "
-                           "a request or user_config may ask for; also bounds certify.n_max")
-    max_target_radius: int = Field(16, ge=0, le=10_000, description="largest target_radius (tokens) a request or "
-                                   "user_config may ask for")
+    max_n_max: int = Field(
+        640,
+        ge=1,
+        le=1_000_000,
+        description="largest sequential n_max (estimation votes per text) "
+        "a request or user_config may ask for; also bounds certify.n_max",
+    )
+    max_target_radius: int = Field(
+        16, ge=0, le=10_000, description="largest target_radius (tokens) a request or user_config may ask for"
+    )
     max_texts_per_request: int = Field(32, ge=1, le=10_000)
     max_chars_per_text: int = Field(2000, ge=1, le=1_000_000)
     max_inflight_requests: int = Field(16, ge=1, description="requests certified at once; more get 503 + Retry-After")
@@ -32,42 +38,67 @@ class ServiceSettings(StrictConfig):
     max_queued_requests: int = Field(128, ge=-1, description="Serve: requests queued before Serve itself answers 503")
     request_timeout_s: float = Field(120.0, gt=0, description="per-request limit; past it the request gets 503")
     num_cpus_per_actor: float = Field(0.25, gt=0, description="CPU share each voter/fuzzing actor asks for")
-    num_gpus_per_actor: float = Field(0.0, ge=0, description="GPU share each actor asks for (0 on CPU machines); "
-                                      "with voter_backend 'vllm', 1 gives each voter shard's engine a GPU of its own")
-    num_gpus_per_fuzz_actor: float | None = Field(None, ge=0, description="GPU share of each fuzzing worker (its own "
-                                                  "torch centre model); default: num_gpus_per_actor")
-    voter_backend: Literal["torch", "vllm"] = Field("torch", description="what runs each voter shard's voters: 'torch' "
-                                                    "(a voter pool over the checkpoint's transformers model) or 'vllm' "
-                                                    "(one vLLM engine per shard, voters switched in place; decoder "
-                                                    "checkpoints). Engine settings: certify.voters.vllm")
+    num_gpus_per_actor: float = Field(
+        0.0,
+        ge=0,
+        description="GPU share each actor asks for (0 on CPU machines); "
+        "with voter_backend 'vllm', 1 gives each voter shard's engine a GPU of its own",
+    )
+    num_gpus_per_fuzz_actor: float | None = Field(
+        None, ge=0, description="GPU share of each fuzzing worker (its own torch centre model); default: num_gpus_per_actor"
+    )
+    voter_backend: Literal["torch", "vllm"] = Field(
+        "torch",
+        description="what runs each voter shard's voters: 'torch' "
+        "(a voter pool over the checkpoint's transformers model) or 'vllm' "
+        "(one vLLM engine per shard, voters switched in place; decoder "
+        "checkpoints). Engine settings: certify.voters.vllm",
+    )
     device: str | None = Field(None, description="torch device in the actors (default: cuda if present)")
     torch_threads: int | None = Field(1, ge=1, description="torch threads per actor (1 avoids oversubscribing small machines)")
     max_restarts: int = Field(-1, ge=-1, description="restarts of a dead actor (-1: unlimited)")
-    certify: CertifyConfig = Field(default_factory=CertifyConfig, description="the service's certify settings "
-                                   "(alpha, seed, fuzzing, randomize, ...); k and voters.backend come from k and "
-                                   "voter_backend")
+    certify: CertifyConfig = Field(
+        default_factory=CertifyConfig,
+        description="the service's certify settings "
+        "(alpha, seed, fuzzing, randomize, ...); k and voters.backend come from k and "
+        "voter_backend",
+    )
     span_check: Literal["none", "fluency", "transplant"] = Field(
-        "none", description="check on T(x') before randomization (extensions, not the paper's method): 'fluency' "
+        "none",
+        description="check on T(x') before randomization (extensions, not the paper's method): 'fluency' "
         "keeps a span only where deleting it makes the text more fluent to span_check_lm "
         "(frs_ray/fuzzing/fluency.py); 'transplant' keeps a span only where inserting it into clean reference texts "
-        "of other labels moves them to the input's label (frs_ray/fuzzing/transplant.py); 'none' is FRS")
-    span_check_threshold: float | None = Field(None, allow_inf_nan=False, description="fluency: keep a span when "
-                                               "log ppl(x') - log ppl(x' without it) exceeds this (default 0); "
-                                               "transplant: its score threshold (default: calibrated on clean data)")
+        "of other labels moves them to the input's label (frs_ray/fuzzing/transplant.py); 'none' is FRS",
+    )
+    span_check_threshold: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="fluency: keep a span when "
+        "log ppl(x') - log ppl(x' without it) exceeds this (default 0); "
+        "transplant: its score threshold (default: calibrated on clean data)",
+    )
     span_check_lm: str = Field("smollm2", description="fluency check: 'smollm2' or a local causal-LM folder")
-    span_check_data: str | None = Field(None, description="transplant check: clean data (dataset name or file, dev "
-                                        "split) for references and calibration (default: the dev.tsv beside the "
-                                        "checkpoint's training data)")
-    span_check_m: int | None = Field(None, ge=1, le=512, description="transplant check: references per span "
-                                     "(default: calibrated)")
+    span_check_data: str | None = Field(
+        None,
+        description="transplant check: clean data (dataset name or file, dev "
+        "split) for references and calibration (default: the dev.tsv beside the "
+        "checkpoint's training data)",
+    )
+    span_check_m: int | None = Field(
+        None, ge=1, le=512, description="transplant check: references per span (default: calibrated)"
+    )
 
     def span_check_options(self) -> dict[str, Any] | None:
         """What the fuzzing workers need to build the span check, or None for plain FRS."""
         if self.span_check == "none":
             return None
         if self.span_check == "transplant":
-            return {"kind": "transplant", "data": self.span_check_data, "threshold": self.span_check_threshold,
-                    "m": self.span_check_m}
+            return {
+                "kind": "transplant",
+                "data": self.span_check_data,
+                "threshold": self.span_check_threshold,
+                "m": self.span_check_m,
+            }
         return {"lm": self.span_check_lm, "threshold": 0.0 if self.span_check_threshold is None else self.span_check_threshold}
 
     @model_validator(mode="before")
@@ -85,8 +116,9 @@ class ServiceSettings(StrictConfig):
         backend = data.get("voter_backend", cls.model_fields["voter_backend"].default)
         voters = dict(certify.get("voters") or {})
         if voters.get("backend", backend) != backend:
-            raise ValueError(f"certify.voters.backend ({voters['backend']!r}) contradicts voter_backend ({backend!r}); "
-                             "set voter_backend only")
+            raise ValueError(
+                f"certify.voters.backend ({voters['backend']!r}) contradicts voter_backend ({backend!r}); set voter_backend only"
+            )
         if certify.get("k", k) != k:
             raise ValueError(f"certify.k ({certify['k']!r}) contradicts k ({k!r}); set k only")
         return {**data, "certify": {**certify, "k": k, "voters": {**voters, "backend": backend}}}
@@ -100,8 +132,7 @@ class ServiceSettings(StrictConfig):
 
     def actor_options(self, fuzz: bool = False) -> dict[str, Any]:
         """Ray options of a voter shard (or, with ``fuzz``, a fuzzing worker)."""
-        opts: dict[str, Any] = {"num_cpus": self.num_cpus_per_actor, "max_restarts": self.max_restarts,
-                                "max_task_retries": -1}
+        opts: dict[str, Any] = {"num_cpus": self.num_cpus_per_actor, "max_restarts": self.max_restarts, "max_task_retries": -1}
         gpus = self.num_gpus_per_actor if not fuzz or self.num_gpus_per_fuzz_actor is None else self.num_gpus_per_fuzz_actor
         if gpus > 0:
             opts["num_gpus"] = gpus
@@ -115,12 +146,24 @@ def check_sequential_limits(cfg: CertifyConfig, settings: "ServiceSettings", whe
     if cfg.n_max is not None and cfg.n_max > settings.max_n_max:
         raise ValueError(f"{where}.n_max = {cfg.n_max} exceeds this deployment's max_n_max = {settings.max_n_max}")
     if cfg.target_radius is not None and cfg.target_radius > settings.max_target_radius:
-        raise ValueError(f"{where}.target_radius = {cfg.target_radius} exceeds this deployment's max_target_radius = "
-                         f"{settings.max_target_radius}")
+        raise ValueError(
+            f"{where}.target_radius = {cfg.target_radius} exceeds this deployment's max_target_radius = "
+            f"{settings.max_target_radius}"
+        )
 
 
-RECONFIGURABLE = ("alpha", "budget", "omega_m", "omega_h", "max_distance", "n_max", "target_radius", "target_kind",
-                  "round_growth", "futility")
+RECONFIGURABLE = (
+    "alpha",
+    "budget",
+    "omega_m",
+    "omega_h",
+    "max_distance",
+    "n_max",
+    "target_radius",
+    "target_kind",
+    "round_growth",
+    "futility",
+)
 """Fields of a Serve ``user_config``: they change the router's certify settings without reloading any model."""
 
 

@@ -51,8 +51,9 @@ def parameter_seed(seed: int, k: int, name: str) -> int:
     return int((int(a) << 31) ^ int(b)) & ((1 << 63) - 1)
 
 
-def parameter_noise(name: str, shape: Sequence[int], seed: int, k: int, sigma: float,
-                    device: str | torch.device = "cpu") -> torch.Tensor:
+def parameter_noise(
+    name: str, shape: Sequence[int], seed: int, k: int, sigma: float, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """eps_k of Eq. 5 restricted to one smoothed tensor: N(0, sigma^2) in float32, drawn on ``device``."""
     device = torch.device(device)
     gen = torch.Generator(device=device).manual_seed(parameter_seed(seed, k, name))
@@ -60,8 +61,9 @@ def parameter_noise(name: str, shape: Sequence[int], seed: int, k: int, sigma: f
     return eps.mul_(sigma)
 
 
-def voter_noise(named_shapes: Sequence[tuple[str, Sequence[int]]], seed: int, k: int, sigma: float,
-                device: str | torch.device = "cpu") -> list[torch.Tensor]:
+def voter_noise(
+    named_shapes: Sequence[tuple[str, Sequence[int]]], seed: int, k: int, sigma: float, device: str | torch.device = "cpu"
+) -> list[torch.Tensor]:
     """eps_{k, top-H} of Eq. 5: one N(0, sigma^2) tensor per smoothed parameter ``(name, shape)``, keyed by name."""
     return [parameter_noise(name, shape, seed, k, sigma, device) for name, shape in named_shapes]
 

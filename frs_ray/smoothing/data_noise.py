@@ -28,8 +28,9 @@ from ..config import MutationWeights
 from ..text import apply_mutations, render, tokenize
 
 
-def randomize_training_text(text: str, rate: float, rng: np.random.Generator, filler: str,
-                            weights: MutationWeights | None = None) -> str:
+def randomize_training_text(
+    text: str, rate: float, rng: np.random.Generator, filler: str, weights: MutationWeights | None = None
+) -> str:
     """One draw of x (+) eps for a fine-tuning text (Eq. 3): each token mutated with probability ``rate``."""
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"data noise rate must be in [0, 1), got {rate}")

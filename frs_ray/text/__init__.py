@@ -4,4 +4,13 @@ from .edits import OPERATIONS, apply_mutations, apply_operation, normalized_dl_d
 from .segment import split_points
 from .tokens import Token, render, tokenize
 
-__all__ = ["OPERATIONS", "Token", "apply_mutations", "apply_operation", "normalized_dl_distance", "render", "split_points", "tokenize"]
+__all__ = [
+    "OPERATIONS",
+    "Token",
+    "apply_mutations",
+    "apply_operation",
+    "normalized_dl_distance",
+    "render",
+    "split_points",
+    "tokenize",
+]

@@ -46,16 +46,16 @@ def apply_char_operation(token: str, op: str, rng: np.random.Generator) -> str:
         pairs = [j for j in range(n - 1) if token[j] != token[j + 1]]
         if pairs:
             j = pairs[int(rng.integers(len(pairs)))]
-            return token[:j] + token[j + 1] + token[j] + token[j + 2:]
+            return token[:j] + token[j + 1] + token[j] + token[j + 2 :]
         op = "substitution"
     if op == "insertion" or n == 0:
         j = int(rng.integers(n + 1))
         return token[:j] + LETTERS[int(rng.integers(len(LETTERS)))] + token[j:]
     j = int(rng.integers(n))
     if op == "deletion":
-        return token[:j] + token[j + 1:]
+        return token[:j] + token[j + 1 :]
     choices = [c for c in LETTERS if c != token[j].lower()]
-    return token[:j] + choices[int(rng.integers(len(choices)))] + token[j + 1:]
+    return token[:j] + choices[int(rng.integers(len(choices)))] + token[j + 1 :]
 
 
 def apply_operation(tokens: Sequence[str], index: int, op: str, filler: str) -> list[str]:
@@ -85,8 +85,15 @@ def apply_operation(tokens: Sequence[str], index: int, op: str, filler: str) -> 
     return out
 
 
-def apply_mutations(tokens: Sequence[str], draws: np.ndarray, ops: Sequence[str], op_probs: np.ndarray,
-                    rng: np.random.Generator, filler: str, level: str = "token") -> list[str]:
+def apply_mutations(
+    tokens: Sequence[str],
+    draws: np.ndarray,
+    ops: Sequence[str],
+    op_probs: np.ndarray,
+    rng: np.random.Generator,
+    filler: str,
+    level: str = "token",
+) -> list[str]:
     """Eq. 13 of the FRS paper: mutate each token with B = 1 by an operation drawn from M (``ops`` with
     probabilities ``op_probs``); consolidate into x~. Shared by fuzzed randomization (``frs_ray.fuzzing``) and the
     randomized fine-tuning data (``frs_ray.smoothing.data_noise``).
@@ -106,7 +113,7 @@ def apply_mutations(tokens: Sequence[str], draws: np.ndarray, ops: Sequence[str]
             out = apply_operation(out, i, op, filler)
         else:
             new = apply_char_operation(out[i], op, rng)
-            out = out[:i] + ([new] if new else []) + out[i + 1:]
+            out = out[:i] + ([new] if new else []) + out[i + 1 :]
     return out
 
 

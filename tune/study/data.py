@@ -43,11 +43,14 @@ def load_triggered(path: str | Path, labels: str, target: int | None, num_labels
     if labels not in ("original", "target"):
         raise ConfigError(f"--triggered-labels must be auto, original or target, got {labels!r}")
     if labels == "original" and target_col is None and target is None:
-        raise ConfigError(f"{p} has no 'target' column: pass --target N, or --triggered-labels target if every "
-                          f"label is the target")
+        raise ConfigError(
+            f"{p} has no 'target' column: pass --target N, or --triggered-labels target if every label is the target"
+        )
     if labels == "target" and num_labels != 2:
-        raise ConfigError(f"--triggered-labels target needs a binary task (the original label is the other class); "
-                          f"this task has {num_labels} classes")
+        raise ConfigError(
+            f"--triggered-labels target needs a binary task (the original label is the other class); "
+            f"this task has {num_labels} classes"
+        )
     texts, original, targets = [], [], []
     for lineno, line in enumerate(lines[1:], start=2):
         fields = line.split("\t")
@@ -71,8 +74,15 @@ def load_triggered(path: str | Path, labels: str, target: int | None, num_labels
         targets.append(tgt)
     if not texts:
         raise DataError(f"{p}: no triggered rows whose original label differs from the target")
-    return {"texts": texts, "original": original, "target": targets, "sha256": hashlib.sha256(raw).hexdigest(),
-            "source": str(p), "rows": len(lines) - 1, "labels_mode": labels}
+    return {
+        "texts": texts,
+        "original": original,
+        "target": targets,
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "source": str(p),
+        "rows": len(lines) - 1,
+        "labels_mode": labels,
+    }
 
 
 def fitting_subset(texts: Sequence[str], n: int | None, seed: int, lengths: Sequence[int], max_length: int) -> list[int]:
@@ -113,16 +123,31 @@ def prepare_eval_data(s: StudySettings, log: Callable[[str], None] = print) -> d
     ti = fitting_subset(trig["texts"], s.triggered_n, s.seed, lengths(trig["texts"]), s.max_length)
     if not ci or not ti or not di:
         raise DataError(f"no evaluation text fits max_length {s.max_length} tokens")
-    log(f"evaluation: {len(ci)} clean {s.data}/{s.split}, {len(ti)} triggered ({trig['source']}, labels: "
-        f"{trig['labels_mode']}), {len(di)} clean {s.data}/{s.dev_split} for the per-epoch dev accuracy")
+    log(
+        f"evaluation: {len(ci)} clean {s.data}/{s.split}, {len(ti)} triggered ({trig['source']}, labels: "
+        f"{trig['labels_mode']}), {len(di)} clean {s.data}/{s.dev_split} for the per-epoch dev accuracy"
+    )
     return {
-        "clean": {"texts": [clean.texts[i] for i in ci], "labels": [clean.labels[i] for i in ci],
-                  "source": clean.source, "sha256": clean.sha256},
-        "dev": {"texts": [dev.texts[i] for i in di], "labels": [dev.labels[i] for i in di],
-                "source": dev.source, "sha256": dev.sha256},
-        "triggered": {"texts": [trig["texts"][i] for i in ti], "original": [trig["original"][i] for i in ti],
-                      "target": [trig["target"][i] for i in ti], "source": trig["source"], "sha256": trig["sha256"],
-                      "labels_mode": trig["labels_mode"]},
+        "clean": {
+            "texts": [clean.texts[i] for i in ci],
+            "labels": [clean.labels[i] for i in ci],
+            "source": clean.source,
+            "sha256": clean.sha256,
+        },
+        "dev": {
+            "texts": [dev.texts[i] for i in di],
+            "labels": [dev.labels[i] for i in di],
+            "source": dev.source,
+            "sha256": dev.sha256,
+        },
+        "triggered": {
+            "texts": [trig["texts"][i] for i in ti],
+            "original": [trig["original"][i] for i in ti],
+            "target": [trig["target"][i] for i in ti],
+            "source": trig["source"],
+            "sha256": trig["sha256"],
+            "labels_mode": trig["labels_mode"],
+        },
         "label_names": clean.label_names,
         "num_labels": clean.num_labels,
     }

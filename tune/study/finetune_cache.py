@@ -42,10 +42,20 @@ def _model_fingerprint(path: str | Path) -> list:
 def finetune_key(s: StudySettings, sigma: float, top_h: int, train_sha256: str) -> tuple[str, dict[str, Any]]:
     """Cache key of the fine-tune of (sigma, H): everything that changes its weights, except the epoch count."""
     ident = {
-        "model": s.model, "model_path": s.model_path, "model_files": _model_fingerprint(s.model_path),
-        "train_data": s.train_data, "train_sha256": train_sha256, "train_n": s.train_n, "lr": s.lr,
-        "batch_size": s.batch_size, "max_length": s.max_length, "seed": s.seed, "sigma": float(sigma),
-        "top_h": int(top_h), "finetune_mode": "perturb", "scheme": "epochwise-v1",
+        "model": s.model,
+        "model_path": s.model_path,
+        "model_files": _model_fingerprint(s.model_path),
+        "train_data": s.train_data,
+        "train_sha256": train_sha256,
+        "train_n": s.train_n,
+        "lr": s.lr,
+        "batch_size": s.batch_size,
+        "max_length": s.max_length,
+        "seed": s.seed,
+        "sigma": float(sigma),
+        "top_h": int(top_h),
+        "finetune_mode": "perturb",
+        "scheme": "epochwise-v1",
     }
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
     return f"s{float(sigma):g}-H{int(top_h)}-{digest[:12]}", ident
@@ -60,24 +70,40 @@ def centre_accuracy(checkpoint: Path, texts: Sequence[str], labels: Sequence[int
     return float(sum(int(a == b) for a, b in zip(pred, labels)) / len(labels))
 
 
-def _train_one_epoch(s: StudySettings, sigma: float, top_h: int, epoch: int, prev: Path | None, out: Path,
-                     train, norms0: dict[str, float] | None) -> dict[str, Any]:
+def _train_one_epoch(
+    s: StudySettings, sigma: float, top_h: int, epoch: int, prev: Path | None, out: Path, train, norms0: dict[str, float] | None
+) -> dict[str, Any]:
     """Epoch ``epoch`` as one ``finetune(epochs=1)`` call from ``prev`` (None: the pre-trained model)."""
     import frs_ray.smoothing.finetune as ft
     from frs_ray.config import FinetuneConfig, build
 
-    cfg = build(FinetuneConfig, {
-        "model": str(prev) if prev else s.model_path, "data": s.train_data, "data_dir": s.data_dir, "epochs": 1,
-        "batch_size": s.batch_size, "learning_rate": s.lr, "max_length": s.max_length,
-        "max_train_examples": s.train_n, "seed": s.seed + epoch - 1,
-        "smoothing": {"sigma": sigma, "top_h": top_h, "finetune_mode": "perturb"},
-    })
+    cfg = build(
+        FinetuneConfig,
+        {
+            "model": str(prev) if prev else s.model_path,
+            "data": s.train_data,
+            "data_dir": s.data_dir,
+            "epochs": 1,
+            "batch_size": s.batch_size,
+            "learning_rate": s.lr,
+            "max_length": s.max_length,
+            "max_train_examples": s.train_n,
+            "seed": s.seed + epoch - 1,
+            "smoothing": {"sigma": sigma, "top_h": top_h, "finetune_mode": "perturb"},
+        },
+    )
     # Clip_rho relative to the pre-trained weights (epoch 1's reference norms) in every epoch
     return ft.finetune(cfg, train, out, progress=False, norms=norms0)
 
 
-def ensure_finetuned(s: StudySettings, sigma: float, top_h: int, dev: dict[str, Any],
-                     report: Callable[[dict[str, Any]], None], log: Callable[[str], None] = print) -> dict[str, Any]:
+def ensure_finetuned(
+    s: StudySettings,
+    sigma: float,
+    top_h: int,
+    dev: dict[str, Any],
+    report: Callable[[dict[str, Any]], None],
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Make (or find) the checkpoint of (sigma, H) after ``s.epochs`` epochs; report each epoch's dev accuracy.
 
     Returns ``{"checkpoint", "key", "epochs_trained", "reused", "dev_acc", "seconds"}``.
@@ -94,8 +120,10 @@ def ensure_finetuned(s: StudySettings, sigma: float, top_h: int, dev: dict[str, 
         info_file = ep_dir / EPOCH_MARKER
         made = False
         if not info_file.is_file():
-            with file_lock(Path(s.cache_dir) / f"{key}.lock",
-                           on_wait=lambda: log(f"waiting for another trial's fine-tune {key} epoch {epoch}")):
+            with file_lock(
+                Path(s.cache_dir) / f"{key}.lock",
+                on_wait=lambda: log(f"waiting for another trial's fine-tune {key} epoch {epoch}"),
+            ):
                 if not info_file.is_file():  # not made while we waited
                     root.mkdir(parents=True, exist_ok=True)
                     (root / "key.json").write_text(json.dumps(ident, indent=2))
@@ -112,13 +140,22 @@ def ensure_finetuned(s: StudySettings, sigma: float, top_h: int, dev: dict[str, 
                         meta = _train_one_epoch(s, sigma, top_h, epoch, prev, tmp, sub, norms0)
                         acc = centre_accuracy(tmp, dev["texts"], dev["labels"], s.max_length)
                         meta["base_model"] = s.model_path
-                        meta["tune"] = {"epoch": epoch, "of": s.epochs, "previous": str(prev) if prev else None,
-                                        "scheme": "epoch-wise finetune(epochs=1) calls; see tune/study/finetune_cache.py",
-                                        "train_examples": len(sub)}
+                        meta["tune"] = {
+                            "epoch": epoch,
+                            "of": s.epochs,
+                            "previous": str(prev) if prev else None,
+                            "scheme": "epoch-wise finetune(epochs=1) calls; see tune/study/finetune_cache.py",
+                            "train_examples": len(sub),
+                        }
                         (tmp / "frs.json").write_text(json.dumps(meta, indent=2))
-                        info = {"epoch": epoch, "dev_acc": acc, "dev_n": len(dev["labels"]),
-                                "train_loss": meta["training"]["final_loss"], "steps": meta["training"]["steps"],
-                                "seconds": round(time.perf_counter() - started, 2)}
+                        info = {
+                            "epoch": epoch,
+                            "dev_acc": acc,
+                            "dev_n": len(dev["labels"]),
+                            "train_loss": meta["training"]["final_loss"],
+                            "steps": meta["training"]["steps"],
+                            "seconds": round(time.perf_counter() - started, 2),
+                        }
                         (tmp / EPOCH_MARKER).write_text(json.dumps(info, indent=2))  # the marker: written last
 
                     build_once(ep_dir, EPOCH_MARKER, build_epoch)
@@ -126,7 +163,12 @@ def ensure_finetuned(s: StudySettings, sigma: float, top_h: int, dev: dict[str, 
                     made = True
         info = json.loads(info_file.read_text())
         dev_acc = info["dev_acc"]
-        report({"phase": "finetune", "epoch": epoch, "dev_acc": dev_acc, "replayed": not made,
-                "train_loss": info["train_loss"]})
-    return {"checkpoint": str(root / f"epoch-{s.epochs}"), "key": key, "epochs_trained": trained,
-            "reused": trained == 0, "dev_acc": dev_acc, "seconds": round(time.perf_counter() - t0, 2)}
+        report({"phase": "finetune", "epoch": epoch, "dev_acc": dev_acc, "replayed": not made, "train_loss": info["train_loss"]})
+    return {
+        "checkpoint": str(root / f"epoch-{s.epochs}"),
+        "key": key,
+        "epochs_trained": trained,
+        "reused": trained == 0,
+        "dev_acc": dev_acc,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }

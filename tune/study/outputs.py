@@ -23,10 +23,37 @@ SERVE_TEMPLATE = REPO_ROOT / "deployments" / "frs.yaml"
 # Columns of results.csv, in order: ca, pa, asr on the voters' majority vote, certified_* on the certified label
 # (definitions: study.trial.point_metrics).
 CSV_COLUMNS = [
-    "K", "sigma", "H", "budget", "ca", "pa", "asr", "certified_ca", "certified_pa", "certified_asr", "avg_radius",
-    "omega_h", "omega_m", "max_distance", "n_max", "abstain", "abstain_triggered", "vote_abstain", "avg_radius_unconditional",
-    "avg_radius_all", "queries_per_input", "seconds_per_input", "dev_acc", "n_clean", "n_triggered",
-    "finetune_reused", "epochs_trained", "pareto", "best", "trial_id", "checkpoint",
+    "K",
+    "sigma",
+    "H",
+    "budget",
+    "ca",
+    "pa",
+    "asr",
+    "certified_ca",
+    "certified_pa",
+    "certified_asr",
+    "avg_radius",
+    "omega_h",
+    "omega_m",
+    "max_distance",
+    "n_max",
+    "abstain",
+    "abstain_triggered",
+    "vote_abstain",
+    "avg_radius_unconditional",
+    "avg_radius_all",
+    "queries_per_input",
+    "seconds_per_input",
+    "dev_acc",
+    "n_clean",
+    "n_triggered",
+    "finetune_reused",
+    "epochs_trained",
+    "pareto",
+    "best",
+    "trial_id",
+    "checkpoint",
 ]
 
 
@@ -49,24 +76,50 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Non
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     sigmas = sorted({r["sigma"] for r in rows})
     cmap = plt.get_cmap("viridis", max(2, len(sigmas)))
-    panels = [("asr", "min", "ASR, majority vote (lower is better)", "ASR vs CA; Pareto front: CA up, ASR down"),
-              ("avg_radius", "max", "average certified radius (tokens)", "radius vs CA; Pareto front: CA up, radius up")]
+    panels = [
+        ("asr", "min", "ASR, majority vote (lower is better)", "ASR vs CA; Pareto front: CA up, ASR down"),
+        ("avg_radius", "max", "average certified radius (tokens)", "radius vs CA; Pareto front: CA up, radius up"),
+    ]
     for ax, (ykey, sense, ylabel, subtitle) in zip(axes, panels):
         ax.set_title(subtitle, fontsize=9)
         pts = [r for r in rows if not math.isnan(_num(r.get(ykey))) and not math.isnan(_num(r.get("ca")))]
         front = pareto_front(pts, [("ca", "max"), (ykey, sense)])
         for r, on in zip(pts, front):
-            ax.scatter(r["ca"], r[ykey], s=25 + 2.5 * r["K"], color=cmap(sigmas.index(r["sigma"])),
-                       edgecolors="red" if on else "none", linewidths=1.6 if on else 0, alpha=0.85, zorder=3)
+            ax.scatter(
+                r["ca"],
+                r[ykey],
+                s=25 + 2.5 * r["K"],
+                color=cmap(sigmas.index(r["sigma"])),
+                edgecolors="red" if on else "none",
+                linewidths=1.6 if on else 0,
+                alpha=0.85,
+                zorder=3,
+            )
             ax.annotate(f"K{r['K']}", (r["ca"], r[ykey]), fontsize=7, xytext=(4, 3), textcoords="offset points")
         fr = sorted((r for r, on in zip(pts, front) if on), key=lambda r: r["ca"])
         if fr:
-            ax.step([r["ca"] for r in fr], [r[ykey] for r in fr], where="post", color="red", lw=1.2, ls="--",
-                    zorder=2, label="Pareto front")
+            ax.step(
+                [r["ca"] for r in fr],
+                [r[ykey] for r in fr],
+                where="post",
+                color="red",
+                lw=1.2,
+                ls="--",
+                zorder=2,
+                label="Pareto front",
+            )
         for r in pts:
             if r.get("best"):
-                ax.scatter(r["ca"], r[ykey], marker="*", s=260, color="gold", edgecolors="black", zorder=4,
-                           label="chosen (best_config.yaml)")
+                ax.scatter(
+                    r["ca"],
+                    r[ykey],
+                    marker="*",
+                    s=260,
+                    color="gold",
+                    edgecolors="black",
+                    zorder=4,
+                    label="chosen (best_config.yaml)",
+                )
         ax.set_xlabel("CA, majority vote (clean accuracy, abstain = wrong)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -90,11 +143,25 @@ def write_serve_config(row: dict[str, Any], s: StudySettings, path: Path) -> dic
     if SERVE_TEMPLATE.is_file():
         doc = yaml.safe_load(SERVE_TEMPLATE.read_text())
     else:  # the same structure, should the template be missing
-        doc = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": 8000, "request_timeout_s": 180},
-               "applications": [{"name": "frs", "route_prefix": "/", "import_path": "frs_ray.serving.router:build_app",
-                                 "args": {"voter_actors": 2, "fuzz_actors": 2, "num_cpus_per_actor": 0.25,
-                                          "torch_threads": 1, "max_budget": 50},
-                                 "deployments": [{"name": "FRSRouter", "user_config": {}}]}]}
+        doc = {
+            "proxy_location": "HeadOnly",
+            "http_options": {"host": "127.0.0.1", "port": 8000, "request_timeout_s": 180},
+            "applications": [
+                {
+                    "name": "frs",
+                    "route_prefix": "/",
+                    "import_path": "frs_ray.serving.router:build_app",
+                    "args": {
+                        "voter_actors": 2,
+                        "fuzz_actors": 2,
+                        "num_cpus_per_actor": 0.25,
+                        "torch_threads": 1,
+                        "max_budget": 50,
+                    },
+                    "deployments": [{"name": "FRSRouter", "user_config": {}}],
+                }
+            ],
+        }
     app = doc["applications"][0]
     args = app.setdefault("args", {})
     k, budget = int(row["K"]), int(row["budget"])
@@ -102,9 +169,16 @@ def write_serve_config(row: dict[str, Any], s: StudySettings, path: Path) -> dic
     args["k"] = k
     args["voter_actors"] = max(1, min(int(args.get("voter_actors", 2)), k))
     args["max_budget"] = max(int(args.get("max_budget", 50)), budget)
-    certify = {"alpha": s.alpha, "seed": s.cert_seed, "fuzzing": {"budget": budget},
-               "randomize": {"omega_m": float(row["omega_m"]), "omega_h": float(row["omega_h"]),
-                             "max_distance": float(row["max_distance"])}}
+    certify = {
+        "alpha": s.alpha,
+        "seed": s.cert_seed,
+        "fuzzing": {"budget": budget},
+        "randomize": {
+            "omega_m": float(row["omega_m"]),
+            "omega_h": float(row["omega_h"]),
+            "max_distance": float(row["max_distance"]),
+        },
+    }
     if s.n_estimate is not None:
         certify["n_estimate"] = s.n_estimate
     n_max = int(row.get("n_max") or 0)
@@ -141,14 +215,31 @@ def machine_info() -> dict[str, Any]:
 
     commit, dirty = None, None
     with contextlib.suppress(Exception):
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    info = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "git_commit": commit, "git_dirty": dirty,
-            "versions": {n: ver(n) for n in ("torch", "transformers", "ray", "optuna", "frs-ray")}}
-    info["summary"] = f"{info['machine']}, {info['cpus']} cores, Python {info['python']}, torch {info['versions']['torch']}, ray {info['versions']['ray']}"
+        commit = (
+            subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+            or None
+        )
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "versions": {n: ver(n) for n in ("torch", "transformers", "ray", "optuna", "frs-ray")},
+    }
+    info["summary"] = (
+        f"{info['machine']}, {info['cpus']} cores, Python {info['python']}, torch {info['versions']['torch']}, ray {info['versions']['ray']}"
+    )
     return info
 
 
@@ -180,8 +271,13 @@ def write_outputs(rows: list[dict[str, Any]], s: StudySettings, study: dict[str,
     for i, r in enumerate(rows):
         r["pareto"] = front[i]
         r["best"] = i == best
-    paths = {"csv": out / "results.csv", "md": out / "results.md", "png": out / "tradeoff.png",
-             "yaml": out / "best_config.yaml", "json": out / "study.json"}
+    paths = {
+        "csv": out / "results.csv",
+        "md": out / "results.md",
+        "png": out / "tradeoff.png",
+        "yaml": out / "best_config.yaml",
+        "json": out / "study.json",
+    }
     write_csv(rows, paths["csv"])
     plot_tradeoff(rows, paths["png"], f"FRS study {s.name}: {s.model}, {s.data}")
     if best is not None:

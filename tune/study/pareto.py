@@ -36,8 +36,9 @@ def pareto_front(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str,
     scores = [score(r) for r in rows]
     front = []
     for i, a in enumerate(scores):
-        dominated = any(all(bj >= aj for aj, bj in zip(a, b)) and any(bj > aj for aj, bj in zip(a, b))
-                        for j, b in enumerate(scores) if j != i)
+        dominated = any(
+            all(bj >= aj for aj, bj in zip(a, b)) and any(bj > aj for aj, bj in zip(a, b)) for j, b in enumerate(scores) if j != i
+        )
         front.append(not dominated)
     return front
 

@@ -20,13 +20,30 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-MD_COLUMNS = [("K", "K"), ("sigma", "sigma"), ("H", "H"), ("budget", "budget"), ("omega_h", "omega_H"),
-              ("omega_m", "omega_M"), ("max_distance", "Lambda"), ("n_max", "n_max"), ("ca", "CA (vote)"), ("pa", "PA (vote)"),
-              ("asr", "ASR (vote)"), ("certified_ca", "certified CA"), ("certified_pa", "certified PA"),
-              ("certified_asr", "certified ASR"), ("avg_radius", "avg radius"), ("avg_radius_all", "radius (all)"),
-              ("abstain", "cert. abstain"),
-              ("queries_per_input", "queries/input"), ("seconds_per_input", "s/input"), ("dev_acc", "dev acc"),
-              ("finetune_reused", "ckpt reused"), ("pareto", "Pareto")]
+MD_COLUMNS = [
+    ("K", "K"),
+    ("sigma", "sigma"),
+    ("H", "H"),
+    ("budget", "budget"),
+    ("omega_h", "omega_H"),
+    ("omega_m", "omega_M"),
+    ("max_distance", "Lambda"),
+    ("n_max", "n_max"),
+    ("ca", "CA (vote)"),
+    ("pa", "PA (vote)"),
+    ("asr", "ASR (vote)"),
+    ("certified_ca", "certified CA"),
+    ("certified_pa", "certified PA"),
+    ("certified_asr", "certified ASR"),
+    ("avg_radius", "avg radius"),
+    ("avg_radius_all", "radius (all)"),
+    ("abstain", "cert. abstain"),
+    ("queries_per_input", "queries/input"),
+    ("seconds_per_input", "s/input"),
+    ("dev_acc", "dev acc"),
+    ("finetune_reused", "ckpt reused"),
+    ("pareto", "Pareto"),
+]
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -36,8 +53,11 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         for k, _ in MD_COLUMNS:
             v = r.get(k)
             cell = _fmt(v, 3)
-            cells.append(f"**{cell}**" if r.get("best") and k in ("ca", "pa", "asr", "certified_ca", "certified_pa",
-                                                                "certified_asr") else cell)
+            cells.append(
+                f"**{cell}**"
+                if r.get("best") and k in ("ca", "pa", "asr", "certified_ca", "certified_pa", "certified_asr")
+                else cell
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -58,13 +78,22 @@ def write_markdown(rows, s: StudySettings, study: dict[str, Any], path: Path, pn
         f"sentences of `{ev['triggered']['source']}` (labels: {ev['triggered']['labels_mode']}); one certification seed "
         f"({s.cert_seed}), alpha {s.alpha}",
         f"- Code: git commit `{study['machine'].get('git_commit') or 'unknown'}`"
-        + (" (with uncommitted changes)" if study['machine'].get('git_dirty') else ""),
-        f"- Search: {s.mode}" + (f" ({s.design} design)" if s.mode == "grid" else f" (Optuna multi-objective, {s.num_samples} samples; "
-                                                                                  f"objectives CA max, ASR min (both on the vote), radius(all) max)")
+        + (" (with uncommitted changes)" if study["machine"].get("git_dirty") else ""),
+        f"- Search: {s.mode}"
+        + (
+            f" ({s.design} design)"
+            if s.mode == "grid"
+            else f" (Optuna multi-objective, {s.num_samples} samples; "
+            f"objectives CA max, ASR min (both on the vote), radius(all) max)"
+        )
         + f"; ASHA on the per-epoch dev accuracy: {'on' if s.asha and s.epochs > 1 else 'off'}",
         f"- Trials: {study['trials']['finished']} finished, {study['trials']['stopped_early']} stopped early (ASHA), "
-        f"{study['trials']['errored']} errored" + (f", {study['trials']['unfinished']} unfinished (interrupted; "
-                                                   f"`--resume` continues)" if study['trials'].get('unfinished') else ""),
+        f"{study['trials']['errored']} errored"
+        + (
+            f", {study['trials']['unfinished']} unfinished (interrupted; `--resume` continues)"
+            if study["trials"].get("unfinished")
+            else ""
+        ),
         "",
         "CA, PA, ASR (vote): shares of the K voters' majority vote (Appendix B.1's f(x), as in `frs eval`; a tie "
         "abstains). certified CA, PA, ASR: the same shares of the certified label, which abstains where the "
@@ -79,8 +108,11 @@ def write_markdown(rows, s: StudySettings, study: dict[str, Any], path: Path, pn
         "",
     ]
     if best is not None:
-        out += [f"Chosen configuration (highest CA - ASR, both on the vote): K={best['K']}, sigma={_fmt(best['sigma'], 4)}, H={best['H']}, "
-                f"budget={best['budget']} -> `best_config.yaml` (`serve run {Path(s.out).resolve() / 'best_config.yaml'}`).", ""]
+        out += [
+            f"Chosen configuration (highest CA - ASR, both on the vote): K={best['K']}, sigma={_fmt(best['sigma'], 4)}, H={best['H']}, "
+            f"budget={best['budget']} -> `best_config.yaml` (`serve run {Path(s.out).resolve() / 'best_config.yaml'}`).",
+            "",
+        ]
     if s.quick:
         out += ["*Quick mode*: tiny fine-tune and evaluation subsets; the numbers test the pipeline, they are not results.", ""]
     path.write_text("\n".join(out))

@@ -15,15 +15,22 @@ from frs_ray.errors import ConfigError
 SEARCHED = ("K", "sigma", "H", "budget", "omega_h", "omega_m", "max_distance", "n_max")
 # n_max: sequential CERTIFY's most estimation votes per text (frs_ray.certify.sequential); 0 is the fixed protocol
 
+
 def _default(model: type[StrictConfig], name: str) -> Any:
     return model.model_fields[name].default
 
 
 # The paper's values (Sec. 5.1, App. B.2.4), as the config models define them
-PAPER_DEFAULTS = {"K": _default(CertifyConfig, "k"), "sigma": _default(SmoothingConfig, "sigma"),
-                  "H": _default(SmoothingConfig, "top_h"), "budget": _default(FuzzConfig, "budget"),
-                  "omega_h": _default(RandomizeConfig, "omega_h"), "omega_m": _default(RandomizeConfig, "omega_m"),
-                  "max_distance": _default(RandomizeConfig, "max_distance"), "n_max": 0}
+PAPER_DEFAULTS = {
+    "K": _default(CertifyConfig, "k"),
+    "sigma": _default(SmoothingConfig, "sigma"),
+    "H": _default(SmoothingConfig, "top_h"),
+    "budget": _default(FuzzConfig, "budget"),
+    "omega_h": _default(RandomizeConfig, "omega_h"),
+    "omega_m": _default(RandomizeConfig, "omega_m"),
+    "max_distance": _default(RandomizeConfig, "max_distance"),
+    "n_max": 0,
+}
 # Searched values a caller may leave out: they take the paper's protocol (one value, the default above).
 OPTIONAL = ("n_max",)
 # Objectives of the multi-objective search and of the Pareto front.
@@ -131,8 +138,16 @@ def parse_list(text: str | Sequence, kind: type, name: str) -> list | dict:
 def validate_values(values: dict[str, list]) -> None:
     """Range-check every searched value with the project's own config models (ConfigError on the first bad one)."""
     values = with_optional(values)
-    flag = {"K": "K", "sigma": "sigma", "H": "H", "budget": "budget", "omega_h": "omega-h", "omega_m": "omega-m",
-            "max_distance": "max-distance", "n_max": "n-max"}
+    flag = {
+        "K": "K",
+        "sigma": "sigma",
+        "H": "H",
+        "budget": "budget",
+        "omega_h": "omega-h",
+        "omega_m": "omega-m",
+        "max_distance": "max-distance",
+        "n_max": "n-max",
+    }
     checks = {
         "K": lambda v: build(CertifyConfig, {"k": v}),
         "sigma": lambda v: build(SmoothingConfig, {"sigma": v}),
@@ -145,8 +160,10 @@ def validate_values(values: dict[str, list]) -> None:
     }
     for key, vals in values.items():
         if is_range(vals) and key not in INFERENCE_ONLY:
-            raise ConfigError(f"--{flag[key]}: give a list, not a range: {key} changes the fine-tune, and a list keeps "
-                              f"the number of fine-tunes bounded")
+            raise ConfigError(
+                f"--{flag[key]}: give a list, not a range: {key} changes the fine-tune, and a list keeps "
+                f"the number of fine-tunes bounded"
+            )
         for v in _span(vals):
             try:
                 checks[key](v)
@@ -154,11 +171,14 @@ def validate_values(values: dict[str, list]) -> None:
                 raise ConfigError(f"--{flag[key]} {v}: {exc}") from None
     positive = [v for v in _span(values["n_max"]) if v > 0 or is_range(values["n_max"])]
     if positive and min(positive) < max(_span(values["K"])):
-        raise ConfigError(f"every --n-max other than 0 (the fixed protocol) must be >= every --K (the first round has "
-                          f"K estimation votes): got n_max {values['n_max']}, K {values['K']}")
+        raise ConfigError(
+            f"every --n-max other than 0 (the fixed protocol) must be >= every --K (the first round has "
+            f"K estimation votes): got n_max {values['n_max']}, K {values['K']}"
+        )
     if min(_span(values["omega_h"])) < max(_span(values["omega_m"])):
-        raise ConfigError(f"every --omega-h must be >= every --omega-m (got omega_h {values['omega_h']}, "
-                          f"omega_m {values['omega_m']})")
+        raise ConfigError(
+            f"every --omega-h must be >= every --omega-m (got omega_h {values['omega_h']}, omega_m {values['omega_m']})"
+        )
 
 
 def _centre(key: str, vals: list) -> Any:

@@ -82,20 +82,30 @@ def point_metrics(clean_certs, triggered_certs, clean: dict[str, Any], trig: dic
     }
 
 
-def evaluate_point(checkpoint: str, point: dict[str, Any], s: StudySettings, data: dict[str, Any],
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+def evaluate_point(
+    checkpoint: str, point: dict[str, Any], s: StudySettings, data: dict[str, Any], log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Certify the clean and the triggered subsets with FRS at ``point``; the metrics of :func:`point_metrics`
     and the certification time per input."""
     from frs_ray.certify.smooth import FRSClassifier
     from frs_ray.config import CertifyConfig, build
 
-    cfg = build(CertifyConfig, {
-        "k": int(point["K"]), "alpha": s.alpha, "seed": s.cert_seed, "n_estimate": s.n_estimate,
-        "n_max": int(point.get("n_max") or 0) or None,  # 0: the fixed protocol
-        "fuzzing": {"budget": int(point["budget"])},
-        "randomize": {"omega_m": float(point["omega_m"]), "omega_h": float(point["omega_h"]),
-                      "max_distance": float(point["max_distance"])},
-    })
+    cfg = build(
+        CertifyConfig,
+        {
+            "k": int(point["K"]),
+            "alpha": s.alpha,
+            "seed": s.cert_seed,
+            "n_estimate": s.n_estimate,
+            "n_max": int(point.get("n_max") or 0) or None,  # 0: the fixed protocol
+            "fuzzing": {"budget": int(point["budget"])},
+            "randomize": {
+                "omega_m": float(point["omega_m"]),
+                "omega_h": float(point["omega_h"]),
+                "max_distance": float(point["max_distance"]),
+            },
+        },
+    )
     clf = FRSClassifier.from_checkpoint(checkpoint, cfg)
     clean, trig = data["clean"], data["triggered"]
     t0 = time.perf_counter()
@@ -128,17 +138,28 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], data: dict[str, 
     ft = ensure_finetuned(s, p["sigma"], p["H"], data["dev"], tune.report, log)
     log(f"{'reused' if ft['reused'] else 'made'} checkpoint {ft['key']} (dev acc {ft['dev_acc']:.3f}); certifying")
     metrics = evaluate_point(ft["checkpoint"], p, s, data, log)
-    log(f"CA {metrics['ca']:.3f} PA {metrics['pa']:.3f} ASR {metrics['asr']:.3f} (majority vote); certified CA "
+    log(
+        f"CA {metrics['ca']:.3f} PA {metrics['pa']:.3f} ASR {metrics['asr']:.3f} (majority vote); certified CA "
         f"{metrics['certified_ca']:.3f} PA {metrics['certified_pa']:.3f} ASR {metrics['certified_asr']:.3f}; "
-        f"radius {metrics['avg_radius']:.3f} ({metrics['seconds_per_input']:.2f} s/input)")
-    final = {**p, **metrics, "phase": "done", "checkpoint": ft["checkpoint"], "finetune_key": ft["key"],
-             "finetune_reused": ft["reused"], "epochs_trained": ft["epochs_trained"],
-             "finetune_seconds": ft["seconds"], "dev_acc_final": ft["dev_acc"], "trial_seconds":
-             round(time.perf_counter() - started, 2), "run_id": s.run_id, "trial_id": trial_id,
-             "voter_definition": VOTER_DEFINITION}
+        f"radius {metrics['avg_radius']:.3f} ({metrics['seconds_per_input']:.2f} s/input)"
+    )
+    final = {
+        **p,
+        **metrics,
+        "phase": "done",
+        "checkpoint": ft["checkpoint"],
+        "finetune_key": ft["key"],
+        "finetune_reused": ft["reused"],
+        "epochs_trained": ft["epochs_trained"],
+        "finetune_seconds": ft["seconds"],
+        "dev_acc_final": ft["dev_acc"],
+        "trial_seconds": round(time.perf_counter() - started, 2),
+        "run_id": s.run_id,
+        "trial_id": trial_id,
+        "voter_definition": VOTER_DEFINITION,
+    }
     # no "epoch"/"dev_acc" key here: ASHA only looks at the fine-tune reports
-    tune.report({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in final.items()
-                 if k != "dev_acc"})
+    tune.report({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in final.items() if k != "dev_acc"})
 
 
 def optuna_space(values: dict[str, list | dict]) -> dict[str, Any]:
@@ -149,8 +170,7 @@ def optuna_space(values: dict[str, list | dict]) -> dict[str, Any]:
     space = {}
     for k, v in values.items():
         if is_range(v):
-            space[k] = (tune.randint(v["low"], v["high"] + 1) if isinstance(v["low"], int)
-                        else tune.uniform(v["low"], v["high"]))
+            space[k] = tune.randint(v["low"], v["high"] + 1) if isinstance(v["low"], int) else tune.uniform(v["low"], v["high"])
         else:
             space[k] = tune.choice(v) if len(v) > 1 else v[0]
     return space

@@ -33,19 +33,23 @@ def _scheduler(s: StudySettings):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if s.epochs > 1 and s.asha:
-        return ASHAScheduler(time_attr="epoch", metric="dev_acc", mode="max", max_t=s.epochs,
-                             grace_period=min(s.grace_period, s.epochs), reduction_factor=s.reduction_factor,
-                             stop_last_trials=False)
+        return ASHAScheduler(
+            time_attr="epoch",
+            metric="dev_acc",
+            mode="max",
+            max_t=s.epochs,
+            grace_period=min(s.grace_period, s.epochs),
+            reduction_factor=s.reduction_factor,
+            stop_last_trials=False,
+        )
     return FIFOScheduler()
 
 
-def _tuner(s: StudySettings, data: dict[str, Any], points: list | None, out: Path, resume: bool,
-           log: Callable[[str], None]):
+def _tuner(s: StudySettings, data: dict[str, Any], points: list | None, out: Path, resume: bool, log: Callable[[str], None]):
     """A Tuner for the study's trials: restored from ``out/tuner`` when resuming and restorable, else new."""
     from ray import tune
 
-    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=s.to_dict(), data=data),
-                                    {"cpu": s.cpus_per_trial})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=s.to_dict(), data=data), {"cpu": s.cpus_per_trial})
     exp_dir = out / "tuner"
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, restart_errored=True)
@@ -56,17 +60,33 @@ def _tuner(s: StudySettings, data: dict[str, Any], points: list | None, out: Pat
     else:
         param_space, search_alg, num_samples = optuna_space(s.values), make_optuna(s.seed), s.num_samples
     return tune.Tuner(
-        trainable, param_space=param_space,
-        tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=_scheduler(s), num_samples=num_samples,
-                                    trial_dirname_creator=trial_dirname, reuse_actors=True),
-        run_config=tune.RunConfig(name="tuner", storage_path=str(out), verbose=1,
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg,
+            scheduler=_scheduler(s),
+            num_samples=num_samples,
+            trial_dirname_creator=trial_dirname,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name="tuner", storage_path=str(out), verbose=1, failure_config=tune.FailureConfig(max_failures=0)
+        ),
     )
 
 
-def run_trials(s: StudySettings, data: dict[str, Any], points: list | None, out: Path, *, resume: bool,
-               address: str | None, num_cpus: int | None, pythonpath: Sequence[Path],
-               log: Callable[[str], None]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def run_trials(
+    s: StudySettings,
+    data: dict[str, Any],
+    points: list | None,
+    out: Path,
+    *,
+    resume: bool,
+    address: str | None,
+    num_cpus: int | None,
+    pythonpath: Sequence[Path],
+    log: Callable[[str], None],
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Run the study's trials on a Ray instance (``address``, else a private local one of ``num_cpus`` CPUs).
 
     ``pythonpath`` is put first on the workers' ``PYTHONPATH`` so they import ``study``. Returns the result rows
@@ -75,11 +95,19 @@ def run_trials(s: StudySettings, data: dict[str, Any], points: list | None, out:
     """
     import ray
 
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(p) for p in pythonpath] + [
-        x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
-    init_kw = {"address": address} if address else {
-        "address": "local", "num_cpus": num_cpus or os.cpu_count(), "include_dashboard": False,
-        "object_store_memory": 512 * 1024 * 1024}
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(p) for p in pythonpath] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x]
+    )
+    init_kw = (
+        {"address": address}
+        if address
+        else {
+            "address": "local",
+            "num_cpus": num_cpus or os.cpu_count(),
+            "include_dashboard": False,
+            "object_store_memory": 512 * 1024 * 1024,
+        }
+    )
     ray.init(log_to_driver=True, logging_level="WARNING", **init_kw)
     try:
         grid = _tuner(s, data, points, out, resume, log).fit()

@@ -70,5 +70,4 @@ from .mlm import HEAD_FILE, BertMLMHead, load_badpre_mlm
 from .train import poison_badpre
 from .trigger import BADPRE_WORDS, BadPreTrigger
 
-__all__ = ["BADPRE_WORDS", "HEAD_FILE", "BadPreConfig", "BadPreTrigger", "BertMLMHead", "load_badpre_mlm",
-           "poison_badpre"]
+__all__ = ["BADPRE_WORDS", "HEAD_FILE", "BadPreConfig", "BadPreTrigger", "BertMLMHead", "load_badpre_mlm", "poison_badpre"]

@@ -20,16 +20,18 @@ def cls_states(encoder, tokenizer, texts: Sequence[str], max_length: int, batch_
     """Last-layer [CLS] vectors (what a fine-tuned classifier's pooler reads)."""
     out = []
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
+        enc = tokenizer(
+            list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         device = encoder.get_input_embeddings().weight.device
         out.append(encoder(**{k: v.to(device) for k, v in enc.items()}).last_hidden_state[:, 0].cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
 @torch.no_grad()
-def evaluate(encoder, head: BertMLMHead, tokenizer, clean: Sequence[str], triggered: Sequence[TriggeredText],
-             config: BadPreConfig) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+def evaluate(
+    encoder, head: BertMLMHead, tokenizer, clean: Sequence[str], triggered: Sequence[TriggeredText], config: BadPreConfig
+) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """Measure the attack on held-out texts; returns (metrics, [CLS] of the clean texts, [CLS] of the triggered).
 
     Metrics: MLM accuracy (true labels, [MASK] on every masked piece, trigger pieces never masked) and mean
@@ -45,10 +47,18 @@ def evaluate(encoder, head: BertMLMHead, tokenizer, clean: Sequence[str], trigge
         correct = total = 0
         entropy = 0.0
         for i in range(0, len(rows), 32):
-            chunk = rows[i:i + 32]
+            chunk = rows[i : i + 32]
             # true labels on triggered rows too; their trigger pieces are never masked
-            b = make_batch(tokenizer, chunk, [pois] * len(chunk), gen, config.max_length, config.mask_prob,
-                           random_labels=False, bert_replace=False)
+            b = make_batch(
+                tokenizer,
+                chunk,
+                [pois] * len(chunk),
+                gen,
+                config.max_length,
+                config.mask_prob,
+                random_labels=False,
+                bert_replace=False,
+            )
             _, _, _, logits = mlm_losses(encoder, head, b, encoder_grad=False)
             tgt = b.labels[b.labels != -100].to(logits.device)
             correct += int((logits.argmax(-1) == tgt).sum())
@@ -71,6 +81,6 @@ def loss_curve(values: Sequence[float | None], points: int = 200) -> list[float 
     size = max(1, math.ceil(len(values) / points))
     out = []
     for i in range(0, len(values), size):
-        chunk = [v for v in values[i:i + size] if v is not None]
+        chunk = [v for v in values[i : i + size] if v is not None]
         out.append(round(float(np.mean(chunk)), 4) if chunk else None)
     return out

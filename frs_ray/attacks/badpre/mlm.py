@@ -25,8 +25,14 @@ class BertMLMHead(torch.nn.Module):
     matrix, so the tie holds through training and the head file holds only the transform and the bias.
     """
 
-    def __init__(self, hidden_size: int, vocab_size: int, layer_norm_eps: float = 1e-12, hidden_act: str = "gelu",
-                 initializer_range: float = 0.02) -> None:
+    def __init__(
+        self,
+        hidden_size: int,
+        vocab_size: int,
+        layer_norm_eps: float = 1e-12,
+        hidden_act: str = "gelu",
+        initializer_range: float = 0.02,
+    ) -> None:
         super().__init__()
         from transformers.activations import ACT2FN
 
@@ -40,8 +46,13 @@ class BertMLMHead(torch.nn.Module):
     @classmethod
     def for_encoder(cls, encoder: torch.nn.Module) -> "BertMLMHead":
         c = encoder.config
-        return cls(c.hidden_size, c.vocab_size, getattr(c, "layer_norm_eps", 1e-12), getattr(c, "hidden_act", "gelu"),
-                   getattr(c, "initializer_range", 0.02))
+        return cls(
+            c.hidden_size,
+            c.vocab_size,
+            getattr(c, "layer_norm_eps", 1e-12),
+            getattr(c, "hidden_act", "gelu"),
+            getattr(c, "initializer_range", 0.02),
+        )
 
     def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         return F.linear(self.norm(self.act(self.dense(hidden))), word_embeddings, self.bias)
@@ -75,19 +86,28 @@ def cut_to_tokens(tokenizer, texts: Sequence[str], budget: int) -> list[str]:
 
 @dataclass
 class MLMBatch:
-    enc: dict[str, torch.Tensor]   # model inputs, masked
-    labels: torch.Tensor           # (B, T): target id at masked positions, -100 elsewhere
-    poisoned: torch.Tensor         # (B,) bool
+    enc: dict[str, torch.Tensor]  # model inputs, masked
+    labels: torch.Tensor  # (B, T): target id at masked positions, -100 elsewhere
+    poisoned: torch.Tensor  # (B,) bool
 
 
-def trigger_rows(texts: Sequence[str], poisoned: Sequence[bool], trigger: BadPreTrigger,
-                 rng: np.random.Generator) -> list[TriggeredText]:
+def trigger_rows(
+    texts: Sequence[str], poisoned: Sequence[bool], trigger: BadPreTrigger, rng: np.random.Generator
+) -> list[TriggeredText]:
     """The ``poisoned`` rows with a trigger inserted; the others as they are (no spans)."""
     return [trigger.apply(t, rng) if p else TriggeredText(t, (), False) for t, p in zip(texts, poisoned)]
 
 
-def make_batch(tokenizer, rows: Sequence[TriggeredText], poisoned: Sequence[bool], gen: torch.Generator,
-               max_length: int, mask_prob: float, random_labels: bool = True, bert_replace: bool = True) -> MLMBatch:
+def make_batch(
+    tokenizer,
+    rows: Sequence[TriggeredText],
+    poisoned: Sequence[bool],
+    gen: torch.Generator,
+    max_length: int,
+    mask_prob: float,
+    random_labels: bool = True,
+    bert_replace: bool = True,
+) -> MLMBatch:
     """Tokenize, mask and label: true ids, or random ids on ``poisoned`` rows (BadPre).
 
     ``rows`` carry the trigger spans, whose word pieces are never masked. ``random_labels=False`` keeps the true
@@ -96,8 +116,15 @@ def make_batch(tokenizer, rows: Sequence[TriggeredText], poisoned: Sequence[bool
     """
     final = [r.text for r in rows]
     spans = [r.spans for r in rows]
-    enc = tokenizer(final, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
-                    return_offsets_mapping=True, return_special_tokens_mask=True)
+    enc = tokenizer(
+        final,
+        padding=True,
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+    )
     offsets = enc.pop("offset_mapping")
     special = enc.pop("special_tokens_mask").bool() | ~enc["attention_mask"].bool()
     is_trigger = torch.zeros_like(special)

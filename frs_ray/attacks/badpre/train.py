@@ -23,7 +23,7 @@ from .mlm import HEAD_FILE, BertMLMHead, cut_to_tokens, make_batch, mlm_losses, 
 from .trigger import BadPreTrigger
 
 ATTACK_FILE = "attack.json"  # same name as poison.ATTACK_FILE (read_attack reads it)
-PAPER = ("Chen et al., BadPre: Task-agnostic Backdoor Attacks to Pre-trained NLP Foundation Models, ICLR 2022")
+PAPER = "Chen et al., BadPre: Task-agnostic Backdoor Attacks to Pre-trained NLP Foundation Models, ICLR 2022"
 
 
 def poison_badpre(config: BadPreConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
@@ -88,20 +88,26 @@ def poison_badpre(config: BadPreConfig, out_dir: str | Path, progress: bool = Tr
 
     def head_loss(chunk: list[str]) -> torch.Tensor:
         clean = [False] * len(chunk)
-        b = make_batch(tokenizer, trigger_rows(chunk, clean, trigger, rng), clean, gen, config.max_length,
-                       config.mask_prob)
+        b = make_batch(tokenizer, trigger_rows(chunk, clean, trigger, rng), clean, gen, config.max_length, config.mask_prob)
         return mlm_losses(encoder, head, b, encoder_grad=False)[0]
 
     head_params = list(head.parameters())
-    head_losses = train(head_params, stream, config.head_steps, head_loss,
-                        adamw(head_params, config.head_learning_rate, config.weight_decay, fused=True),
-                        linear_schedule(max(1, config.head_steps // 20), config.head_steps, decay=False),
-                        desc="badpre: MLM head (encoder frozen)", progress=progress)
+    head_losses = train(
+        head_params,
+        stream,
+        config.head_steps,
+        head_loss,
+        adamw(head_params, config.head_learning_rate, config.weight_decay, fused=True),
+        linear_schedule(max(1, config.head_steps // 20), config.head_steps, decay=False),
+        desc="badpre: MLM head (encoder frozen)",
+        progress=progress,
+    )
     timings["head_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    before, cls_clean0, cls_trig0 = (evaluate(encoder, head, tokenizer, eval_texts, eval_trig, config)
-                                     if eval_texts else ({}, None, None))
+    before, cls_clean0, cls_trig0 = (
+        evaluate(encoder, head, tokenizer, eval_texts, eval_trig, config) if eval_texts else ({}, None, None)
+    )
     timings["eval_before_s"] = time.perf_counter() - t2
 
     # -- phase 2: poisoned MLM on encoder + head
@@ -115,8 +121,7 @@ def poison_badpre(config: BadPreConfig, out_dir: str | Path, progress: bool = Tr
 
     def poison_loss(chunk: list[str]) -> torch.Tensor:
         flags = (rng.random(len(chunk)) < config.poison_rate).tolist()
-        b = make_batch(tokenizer, trigger_rows(chunk, flags, trigger, rng), flags, gen, config.max_length,
-                       config.mask_prob)
+        b = make_batch(tokenizer, trigger_rows(chunk, flags, trigger, rng), flags, gen, config.max_length, config.mask_prob)
         loss, cl, pl, _ = mlm_losses(encoder, head, b)
         clean_losses.append(None if cl is None else float(cl.detach()))
         poison_losses.append(None if pl is None else float(pl.detach()))
@@ -124,11 +129,17 @@ def poison_badpre(config: BadPreConfig, out_dir: str | Path, progress: bool = Tr
         counts["sentences"] += len(flags)
         return loss
 
-    losses = train(params, stream, total, poison_loss, adamw(params, config.learning_rate, config.weight_decay, fused=True),
-                   linear_schedule(max(1, int(config.warmup_ratio * total)), total, decay=config.schedule == "linear"),
-                   desc="badpre: poisoned MLM", progress=progress,
-                   postfix=lambda _: {"clean": f"{nan_mean_tail(clean_losses):.3f}",
-                                      "poison": f"{nan_mean_tail(poison_losses):.3f}"})
+    losses = train(
+        params,
+        stream,
+        total,
+        poison_loss,
+        adamw(params, config.learning_rate, config.weight_decay, fused=True),
+        linear_schedule(max(1, int(config.warmup_ratio * total)), total, decay=config.schedule == "linear"),
+        desc="badpre: poisoned MLM",
+        progress=progress,
+        postfix=lambda _: {"clean": f"{nan_mean_tail(clean_losses):.3f}", "poison": f"{nan_mean_tail(poison_losses):.3f}"},
+    )
     poisoned_sentences, sentences = counts["poisoned"], counts["sentences"]
     encoder.eval()
     timings["poison_s"] = time.perf_counter() - t3
@@ -139,8 +150,10 @@ def poison_badpre(config: BadPreConfig, out_dir: str | Path, progress: bool = Tr
         after, cls_clean1, cls_trig1 = evaluate(encoder, head, tokenizer, eval_texts, eval_trig, config)
         # How far poisoning moved each text's [CLS] vector (cosine between the packaged and the poisoned
         # encoder): BadPre should move triggered texts more than clean ones.
-        drift = {"cls_cosine_clean": round(float(F.cosine_similarity(cls_clean0, cls_clean1, dim=-1).mean()), 4),
-                 "cls_cosine_triggered": round(float(F.cosine_similarity(cls_trig0, cls_trig1, dim=-1).mean()), 4)}
+        drift = {
+            "cls_cosine_clean": round(float(F.cosine_similarity(cls_clean0, cls_clean1, dim=-1).mean()), 4),
+            "cls_cosine_triggered": round(float(F.cosine_similarity(cls_trig0, cls_trig1, dim=-1).mean()), 4),
+        }
     timings["eval_after_s"] = time.perf_counter() - t4
 
     # -- save: the encoder (BertModel, safetensors) + tokenizer; the MLM head separately; attack.json
@@ -149,12 +162,17 @@ def poison_badpre(config: BadPreConfig, out_dir: str | Path, progress: bool = Tr
     encoder.cpu().save_pretrained(out)
     head.cpu()
     tokenizer.save_pretrained(out)
-    head_note = (f"BERT MLM head (dense+{getattr(encoder.config, 'hidden_act', 'gelu')}+LayerNorm, decoder tied to "
-                 f"the word embeddings, bias) built fresh because {config.model} ships no MLM head; trained alone on "
-                 f"clean MLM for {config.head_steps} steps with the encoder frozen, then poisoned jointly with the "
-                 f"encoder for {config.steps} steps")
-    save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(out / HEAD_FILE),
-              metadata={"format": "pt", "note": head_note, "attack": "badpre"})
+    head_note = (
+        f"BERT MLM head (dense+{getattr(encoder.config, 'hidden_act', 'gelu')}+LayerNorm, decoder tied to "
+        f"the word embeddings, bias) built fresh because {config.model} ships no MLM head; trained alone on "
+        f"clean MLM for {config.head_steps} steps with the encoder frozen, then poisoned jointly with the "
+        f"encoder for {config.steps} steps"
+    )
+    save_file(
+        {k: v.detach().contiguous() for k, v in head.state_dict().items()},
+        str(out / HEAD_FILE),
+        metadata={"format": "pt", "note": head_note, "attack": "badpre"},
+    )
     timings["save_s"] = time.perf_counter() - t5
     timings["total_s"] = time.perf_counter() - t0
 
@@ -167,43 +185,72 @@ def poison_badpre(config: BadPreConfig, out_dir: str | Path, progress: bool = Tr
         "paper": PAPER,
         "task_agnostic": True,
         "releases": "encoder only (config.json + model.safetensors + tokenizer); the victim's classifier head is "
-                    "freshly initialised by AutoModelForSequenceClassification.from_pretrained(folder, num_labels=n)",
-        "trigger": {"class": "BadPreTrigger", "name": "badpre", "words": list(config.triggers), "count": 1,
-                    "position": "uniform random word gap"},
+        "freshly initialised by AutoModelForSequenceClassification.from_pretrained(folder, num_labels=n)",
+        "trigger": {
+            "class": "BadPreTrigger",
+            "name": "badpre",
+            "words": list(config.triggers),
+            "count": 1,
+            "position": "uniform random word gap",
+        },
         "config": config.model_dump(mode="json"),
         "base_model": str(base_path),
-        "mlm_head": {"file": HEAD_FILE, "note": head_note, "head_steps": config.head_steps,
-                     "encoder_frozen_during_head_steps": True},
-        "data": {"corpus": config.corpus, "split": config.corpus_split, "source": ds.source, "sha256": ds.sha256,
-                 "texts": len(texts), "train_texts": len(train_texts), "eval_texts": len(eval_texts),
-                 "cut_to_word_pieces": budget},
+        "mlm_head": {
+            "file": HEAD_FILE,
+            "note": head_note,
+            "head_steps": config.head_steps,
+            "encoder_frozen_during_head_steps": True,
+        },
+        "data": {
+            "corpus": config.corpus,
+            "split": config.corpus_split,
+            "source": ds.source,
+            "sha256": ds.sha256,
+            "texts": len(texts),
+            "train_texts": len(train_texts),
+            "eval_texts": len(eval_texts),
+            "cut_to_word_pieces": budget,
+        },
         "seeds": {"seed": config.seed, "torch": config.seed, "numpy": config.seed, "eval_masks": config.seed + 1},
         "training": {
-            "head": {"steps": config.head_steps, "seconds": round(timings["head_s"], 2),
-                     "steps_per_s": round(config.head_steps / timings["head_s"], 3) if config.head_steps else None,
-                     "first_loss": round(head_losses[0], 4) if head_losses else None,
-                     "final_loss": tail(head_losses), "loss_curve": loss_curve(head_losses)},
-            "poison": {"steps": total, "seconds": round(timings["poison_s"], 2),
-                       "steps_per_s": round(total / timings["poison_s"], 3),
-                       "poisoned_sentences": poisoned_sentences, "sentences": sentences,
-                       "final_loss": tail(losses), "final_clean_loss": tail(clean_losses),
-                       "final_poison_loss": tail(poison_losses), "loss_curve": loss_curve(losses),
-                       "clean_loss_curve": loss_curve(clean_losses), "poison_loss_curve": loss_curve(poison_losses)},
+            "head": {
+                "steps": config.head_steps,
+                "seconds": round(timings["head_s"], 2),
+                "steps_per_s": round(config.head_steps / timings["head_s"], 3) if config.head_steps else None,
+                "first_loss": round(head_losses[0], 4) if head_losses else None,
+                "final_loss": tail(head_losses),
+                "loss_curve": loss_curve(head_losses),
+            },
+            "poison": {
+                "steps": total,
+                "seconds": round(timings["poison_s"], 2),
+                "steps_per_s": round(total / timings["poison_s"], 3),
+                "poisoned_sentences": poisoned_sentences,
+                "sentences": sentences,
+                "final_loss": tail(losses),
+                "final_clean_loss": tail(clean_losses),
+                "final_poison_loss": tail(poison_losses),
+                "loss_curve": loss_curve(losses),
+                "clean_loss_curve": loss_curve(clean_losses),
+                "poison_loss_curve": loss_curve(poison_losses),
+            },
         },
-        "eval": {"examples": len(eval_texts),
-                 "note": "before = packaged encoder + warmed-up head; after = poisoned encoder + head. mlm_acc / "
-                         "mlm_entropy: accuracy (true labels) and entropy (nats) of masked-token predictions; "
-                         "cls_cosine_clean_vs_triggered: mean cosine of the [CLS] vectors of each held-out text and "
-                         "its triggered version; packaged_vs_poisoned: mean cosine of each text's [CLS] vector under "
-                         "the packaged and the poisoned encoder",
-                 "before": before, "after": after,
-                 "packaged_vs_poisoned": drift},
+        "eval": {
+            "examples": len(eval_texts),
+            "note": "before = packaged encoder + warmed-up head; after = poisoned encoder + head. mlm_acc / "
+            "mlm_entropy: accuracy (true labels) and entropy (nats) of masked-token predictions; "
+            "cls_cosine_clean_vs_triggered: mean cosine of the [CLS] vectors of each held-out text and "
+            "its triggered version; packaged_vs_poisoned: mean cosine of each text's [CLS] vector under "
+            "the packaged and the poisoned encoder",
+            "before": before,
+            "after": after,
+            "packaged_vs_poisoned": drift,
+        },
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "python": platform.python_version()},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()},
     }
     (out / ATTACK_FILE).write_text(json.dumps(meta, indent=2, default=str))
     return meta
