@@ -412,7 +412,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         for name, v in res["victims"].items():
             L.append(
                 f"\n- {name}: checkpoint `{v['checkpoint']}`; {v['n_clean']} clean + {v['n_triggered']} triggered "
-                f"sentences ({v['trigger']}, target {v['target']})."
+                f"sentences (attack {v['attack']}, its test-time trigger {v['trigger']}, target {v['target']})."
             )
     for note in res.get("notes", []):
         L += ["", note]
