@@ -217,12 +217,9 @@ def main() -> int:
     bad = sorted(set(sections) - set(SECTIONS))
     if bad:
         ap.error(f"unknown section(s) {bad}; choose from {list(SECTIONS)}")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    import transformers
+    from frs_ray.runtime import configure_process
 
-    transformers.logging.set_verbosity_error()
-    torch.set_num_threads(args.threads)
+    configure_process(engine="vllm" in sections, threads=args.threads)
     from frs_ray.data import load_dataset
 
     out = Path(args.out)

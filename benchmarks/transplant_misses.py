@@ -72,27 +72,35 @@ def analyse(cells: Path, dataset: str, seed: int) -> dict:
 
 
 def render(res: dict) -> str:
-    L = ["# frs-transplant: where it misses", "",
-         f"- command: `{res['command']}`", f"- date: {res['date']}",
-         f"- source: the cells of `{res['cells']}` ({res['dataset']}, seed {res['seed']}); each cell's machine and "
-         "sample sizes are in the eval report.", "",
-         "Per attack: the share of inputs whose top span the check keeps (omega_H) on clean and triggered inputs; "
-         "the threshold on the check's statistic (calibrated on clean dev texts only, to keep 5% of clean spans); "
-         "the statistic's mean on triggered inputs; and of the triggered inputs the attack still wins under "
-         "frs-transplant, how many had their span dropped (randomized uniformly) and how many plain FRS (span "
-         "always kept) stopped.", "",
-         "| attack | threshold | kept clean | kept triggered | stat. triggered (mean / median) | stat. clean "
-         "(mean / p95) | ASR transplant | ASR frs | wins | wins with span dropped | of those, stopped by frs |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+    L = [
+        "# frs-transplant: where it misses",
+        "",
+        f"- command: `{res['command']}`",
+        f"- date: {res['date']}",
+        f"- source: the cells of `{res['cells']}` ({res['dataset']}, seed {res['seed']}); each cell's machine and "
+        "sample sizes are in the eval report.",
+        "",
+        "Per attack: the share of inputs whose top span the check keeps (omega_H) on clean and triggered inputs; "
+        "the threshold on the check's statistic (calibrated on clean dev texts only, to keep 5% of clean spans); "
+        "the statistic's mean on triggered inputs; and of the triggered inputs the attack still wins under "
+        "frs-transplant, how many had their span dropped (randomized uniformly) and how many plain FRS (span "
+        "always kept) stopped.",
+        "",
+        "| attack | threshold | kept clean | kept triggered | stat. triggered (mean / median) | stat. clean "
+        "(mean / p95) | ASR transplant | ASR frs | wins | wins with span dropped | of those, stopped by frs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for a, r in res["attacks"].items():
         st, sc = r["statistic_triggered"], r["statistic_clean"]
         asr_frs = "-" if r["asr_frs"] is None else f"{100 * r['asr_frs']:.1f}%"
         stopped = "-" if r["wins_stopped_by_frs"] is None else r["wins_stopped_by_frs"]
-        L.append(f"| {a} | {r['threshold']:.3f} | {100 * r['kept_clean']:.1f}% | {100 * r['kept_triggered']:.1f}% | "
-                 f"{st['mean']:.3f} / {st['median']:.3f} | {sc['mean']:.3f} / {sc['p95']:.3f} | "
-                 f"{100 * r['asr']:.1f}% | {asr_frs} | "
-                 f"{r['attack_wins']} | {r['wins_span_dropped']} | "
-                 f"{stopped} |")
+        L.append(
+            f"| {a} | {r['threshold']:.3f} | {100 * r['kept_clean']:.1f}% | {100 * r['kept_triggered']:.1f}% | "
+            f"{st['mean']:.3f} / {st['median']:.3f} | {sc['mean']:.3f} / {sc['p95']:.3f} | "
+            f"{100 * r['asr']:.1f}% | {asr_frs} | "
+            f"{r['attack_wins']} | {r['wins_span_dropped']} | "
+            f"{stopped} |"
+        )
     L.append("")
     for n in res.get("notes", []):
         L += [f"Note: {n}", ""]
@@ -110,9 +118,15 @@ def main() -> int:
     cells = Path(args.cells)
     if not (cells / args.dataset).is_dir():
         ap.error(f"{cells / args.dataset} is not a folder of eval cells")
-    res = {"command": shlex.join(["python", *sys.argv]), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "cells": str(cells), "dataset": args.dataset, "seed": args.seed,
-           "attacks": analyse(cells, args.dataset, args.seed), "notes": args.note}
+    res = {
+        "command": shlex.join(["python", *sys.argv]),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cells": str(cells),
+        "dataset": args.dataset,
+        "seed": args.seed,
+        "attacks": analyse(cells, args.dataset, args.seed),
+        "notes": args.note,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "transplant_misses.json").write_text(json.dumps(res, indent=2) + "\n")
