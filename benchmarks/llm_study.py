@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-SECTIONS = ("ca", "vllm", "service")
+SECTIONS = ("ca", "sigma", "vllm", "service")
 
 
 def _machine() -> str:
@@ -92,6 +92,36 @@ def measure_ca(args, test) -> dict:
         "seconds": {"plain": round(t_plain, 1), "smoothed": round(t_smoothed, 1)},
         "voter_pool": frs.pool.describe(),
     }
+
+
+def measure_sigma(args, test) -> dict:
+    """Ensemble CA of the smoothed checkpoint at other inference-phase sigmas (Eq. 5's noise; the fine-tuning
+    sigma is the checkpoint's), on a seeded subset of ``--sigma-n`` test sentences."""
+    from frs_ray.certify.bounds import majority_vote
+    from frs_ray.certify.smooth import FRSClassifier
+    from frs_ray.config import CertifyConfig
+
+    sub = test.subset(args.sigma_n, seed=args.subset_seed)
+    texts, labels = list(sub.texts), np.asarray(sub.labels)
+    rows = []
+    for sigma in [float(x) for x in args.sigmas.split(",")]:
+        t0 = time.time()
+        frs = FRSClassifier.from_checkpoint(args.smoothed, CertifyConfig(k=args.k, seed=args.seed), sigma=sigma)
+        votes = _ensemble_votes(frs, texts, args.chunk, not args.no_progress)
+        n_labels = frs.backend.num_labels
+        ens = np.array([majority_vote(np.bincount(r, minlength=n_labels).tolist()) for r in votes])
+        rows.append(
+            {
+                "sigma": sigma,
+                "ca_smoothed": round(float((ens == labels).mean()) * 100, 2),
+                "voter_ca_mean": round(float((votes == labels[:, None]).mean()) * 100, 2),
+                "ties": int((ens < 0).sum()),
+                "seconds": round(time.time() - t0, 1),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+        del frs
+    return {"n": len(texts), "k": args.k, "seed": args.seed, "subset_seed": args.subset_seed, "rows": rows}
 
 
 def measure_vllm(args, test) -> dict:
@@ -166,6 +196,22 @@ def render(res: dict) -> str:
             f"{ca['seconds']['smoothed']} s; voter pool: `{json.dumps(ca['voter_pool'])}`.",
             "",
         ]
+    sg = res.get("sigma")
+    if sg:
+        lines += [
+            "## Inference-phase sigma",
+            "",
+            f"The smoothed checkpoint's K = {sg['k']} voters with other inference sigmas (Eq. 5; the fine-tuning "
+            f"sigma stays the checkpoint's), on {sg['n']} seeded test sentences (subset seed {sg['subset_seed']}).",
+            "",
+            "| inference sigma | ensemble CA (%) | mean voter CA (%) | ties | seconds |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['sigma']} | {r['ca_smoothed']:.2f} | {r['voter_ca_mean']:.2f} | {r['ties']} | {r['seconds']} |"
+            for r in sg["rows"]
+        ]
+        lines.append("")
     v = res.get("vllm")
     if v:
         lines += [
@@ -202,6 +248,8 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chunk", type=int, default=32, help="texts per voter-pool call")
+    ap.add_argument("--sigmas", default="0.01,0.005,0.002", help="inference sigmas of the sigma section")
+    ap.add_argument("--sigma-n", type=int, default=300, help="seeded test sentences of the sigma section")
     ap.add_argument("--vllm-texts", type=int, default=64)
     ap.add_argument("--vllm-voters", default="0,1,3")
     ap.add_argument("--service-load", default=None, help="service_load.py JSON of a load run")
@@ -231,6 +279,8 @@ def main() -> int:
     if "ca" in sections:
         res["ca"] = measure_ca(args, test)
         res["ca_plain"], res["ca_smoothed"] = res["ca"]["ca_plain"], res["ca"]["ca_smoothed"]
+    if "sigma" in sections:
+        res["sigma"] = measure_sigma(args, test)
     if "vllm" in sections:
         res["vllm"] = measure_vllm(args, test)
         res["vllm_equals_torch"] = res["vllm"]["equal"]
