@@ -171,7 +171,8 @@ def render(res: dict) -> str:
     lines = ["# Decoder voters: SmolLM2-135M (Llama family) on SST-2", ""]
     lines += [f"- command: `{res['command']}`", f"- machine: {res['machine']}", f"- date: {res['date']}"]
     for c in res.get("finetune_commands", []):
-        lines.append(f"- fine-tune: `{c.strip()}`")
+        c = c.split('"')[1] if c.count('"') >= 2 else c.strip()  # /usr/bin/time -v: Command being timed: "..."
+        lines.append(f"- fine-tune: `frs {c.split(' frs_ray.cli ', 1)[-1]}`")
     lines.append("")
     ca = res.get("ca")
     if ca:
@@ -228,6 +229,8 @@ def render(res: dict) -> str:
         for key, d in s.items():
             keep = {k: d[k] for k in d if k not in ("certificates", "file") and not isinstance(d[k], (list, dict))}
             lines.append(f"- {key} (`{d['file']}`): " + ", ".join(f"{k} {val}" for k, val in keep.items()))
+            for e in d.get("events", []):
+                lines.append(f"  - at {e['t']} s: killed {e['killed']} (pid {e['pid']}) with SIGKILL")
         lines.append("")
     ev = res.get("eval")
     lines += ["## Attacks on the decoder (`frs eval`)", ""]
@@ -295,7 +298,8 @@ def main() -> int:
         },
     )
     res["finetune_commands"] = _finetune_commands(args.finetune_log) or res.get("finetune_commands", [])
-    res["command"] = shlex.join(["python", *sys.argv])
+    command = shlex.join(["python", *sys.argv])
+    res["command"] = f"{res['command']} ; then: {command}" if res.get("command") else command
     res["machine"] = _machine()
     res["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     res["wall_s"] = round(time.time() - started, 1)
