@@ -81,8 +81,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if value is not None:
             smoothing[key] = value
     raw["smoothing"] = smoothing
-    if args.lora:
+    if args.lora or args.head_lr is not None:
         raw["lora"] = raw.get("lora") or {}
+    if args.head_lr is not None:
+        raw["lora"]["head_learning_rate"] = args.head_lr
     cfg = build(FinetuneConfig, raw)
     from .smoothing.finetune import finetune
 
@@ -273,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="LoRA fine-tuning (rank 8, alpha 16 on q/k/v/o and the MLP "
         "projections; head trained fully; the checkpoint holds merged weights). Paper (LLaMA3-8B): --lr 1e-4",
+    )
+    ft.add_argument(
+        "--head-lr",
+        type=float,
+        default=None,
+        help="LoRA only (implies --lora): learning rate of the fully trained head (default: --lr)",
     )
     ft.add_argument("--epochs", type=float, default=None, help="epochs (default 3)")
     ft.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-5)")

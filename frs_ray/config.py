@@ -121,6 +121,14 @@ class LoraConfig(StrictConfig):
         ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
         description="linear layers that get adapters (Llama names: attention q/k/v/o and the MLP projections)",
     )
+    head_learning_rate: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="AdamW learning rate of the fully trained head (the new classification layer and the final norm); "
+        "None: the fine-tune's learning_rate. A new head starts at the model's initializer scale and moves little "
+        "at an adapter's rate",
+    )
 
 
 class FinetuneConfig(StrictConfig):

@@ -14,7 +14,7 @@ Schedule (Appendix B.2.4 for fine-tuning; BERT's for BadPre): :func:`linear_sche
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ContextManager, Iterable, Iterator, TypeVar
+from typing import Any, Callable, ContextManager, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -23,8 +23,10 @@ from tqdm.auto import tqdm
 B = TypeVar("B")
 
 
-def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
-    """``torch.optim.AdamW`` over ``params`` (one group); ``fused`` uses the fused kernel where torch has one for
+def adamw(
+    params: list[torch.nn.Parameter] | list[dict[str, Any]], lr: float, weight_decay: float, fused: bool = False
+) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` over ``params`` (one group, or parameter groups with their own ``lr``); ``fused`` uses the fused kernel where torch has one for
     these parameters and falls back to the default implementation elsewhere."""
     if fused:
         try:

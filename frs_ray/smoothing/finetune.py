@@ -68,15 +68,14 @@ def finetune(
     too_long = [i for i, n in enumerate(lengths) if n > backend.max_length]
     n_truncated = len(too_long)
 
+    head_names = [n for n in selection.names if not n.startswith(selection.stack_name + ".")]
     if config.lora is not None:  # after the selection and norms: those are of the plain (unwrapped) model
-        model = wrap_lora(
-            model, config.lora, head_names=[n for n in selection.names if not n.startswith(selection.stack_name + ".")]
-        )
+        model = wrap_lora(model, config.lora, head_names=head_names)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = max(1, int(round(steps_per_epoch * config.epochs)))
-    optimizer = adamw(trainable, config.learning_rate, config.weight_decay)
+    optimizer = adamw(param_groups(model, trainable, head_names, config), config.learning_rate, config.weight_decay)
     schedule = linear_schedule(int(config.warmup_ratio * total_steps), total_steps)
     data_gen = torch.Generator().manual_seed(config.seed)
     noise_gen = torch.Generator().manual_seed(config.seed + 1)
@@ -157,6 +156,21 @@ def finetune(
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def param_groups(
+    model: torch.nn.Module, trainable: list[torch.nn.Parameter], head_names: list[str], config: FinetuneConfig
+) -> list[torch.nn.Parameter] | list[dict[str, Any]]:
+    """What AdamW trains: ``trainable`` as one group, or, for LoRA with ``lora.head_learning_rate`` set, the adapters
+    at the fine-tune's rate and the head (``head_names``) at its own rate; the schedule scales both."""
+    if config.lora is None or config.lora.head_learning_rate is None:
+        return trainable
+    named = hf_named_parameters(model)
+    head = {id(named[n]) for n in head_names}
+    return [
+        {"params": [p for p in trainable if id(p) not in head]},
+        {"params": [p for p in trainable if id(p) in head], "lr": config.lora.head_learning_rate},
+    ]
 
 
 def wrap_lora(model: torch.nn.Module, lora: LoraConfig, head_names: list[str]) -> torch.nn.Module:
