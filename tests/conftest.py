@@ -177,3 +177,36 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_llama():
+    """``make(out, texts, vocab_size, num_labels) -> out``: a randomly initialised 3-block Llama sequence classifier
+    (hidden 32, GQA 4/2 heads) with a BPE tokenizer trained on ``texts``, saved as a Hugging Face folder."""
+
+    def make(out, texts, vocab_size: int, num_labels: int):
+        import torch
+        from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+        from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
+
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"]))
+        hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+        torch.manual_seed(0)
+        cfg = LlamaConfig(
+            vocab_size=hf_tok.vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            num_labels=num_labels,
+            pad_token_id=hf_tok.eos_token_id,
+        )
+        LlamaForSequenceClassification(cfg).save_pretrained(out, safe_serialization=True)
+        hf_tok.save_pretrained(out)
+        return out
+
+    return make

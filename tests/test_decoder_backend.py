@@ -13,35 +13,11 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def tiny_llama_dir(tmp_path_factory, data_dir):
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
-
+def tiny_llama_dir(tmp_path_factory, data_dir, make_tiny_llama):
     from frs_ray.data import load_dataset
 
     texts = load_dataset("sst2", "dev").texts[:400]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"]))
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=hf_tok.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        num_labels=2,
-        pad_token_id=hf_tok.eos_token_id,
-    )
-    model = LlamaForSequenceClassification(cfg)
-    out = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(out, safe_serialization=True)
-    hf_tok.save_pretrained(out)
-    return out
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), texts, vocab_size=400, num_labels=2)
 
 
 def test_backend_protocol_on_llama(tiny_llama_dir):

@@ -45,31 +45,10 @@ def minilm_backend():
 
 
 @pytest.fixture(scope="module")
-def llama_backend(tmp_path_factory, texts):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
-
+def llama_backend(tmp_path_factory, texts, make_tiny_llama):
     from frs_ray.backends.hf import HFClassifier
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(texts * 20, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=hf_tok.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        num_labels=3,
-        pad_token_id=hf_tok.eos_token_id,
-    )
-    out = tmp_path_factory.mktemp("pool-llama")
-    LlamaForSequenceClassification(cfg).save_pretrained(out, safe_serialization=True)
-    hf_tok.save_pretrained(out)
+    out = make_tiny_llama(tmp_path_factory.mktemp("pool-llama"), texts * 20, vocab_size=300, num_labels=3)
     return HFClassifier(out, max_length=64, batch_size=8)
 
 
