@@ -145,24 +145,21 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from .certify.smooth import FRSClassifier
 
     clf = FRSClassifier.from_checkpoint(args.checkpoint, cfg, device=args.device)
-    if getattr(args, "span_check", "none") == "transplant":
-        from .fuzzing.transplant import build_transplant_filter, clean_data_for
-        from .smoothing.finetune import read_meta
+    if getattr(args, "span_check", "none") != "none":
+        from .fuzzing.checks import build_span_check, describe_span_check
 
-        clean = clean_data_for(read_meta(args.checkpoint)["data"].get("source"), args.span_check_data)
-        clf.span_filter = build_transplant_filter(
-            clf, clean, m=args.span_check_m, threshold=args.span_check_threshold, keep_checks=False
+        clf.span_filter = build_span_check(
+            clf,
+            args.span_check,
+            args.checkpoint,
+            threshold=args.span_check_threshold,
+            fluency_threshold=args.span_check_fluency_threshold,
+            lm=args.span_check_lm,
+            data=args.span_check_data,
+            m=args.span_check_m,
+            device=args.device,
         )
-        cal = clf.span_filter.calibration
-        print(
-            f"span check: transplant, threshold {clf.span_filter.threshold:.4f}, m {clf.span_filter.m}"
-            + (
-                f" (calibrated on {cal.n_texts} clean texts of {cal.source}, clean keep rate {cal.clean_keep_rate:.3f})"
-                if cal
-                else ""
-            ),
-            file=sys.stderr,
-        )
+        print(describe_span_check(clf.span_filter), file=sys.stderr)
     problems = clf.backend.check_texts(texts)
     good = [i for i, p in enumerate(problems) if p is None]
     started = time.perf_counter()
@@ -349,11 +346,25 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument(
         "--span-check",
         dest="span_check",
-        choices=["none", "transplant"],
+        choices=["none", "fluency", "transplant", "fluency+transplant"],  # frs_ray.fuzzing.checks.SPAN_CHECKS
         default="none",
-        help="check on T(x') before randomization: 'transplant' (the frs-transplant extension, not the "
-        "paper's method: frs_ray/fuzzing/transplant.py) keeps a span only where inserting it into "
-        "clean reference texts of other labels moves them to the input's label; default none (FRS)",
+        help="check on T(x') before randomization (extensions, not the paper's method): 'transplant' "
+        "(frs_ray/fuzzing/transplant.py) keeps a span only where inserting it into clean reference texts of other "
+        "labels moves them to the input's label; 'fluency' (frs_ray/fuzzing/fluency.py) only where deleting it makes "
+        "the text more fluent to --span-check-lm; 'fluency+transplant' where either keeps it; default none (FRS)",
+    )
+    ce.add_argument(
+        "--span-check-lm",
+        dest="span_check_lm",
+        default="smollm2",
+        help="fluency: the perplexity model, 'smollm2' or a local causal-LM folder",
+    )
+    ce.add_argument(
+        "--span-check-fluency-threshold",
+        dest="span_check_fluency_threshold",
+        type=float,
+        default=None,
+        help="fluency+transplant: the fluency check's threshold (default 0)",
     )
     ce.add_argument(
         "--span-check-data",
@@ -367,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="span_check_threshold",
         type=float,
         default=None,
-        help="transplant: keep a span when its score exceeds this (default: calibrated on the clean data "
-        "to keep at most 5%% of clean texts' spans)",
+        help="transplant and fluency+transplant: keep a span when its transplant score exceeds this (default: "
+        "calibrated on the clean data to keep at most 5%% of clean texts' spans); fluency: its threshold (default 0)",
     )
     ce.add_argument(
         "--span-check-m",

@@ -44,7 +44,16 @@ def test_suspicion_formula_and_degenerate_perplexities():
 def test_registered_and_rejects_bad_parameters(tmp_path, data_dir):
     assert "frs-fluency" in known_defenses()
     smoothed = {d for d in known_defenses() if needs_smoothed(d)}  # what `frs eval` builds a BMPS victim for
-    assert smoothed == {"frs", "frs-fluency", "frs-transplant", "uniform", "no-ftr", "no-bmps-ft", "no-bmps-inf"}
+    assert smoothed == {
+        "frs",
+        "frs-fluency",
+        "frs-transplant",
+        "frs-fluency-transplant",
+        "uniform",
+        "no-ftr",
+        "no-bmps-ft",
+        "no-bmps-inf",
+    }
     ctx = _ctx(tmp_path, "unused", data_dir)
     with pytest.raises(ConfigError, match="treshold"):
         build_defense("frs-fluency", ctx, treshold=0.0)
@@ -106,7 +115,14 @@ def test_service_settings_take_the_span_check():
 
     assert ServiceSettings(checkpoint="x").span_check_options() is None
     s = ServiceSettings(checkpoint="x", span_check="fluency", span_check_threshold=0.5)
-    assert s.span_check_options() == {"lm": "smollm2", "threshold": 0.5}
+    assert s.span_check_options() == {
+        "kind": "fluency",
+        "threshold": 0.5,
+        "fluency_threshold": None,
+        "lm": "smollm2",
+        "data": None,
+        "m": None,
+    }
     with pytest.raises(ValidationError, match="span_check"):
         ServiceSettings(checkpoint="x", span_check="perplexity")
 
@@ -122,10 +138,10 @@ def test_fuzz_worker_applies_the_span_check(minilm_checkpoint):
     texts = ["a gorgeous , witty , seductive movie .", "the film is strictly cf routine and dull ."]
     cfg = CertifyConfig(k=4, seed=1, fuzzing={"budget": 3})
     plain = FRSClassifier.from_checkpoint(minilm_checkpoint, cfg).prepare(texts)
-    none_kept = FuzzWorker(str(minilm_checkpoint), span_check={"lm": "smollm2", "threshold": 1e9}).prepare(
+    none_kept = FuzzWorker(str(minilm_checkpoint), span_check={"kind": "fluency", "threshold": 1e9}).prepare(
         texts, cfg.model_dump()
     )
-    all_kept = FuzzWorker(str(minilm_checkpoint), span_check={"lm": "smollm2", "threshold": -1e9}).prepare(
+    all_kept = FuzzWorker(str(minilm_checkpoint), span_check={"kind": "fluency", "threshold": -1e9}).prepare(
         texts, cfg.model_dump()
     )
     for p, n, a in zip(plain, none_kept, all_kept):

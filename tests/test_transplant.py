@@ -222,11 +222,12 @@ def test_defense_and_fuzz_worker_build_the_check(backdoored, tmp_path, data_dir)
         checkpoint=str(ckpt), span_check="transplant", span_check_data="sst2", span_check_threshold=1e9, span_check_m=4
     )
     opts = s.span_check_options()
-    assert opts == {"kind": "transplant", "data": "sst2", "threshold": 1e9, "m": 4}
+    assert opts == {"kind": "transplant", "data": "sst2", "threshold": 1e9, "m": 4, "fluency_threshold": None, "lm": "smollm2"}
     plans = FuzzWorker(str(ckpt), span_check=opts).prepare([TRIGGERED], CFG.model_dump())
     assert plans[0].spans == [] and plans[0].omega_h == plans[0].omega_l == CFG.randomize.omega_m
     assert plans[0].span_check["queries"] == 8
-    assert ServiceSettings(checkpoint="x", span_check="fluency").span_check_options() == {"lm": "smollm2", "threshold": 0.0}
+    fl = ServiceSettings(checkpoint="x", span_check="fluency").span_check_options()
+    assert fl["kind"] == "fluency" and fl["lm"] == "smollm2" and fl["threshold"] is None  # build_span_check: 0
 
 
 @pytest.mark.slow
@@ -273,3 +274,153 @@ def test_frs_certify_takes_the_span_check(backdoored, tmp_path):
         assert len(r["spans"]) == 1 and r["span_check"]["calibration"] is None
     with pytest.raises(SystemExit):
         main(["certify", "--checkpoint", str(ckpt), "--input", str(src), "--span-check", "perplexity"])
+
+
+# ------------------------------------------------------------------------------------- frs-fluency-transplant
+@pytest.fixture(scope="module")
+def lm():
+    from frs_ray.backends.lm import PerplexityLM, resolve_lm
+
+    return PerplexityLM(resolve_lm("smollm2"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "fluency_threshold, transplant_threshold, expect",
+    [
+        (1e9, 1e9, "none"),  # both drop: nothing kept
+        (-1e9, 1e9, "all"),  # fluency alone keeps: kept
+        (1e9, -1e9, "all"),  # transplant alone keeps: kept
+        (-1e9, -1e9, "all"),  # both keep: kept once, not twice
+        (None, 1e9, "fluency"),  # a real fluency decision decides alone
+    ],
+)
+def test_union_keeps_a_span_when_any_check_keeps_it(backdoored, lm, fluency_threshold, transplant_threshold, expect):
+    from frs_ray.fuzzing.fluency import FluencySpanFilter
+    from frs_ray.fuzzing.union import AnySpanFilter
+
+    _, clf = backdoored
+    refs = load_dataset("sst2", "dev").texts[:40]
+    trig, clean = tokenize(TRIGGERED), tokenize(CLEAN_POSITIVE)
+    tw, cw = [t.text for t in trig], [t.text for t in clean]
+    at = tw.index("cf")
+    batch = [(tw, [_span(tw, at, at + 1), _span(tw, 0, 2)]), (cw, [_span(cw, 1, 2)])]
+    flu = FluencySpanFilter(lm, 0.0 if fluency_threshold is None else fluency_threshold)
+    tra = TransplantSpanFilter(clf.backend.predict_proba, refs, m=4, threshold=transplant_threshold)
+    union = AnySpanFilter([flu, tra], names=["fluency", "transplant"])
+    assert union.uses_reference
+    kept = union(batch)
+    if expect == "none":
+        assert kept == [[], []]
+    elif expect == "all":
+        assert kept == [batch[0][1], batch[1][1]]  # every span once, in MCTS's order
+    else:  # fluency keeps exactly what it keeps alone
+        alone = FluencySpanFilter(lm, 0.0)(batch)
+        assert kept == alone and any(alone) and alone[0][0].text == "cf"
+    for rep, (_, spans), c in zip(union.last_reports, batch, flu.checks):
+        lm_q = c.lm_queries
+        assert rep["members"]["fluency"]["queries"] == lm_q > 0
+        assert rep["members"]["transplant"]["queries"] == len(spans) * 2 * 4 + 1  # + one call to label x'
+        assert rep["queries"] == lm_q + rep["members"]["transplant"]["queries"]
+        assert rep["members"]["transplant"]["report"]["threshold"] == transplant_threshold
+    assert union.decisions[-2:] == [[bool(k) for k in (flu_k, tra_k)] for flu_k, tra_k in zip(flu(batch), tra(batch))]
+
+
+def test_union_rejects_fewer_than_two_checks():
+    from frs_ray.fuzzing.union import AnySpanFilter
+
+    with pytest.raises(ConfigError, match="at least 2"):
+        AnySpanFilter([lambda batch: [[] for _ in batch]])
+    with pytest.raises(ConfigError, match="names"):
+        AnySpanFilter([lambda b: b, lambda b: b], names=["one"])
+
+
+def test_fluency_transplant_registered_and_rejects_bad_parameters(tmp_path, data_dir):
+    assert "frs-fluency-transplant" in known_defenses() and needs_smoothed("frs-fluency-transplant")
+    ctx = DefenseContext("unused", "unused", "minilm", load_dataset("sst2", "train", data_dir).subset(20), tmp_path)
+    for bad, match in (
+        ({"fluency_treshold": 0.1}, "fluency_treshold"),
+        ({"fluency_threshold": float("nan")}, "fluency_threshold"),
+        ({"lm_batch_size": 0}, "lm_batch_size"),
+        ({"m": 0}, "m"),
+        ({"target_keep": 1.0}, "target_keep"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            build_defense("frs-fluency-transplant", ctx, **bad)
+
+
+@pytest.mark.slow
+def test_fluency_transplant_defense_counts_both_checks(backdoored, tmp_path, data_dir):
+    """Both checks' queries are in the prediction's; a span either check keeps is T(x') (omega_H), a span both drop
+    leaves uniform randomization; describe() records each check's decision per input."""
+    ckpt, _ = backdoored
+    ctx = DefenseContext(ckpt, ckpt, "minilm", load_dataset("sst2", "train", data_dir).subset(20), tmp_path, seed=0)
+    common = dict(threshold=1e9, m=4, n_references=30, **SMALL)
+    drop = build_defense("frs-fluency-transplant", ctx, fluency_threshold=1e9, **common)
+    keep = build_defense("frs-fluency-transplant", ctx, fluency_threshold=-1e9, **common)
+    p_drop, p_keep = drop.predict([TRIGGERED])[0], keep.predict([TRIGGERED])[0]
+    # fuzz + votes + transplant (2 positions x m=4; x' labelled by the fuzzing) + fluency (x' and x' without span)
+    assert p_drop.queries == p_keep.queries == 6 + 16 + 2 * 4 + 2
+    assert p_drop.spans == [] and len(p_keep.spans) == 1
+    d = keep.describe()
+    assert d["checks_fields"][-1] == "kept" and len(d["checks"]) == 1
+    row = dict(zip(d["checks_fields"], d["checks"][0]))
+    assert row["fluency_kept"] and not row["transplant_kept"] and row["kept"]
+    assert d["spans_kept"] == 1.0 and d["spans_kept_by"] == {"fluency": 1.0, "transplant": 0.0}
+    assert drop.describe()["spans_kept"] == 0.0
+
+
+def test_span_check_names_agree_and_a_bad_one_is_refused():
+    import argparse
+
+    from frs_ray.cli import build_parser
+    from frs_ray.fuzzing.checks import SPAN_CHECKS, build_span_check
+    from frs_ray.serving.settings import ServiceSettings
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["certify"]
+    cli = next(a for a in sub._actions if a.dest == "span_check").choices
+    assert list(cli) == list(SPAN_CHECKS)
+    assert list(ServiceSettings.model_fields["span_check"].annotation.__args__) == list(SPAN_CHECKS)
+    with pytest.raises(ConfigError, match="span check must be one of"):
+        build_span_check(None, "perplexity", "unused")
+    assert build_span_check(None, "none", "unused") is None
+
+
+@pytest.mark.slow
+def test_certify_and_fuzz_worker_take_fluency_plus_transplant(backdoored, tmp_path):
+    """``frs certify --span-check fluency+transplant`` and the service's fuzzing worker build the same union: with
+    the fluency check dropping everything and the transplant check keeping everything, the span is kept, and the
+    report names both checks with their queries."""
+    import json
+
+    from frs_ray.cli import main
+    from frs_ray.serving.actors import FuzzWorker
+    from frs_ray.serving.settings import ServiceSettings
+
+    ckpt, _ = backdoored
+    src = tmp_path / "in.txt"
+    src.write_text(TRIGGERED + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = ["--span-check", "fluency+transplant", "--span-check-data", "sst2", "--span-check-m", "4"]
+    args += ["--span-check-threshold=-1e9", "--span-check-fluency-threshold", "1e9"]
+    common = ["--checkpoint", str(ckpt), "--k", "4", "--budget", "4", "--no-progress"]
+    assert main(["certify", *common, "--input", str(src), "--out", str(out), *args]) == 0
+    (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
+    members = rec["span_check"]["members"]
+    assert rec["span_check"]["name"] == "any" and rec["span_check"]["kept"] == 1 and len(rec["spans"]) == 1
+    assert members["fluency"]["kept"] == 0 and members["transplant"]["kept"] == 1
+    assert members["transplant"]["queries"] == 8 and members["fluency"]["queries"] == 2
+    assert rec["queries"]["span_check"] == 10
+    s = ServiceSettings(
+        checkpoint=str(ckpt),
+        span_check="fluency+transplant",
+        span_check_data="sst2",
+        span_check_threshold=-1e9,
+        span_check_fluency_threshold=1e9,
+        span_check_m=4,
+    )
+    cfg = CertifyConfig(k=4, seed=0, fuzzing={"budget": 4})
+    (plan,) = FuzzWorker(str(ckpt), span_check=s.span_check_options()).prepare([TRIGGERED], cfg.model_dump())
+    assert plan.span_check["name"] == "any" and plan.span_check["queries"] == 10
+    assert [sp["text"] for sp in plan.spans] == [sp["text"] for sp in rec["spans"]]

@@ -42,7 +42,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -50,7 +50,7 @@ from pydantic import Field
 from ..backends.lm import load_lm, resolve_lm
 from ..config import StrictConfig, build
 from ..fuzzing.fluency import FluencySpanFilter
-from .base import DefenseContext, DefensePrediction
+from .base import DefenseContext
 from .registry import register
 from .smoothing import FRS
 
@@ -87,13 +87,8 @@ class FRSFluency(FRS):
         self.filter = FluencySpanFilter(lm, self.fluency.threshold)
         return self.filter
 
-    def predict(self, texts: Sequence[str]) -> list[DefensePrediction]:
-        start = len(self.filter.checks)
-        preds = super().predict(texts)
-        for p, c in zip(preds, self.filter.checks[start:]):
-            p.queries += c.lm_queries
-            p.seconds += c.seconds
-        return preds
+    # predict: FRS's. The check's LM sequences are in the certificate's queries["span_check"] (its report), its
+    # time inside the certificate's seconds["randomize"] (it runs between the fuzzing and the randomization).
 
     def describe(self) -> dict[str, Any]:
         checks = self.filter.checks

@@ -42,9 +42,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from ..backends.lm import load_lm, resolve_lm
 from ..config import StrictConfig, build
 from ..errors import ConfigError
+from ..fuzzing.fluency import FluencySpanFilter
 from ..fuzzing.transplant import build_transplant_filter, clean_data_for
+from ..fuzzing.union import AnySpanFilter
 from .base import DefenseContext
 from .registry import register
 from .smoothing import FRS
@@ -133,3 +136,59 @@ class FRSTransplant(FRS):
             "checks_fields": ["label", "shift", "flip", "kept"],
             "checks": [[c.label, c.shifts[0] if c.shifts else None, c.flips[0] if c.flips else None, c.kept] for c in checks],
         }
+
+
+class FluencyTransplantConfig(TransplantConfig):
+    """The span checks of ``frs-fluency-transplant``: the transplant check's fields plus the fluency check's
+    (prefixed ``fluency_`` where a name would clash)."""
+
+    fluency_threshold: float = Field(
+        0.0, allow_inf_nan=False, description="fluency check: keep a span when log ppl(x') - log ppl(x' without it) exceeds this"
+    )
+    lm: str = Field("smollm2", description="fluency check: 'smollm2' or a local causal-LM folder")
+    lm_batch_size: int = Field(32, ge=1, le=4096, description="fluency check: LM sequences per padded forward pass")
+
+
+@register("frs-fluency-transplant")
+class FRSFluencyTransplant(FRSTransplant):
+    """FRS whose T(x') keeps a span when the fluency check OR the transplant check keeps it (an extension, not the
+    paper's method; :class:`~frs_ray.fuzzing.union.AnySpanFilter`).
+
+    Why: the two checks miss different triggers on SST-2 (``docs/results/transplant.md``): fluency drops a fluent
+    trigger sentence (AddSent), transplant drops rare-word triggers whose single insertion barely moves the centre
+    model (RIPPLe_a, LWP). Each check is calibrated as it is alone (fluency: its fixed threshold; transplant: on
+    clean dev data only), so at most the sum of their clean keep rates keeps a span. Radius: the conditional one
+    where a span is kept, else the unconditional one. Cost: both checks' queries (LM sequences and centre-model
+    sequences), counted in the certificate's ``queries["span_check"]``."""
+
+    extra_params = tuple(FluencyTransplantConfig.model_fields)
+
+    @classmethod
+    def check_extra(cls, extra: dict[str, Any]) -> FluencyTransplantConfig:
+        t = build(FluencyTransplantConfig, extra)
+        if any(m < 1 for m in t.m_grid):
+            raise ConfigError(f"frs-fluency-transplant: m_grid must hold integers >= 1, got {t.m_grid}")
+        return t
+
+    def __init__(self, ctx: DefenseContext, **params: Any) -> None:
+        super().__init__(ctx, **params)
+        t = self.transplant
+        lm = load_lm(str(resolve_lm(t.lm)), ctx.device, t.lm_batch_size, 256)
+        self.fluency_filter = FluencySpanFilter(lm, t.fluency_threshold)
+        self.transplant_filter = self.filter
+        self.union = AnySpanFilter([self.fluency_filter, self.transplant_filter], names=["fluency", "transplant"])
+        self.clf.span_filter = self.union
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        flu = self.fluency_filter.checks
+        # per input, in the order predicted: the transplant check's [label, shift, flip, kept], then the fluency
+        # check's suspicion and kept, then the union's kept
+        d["checks_fields"] = ["label", "shift", "flip", "transplant_kept", "fluency_suspicion", "fluency_kept", "kept"]
+        d["checks"] = [row[:4] + [f.suspicion, f.kept, bool(row[3] or f.kept)] for row, f in zip(d["checks"], flu)]
+        d["spans_kept"] = float(np.mean([r[-1] for r in d["checks"]])) if d["checks"] else None
+        d["spans_kept_by"] = {
+            "fluency": float(np.mean([f.kept for f in flu])) if flu else None,
+            "transplant": float(np.mean([c.kept for c in self.transplant_filter.checks])) if flu else None,
+        }
+        return d

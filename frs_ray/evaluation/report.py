@@ -109,6 +109,7 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         "frs": 11,
         "frs-fluency": 12,
         "frs-transplant": 13,
+        "frs-fluency-transplant": 14,
     }
     return sorted(out, key=lambda r: (r["dataset"], r["attack"], order.get(r["defense"], 99), r["defense"]))
 
@@ -149,7 +150,8 @@ def markdown(summary: list[dict[str, Any]], header: dict[str, Any]) -> str:
         "deleting it lowers a language model's perplexity) the conditional one where a span is kept, else "
         "the unconditional one; `frs-transplant` (an extension, not the paper's method: FRS whose span is kept only "
         "where inserting it into clean reference texts of other labels moves them to the input's label, "
-        "threshold calibrated on clean dev data) likewise. Queries are model forward passes per input (LM "
+        "threshold calibrated on clean dev data) likewise, and `frs-fluency-transplant` (an extension: the span is "
+        "kept where either check keeps it) likewise. Queries are model forward passes per input (LM "
         "ones and the transplant check's included).",
         "",
     ]

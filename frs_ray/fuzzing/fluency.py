@@ -54,11 +54,14 @@ class FluencySpanFilter:
     """A :data:`~frs_ray.certify.smooth.SpanFilter`: keeps the spans whose deletion lowers the LM's perplexity.
 
     ``checks`` records a :class:`SpanCheck` per text, in the order the texts were seen (unless ``keep_checks`` is
-    false, as in a long-running service)."""
+    false, as in a long-running service); ``last_reports`` holds the per-text report of the last call (suspicion,
+    kept, LM sequences as ``queries``), which :meth:`FRSClassifier.prepare` copies into the certificate
+    (``span_check``, ``queries["span_check"]``)."""
 
     def __init__(self, lm, threshold: float = 0.0, keep_checks: bool = True) -> None:
         self.lm, self.threshold, self.keep_checks = lm, float(threshold), keep_checks
         self.checks: list[SpanCheck] = []
+        self.last_reports: list[dict] = []
 
     def __call__(self, batch: Sequence[tuple[list[str], list[Span]]]) -> list[list[Span]]:
         t0 = time.perf_counter()
@@ -80,7 +83,7 @@ class FluencySpanFilter:
             index.append(pairs)
         ppl = self.lm.perplexities(seqs) if seqs else np.zeros(0)
         dt = (time.perf_counter() - t0) / max(1, len(batch))
-        out = []
+        out, reports = [], []
         for (words, spans), pairs in zip(batch, index):
             kept, first = [], None
             for sp, (i_full, i_rest) in zip(spans, pairs):
@@ -89,11 +92,14 @@ class FluencySpanFilter:
                 if s > self.threshold:
                     kept.append(sp)
             n_seq = len({i for p in pairs for i in p if i >= 0})
+            suspicion = None if first is None or not math.isfinite(first) else round(first, 5)
             if self.keep_checks:
-                self.checks.append(
-                    SpanCheck(None if first is None or not math.isfinite(first) else round(first, 5), bool(kept), n_seq, dt)
-                )
+                self.checks.append(SpanCheck(suspicion, bool(kept), n_seq, dt))
+            reports.append(
+                {"name": "fluency", "suspicion": suspicion, "kept": len(kept), "queries": n_seq, "threshold": self.threshold}
+            )
             out.append(kept)
+        self.last_reports = reports
         return out
 
 

@@ -78,27 +78,13 @@ class FuzzWorker:
         configure_process(threads=torch_threads or None)  # an actor is a process: set it up
         from ..certify.smooth import FRSClassifier
 
-        span_filter = None
-        if span_check is not None and span_check.get("kind") != "transplant":
-            # ServiceSettings.span_check_options(): the fluency check on T(x')
-            from ..backends.lm import load_lm, resolve_lm
-            from ..fuzzing.fluency import FluencySpanFilter
+        self.clf = FRSClassifier.from_checkpoint(checkpoint, CertifyConfig(k=1), device=device, voter_ids=None)
+        if span_check is not None:
+            # ServiceSettings.span_check_options(); the transplant check queries this worker's centre model, so the
+            # check is built (and calibrated on clean data) once the model is loaded
+            from ..fuzzing.checks import build_span_check
 
-            lm = load_lm(str(resolve_lm(span_check["lm"])), device, 32, 256)
-            span_filter = FluencySpanFilter(lm, span_check["threshold"], keep_checks=False)
-        self.clf = FRSClassifier.from_checkpoint(
-            checkpoint, CertifyConfig(k=1), device=device, span_filter=span_filter, voter_ids=None
-        )
-        if span_check is not None and span_check.get("kind") == "transplant":
-            # the transplant check queries this worker's centre model, so it is built (and calibrated on clean
-            # data) once the model is loaded
-            from ..fuzzing.transplant import build_transplant_filter, clean_data_for
-            from ..smoothing.finetune import read_meta
-
-            clean = clean_data_for(read_meta(checkpoint)["data"].get("source"), span_check.get("data"))
-            self.clf.span_filter = build_transplant_filter(
-                self.clf, clean, m=span_check.get("m"), threshold=span_check.get("threshold"), keep_checks=False
-            )
+            self.clf.span_filter = build_span_check(self.clf, checkpoint=checkpoint, device=device, **span_check)
 
     def prepare(self, texts: Sequence[str], config: dict[str, Any]) -> list:
         from ..certify.smooth import FRSClassifier

@@ -63,19 +63,23 @@ class ServiceSettings(StrictConfig):
         "(alpha, seed, fuzzing, randomize, ...); k and voters.backend come from k and "
         "voter_backend",
     )
-    span_check: Literal["none", "fluency", "transplant"] = Field(
+    span_check: Literal["none", "fluency", "transplant", "fluency+transplant"] = Field(
         "none",
         description="check on T(x') before randomization (extensions, not the paper's method): 'fluency' "
         "keeps a span only where deleting it makes the text more fluent to span_check_lm "
         "(frs_ray/fuzzing/fluency.py); 'transplant' keeps a span only where inserting it into clean reference texts "
-        "of other labels moves them to the input's label (frs_ray/fuzzing/transplant.py); 'none' is FRS",
+        "of other labels moves them to the input's label (frs_ray/fuzzing/transplant.py); 'fluency+transplant' "
+        "keeps a span where either keeps it (frs_ray/fuzzing/union.py); 'none' is FRS",
     )
     span_check_threshold: float | None = Field(
         None,
         allow_inf_nan=False,
         description="fluency: keep a span when "
         "log ppl(x') - log ppl(x' without it) exceeds this (default 0); "
-        "transplant: its score threshold (default: calibrated on clean data)",
+        "transplant and fluency+transplant: the transplant score threshold (default: calibrated on clean data)",
+    )
+    span_check_fluency_threshold: float | None = Field(
+        None, allow_inf_nan=False, description="fluency+transplant: the fluency check's threshold (default 0)"
     )
     span_check_lm: str = Field("smollm2", description="fluency check: 'smollm2' or a local causal-LM folder")
     span_check_data: str | None = Field(
@@ -89,17 +93,18 @@ class ServiceSettings(StrictConfig):
     )
 
     def span_check_options(self) -> dict[str, Any] | None:
-        """What the fuzzing workers need to build the span check, or None for plain FRS."""
+        """What the fuzzing workers need to build the span check
+        (:func:`frs_ray.fuzzing.checks.build_span_check`'s arguments), or None for plain FRS."""
         if self.span_check == "none":
             return None
-        if self.span_check == "transplant":
-            return {
-                "kind": "transplant",
-                "data": self.span_check_data,
-                "threshold": self.span_check_threshold,
-                "m": self.span_check_m,
-            }
-        return {"lm": self.span_check_lm, "threshold": 0.0 if self.span_check_threshold is None else self.span_check_threshold}
+        return {
+            "kind": self.span_check,
+            "threshold": self.span_check_threshold,
+            "fluency_threshold": self.span_check_fluency_threshold,
+            "lm": self.span_check_lm,
+            "data": self.span_check_data,
+            "m": self.span_check_m,
+        }
 
     @model_validator(mode="before")
     @classmethod
