@@ -424,3 +424,41 @@ def test_certify_and_fuzz_worker_take_fluency_plus_transplant(backdoored, tmp_pa
     (plan,) = FuzzWorker(str(ckpt), span_check=s.span_check_options()).prepare([TRIGGERED], cfg.model_dump())
     assert plan.span_check["name"] == "any" and plan.span_check["queries"] == 10
     assert [sp["text"] for sp in plan.spans] == [sp["text"] for sp in rec["spans"]]
+
+
+@pytest.mark.slow
+def test_ca_cost_calibration_reads_clean_labelled_data_and_bounds_the_cost(backdoored, dev):
+    """``calibration: ca_cost``: the threshold is the lowest candidate from which every higher one costs at most
+    max_ca_cost of clean accuracy against uniform randomization, recomputed here from the two real certifications
+    of the calibration texts; a poisoned source, mismatched labels and a bad cost are refused."""
+    from frs_ray.fuzzing.transplant import calibrate_ca_cost
+
+    _, clf = backdoored
+    smooth = FRSClassifier(clf.backend, clf.pool, CFG, clf.label_names)
+    refs, texts = split_clean(dev.texts, 40, 24, seed=CFG.seed)
+    label_of = dict(zip(dev.texts, dev.labels))
+    labels = [label_of[t] for t in texts]
+    check = TransplantSpanFilter(clf.backend.predict_proba, refs, m=4)
+    for max_cost in (0.0, 0.1):
+        cal = calibrate_ca_cost(check, smooth, texts, labels, dev.source, max_cost)
+        assert cal.rule == "ca_cost" and check.threshold == cal.threshold and cal.n_texts == 24
+        assert cal.ca_cost <= max_cost + 1e-9 and 0 <= cal.ca_uniform <= 1
+        assert smooth.span_filter is None  # restored
+        # every candidate at or above the chosen threshold costs at most max_cost; the next lower one (where the
+        # walk stopped, if it did) costs more
+        above = {t: v["ca_cost"] for t, v in cal.ca_curve.items() if t >= cal.threshold}
+        below = [v["ca_cost"] for t, v in cal.ca_curve.items() if t < cal.threshold]
+        assert above and all(c <= max_cost + 1e-9 for c in above.values())
+        assert below == [] or below[-1] > max_cost
+        assert "ca_curve" not in check.settings()["calibration"]
+    loose = calibrate_ca_cost(check, smooth, texts, labels, dev.source, 0.5)
+    strict = calibrate_ca_cost(check, smooth, texts, labels, dev.source, 0.0)
+    assert loose.threshold <= strict.threshold and loose.clean_keep_rate >= strict.clean_keep_rate
+    with pytest.raises(ConfigError, match="clean data only"):
+        calibrate_ca_cost(check, smooth, texts, labels, "poisoned/badnets/sst2/dev.tsv")
+    with pytest.raises(ConfigError, match="one label per"):
+        calibrate_ca_cost(check, smooth, texts, labels[:-1], dev.source)
+    with pytest.raises(ConfigError, match="max_ca_cost"):
+        calibrate_ca_cost(check, smooth, texts, labels, dev.source, 1.0)
+    with pytest.raises(ConfigError, match="calibration rule"):
+        build_transplant_filter(smooth, dev, n_references=40, n_calibration=24, rule="oracle")

@@ -19,7 +19,10 @@ Calibration (clean data only). References and calibration texts are two disjoint
 clean dev split (the ``dev.tsv`` beside the victim's training file; the victim's clean training data if there is
 none). The threshold is set so that at most ``target_keep`` (5%) of clean calibration texts keep a span, m is the
 smallest of ``m_grid`` whose threshold stays <= ``max_threshold``; both are in ``describe()`` and in each
-certificate. No triggered text is ever given to the calibration.
+certificate. With ``calibration: ca_cost`` the threshold is then chosen again by what the keeps cost: the lowest
+threshold from which every higher one costs at most ``max_ca_cost`` of clean accuracy on the (labelled, clean)
+calibration texts against uniform randomization (:func:`~frs_ray.fuzzing.transplant.calibrate_ca_cost`). No
+triggered text is ever given to the calibration.
 
 Radius reported: the conditional one (omega_H) where a span is kept, else the unconditional one (omega_M).
 Cost: ``len(positions) * m`` centre-model queries per span per input (counted in ``queries``), plus the one-off
@@ -71,6 +74,13 @@ class TransplantConfig(StrictConfig):
     n_references: int = Field(200, ge=1, description="clean dev texts in the reference pool")
     n_calibration: int = Field(100, ge=20, description="other clean dev texts the threshold is calibrated on")
     references: str | None = Field(None, description="a text file of reference texts instead of the dev sample")
+    calibration: Literal["keep", "ca_cost"] = Field(
+        "keep",
+        description="how the threshold is calibrated on clean dev data: 'keep' (at most target_keep of clean texts "
+        "keep a span) or 'ca_cost' (the lowest threshold whose kept spans cost at most max_ca_cost of clean accuracy "
+        "against uniform randomization; certifies the calibration texts twice)",
+    )
+    max_ca_cost: float = Field(0.01, ge=0, lt=1, description="'ca_cost' calibration: clean accuracy the keeps may cost")
 
 
 def clean_dev_of(ctx: DefenseContext):
@@ -116,6 +126,8 @@ class FRSTransplant(FRS):
             n_references=t.n_references,
             n_calibration=t.n_calibration,
             references=t.references,
+            rule=t.calibration,
+            max_ca_cost=t.max_ca_cost,
         )
         self.clf.span_filter = self.filter
 

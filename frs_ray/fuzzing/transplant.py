@@ -62,6 +62,7 @@ from .mcts import FuzzResult, Span
 
 PredictProba = Callable[[Sequence[str]], np.ndarray]
 STATISTICS = ("shift", "flip")
+CALIBRATION_RULES = ("keep", "ca_cost")
 POSITIONS = ("start", "random")
 
 
@@ -93,6 +94,11 @@ class TransplantCalibration:
     texts_sha256: str
     by_m: dict[int, dict[str, float]] = field(default_factory=dict)
     queries: int = 0
+    rule: str = "keep"  # "keep": at most target_keep of clean texts keep a span; "ca_cost": see calibrate_ca_cost
+    max_ca_cost: float | None = None
+    ca_uniform: float | None = None  # ca_cost rule: the calibration texts' accuracy under uniform randomization
+    ca_cost: float | None = None  # ca_cost rule: the accuracy the chosen threshold's keeps cost on them
+    ca_curve: dict[float, dict[str, float]] = field(default_factory=dict)  # ca_cost rule: cost per candidate tried
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -267,7 +273,7 @@ class TransplantSpanFilter:
             "references": self.reference_source,
             "calibration": None
             if self.calibration is None
-            else {k: v for k, v in self.calibration.to_dict().items() if k != "by_m"},
+            else {k: v for k, v in self.calibration.to_dict().items() if k not in ("by_m", "ca_curve")},
         }
 
 
@@ -340,6 +346,91 @@ def calibrate_transplant(
     return cal
 
 
+class _KeepAll:
+    """A span filter that keeps every span (FRS's randomization) or none (uniform randomization)."""
+
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+
+    def __call__(self, batch):
+        return [list(spans) if self.keep else [] for _, spans in batch]
+
+
+def calibrate_ca_cost(
+    check: TransplantSpanFilter,
+    clf,
+    clean_texts: Sequence[str],
+    clean_labels: Sequence[int],
+    source: str,
+    max_cost: float = 0.01,
+) -> TransplantCalibration:
+    """Choose ``check``'s threshold by the clean accuracy its kept spans cost, on clean labelled texts only.
+
+    Each calibration text is certified twice by ``clf`` (the smoothed classifier the check will serve): with its
+    top span kept (FRS's randomization, omega_H) and with no span (uniform randomization, omega_M); the two runs use
+    the same voters and draws, so under the check at threshold t the text's vote is the first where its span score
+    exceeds t and the second elsewhere. The CA cost of t is the accuracy of all-uniform minus the accuracy under
+    the check. The threshold is the smallest candidate (the texts' own scores) from which every higher one costs at
+    most ``max_cost``: the check keeps as many spans as it can while its keeps cost at most that much clean
+    accuracy. Nothing but clean texts and their labels is read (a poisoned source is refused); m is the filter's.
+    Cost: one fuzzing and one span-scoring call over the texts, and two certifications of each text (counted in
+    ``queries``). With more than one span per text (``fuzzing.num_spans``) a text counts as kept when its best
+    span passes, and the kept run keeps all its top spans: an approximation of a check that may keep a subset."""
+    _require_clean(source)
+    if not 0 <= max_cost < 1:
+        raise ConfigError(f"transplant: max_ca_cost must be in [0, 1), got {max_cost}")
+    texts = [t for t in clean_texts if tokenize(t)]
+    if len(texts) != len(clean_texts) or len(clean_labels) != len(texts):
+        raise ConfigError("transplant: CA-cost calibration needs one label per non-empty clean text")
+    if len(texts) < 20:
+        raise ConfigError(f"transplant: calibration needs at least 20 clean texts, got {len(texts)}")
+    y = np.asarray(clean_labels)
+    saved = clf.span_filter
+    try:
+        clf.span_filter = _KeepAll(True)
+        kept = clf.certify(texts, validate=False)
+        clf.span_filter = _KeepAll(False)
+        dropped = clf.certify(texts, validate=False)
+    finally:
+        clf.span_filter = saved
+    fuzzed = clf.fuzz(texts)
+    n_spans = clf.config.fuzzing.num_spans
+    items = [([t.text for t in fr.tokens], fr.vulnerable(n_spans), int(np.argmax(fr.reference))) for fr in fuzzed]
+    scored, n_q = check.score_spans(items)
+    best = np.array([max((check.statistic_of(sh, fl) for sh, fl in per), default=-math.inf) for per in scored])
+    v_keep = np.array([c.vote_label for c in kept])
+    v_drop = np.array([c.vote_label for c in dropped])
+    base = float(np.mean(v_drop == y))
+    candidates = sorted({float(b) for b in best if math.isfinite(b)}, reverse=True)
+    thr = candidates[0] if candidates else math.inf
+    curve = {}
+    for t in candidates:  # from the top down; stop at the first threshold whose keeps cost too much
+        cost = base - float(np.mean(np.where(best > t, v_keep, v_drop) == y))
+        curve[round(t, 6)] = {"ca_cost": round(cost, 6), "clean_keep_rate": float(np.mean(best > t))}
+        if cost > max_cost + 1e-12:
+            break
+        thr = t
+    cal = TransplantCalibration(
+        threshold=round(thr, 6),
+        m=check.m,
+        statistic=check.statistic,
+        target_keep=float(np.mean(best > thr)),
+        clean_keep_rate=float(np.mean(best > thr)),
+        n_texts=len(texts),
+        source=str(source),
+        texts_sha256=_texts_sha256(texts),
+        by_m={check.m: {"threshold": round(thr, 6), "clean_keep_rate": float(np.mean(best > thr))}},
+        queries=n_q + sum(fr.queries for fr in fuzzed) + sum(int(sum(c.queries.values())) for c in kept + dropped),
+        rule="ca_cost",
+        max_ca_cost=max_cost,
+        ca_uniform=base,
+        ca_cost=curve.get(round(thr, 6), {}).get("ca_cost", 0.0),
+        ca_curve=curve,
+    )
+    check.threshold, check.calibration = cal.threshold, cal
+    return cal
+
+
 def split_clean(texts: Sequence[str], n_references: int, n_calibration: int, seed: int = 0) -> tuple[list[str], list[str]]:
     """Two disjoint seeded samples of ``texts``: the reference pool and the calibration texts."""
     order = np.random.default_rng([seed, 7919]).permutation(len(texts))
@@ -379,6 +470,8 @@ def build_transplant_filter(
     references: Sequence[str] | str | None = None,
     keep_checks: bool = True,
     seed: int | None = None,
+    rule: str = "keep",
+    max_ca_cost: float = 0.01,
 ) -> TransplantSpanFilter:
     """The transplant check for an :class:`~frs_ray.certify.smooth.FRSClassifier`, calibrated on ``clean``.
 
@@ -386,8 +479,13 @@ def build_transplant_filter(
     is a seeded sample of ``n_references`` of its texts, or ``references`` (texts, or a path read with
     :func:`frs_ray.data.read_text_lines`); the calibration texts are ``n_calibration`` others. ``threshold``
     given: used as it is with ``m`` (default 16), no calibration; left None: calibrated with m from ``m_grid``, or
-    the given ``m`` only (see :func:`calibrate_transplant`)."""
+    the given ``m`` only (see :func:`calibrate_transplant`); with ``rule="ca_cost"`` the threshold is then chosen
+    again, by the clean accuracy the kept spans cost on the calibration texts (:func:`calibrate_ca_cost`; needs
+    ``clf``'s voters)."""
     from ..data import read_text_lines
+
+    if rule not in CALIBRATION_RULES:
+        raise ConfigError(f"transplant: calibration rule must be one of {', '.join(CALIBRATION_RULES)}, got {rule!r}")
 
     seed = clf.config.seed if seed is None else seed
     _require_clean(clean.source)
@@ -418,16 +516,21 @@ def build_transplant_filter(
     )
     if threshold is None:
         calibrate_transplant(check, clf.fuzz, cal, clean.source, clf.config.fuzzing.num_spans, target_keep, grid, max_threshold)
+        if rule == "ca_cost":
+            label_of = dict(zip(clean.texts, clean.labels))
+            calibrate_ca_cost(check, clf, cal, [label_of[t] for t in cal], clean.source, max_ca_cost)
     return check
 
 
 __all__ = [
+    "CALIBRATION_RULES",
     "POSITIONS",
     "STATISTICS",
     "TransplantCalibration",
     "TransplantCheck",
     "TransplantSpanFilter",
     "build_transplant_filter",
+    "calibrate_ca_cost",
     "calibrate_transplant",
     "clean_data_for",
     "insert_words",
