@@ -421,7 +421,11 @@ def test_certify_and_fuzz_worker_take_fluency_plus_transplant(backdoored, tmp_pa
         span_check_m=4,
     )
     cfg = CertifyConfig(k=4, seed=0, fuzzing={"budget": 4})
-    (plan,) = FuzzWorker(str(ckpt), span_check=s.span_check_options()).prepare([TRIGGERED], cfg.model_dump())
+    worker = FuzzWorker(str(ckpt), span_check=s.span_check_options())
+    (plan,) = worker.prepare([TRIGGERED], cfg.model_dump())
+    # a service keeps no per-text record in the checks: their memory does not grow with traffic
+    union = worker.clf.span_filter
+    assert union.decisions == [] and all(m.checks == [] for m in union.members)
     assert plan.span_check["name"] == "any" and plan.span_check["queries"] == 10
     assert [sp["text"] for sp in plan.spans] == [sp["text"] for sp in rec["spans"]]
 

@@ -58,7 +58,7 @@ def build_span_check(
     if fluency is not None and transplant is not None:
         from .union import AnySpanFilter
 
-        return AnySpanFilter([fluency, transplant], names=["fluency", "transplant"])
+        return AnySpanFilter([fluency, transplant], names=["fluency", "transplant"], keep_checks=keep_checks)
     return fluency if fluency is not None else transplant
 
 

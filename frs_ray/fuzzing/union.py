@@ -34,17 +34,18 @@ from .mcts import Span
 class AnySpanFilter:
     """A :data:`~frs_ray.certify.smooth.SpanFilter`: keeps the spans that at least one member check keeps."""
 
-    def __init__(self, members: Sequence[Any], names: Sequence[str] | None = None) -> None:
+    def __init__(self, members: Sequence[Any], names: Sequence[str] | None = None, keep_checks: bool = True) -> None:
         members = list(members)
         if len(members) < 2:
             raise ConfigError(f"a union of span checks needs at least 2 checks, got {len(members)}")
         names = list(names) if names is not None else [type(m).__name__ for m in members]
         if len(names) != len(members):
             raise ConfigError(f"{len(names)} names given for {len(members)} span checks")
-        self.members, self.names = members, names
+        self.members, self.names, self.keep_checks = members, names, keep_checks
         self.uses_reference = any(getattr(m, "uses_reference", False) for m in members)
         self.last_reports: list[dict[str, Any]] = []
-        self.decisions: list[list[bool]] = []  # per text seen: did each member keep a span
+        # per text seen (unless keep_checks is false, as in a long-running service): did each member keep a span
+        self.decisions: list[list[bool]] = []
 
     def __call__(
         self, batch: Sequence[tuple[list[str], list[Span]]], references: Sequence[np.ndarray] | None = None
@@ -62,7 +63,8 @@ class AnySpanFilter:
         for i, (_, spans) in enumerate(batch):
             member_kept = [kb[i] for kb in kept_by]
             keep = [sp for sp in spans if any(sp in mk for mk in member_kept)]
-            self.decisions.append([bool(mk) for mk in member_kept])
+            if self.keep_checks:
+                self.decisions.append([bool(mk) for mk in member_kept])
             members = {}
             queries = 0
             for name, mk, reps in zip(self.names, member_kept, member_reports):
