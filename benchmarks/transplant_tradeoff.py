@@ -13,6 +13,7 @@ the transplant statistic can separate, not a calibration (frs-transplant calibra
 clean keep rate at each threshold is measured on the cells' clean test inputs.
 
     python benchmarks/transplant_tradeoff.py --cells runs/eval/transplant/cells --out docs/results
+    python benchmarks/transplant_tradeoff.py --cells runs/eval/transplant/cells --seed 1 --out docs/results  # _seed1
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def _pct(v: float) -> str:
     return f"{100 * v:.0f}"
 
 
-def render(res: dict) -> str:
+def render(res: dict, stem: str = "transplant_tradeoff") -> str:
     lines = [
         "# The transplant check's threshold: what it trades",
         "",
@@ -163,7 +164,7 @@ def render(res: dict) -> str:
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["![trade-off](transplant_tradeoff.png)", ""]
+    lines += [f"![trade-off]({stem}.png)", ""]
     lines += [f"Note: {n}" for n in res.get("notes", [])]
     return "\n".join(lines) + "\n"
 
@@ -217,10 +218,11 @@ def main() -> int:
         raise SystemExit(f"no attack under {args.cells}/{args.dataset} has none, uniform, frs and frs-transplant cells")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "transplant_tradeoff.json").write_text(json.dumps(res, indent=1))
-    plot(res, out / "transplant_tradeoff.png")
-    (out / "transplant_tradeoff.md").write_text(render(res))
-    print(render(res))
+    stem = "transplant_tradeoff" + ("" if args.seed == 0 else f"_seed{args.seed}")  # seed 0 keeps its old name
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=1))
+    plot(res, out / f"{stem}.png")
+    (out / f"{stem}.md").write_text(render(res, stem))
+    print(render(res, stem))
     return 0
 
 
