@@ -96,13 +96,14 @@ class FRSTransplant(FRS):
     """FRS whose T(x') keeps only spans that behave like a trigger when transplanted (see the module docstring;
     an extension, not the paper's method)."""
 
+    settings_model: type[TransplantConfig] = TransplantConfig  # the check's settings (check_extra builds it)
     extra_params = tuple(TransplantConfig.model_fields)
 
     @classmethod
     def check_extra(cls, extra: dict[str, Any]) -> TransplantConfig:
-        t = build(TransplantConfig, extra)
+        t = build(cls.settings_model, extra)
         if any(m < 1 for m in t.m_grid):
-            raise ConfigError(f"frs-transplant: m_grid must hold integers >= 1, got {t.m_grid}")
+            raise ConfigError(f"{cls.name}: m_grid must hold integers >= 1, got {t.m_grid}")
         return t
 
     def _adjust(self, cfg: dict, extra: dict) -> dict:
@@ -173,14 +174,8 @@ class FRSFluencyTransplant(FRSTransplant):
     where a span is kept, else the unconditional one. Cost: both checks' queries (LM sequences and centre-model
     sequences), counted in the certificate's ``queries["span_check"]``."""
 
+    settings_model = FluencyTransplantConfig
     extra_params = tuple(FluencyTransplantConfig.model_fields)
-
-    @classmethod
-    def check_extra(cls, extra: dict[str, Any]) -> FluencyTransplantConfig:
-        t = build(FluencyTransplantConfig, extra)
-        if any(m < 1 for m in t.m_grid):
-            raise ConfigError(f"frs-fluency-transplant: m_grid must hold integers >= 1, got {t.m_grid}")
-        return t
 
     def __init__(self, ctx: DefenseContext, **params: Any) -> None:
         super().__init__(ctx, **params)
