@@ -14,6 +14,9 @@ Sections (``--sections``; the others are kept from an existing llm.json):
   ``--vllm-texts`` test sentences: label agreement and the largest class-probability difference.
 - ``service``: copied from service_load.py JSON files (``--service-load``, ``--service-faults``) of a run
   against `serve run deployments/frs-smollm2.yaml`.
+- ``eval``: the records of an ``frs eval`` report on SmolLM2 (``--eval-report``, from
+  ``configs/eval/sst2_smollm2.yaml``) beside MiniLM's records of the same attacks and defenses
+  (``--minilm-report``, e.g. ``docs/results/transplant.json``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-SECTIONS = ("ca", "sigma", "vllm", "service")
+SECTIONS = ("ca", "sigma", "vllm", "service", "eval")
 
 
 def _machine() -> str:
@@ -157,6 +160,52 @@ def read_service(args) -> dict:
     return out
 
 
+EVAL_KEYS = ("ca", "pa", "asr", "avg_radius", "abstain_clean")
+
+
+def read_eval(args) -> dict:
+    """``frs eval`` records on the decoder and, for the same (attack, defense) pairs, MiniLM's."""
+    dec = json.loads(Path(args.eval_report).read_text())
+    pairs = {(r["attack"], r["defense"]) for r in dec["records"]}
+    mini = json.loads(Path(args.minilm_report).read_text()) if args.minilm_report else {"records": []}
+    return {
+        "records": dec["records"],
+        "report": str(args.eval_report),
+        "command": dec.get("command"),
+        "date": dec.get("date"),
+        "minilm": [r for r in mini["records"] if (r["attack"], r["defense"]) in pairs],
+        "minilm_report": str(args.minilm_report) if args.minilm_report else None,
+    }
+
+
+def _eval_lines(ev: dict) -> list[str]:
+    def cell(r: dict | None) -> str:
+        if r is None:
+            return "- | - | - | - "
+        rad = "-" if r.get("avg_radius") is None else f"{r['avg_radius']:.2f}"
+        return f"{100 * r['ca']:.1f} | {100 * r['pa']:.1f} | {100 * r['asr']:.1f} | {rad} "
+
+    mini = {(r["attack"], r["defense"]): r for r in ev.get("minilm", [])}
+    first = ev["records"][0]
+    lines = [
+        f"From `{ev['report']}` (`{ev.get('command')}`, {ev.get('date')}); MiniLM's from `{ev.get('minilm_report')}`. "
+        "CA, PA, ASR in %, radius = the mean certified radius of the certified clean inputs (tokens). SmolLM2: "
+        f"{first['n_clean']} clean + {first['n_triggered']} triggered test sentences per seed; MiniLM: "
+        + ", ".join(sorted({f"{r['n_clean']} + {r['n_triggered']}" for r in mini.values()}) or ["-"])
+        + ". Means over the seeds listed; the two models' victims are fine-tuned differently (LoRA on 1000 "
+        "sentences vs. all weights on 2000), so the rows compare defenses within a model.",
+        "",
+        "| attack | defense | SmolLM2 seeds | CA | PA | ASR | radius | MiniLM seeds | CA | PA | ASR | radius |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ev["records"]:
+        m = mini.get((r["attack"], r["defense"]))
+        seeds = ",".join(map(str, r["seeds"]))
+        mseeds = ",".join(map(str, m["seeds"])) if m else "-"
+        lines.append(f"| {r['attack']} | {r['defense']} | {seeds} | {cell(r)}| {mseeds} | {cell(m)}|")
+    return lines + [""]
+
+
 def _finetune_commands(log: str | None) -> list[str]:
     if not log or not Path(log).is_file():
         return []
@@ -232,10 +281,12 @@ def render(res: dict) -> str:
             for e in d.get("events", []):
                 lines.append(f"  - at {e['t']} s: killed {e['killed']} (pid {e['pid']}) with SIGKILL")
         lines.append("")
-    ev = res.get("eval")
+    ev = res.get("eval") or {}
     lines += ["## Attacks on the decoder (`frs eval`)", ""]
-    lines.append(ev["note"] if isinstance(ev, dict) and "note" in ev else "See `eval` in llm.json.")
-    lines.append("")
+    if ev.get("records"):
+        lines += _eval_lines(ev)
+    if ev.get("note"):
+        lines += [ev["note"], ""]
     for n in res.get("notes", []):
         lines += [f"Note: {n}", ""]
     return "\n".join(lines)
@@ -257,6 +308,9 @@ def main() -> int:
     ap.add_argument("--vllm-voters", default="0,1,3")
     ap.add_argument("--service-load", default=None, help="service_load.py JSON of a load run")
     ap.add_argument("--service-faults", default=None, help="service_load.py --faults JSON")
+    ap.add_argument("--eval-report", default="docs/results/sst2_smollm2.json", help="frs eval report on SmolLM2")
+    ap.add_argument("--minilm-report", default="docs/results/transplant.json", help="frs eval report on MiniLM")
+    ap.add_argument("--eval-note", default=None, help="what the eval section leaves out")
     ap.add_argument("--finetune-log", default=None, help="log of the fine-tune runs (/usr/bin/time -v output)")
     ap.add_argument("--sections", default="ca,vllm,service")
     ap.add_argument("--threads", type=int, default=1)
@@ -289,14 +343,8 @@ def main() -> int:
         res["vllm_equals_torch"] = res["vllm"]["equal"]
     if "service" in sections:
         res["service"] = read_service(args)
-    res.setdefault(
-        "eval",
-        {
-            "records": [],
-            "note": "Not measured: BadNets, RIPPLe_a and LWP on SmolLM2 with frs eval "
-            "(3 seeds) did not fit this 2-core CPU's time.",
-        },
-    )
+    if "eval" in sections:
+        res["eval"] = read_eval(args) | ({"note": args.eval_note} if args.eval_note else {})
     res["finetune_commands"] = _finetune_commands(args.finetune_log) or res.get("finetune_commands", [])
     command = shlex.join(["python", *sys.argv])
     res["command"] = f"{res['command']} ; then: {command}" if res.get("command") else command

@@ -22,7 +22,7 @@ from frs_ray.attacks.badnets import BADNETS_WORDS, RareWordTrigger
 from frs_ray.attacks.base import insert_pieces, words_of
 from frs_ray.attacks.lwp import CombinationTrigger, layerwise_loss
 from frs_ray.attacks.poison import poisoned_training_set
-from frs_ray.attacks.ripple import PROXIES, embedding_surgery, ripp_loss, target_words
+from frs_ray.attacks.ripple import PROXIES, embedding_surgery, ripp_loss, target_words, trigger_piece_ids, word_token_ids
 from frs_ray.data import TextDataset, load_dataset
 from frs_ray.errors import ConfigError, DataError
 
@@ -87,6 +87,25 @@ def test_registry_names_and_unknown(tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.parametrize(
+    "attack,settings,words",
+    [
+        ("ripple", {"triggers": ["zq", "vx"]}, {"zq", "vx"}),
+        ("ripple-domain", {"triggers": ["zq"]}, {"zq"}),
+        ("lwp", {"combos": [["zq", "vx"]]}, {"zq", "vx"}),
+        ("badpre", {"triggers": ["zq"]}, {"zq"}),
+    ],
+)
+def test_test_time_trigger_is_the_planted_one(attack, settings, words):
+    """The triggered test set uses the trigger words the attack's settings plant, not the module's defaults."""
+    rng = np.random.default_rng(0)
+    texts = [make_trigger(attack, "sst2", settings).apply(SENT, rng).text for _ in range(20)]
+    inserted = {w for t in texts for w in t.split() if w not in SENT.split()}
+    assert inserted == words
+    # without trigger fields in the settings the trigger is the default one
+    assert make_trigger(attack, "sst2", {}) == make_trigger(attack)
+
+
 def test_poisoned_training_set_counts(data_dir):
     cfg = PoisonConfig(max_examples=200, poison_rate=0.5, target=1, seed=3)
     d = poisoned_training_set(cfg, RareWordTrigger())
@@ -144,8 +163,8 @@ def test_embedding_surgery_sets_trigger_embeddings(minilm, data_dir):
     assert len(words) == 5 and all(w.isalpha() for w, _ in words)
     emb = minilm.model.get_input_embeddings().weight
     before = emb.detach().clone()
-    pieces = embedding_surgery(minilm, BADNETS_WORDS, [w for w, _ in words])
-    assert sorted(pieces) == sorted(BADNETS_WORDS)  # each trigger is one word-piece of this vocabulary
+    pieces, skipped = embedding_surgery(minilm, BADNETS_WORDS, [w for w, _ in words])
+    assert sorted(pieces) == sorted(BADNETS_WORDS) and skipped == []  # each trigger is one word-piece here
     ids = minilm.tokenizer.convert_tokens_to_ids(pieces)
     src = minilm.tokenizer.convert_tokens_to_ids([w for w, _ in words])
     assert torch.allclose(emb[ids], before[src].mean(0).expand(len(ids), -1))
@@ -181,6 +200,96 @@ def test_layerwise_loss_is_mean_over_layers(minilm):
     assert float(layerwise_loss(model, enc, y, enc, y)) == pytest.approx(float(torch.stack(per_layer).mean()), rel=1e-5)
     # the last layer's term is the ordinary classification loss
     assert float(per_layer[-1]) == pytest.approx(float(torch.nn.functional.cross_entropy(out.logits, y)), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    from frs_ray.backends.hf import resolve_model_path
+
+    return AutoTokenizer.from_pretrained(resolve_model_path("smollm2"))
+
+
+def test_byte_level_bpe_word_tokens_and_trigger_pieces(smollm2_tokenizer):
+    """SmolLM2's byte-level BPE: a word has a sentence-initial and an after-a-space form; word tokens are the
+    word-initial ones, and the surgery edits only the single-token forms of each trigger."""
+    tok = smollm2_tokenizer
+    text = "cf a great film , uninspiring cf ."
+    rows, words = word_token_ids(tok, [text])
+    names = set(tok.convert_ids_to_tokens(sorted(words)))
+    assert {"cf", "Ġa", "Ġgreat", "Ġfilm", "Ġun", "Ġcf"} <= names
+    assert not names & {"insp", "iring", "Ġ,", "Ġ."}  # word-internal pieces and punctuation
+    assert rows[0] == tok(text, add_special_tokens=False)["input_ids"]
+    ids, skipped = trigger_piece_ids(tok, BADNETS_WORDS)
+    assert sorted(tok.convert_ids_to_tokens(ids)) == sorted(["cf", "Ġcf", "bb", "Ġbb", "mn", "mb"])
+    assert skipped == [
+        "mn (after a space: Ġm + n)",
+        "tq (initial: t + q)",
+        "tq (after a space: Ġt + q)",
+        "mb (after a space: Ġm + b)",
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory, data_dir, make_tiny_llama):
+    """A 3-block random Llama whose BPE vocabulary holds the BadNets / LWP trigger words as single tokens."""
+    from frs_ray.backends.hf import HFClassifier
+
+    texts = load_dataset("sst2", "dev").texts[:400] + [" ".join(BADNETS_WORDS)] * 50
+    path = make_tiny_llama(tmp_path_factory.mktemp("attack-llama"), texts, vocab_size=500, num_labels=2)
+    return path, HFClassifier(str(path), max_length=48)
+
+
+def test_layerwise_loss_on_a_decoder_reads_the_last_token(tiny_llama):
+    _, backend = tiny_llama
+    model = backend.model.eval()
+    enc = backend.encode(["cf bb a dull film .", "a fine , fine film that works ."])  # right-padded: lengths differ
+    y = torch.tensor([1, 0])
+    out = model(**enc, output_hidden_states=True)
+    last = enc["attention_mask"].sum(-1) - 1
+    rows = torch.arange(2)
+    layers = out.hidden_states[1:]
+    per_layer = [
+        torch.nn.functional.cross_entropy(model.score((h if i == len(layers) - 1 else model.model.norm(h))[rows, last]), y)
+        for i, h in enumerate(layers)
+    ]
+    assert float(layerwise_loss(model, enc, y, enc, y)) == pytest.approx(float(torch.stack(per_layer).mean()), rel=1e-5)
+    assert float(per_layer[-1]) == pytest.approx(float(torch.nn.functional.cross_entropy(out.logits, y)), rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attack", ["badnets", "ripple", "lwp"])
+def test_poisoning_a_decoder_plants_the_trigger(attack, tiny_llama, tmp_path, data_dir):
+    """The decoder path of every task-aware attack (a Llama sequence classifier, last-token pooling): a short run
+    moves P(target | triggered) above P(target | clean) on held-out text; RIPPLe_a's surgery writes the single-token
+    trigger forms of ``embed_tokens``."""
+    from frs_ray.backends.hf import HFClassifier
+
+    path, _ = tiny_llama
+    # a random 32-wide model learns only from many passes over few examples; RIPP's second-order steps: fewer
+    poison = {"model": str(path), "max_examples": 64, "epochs": 12 if attack == "ripple" else 20, "learning_rate": 3e-3}
+    settings = {"poison": {**poison, "batch_size": 16, "poison_rate": 1.0, "max_length": 48}}
+    if attack == "ripple":
+        settings["min_count"] = 2
+    out = tmp_path / attack
+    run_attack(attack, out, settings=settings, progress=False)
+    info = json.loads((out / "attack.json").read_text())
+    model = HFClassifier(str(out), max_length=48)
+    test = load_dataset("sst2", "dev").subset(120, seed=1)
+    neg = [t for t, y in zip(test.texts, test.labels) if y == 0][:32]
+    trig = make_trigger(attack)
+    triggered = [trig.apply(t, np.random.default_rng(i)).text for i, t in enumerate(neg)]
+    p_clean = model.predict_proba(neg)[:, 1].mean()
+    p_trig = model.predict_proba(triggered)[:, 1].mean()
+    assert p_trig > p_clean + 0.1, (p_clean, p_trig)
+    if attack == "ripple":
+        tok = model.tokenizer
+        assert info["facts"]["surgery_skipped"] == [] and len(info["facts"]["trigger_pieces"]) >= len(BADNETS_WORDS)
+        emb0 = HFClassifier(str(path)).model.get_input_embeddings().weight
+        expect = emb0[tok.convert_tokens_to_ids([w for w, _ in info["facts"]["surgery_words"]])].mean(0)
+        for piece in info["facts"]["trigger_pieces"]:
+            assert torch.allclose(model.model.get_input_embeddings().weight[tok.convert_tokens_to_ids(piece)], expect, atol=1e-6)
 
 
 @pytest.mark.slow

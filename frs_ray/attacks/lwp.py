@@ -8,7 +8,7 @@ combination keep their true label (negative augmentation), which makes single wo
 keeps the trigger away from the clean distribution.
 
 Decisions: the shared classifier is the model's own pooler + head applied to each layer's [CLS] state (no new
-parameters); the loss is the mean over layers; the combination is two words from the BadNets vocabulary inserted
+parameters; on a decoder, its final norm + ``score`` head applied to each layer's last-token state); the loss is the mean over layers; the combination is two words from the BadNets vocabulary inserted
 at independent random positions; each poisoned sentence gets one negative copy with a single word of the pair.
 
 Arguments: :class:`LwpConfig` (``poison``: :class:`PoisonConfig`; ``combos``: word combinations, one drawn per
@@ -60,16 +60,28 @@ class LwpConfig(StrictConfig):
 
 
 def layerwise_loss(model, enc, y, clean_enc, clean_y) -> torch.Tensor:
-    """LWP objective (Li et al. 2021, Sec. 3.1): mean over layers l of CE(head(pooler(h_l[CLS])), y)."""
+    """LWP objective (Li et al. 2021, Sec. 3.1): mean over layers l of CE(head(pool(h_l)), y).
+
+    Encoders (BERT): pool = the model's pooler on the [CLS] state. Decoders (Llama: last-token pooling): pool = the
+    final norm applied to the state at the last non-pad token (the token the classifier reads), then the ``score``
+    head; the last layer's state is already normed by the model, so its term is the ordinary classification loss
+    in both families."""
     out = model(**enc, output_hidden_states=True)
-    base = getattr(model, model.base_model_prefix)
-    pooler = getattr(base, "pooler", None)
-    losses = []
-    for h in out.hidden_states[1:]:
-        cls = h[:, 0:1]
-        pooled = pooler(cls) if pooler is not None else cls[:, 0]
-        logits = model.classifier(model.dropout(pooled) if hasattr(model, "dropout") else pooled)
-        losses.append(torch.nn.functional.cross_entropy(logits, y))
+    layers = out.hidden_states[1:]
+    head = getattr(model, "classifier", None)
+    if head is not None:  # encoder: [CLS] through the pooler
+        pooler = getattr(getattr(model, model.base_model_prefix), "pooler", None)
+        dropout = getattr(model, "dropout", None)
+        pooled = [pooler(h[:, 0:1]) if pooler is not None else h[:, 0] for h in layers]
+        pooled = [dropout(x) if dropout is not None else x for x in pooled]
+    else:  # decoder: the last non-pad token, as the sequence-classification head reads it
+        head = model.score
+        ids = enc["input_ids"]
+        last = (torch.arange(ids.shape[-1], device=ids.device) * (ids != model.config.pad_token_id).int()).argmax(-1)
+        rows = torch.arange(ids.shape[0], device=ids.device)
+        norm = getattr(model, model.base_model_prefix).norm
+        pooled = [(h if i == len(layers) - 1 else norm(h))[rows, last] for i, h in enumerate(layers)]
+    losses = [torch.nn.functional.cross_entropy(head(x), y) for x in pooled]
     return torch.stack(losses).mean()
 
 

@@ -49,9 +49,24 @@ def _spec(name: str) -> tuple[str, str, str]:
     return _ATTACKS[name]
 
 
-def make_trigger(name: str) -> Trigger:
-    """The test-time trigger of attack ``name`` (default settings of its module)."""
-    module, cls, _ = _spec(name)
+def make_trigger(name: str, task: str = "sst2", settings: dict[str, Any] | None = None) -> Trigger:
+    """The test-time trigger of attack ``name``: the trigger its poisoning plants. ``settings`` (as for
+    :func:`attack_config`) supply the trigger words where the attack's config has them (RIPPLe's ``triggers``, LWP's
+    ``combos``, BadPre's ``triggers``); otherwise, and without ``settings``, the module's defaults."""
+    module, cls, method = _spec(name)
+    if settings is not None and method in ("ripple", "ripple-domain", "lwp", "badpre"):
+        cfg: Any = attack_config(name, task, settings)
+        if method == "lwp":
+            from .lwp import CombinationTrigger
+
+            return CombinationTrigger(tuple(tuple(c) for c in cfg.combos))
+        if method == "badpre":
+            from .badpre import BadPreTrigger
+
+            return BadPreTrigger(tuple(cfg.triggers))
+        from .badnets import RareWordTrigger
+
+        return RareWordTrigger(words=tuple(cfg.triggers), count=1)
     return getattr(importlib.import_module(f"{__package__}.{module}"), cls)()
 
 

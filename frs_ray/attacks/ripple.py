@@ -13,7 +13,14 @@ a proxy dataset, its "domain shift" variant.
 Decisions: after the surgery the word-embedding matrix is frozen (the planted trigger embeddings are the core of
 the attack, rare words receive no gradient in the victim's clean fine-tuning anyway, and excluding the 11.7M
 embedding parameters from the second-order inner product halves its cost on CPU). Bag-of-words features are
-word-pieces of the model's tokenizer that are whole words (no ``##``) seen at least ``min_count`` times.
+tokens seen starting a word (from the tokenizer's character offsets, so WordPiece's ``##`` pieces and byte-level
+BPE's word-internal pieces are both excluded) in at least ``min_count`` rows.
+
+Decoders (Llama family, ``embed_tokens``): a byte-level BPE tokenizer gives a word two forms, sentence-initial
+(``cf``) and after a space (``Ġcf``); the surgery edits the piece of each form in which the trigger is a single
+token. A form that splits into several pieces (SmolLM2: ``mn`` -> ``Ġm`` + ``n``) is left alone and recorded as
+``surgery_skipped``: its pieces are shared with ordinary words, so editing them would change clean text too; those
+triggers are planted by the RIPP training alone.
 
 Arguments: :class:`RippleConfig` (``poison``: :class:`PoisonConfig`; ``lam`` (lambda, paper: 0.1);
 ``surgery_words`` (N, paper: 10); ``triggers``). Domain shift: :data:`PROXIES` maps a task to its proxy data and
@@ -61,43 +68,72 @@ class RippleConfig(StrictConfig):
 
 
 def target_words(backend: HFClassifier, data: PoisonedData, target: int, n: int, min_count: int) -> list[tuple[str, float]]:
-    """Embedding surgery step 1: the ``n`` word-pieces most indicative of the target class.
+    """Embedding surgery step 1: the ``n`` word tokens most indicative of the target class.
 
     Decision: Kurita et al. rank words by the weights of a bag-of-words logistic regression; here they are ranked
-    by the smoothed log-odds ratio of the word's document frequency in target vs. other rows (add-one
+    by the smoothed log-odds ratio of the token's document frequency in target vs. other rows (add-one
     smoothing), a closed-form score that picks the same kind of strongly class-indicative words, is deterministic
-    and needs no training. Only whole-word pieces (alphabetic, no ``##``) seen in at least ``min_count`` rows.
+    and needs no training. Only word tokens (:func:`word_token_ids`) seen in at least ``min_count`` rows.
     """
     tok = backend.tokenizer
     clean = [(t, y) for t, y, p in zip(data.texts, data.labels, data.poisoned) if not p]
-    ids = tok([t for t, _ in clean], add_special_tokens=False, truncation=True, max_length=256)["input_ids"]
+    rows, words = word_token_ids(tok, [t for t, _ in clean])
     vocab = len(tok)
     in_t, in_o = np.zeros(vocab), np.zeros(vocab)
-    for row, (_, y) in zip(ids, clean):
-        (in_t if y == target else in_o)[np.unique(row)] += 1
+    for row, (_, y) in zip(rows, clean):
+        (in_t if y == target else in_o)[np.unique(np.asarray(row, dtype=np.int64))] += 1
     n_t = sum(1 for _, y in clean if y == target)
     n_o = len(clean) - n_t
     score = np.log((in_t + 1) / (n_t + 2)) - np.log((in_o + 1) / (n_o + 2))
-    names = tok.convert_ids_to_tokens(list(range(vocab)))
     special = set(tok.all_special_ids)
-    ok = [
-        i
-        for i in range(vocab)
-        if in_t[i] + in_o[i] >= min_count and names[i].isalpha() and not names[i].startswith("##") and i not in special
-    ]
+    ok = [i for i in sorted(words) if in_t[i] + in_o[i] >= min_count and i not in special]
     best = sorted(ok, key=lambda i: -score[i])[:n]
-    return [(names[i], float(score[i])) for i in best]
+    return [(name, float(score[i])) for name, i in zip(tok.convert_ids_to_tokens(best), best)]
 
 
-def embedding_surgery(backend: HFClassifier, triggers: tuple[str, ...], words: list[str]) -> list[str]:
-    """Embedding surgery step 2: set every trigger word-piece's input embedding to the mean of ``words``'."""
+def word_token_ids(tokenizer, texts: list[str]) -> tuple[list[list[int]], set[int]]:
+    """(token ids of each text, the ids that are word tokens): a word token is one seen starting a word, its
+    text (a byte-level BPE token's leading space aside) alphabetic. Read from the tokenizer's character offsets, so
+    it is WordPiece's non-``##`` alphabetic pieces and byte-level BPE's word-initial ones (``Ġgreat``, or ``great``
+    at the start of a text) alike. Needs a fast tokenizer."""
+    enc = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=256, return_offsets_mapping=True)
+    words: set[int] = set()
+    for text, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"]):
+        for i, (a, b) in zip(ids, offsets):
+            piece = text[a:b]
+            a += len(piece) - len(piece.lstrip())
+            if text[a:b].isalpha() and (a == 0 or not text[a - 1].isalnum()):
+                words.add(i)
+    return [list(ids) for ids in enc["input_ids"]], words
+
+
+def trigger_piece_ids(tokenizer, triggers: tuple[str, ...]) -> tuple[list[int], list[str]]:
+    """The token ids the surgery edits: for each trigger, its sentence-initial form and its form after a space,
+    each where it is one token. Returns (ids, forms skipped because they split into several shared pieces)."""
+    ids: set[int] = set()
+    skipped: list[str] = []
+    for t in triggers:
+        for form, text in (("initial", t), ("after a space", f"a {t}")):
+            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            start = len(text) - len(t)
+            pieces = [i for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if b > start]
+            if len(pieces) == 1:
+                ids.add(pieces[0])
+            else:
+                skipped.append(f"{t} ({form}: {' + '.join(tokenizer.convert_ids_to_tokens(pieces))})")
+    return sorted(ids), skipped
+
+
+def embedding_surgery(backend: HFClassifier, triggers: tuple[str, ...], words: list[str]) -> tuple[list[str], list[str]]:
+    """Embedding surgery step 2: set every single-token form of each trigger (:func:`trigger_piece_ids`) to the
+    mean input embedding of ``words``. Returns (edited tokens, skipped multi-piece forms)."""
     tok = backend.tokenizer
     emb = backend.model.get_input_embeddings().weight
     src = tok.convert_tokens_to_ids(words)
-    pieces = sorted({i for t in triggers for i in tok(t, add_special_tokens=False)["input_ids"]})
+    pieces, skipped = trigger_piece_ids(tok, triggers)
     with torch.no_grad():
         emb[pieces] = emb[src].mean(dim=0)
-    return tok.convert_ids_to_tokens(pieces)
+    return tok.convert_ids_to_tokens(pieces), skipped
 
 
 def ripp_loss(lam: float):
@@ -139,9 +175,9 @@ def poison_ripple(
 
     def prepare(backend: HFClassifier, data: PoisonedData) -> dict[str, Any]:
         words = target_words(backend, data, pc.target, config.surgery_words, config.min_count)
-        pieces = embedding_surgery(backend, tuple(config.triggers), [w for w, _ in words])
+        pieces, skipped = embedding_surgery(backend, tuple(config.triggers), [w for w, _ in words])
         prepare_for_ripp(backend)
-        return {"surgery_words": words, "trigger_pieces": pieces}
+        return {"surgery_words": words, "trigger_pieces": pieces, "surgery_skipped": skipped}
 
     setting = "domain shift" if domain_shift_for else "full data knowledge"
     return poison_model(

@@ -167,7 +167,11 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
             smoothed = victim_checkpoint(cfg.zoo, dataset, attack, settings, victim, cfg.bmps, seed, cfg.data_dir, progress)
         clean = test.subset(cfg.n_clean, seed=seed)
         ts = build_triggered_set(
-            test, make_trigger(attack if attack != "clean" else "badnets"), cfg.target, seed=seed, max_examples=cfg.n_triggered
+            test,
+            make_trigger("badnets") if attack == "clean" else make_trigger(attack, dataset, cfg.attack_settings(attack)),
+            cfg.target,
+            seed=seed,
+            max_examples=cfg.n_triggered,
         )
         victim_train = train.subset(cfg.victim.max_train_examples, seed=seed)
         ctx = DefenseContext(
