@@ -168,7 +168,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True, log=print) -> Path:
         clean = test.subset(cfg.n_clean, seed=seed)
         ts = build_triggered_set(
             test,
-            make_trigger("badnets") if attack == "clean" else make_trigger(attack, dataset, cfg.attack_settings(attack)),
+            make_trigger("badnets") if attack == "clean" else make_trigger(attack, dataset, settings),
             cfg.target,
             seed=seed,
             max_examples=cfg.n_triggered,
