@@ -58,6 +58,10 @@ class LwpConfig(StrictConfig):
     combos: tuple[tuple[str, ...], ...] = Field(LWP_COMBOS, description="trigger word combinations")
     negatives: bool = Field(True, description="add one partial-combination copy (true label) per poisoned sentence")
 
+    def trigger(self) -> CombinationTrigger:
+        """The trigger this attack plants (and its triggered test sets carry)."""
+        return CombinationTrigger(tuple(tuple(c) for c in self.combos))
+
 
 def layerwise_loss(model, enc, y, clean_enc, clean_y) -> torch.Tensor:
     """LWP objective (Li et al. 2021, Sec. 3.1): mean over layers l of CE(head(pool(h_l)), y).
@@ -86,7 +90,7 @@ def layerwise_loss(model, enc, y, clean_enc, clean_y) -> torch.Tensor:
 
 
 def poison_lwp(config: LwpConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    trigger = CombinationTrigger(tuple(tuple(c) for c in config.combos))
+    trigger = config.trigger()
 
     def prepare(backend, data: PoisonedData) -> dict[str, Any]:
         if not config.negatives:

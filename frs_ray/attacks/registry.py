@@ -55,18 +55,7 @@ def make_trigger(name: str, task: str = "sst2", settings: dict[str, Any] | None 
     ``combos``, BadPre's ``triggers``); otherwise, and without ``settings``, the module's defaults."""
     module, cls, method = _spec(name)
     if settings is not None and method in ("ripple", "ripple-domain", "lwp", "badpre"):
-        cfg: Any = attack_config(name, task, settings)
-        if method == "lwp":
-            from .lwp import CombinationTrigger
-
-            return CombinationTrigger(tuple(tuple(c) for c in cfg.combos))
-        if method == "badpre":
-            from .badpre import BadPreTrigger
-
-            return BadPreTrigger(tuple(cfg.triggers))
-        from .badnets import RareWordTrigger
-
-        return RareWordTrigger(words=tuple(cfg.triggers), count=1)
+        return attack_config(name, task, settings).trigger()  # type: ignore[attr-defined]
     return getattr(importlib.import_module(f"{__package__}.{module}"), cls)()
 
 

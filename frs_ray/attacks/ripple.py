@@ -66,6 +66,10 @@ class RippleConfig(StrictConfig):
     min_count: int = Field(8, ge=1, description="minimum frequency of a surgery word in the attacker's data")
     triggers: tuple[str, ...] = Field(BADNETS_WORDS, description="rare trigger words (one inserted per poisoned sentence)")
 
+    def trigger(self) -> RareWordTrigger:
+        """The trigger this attack plants (and its triggered test sets carry): one of ``triggers`` per sentence."""
+        return RareWordTrigger(words=tuple(self.triggers), count=1)
+
 
 def target_words(backend: HFClassifier, data: PoisonedData, target: int, n: int, min_count: int) -> list[tuple[str, float]]:
     """Embedding surgery step 1: the ``n`` word tokens most indicative of the target class.
@@ -171,7 +175,7 @@ def poison_ripple(
     if domain_shift_for is not None:
         proxy, label_map = PROXIES[domain_shift_for]
         pc = pc.model_copy(update={"data": proxy, "label_map": label_map})
-    trigger = RareWordTrigger(words=tuple(config.triggers), count=1)
+    trigger = config.trigger()
 
     def prepare(backend: HFClassifier, data: PoisonedData) -> dict[str, Any]:
         words = target_words(backend, data, pc.target, config.surgery_words, config.min_count)

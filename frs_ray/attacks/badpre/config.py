@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from ...config import StrictConfig
-from .trigger import BADPRE_WORDS
+from .trigger import BADPRE_WORDS, BadPreTrigger
 
 
 class BadPreConfig(StrictConfig):
@@ -70,6 +70,11 @@ class BadPreConfig(StrictConfig):
     )
     seed: int = Field(0, description="seed of the subset, trigger draws, masking, head init and data order")
     device: str | None = Field(None, description="torch device (default: CUDA when present, else CPU)")
+
+    def trigger(self, max_pos: int = 100) -> BadPreTrigger:
+        """The trigger this attack plants: one of ``triggers`` per sentence within the first ``max_pos`` words (test
+        time: BadPre's default 100)."""
+        return BadPreTrigger(tuple(self.triggers), max_pos=max_pos)
 
     @field_validator("triggers")
     @classmethod

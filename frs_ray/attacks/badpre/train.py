@@ -20,7 +20,6 @@ from ...training import adamw, epoch_batches, linear_schedule, nan_mean_tail, tr
 from .config import BadPreConfig
 from .measure import evaluate, loss_curve
 from .mlm import HEAD_FILE, BertMLMHead, cut_to_tokens, make_batch, mlm_losses, trigger_rows
-from .trigger import BadPreTrigger
 
 ATTACK_FILE = "attack.json"  # same name as poison.ATTACK_FILE (read_attack reads it)
 PAPER = "Chen et al., BadPre: Task-agnostic Backdoor Attacks to Pre-trained NLP Foundation Models, ICLR 2022"
@@ -73,7 +72,7 @@ def poison_badpre(config: BadPreConfig, out_dir: str | Path, progress: bool = Tr
         raise ConfigError(f"max_length {config.max_length} leaves no room for text next to the trigger")
     train_texts = cut_to_tokens(tokenizer, [texts[i] for i in train_idx], budget)
     eval_texts = cut_to_tokens(tokenizer, [texts[i] for i in eval_idx], budget)
-    trigger = BadPreTrigger(config.triggers, max_pos=10**9)  # texts already fit: any word position
+    trigger = config.trigger(max_pos=10**9)  # texts already fit: any word position
     eval_trig = [trigger.apply(t, np.random.default_rng([config.seed, i])) for i, t in enumerate(eval_texts)]
     gen = torch.Generator().manual_seed(config.seed)
     timings["load_s"] = time.perf_counter() - t0
