@@ -14,6 +14,8 @@ Sections (``--sections``; the others are kept from an existing llm.json):
   ``--vllm-texts`` test sentences: label agreement and the largest class-probability difference.
 - ``service``: copied from service_load.py JSON files (``--service-load``, ``--service-faults``) of a run
   against `serve run deployments/frs-smollm2.yaml`.
+- ``ca-variants``: the ``ca`` blocks of other reports of this script (``--ca-reports PATH[::LABEL] ...``, e.g. a
+  fine-tune variant measured with ``--name``) as one table; the last one given becomes this report's ``ca``.
 - ``eval``: the records of an ``frs eval`` report on SmolLM2 (``--eval-report``, from
   ``configs/eval/sst2_smollm2.yaml``) beside MiniLM's records of the same attacks and defenses
   (``--minilm-report``, e.g. ``docs/results/transplant.json``).
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-SECTIONS = ("ca", "sigma", "vllm", "service", "eval")
+SECTIONS = ("ca", "ca-variants", "sigma", "vllm", "service", "eval")
 
 
 def _machine() -> str:
@@ -78,10 +80,16 @@ def measure_ca(args, test) -> dict:
     ensemble = np.array([majority_vote(np.bincount(row, minlength=n_labels).tolist()) for row in votes])
     voter_acc = (votes == labels[:, None]).mean(0)
     share = (votes == ensemble[:, None]).mean(1)
+    if args.save_votes:  # per sentence, to read other subsets of the same run (e.g. the 600 of llm_head_lr.md)
+        Path(args.save_votes).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.save_votes, labels=labels, plain=plain_pred, centre=centre_pred, votes=votes, ensemble=ensemble)
     return {
+        "checkpoints": {"plain": str(args.plain), "smoothed": str(args.smoothed)},
+        "smoothed_finetune": _finetune_settings(read_meta(args.smoothed)),
         "n": len(texts),
         "k": args.k,
         "seed": args.seed,
+        "subset_seed": args.subset_seed if args.n is not None else None,
         "ca_plain": round(float((plain_pred == labels).mean()) * 100, 2),
         "ca_smoothed_centre": round(float((centre_pred == labels).mean()) * 100, 2),
         "ca_smoothed": round(float((ensemble == labels).mean()) * 100, 2),
@@ -95,6 +103,53 @@ def measure_ca(args, test) -> dict:
         "seconds": {"plain": round(t_plain, 1), "smoothed": round(t_smoothed, 1)},
         "voter_pool": frs.pool.describe(),
     }
+
+
+def _finetune_settings(meta: dict) -> dict:
+    """What distinguishes one smoothed fine-tune from another in the variants table."""
+    cfg = meta["config"]
+    lora = cfg.get("lora") or {}
+    return {
+        "sigma": cfg["smoothing"]["sigma"],
+        "top_h": cfg["smoothing"]["top_h"],
+        "new_head": cfg["smoothing"].get("new_head", "smoothed"),
+        "head_learning_rate": lora.get("head_learning_rate") or cfg["learning_rate"],
+        "examples": meta["data"]["examples"],
+    }
+
+
+def read_ca_variants(args, res: dict) -> list[dict]:
+    """The ``ca`` blocks of ``--ca-reports`` (keyed by report), after those already in this report."""
+    variants = {v["report"]: v for v in res.get("ca_variants", [])}
+    if not variants and res.get("ca"):  # this report's own earlier measurement, labelled by its fine-tune command
+        smoothed = [c for c in res.get("finetune_commands", []) if "--no-smoothing" not in c]
+        label = smoothed[0].split(" finetune ", 1)[-1].strip('"') if smoothed else "earlier ca section"
+        where = f"{args.name}.json of {res.get('date')}"
+        variants[where] = {**res["ca"], "report": where, "label": label}
+    for spec in args.ca_reports:
+        path, _, label = spec.partition("::")
+        ca = json.loads(Path(path).read_text())["ca"]
+        variants[path] = {**ca, "report": path, "label": label or ca.get("label") or path}
+    return list(variants.values())
+
+
+def _ca_variant_lines(variants: list[dict]) -> list[str]:
+    lines = [
+        "## Clean accuracy of every smoothed fine-tune measured",
+        "",
+        "Each row: a plain and a smoothed LoRA fine-tune of the same data, seed and schedule (the smoothed one's "
+        "settings in the first column), K = 20 voters on the unrandomized text. n = test sentences (all 1821, or a "
+        "seeded subset); rows of different n are different samples.",
+        "",
+        "| smoothed fine-tune | n | plain LoRA | centre | K-voter ensemble | ensemble - plain | report |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        lines.append(
+            f"| {v['label']} | {v['n']} | {v['ca_plain']:.2f} | {v['ca_smoothed_centre']:.2f} | {v['ca_smoothed']:.2f} "
+            f"| {v['ca_smoothed'] - v['ca_plain']:+.2f} | `{v['report']}` |"
+        )
+    return lines + [""]
 
 
 def measure_sigma(args, test) -> dict:
@@ -142,6 +197,7 @@ def measure_vllm(args, test) -> dict:
         del frs
     same = probs["torch"].argmax(1) == probs["vllm"].argmax(1)
     return {
+        "checkpoint": str(args.smoothed),
         "texts": len(texts),
         "voters": voters,
         "jobs": len(jobs),
@@ -230,7 +286,8 @@ def render(res: dict) -> str:
             "",
             f"SST-2 test split, n = {ca['n']} sentences; K = {ca['k']} voters (seed {ca['seed']}), each voter's "
             "label on the unrandomized text, majority vote (a tie counts as wrong). No text randomization or "
-            "fuzzing here: this isolates what BMPS (Eq. 4 in fine-tuning, Eq. 5 at inference) costs.",
+            "fuzzing here: this isolates what BMPS (Eq. 4 in fine-tuning, Eq. 5 at inference) costs."
+            + (f" Smoothed fine-tune: {ca['label']} (`{ca['report']}`)." if ca.get("label") else ""),
             "",
             "| model | CA (%) |",
             "|---|---|",
@@ -246,6 +303,8 @@ def render(res: dict) -> str:
             f"{ca['seconds']['smoothed']} s; voter pool: `{json.dumps(ca['voter_pool'])}`.",
             "",
         ]
+    if res.get("ca_variants"):
+        lines += _ca_variant_lines(res["ca_variants"])
     sg = res.get("sigma")
     if sg:
         lines += [
@@ -267,7 +326,8 @@ def render(res: dict) -> str:
         lines += [
             "## vLLM voters against torch voters",
             "",
-            f"Voters {v['voters']} of the smoothed checkpoint on the first {v['texts']} test sentences "
+            f"Voters {v['voters']} of the smoothed checkpoint{' `' + v['checkpoint'] + '`' if v.get('checkpoint') else ''} "
+            f"on the first {v['texts']} test sentences "
             f"({v['jobs']} jobs): same label on {v['same_labels']} / {v['jobs']}, largest class-probability "
             f"difference {v['max_abs_prob_diff']:.2e} (bound 1e-3).",
             "",
@@ -313,6 +373,9 @@ def main() -> int:
     ap.add_argument("--eval-note", default=None, help="what the eval section leaves out")
     ap.add_argument("--finetune-log", default=None, help="log of the fine-tune runs (/usr/bin/time -v output)")
     ap.add_argument("--sections", default="ca,vllm,service")
+    ap.add_argument("--ca-reports", nargs="*", default=[], help="ca-variants: llm.json-style reports, PATH[::LABEL]")
+    ap.add_argument("--name", default="llm", help="report file names: NAME.md and NAME.json under --out")
+    ap.add_argument("--save-votes", default=None, help="ca section: write per-sentence predictions to this .npz")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--note", action="append", default=[])
@@ -328,13 +391,18 @@ def main() -> int:
     from frs_ray.data import load_dataset
 
     out = Path(args.out)
-    path = out / "llm.json"
+    path = out / f"{args.name}.json"
     res = json.loads(path.read_text()) if path.is_file() else {}
     test = load_dataset(args.data, "test")
     test = test.subset(args.n, seed=args.subset_seed)
     started = time.time()
     if "ca" in sections:
         res["ca"] = measure_ca(args, test)
+        res["ca_plain"], res["ca_smoothed"] = res["ca"]["ca_plain"], res["ca"]["ca_smoothed"]
+    if "ca-variants" in sections:
+        res["ca_variants"] = read_ca_variants(args, res)
+        res["ca"] = dict(res["ca_variants"][-1])
+        res.pop("ca_head_lr", None)  # an older hand-kept summary of one variant, now a row of ca_variants
         res["ca_plain"], res["ca_smoothed"] = res["ca"]["ca_plain"], res["ca"]["ca_smoothed"]
     if "sigma" in sections:
         res["sigma"] = measure_sigma(args, test)
@@ -354,7 +422,7 @@ def main() -> int:
     res["notes"] = res.get("notes", []) + args.note
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=2) + "\n")
-    (out / "llm.md").write_text(render(res))
+    (out / f"{args.name}.md").write_text(render(res))
     print(json.dumps({k: res[k] for k in ("ca_plain", "ca_smoothed", "vllm_equals_torch") if k in res}))
     return 0
 

@@ -77,6 +77,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         ("top_h", args.top_h),
         ("finetune_mode", args.mode),
         ("data_noise", args.data_noise),
+        ("new_head", args.new_head),
     ):
         if value is not None:
             smoothing[key] = value
@@ -266,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="also randomize the training texts (Eq. 3's D_F + eps): per-token mutation probability (default 0)",
+    )
+    ft.add_argument(
+        "--new-head",
+        choices=["smoothed", "exact"],
+        default=None,
+        help="noise on the classification head this fine-tune initializes: 'smoothed' (default, the paper) or "
+        "'exact' (no noise in training or in the voters; a pre-trained backdoor cannot be in a new head)",
     )
     ft.add_argument(
         "--lora",

@@ -80,7 +80,7 @@ class SmoothingConfig(StrictConfig):
     top_h: int = Field(
         10,
         ge=1,
-        description="number of transformer blocks next to the output that get noise (paper: 10); clamped to the model's depth; the head is always included",
+        description="number of transformer blocks next to the output that get noise (paper: 10); clamped to the model's depth; everything after the stack (final norm, head) is included, a new head unless new_head is 'exact'",
     )
     rho: float = Field(
         1.5, gt=0, description="Clip_rho: each smoothed tensor's L2 norm is capped at rho times its pre-trained norm"
@@ -91,6 +91,15 @@ class SmoothingConfig(StrictConfig):
         "iteration and kept, so it accumulates); 'perturb' draws fresh noise for each step's forward/backward pass "
         "and applies the gradient to the un-noised weights (trains for E_eps[loss(theta + eps)], the inference-phase "
         "distribution); 'none' disables the fine-tuning phase.",
+    )
+    new_head: Literal["smoothed", "exact"] = Field(
+        "smoothed",
+        description="'smoothed' (default, the paper): every parameter after the block stack gets Eq. 4-5's noise and "
+        "Clip_rho, the classification head included. 'exact': the parameters the pre-trained folder does not carry "
+        "(the classification head this fine-tune initializes; transformers' missing keys) are trained without noise "
+        "and are the same in every voter. Decision: a backdoor planted in pre-training cannot live in weights the "
+        "pre-trained model does not have, so their noise only costs accuracy; a head that came with the downloaded "
+        "checkpoint is not new and stays smoothed",
     )
     data_noise: float = Field(
         0.0,

@@ -100,3 +100,13 @@ def test_cli_rejects_bad_data_noise_clearly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc != 0 and "smoothing.data_noise" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_new_head_at_its_default_is_hashed_as_before_the_field_existed():
+    from frs_ray.evaluation.zoo import _hashed, settings_hash
+
+    base = {"model": "minilm", "data": "sst2", "seed": 0}
+    plain = build(FinetuneConfig, {**base, "smoothing": SmoothingConfig().model_dump()}).model_dump()
+    exact = build(FinetuneConfig, {**base, "smoothing": SmoothingConfig(new_head="exact").model_dump()}).model_dump()
+    assert "new_head" not in json.dumps(_hashed(plain)) and "new_head" in json.dumps(_hashed(exact))
+    assert settings_hash(_hashed(plain)) != settings_hash(_hashed(exact))

@@ -225,3 +225,57 @@ def test_lora_head_learning_rate_trains_the_head_at_its_own_rate(tiny_llama_dir,
     assert all(torch.equal(w["default"][k], w["same"][k]) for k in w["default"])  # two groups at one rate == one group
     moved = {n: (w[n]["score.weight"] - base["score.weight"]).abs().sum().item() for n in ("default", "fast")}
     assert moved["fast"] > 5 * moved["default"], moved
+
+
+def test_new_head_exact_keeps_the_new_head_out_of_the_noise(tiny_llama_dir, tmp_path):
+    """``smoothing.new_head = "exact"``: the parameters the pre-trained folder lacks (the score head a fine-tune
+    initializes) are left out of the smoothed set, so no voter changes them, while the final norm and the top-H
+    blocks stay smoothed; a head that came with the folder is not new and stays smoothed."""
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    from frs_ray.backends import HFClassifier
+    from frs_ray.certify.smooth import checkpoint_voter_spec
+    from frs_ray.config import FinetuneConfig
+    from frs_ray.data import load_dataset
+    from frs_ray.smoothing.finetune import finetune
+    from frs_ray.smoothing.pool import LoopVoterPool
+
+    pretrained = tmp_path / "pretrained"  # a decoder without a classification head, as a downloaded LLM comes
+    LlamaForSequenceClassification.from_pretrained(tiny_llama_dir).model.save_pretrained(pretrained)
+    HFClassifier(tiny_llama_dir).tokenizer.save_pretrained(pretrained)
+    assert HFClassifier(pretrained, num_labels=2).new_parameters == ("score.weight",)
+    assert HFClassifier(tiny_llama_dir).new_parameters == ()
+
+    train = load_dataset("sst2", "train").subset(32, seed=1)
+    metas = {}
+    for new_head in ("smoothed", "exact"):
+        cfg = FinetuneConfig(
+            model=str(pretrained),
+            epochs=1,
+            batch_size=16,
+            max_length=64,
+            smoothing={"top_h": 2, "sigma": 0.05, "new_head": new_head},
+            lora={"head_learning_rate": 1e-2},
+        )
+        metas[new_head] = finetune(cfg, train, tmp_path / new_head, progress=False)
+    smoothed, exact = (metas[n]["smoothing"] for n in ("smoothed", "exact"))
+    assert "score.weight" in smoothed["names"] and smoothed["exact"] == []
+    assert exact["names"] == [n for n in smoothed["names"] if n != "score.weight"] and exact["exact"] == ["score.weight"]
+    assert "score.weight" not in exact["reference_norms"]
+
+    backend = HFClassifier(tmp_path / "exact", max_length=64)
+    centre = {n: p.detach().clone() for n, p in backend.model.named_parameters()}
+    pool = LoopVoterPool(backend, checkpoint_voter_spec(metas["exact"], k=3, seed=0))
+    for k in range(3):
+        with pool.voter(k) as voter:
+            now = dict(voter.named_parameters())
+            assert torch.equal(now["score.weight"], centre["score.weight"])
+            assert not torch.equal(now["model.norm.weight"], centre["model.norm.weight"])
+            assert not torch.equal(now["model.layers.2.mlp.down_proj.weight"], centre["model.layers.2.mlp.down_proj.weight"])
+
+
+def test_new_parameters_of_the_packaged_encoder_are_its_classifier():
+    from frs_ray.backends import HFClassifier
+
+    assert HFClassifier("minilm", num_labels=2).new_parameters == ("classifier.bias", "classifier.weight")

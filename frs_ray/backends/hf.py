@@ -120,11 +120,13 @@ class HFClassifier:
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         kwargs = {"num_labels": num_labels} if num_labels is not None else {}
         try:
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                path, use_safetensors=True, trust_remote_code=False, **kwargs
+            self.model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, use_safetensors=True, trust_remote_code=False, output_loading_info=True, **kwargs
             )
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load a sequence classifier from {path}: {exc}") from None
+        # parameters the folder does not carry, initialized here (a new classification head: score, classifier)
+        self.new_parameters: tuple[str, ...] = tuple(sorted(info.get("missing_keys", ())))
         if self.tokenizer.pad_token is None:  # decoder LLMs (Llama) ship without a pad token
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         if self.model.config.pad_token_id is None:
@@ -140,6 +142,7 @@ class HFClassifier:
         benchmark); the model stays on its device."""
         self = cls.__new__(cls)
         self.path, self.model, self.tokenizer, self.batch_size = None, model.eval(), tokenizer, batch_size
+        self.new_parameters = ()  # an in-memory model: no folder to tell which of its parameters are new
         self.device = next(model.parameters()).device
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token

@@ -36,7 +36,7 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 # Settings added after checkpoints were first cached, with the value that reproduces the older behaviour: left
 # out of the hash at that value, so every existing zoo entry keeps its name (and is not retrained).
-_ADDED_SMOOTHING_DEFAULTS = {"data_noise": 0.0}
+_ADDED_SMOOTHING_DEFAULTS = {"data_noise": 0.0, "new_head": "smoothed"}
 
 
 def _hashed(finetune: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from ..training import adamw, epoch_batches, linear_schedule
 from ..training import train as train_loop
 from .bmps import apply_clip_, finetune_noise_step, perturbed, reference_norms
 from .data_noise import randomize_training_text
-from .layers import hf_named_parameters, select_top_h
+from .layers import head_names, hf_named_parameters, select_top_h
 
 META_FILE = "frs.json"
 FORMAT_VERSION = 1
@@ -62,20 +62,21 @@ def finetune(
     backend = HFClassifier(config.model, num_labels=train.num_labels, max_length=config.max_length, device=device)
     model, tok = backend.model, backend.tokenizer
     sm = config.smoothing
-    selection = select_top_h(model, sm.top_h)
+    exact = backend.new_parameters if sm.new_head == "exact" else ()
+    selection = select_top_h(model, sm.top_h, exact=exact)
     norms = dict(norms) if norms is not None else reference_norms(model, selection)
     lengths = backend.token_lengths(train.texts)
     too_long = [i for i, n in enumerate(lengths) if n > backend.max_length]
     n_truncated = len(too_long)
 
-    head_names = [n for n in selection.names if not n.startswith(selection.stack_name + ".")]
+    head = head_names(model)  # trained fully under LoRA, smoothed or exact
     if config.lora is not None:  # after the selection and norms: those are of the plain (unwrapped) model
-        model = wrap_lora(model, config.lora, head_names=head_names)
+        model = wrap_lora(model, config.lora, head_names=head)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = max(1, int(round(steps_per_epoch * config.epochs)))
-    optimizer = adamw(param_groups(model, trainable, head_names, config), config.learning_rate, config.weight_decay)
+    optimizer = adamw(param_groups(model, trainable, head, config), config.learning_rate, config.weight_decay)
     schedule = linear_schedule(int(config.warmup_ratio * total_steps), total_steps)
     data_gen = torch.Generator().manual_seed(config.seed)
     noise_gen = torch.Generator().manual_seed(config.seed + 1)
@@ -143,6 +144,7 @@ def finetune(
             "depth": selection.depth,
             "stack": selection.stack_name,
             "numel": selection.numel(model),
+            "exact": sorted(exact),
             "reference_norms": norms,
         },
         "training": {

@@ -5,12 +5,14 @@ blocks in one ``nn.ModuleList`` (``bert.encoder.layer``, ``model.layers`` of Lla
 GPT-2...). The selector finds the longest such list of same-typed blocks, takes its last H blocks, and adds
 every parameter registered *after* the block stack (pooler and classifier of BERT; final norm and score
 head of Llama). Embeddings, registered before the stack, are never smoothed. H larger than the depth is
-clamped to the depth.
+clamped to the depth. ``exact`` names parameters left out (``SmoothingConfig.new_head = "exact"``: the head a
+fine-tune initializes, which no pre-trained backdoor can be in).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Collection
 
 import torch
 from torch import nn
@@ -63,8 +65,21 @@ def hf_named_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def select_top_h(model: nn.Module, top_h: int) -> SmoothedParameters:
-    """Select the parameters of the top ``top_h`` blocks and of everything after the stack (the head)."""
+def head_names(model: nn.Module) -> list[str]:
+    """Parameters registered after the block stack (final norm, pooler, classification head), in order."""
+    stack_name, _ = find_layer_stack(model)
+    names, seen_stack = [], False
+    for name, _ in model.named_parameters():
+        if name.startswith(stack_name + "."):
+            seen_stack = True
+        elif seen_stack:
+            names.append(name)
+    return names
+
+
+def select_top_h(model: nn.Module, top_h: int, exact: Collection[str] = ()) -> SmoothedParameters:
+    """Select the parameters of the top ``top_h`` blocks and of everything after the stack (the head), less the
+    names in ``exact`` (kept without noise)."""
     if top_h < 1:
         raise ConfigError(f"top_h must be >= 1, got {top_h}")
     stack_name, stack = find_layer_stack(model)
@@ -77,8 +92,8 @@ def select_top_h(model: nn.Module, top_h: int) -> SmoothedParameters:
     for name, _ in model.named_parameters():
         if name.startswith(prefix):
             seen_stack = True
-            if any(name.startswith(b) for b in chosen_blocks):
+            if any(name.startswith(b) for b in chosen_blocks) and name not in exact:
                 names.append(name)
-        elif seen_stack:  # registered after the block stack: final norm, pooler, classification head
+        elif seen_stack and name not in exact:  # after the block stack: final norm, pooler, classification head
             names.append(name)
     return SmoothedParameters(tuple(names), h, depth, stack_name)
