@@ -277,7 +277,7 @@ def render(res: dict) -> str:
     lines += [f"- command: `{res['command']}`", f"- machine: {res['machine']}", f"- date: {res['date']}"]
     for c in res.get("finetune_commands", []):
         c = c.split('"')[1] if c.count('"') >= 2 else c.strip()  # /usr/bin/time -v: Command being timed: "..."
-        lines.append(f"- fine-tune: `frs {c.split(' frs_ray.cli ', 1)[-1]}`")
+        lines.append(f"- fine-tune: `frs finetune {c.split('finetune ', 1)[-1]}`")
     lines.append("")
     ca = res.get("ca")
     if ca:
@@ -342,7 +342,8 @@ def render(res: dict) -> str:
                 lines.append(f"  - at {e['t']} s: killed {e['killed']} (pid {e['pid']}) with SIGKILL")
         lines.append("")
     ev = res.get("eval") or {}
-    lines += ["## Attacks on the decoder (`frs eval`)", ""]
+    if ev:
+        lines += ["## Attacks on the decoder (`frs eval`)", ""]
     if ev.get("records"):
         lines += _eval_lines(ev)
     if ev.get("note"):
@@ -379,6 +380,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--note", action="append", default=[])
+    ap.add_argument(
+        "--supersede-note", action="append", default=[], help="mark the earlier notes containing this text superseded"
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
     sections = [s for s in args.sections.split(",") if s]
@@ -419,7 +423,10 @@ def main() -> int:
     res["machine"] = _machine()
     res["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     res["wall_s"] = round(time.time() - started, 1)
-    res["notes"] = res.get("notes", []) + args.note
+    res["notes"] = [
+        f"Superseded: {n}" if any(m in n for m in args.supersede_note) and not n.startswith("Superseded") else n
+        for n in res.get("notes", [])
+    ] + args.note
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=2) + "\n")
     (out / f"{args.name}.md").write_text(render(res))

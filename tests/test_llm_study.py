@@ -56,3 +56,20 @@ def test_ca_variants_merge_label_and_render(tmp_path):
     text = "\n".join(mod._ca_variant_lines(variants))
     assert "| head exact | 1821 | 80.00 | 79.00 | 78.50 | -1.50 |" in text
     assert "| -9.00 |" in text
+
+
+def test_render_names_each_fine_tune_command_once():
+    mod = _module()
+    res = {
+        "command": "python benchmarks/llm_study.py",
+        "machine": "m",
+        "date": "d",
+        "finetune_commands": [
+            'Command being timed: "/x/.venv/bin/python -m frs_ray.cli finetune --lora --no-smoothing --out p"',
+            'Command being timed: "frs finetune --lora --new-head exact --out s"',
+        ],
+    }
+    text = mod.render(res)
+    assert "- fine-tune: `frs finetune --lora --no-smoothing --out p`" in text
+    assert "- fine-tune: `frs finetune --lora --new-head exact --out s`" in text
+    assert "Attacks on the decoder" not in text  # no eval section measured, none rendered
