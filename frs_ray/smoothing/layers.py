@@ -85,15 +85,7 @@ def select_top_h(model: nn.Module, top_h: int, exact: Collection[str] = ()) -> S
     stack_name, stack = find_layer_stack(model)
     depth = len(stack)
     h = min(top_h, depth)
-    prefix = stack_name + "."
-    chosen_blocks = {f"{prefix}{i}." for i in range(depth - h, depth)}
-    names: list[str] = []
-    seen_stack = False
-    for name, _ in model.named_parameters():
-        if name.startswith(prefix):
-            seen_stack = True
-            if any(name.startswith(b) for b in chosen_blocks) and name not in exact:
-                names.append(name)
-        elif seen_stack and name not in exact:  # after the block stack: final norm, pooler, classification head
-            names.append(name)
+    chosen_blocks = tuple(f"{stack_name}.{i}." for i in range(depth - h, depth))
+    blocks = [n for n, _ in model.named_parameters() if n.startswith(chosen_blocks)]
+    names = [n for n in blocks + head_names(model) if n not in exact]
     return SmoothedParameters(tuple(names), h, depth, stack_name)
