@@ -1,12 +1,26 @@
-"""Where frs-transplant misses: its span checks on the clean and triggered inputs of `frs eval` cells.
+"""Where a span-check defense misses: its span checks on the clean and triggered inputs of `frs eval` cells.
 
-Reads the frs-transplant and frs cells of one eval run (``runs/eval/<name>/cells``) and writes
-``transplant_misses.{md,json}``: per attack, the share of spans kept on clean and on triggered inputs, the
-threshold the clean dev calibration chose, the check's statistic on triggered inputs, and for the triggered inputs
-the attack still wins on (vote = target under frs-transplant) whether their span was kept and whether plain FRS
-(span always kept) stopped them.
+Reads, per dataset, attack and seed, the cells of one eval run (``runs/eval/<name>/cells``) for the span-check
+defense (``--defense``: ``frs-transplant`` or ``frs-fluency-transplant``) and for ``none``, ``uniform`` and ``frs``,
+and writes ``<stem>.{md,json}``:
+
+- the check: the share of inputs whose top span it keeps (omega_H) on clean and on triggered inputs, the transplant
+  threshold the clean dev calibration chose, the transplant statistic on triggered inputs;
+- the clean accuracy it loses against no defense: clean sentences ``none`` labels right and the defense does not,
+  split by whether the check kept their span (a clean span randomized at omega_H: the check's false keep) or dropped
+  it (uniform randomization; of those, how many ``uniform`` also gets wrong: the cost of omega_M and of the
+  smoothed voters, which no span check can remove);
+- the attack's wins (vote = target), split by whether the span was dropped (the check's miss; of those, how many plain
+  FRS, span always kept, stopped) or kept (FRS's own miss: the vote still goes to the target with the span
+  randomized at omega_H);
+- with ``--examples N``, up to N sentences of each kind of miss (first seed), rebuilt as ``frs eval`` built them
+  (the test file's and the triggered set's checksums are checked against the cell's).
+
+The first seed's clean and triggered sentences are the ones ``frs eval`` drew for it; nothing here re-runs a model.
 
     python benchmarks/transplant_misses.py --cells runs/eval/transplant/cells --out docs/results
+    python benchmarks/transplant_misses.py --cells runs/eval/eval/cells --defense frs-fluency-transplant \\
+        --datasets sst2 offenseval agnews --seeds 0 1 2 --examples 3 --stem eval_misses --out docs/results
 """
 
 from __future__ import annotations
@@ -20,88 +34,213 @@ from pathlib import Path
 
 import numpy as np
 
+DEFENSES = ("frs-transplant", "frs-fluency-transplant")
+
 
 def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def analyse(cells: Path, dataset: str, seed: int) -> dict:
-    out = {}
-    for folder in sorted((cells / dataset).iterdir()):
-        tp = _load(folder / f"frs-transplant-seed{seed}.json")
-        frs = _load(folder / f"frs-seed{seed}.json")
-        if tp is None:
-            continue
-        ds = tp["defense_settings"]
-        fields = ds["checks_fields"]
-        checks = [dict(zip(fields, row)) for row in ds["checks"]]
-        n_clean = tp["data"]["n_clean"]
-        clean, trig = checks[:n_clean], checks[n_clean:]
-        target = tp["settings"]["target"]
-        vote = tp["predictions_fields"].index("vote_label") if "vote_label" in tp["predictions_fields"] else 0
-        tp_trig = [p[vote] for p in tp["predictions"]["triggered"]]
-        frs_trig = [p[vote] for p in frs["predictions"]["triggered"]] if frs else None
-        wins = [i for i, y in enumerate(tp_trig) if y == target]
-        calib = ds["transplant_calibration"]
-        stat = calib["statistic"]
-        rec = {
-            "threshold": calib["threshold"],
-            "statistic": stat,
-            "m": calib["m"],
-            "n_clean": len(clean),
-            "n_triggered": len(trig),
-            "kept_clean": float(np.mean([c["kept"] for c in clean])),
-            "kept_triggered": float(np.mean([c["kept"] for c in trig])),
-            "statistic_triggered": {
-                "mean": float(np.mean([c[stat] for c in trig])),
-                "median": float(np.median([c[stat] for c in trig])),
-            },
-            "statistic_clean": {
-                "mean": float(np.mean([c[stat] for c in clean])),
-                "p95": float(np.quantile([c[stat] for c in clean], 0.95)),
-            },
-            "asr": tp["metrics"]["asr"],
-            "asr_frs": frs["metrics"]["asr"] if frs else None,
-            "attack_wins": len(wins),
-            "wins_span_dropped": sum(not trig[i]["kept"] for i in wins),
-            "wins_stopped_by_frs": (sum(frs_trig[i] != target for i in wins) if frs_trig else None),
-            "wins_statistic_mean": float(np.mean([trig[i][stat] for i in wins])) if wins else None,
+def _votes(cell: dict) -> np.ndarray:
+    fields = cell["predictions_fields"]
+    i = fields.index("vote_label") if "vote_label" in fields else 0
+    return np.array([p[i] for p in cell["predictions"]["clean"] + cell["predictions"]["triggered"]])
+
+
+def _sentences(cell: dict):
+    """The cell's clean subset and triggered set, rebuilt as ``frs eval`` built them (checksums checked)."""
+    from frs_ray.attacks import make_trigger
+    from frs_ray.attacks.triggered import build_triggered_set
+    from frs_ray.data import load_dataset
+
+    s = cell["settings"]
+    test = load_dataset(cell["dataset"], "test")
+    if test.sha256 != cell["data"]["test_sha256"]:
+        raise SystemExit(f"{cell['dataset']}: the test data changed since the cell was written")
+    clean = test.subset(s["n_clean"], seed=cell["seed"])
+    attack = cell["attack"] if cell["attack"] != "clean" else "badnets"
+    settings = s.get("attack_settings") if cell["attack"] != "clean" else None
+    trigger = make_trigger(attack, cell["dataset"], settings)
+    ts = build_triggered_set(test, trigger, s["target"], seed=cell["seed"], max_examples=s["n_triggered"])
+    if ts.sha256 != cell["data"]["triggered_sha256"]:
+        raise SystemExit(f"{cell['dataset']}/{cell['attack']}: the triggered set does not match the cell's")
+    return clean, ts
+
+
+def analyse_cell(folder: Path, defense: str, seed: int, examples: int = 0) -> dict | None:
+    """One (dataset, attack, seed): the check's keeps, the CA lost against ``none`` and the attack's wins, by cause."""
+    cells = {d: _load(folder / f"{d}-seed{seed}.json") for d in ("none", "uniform", "frs", defense)}
+    tp = cells[defense]
+    if tp is None:
+        return None
+    ds = tp["defense_settings"]
+    checks = [dict(zip(ds["checks_fields"], row)) for row in ds["checks"]]
+    kept = np.array([bool(c["kept"]) for c in checks])
+    clean, ts = _sentences(tp)
+    yc, yt, target = np.array(clean.labels), np.array(ts.labels), ts.target
+    n = len(yc)
+    if len(kept) != n + len(yt):
+        raise SystemExit(f"{folder}: {len(kept)} checks for {n} + {len(yt)} inputs")
+    v = _votes(tp)
+    calib = ds.get("transplant_calibration") or {}
+    stat = calib.get("statistic", "shift")
+    score = np.array([np.nan if c.get(stat) is None else c[stat] for c in checks], dtype=float)
+    rec: dict = {
+        "n_clean": int(n),
+        "n_triggered": int(len(yt)),
+        "threshold": calib.get("threshold"),
+        "statistic": stat,
+        "kept_clean": float(kept[:n].mean()),
+        "kept_triggered": float(kept[n:].mean()),
+        "statistic_triggered_mean": float(np.nanmean(score[n:])) if len(yt) else None,
+        "ca": float(np.mean(v[:n] == yc)),
+        "asr": float(np.mean(v[n:] == target)),
+    }
+    if "fluency_kept" in checks[0]:
+        rec["kept_by_fluency"] = {
+            "clean": float(np.mean([c["fluency_kept"] for c in checks[:n]])),
+            "triggered": float(np.mean([c["fluency_kept"] for c in checks[n:]])),
         }
-        out[folder.name] = rec
+        rec["kept_by_transplant"] = {
+            "clean": float(np.mean([c["transplant_kept"] for c in checks[:n]])),
+            "triggered": float(np.mean([c["transplant_kept"] for c in checks[n:]])),
+        }
+    other = {d: (_votes(c) if c is not None else None) for d, c in cells.items() if d != defense}
+    for d, o in other.items():
+        rec[f"ca_{d}"] = None if o is None else float(np.mean(o[:n] == yc))
+        rec[f"asr_{d}"] = None if o is None else float(np.mean(o[n:] == target))
+    ex: dict[str, list[str]] = {}
+    if other["none"] is not None:
+        lost = np.flatnonzero((other["none"][:n] == yc) & (v[:n] != yc))
+        gained = np.flatnonzero((other["none"][:n] != yc) & (v[:n] == yc))
+        lost_kept = [int(i) for i in lost if kept[i]]
+        lost_dropped = [int(i) for i in lost if not kept[i]]
+        uni = other["uniform"]
+        rec["clean_lost"] = {
+            "total": int(len(lost)),
+            "gained": int(len(gained)),
+            "span_kept": len(lost_kept),
+            "span_dropped": len(lost_dropped),
+            "span_dropped_uniform_also_wrong": None if uni is None else int(sum(uni[i] != yc[i] for i in lost_dropped)),
+        }
+        ex["clean lost, span kept"] = [clean.texts[i] for i in lost_kept[:examples]]
+        ex["clean lost, span dropped"] = [clean.texts[i] for i in lost_dropped[:examples]]
+    wins = np.flatnonzero(v[n:] == target)
+    dropped = [int(i) for i in wins if not kept[n + i]]
+    kept_w = [int(i) for i in wins if kept[n + i]]
+    frs = other["frs"]
+    rec["attack_wins"] = {
+        "total": int(len(wins)),
+        "span_dropped": len(dropped),
+        "span_dropped_stopped_by_frs": None if frs is None else int(sum(frs[n + i] != target for i in dropped)),
+        "span_kept": len(kept_w),
+    }
+    ex["attack wins, span dropped"] = [ts.texts[i] for i in dropped[:examples]]
+    ex["attack wins, span kept"] = [ts.texts[i] for i in kept_w[:examples]]
+    if examples:
+        rec["examples"] = {k: [t[:160] for t in v_] for k, v_ in ex.items() if v_}
+    return rec
+
+
+def _sum(recs: list[dict], *path: str) -> int | None:
+    vals = []
+    for r in recs:
+        x = r
+        for p in path:
+            x = None if x is None else x.get(p)
+        vals.append(x)
+    return None if any(x is None for x in vals) else int(sum(vals))
+
+
+def analyse(cells: Path, datasets: list[str], seeds: list[int], defense: str, examples: int = 0) -> dict:
+    out: dict = {}
+    for dataset in datasets:
+        if not (cells / dataset).is_dir():
+            continue
+        for folder in sorted((cells / dataset).iterdir()):
+            per_seed = {}
+            for j, seed in enumerate(seeds):
+                r = analyse_cell(folder, defense, seed, examples if j == 0 else 0)
+                if r is not None:
+                    per_seed[seed] = r
+            if not per_seed:
+                continue
+            recs = list(per_seed.values())
+            total = {
+                "seeds": list(per_seed),
+                "n_clean": sum(r["n_clean"] for r in recs),
+                "n_triggered": sum(r["n_triggered"] for r in recs),
+                "clean_lost": {k: _sum(recs, "clean_lost", k) for k in recs[0].get("clean_lost", {})},
+                "attack_wins": {k: _sum(recs, "attack_wins", k) for k in recs[0]["attack_wins"]},
+            }
+            out.setdefault(dataset, {})[folder.name] = {"seeds": per_seed, "all": total}
     return out
+
+
+def _p(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}"
+
+
+def _n(x) -> str:
+    return "-" if x is None else str(x)
 
 
 def render(res: dict) -> str:
     L = [
-        "# frs-transplant: where it misses",
+        f"# {res['defense']}: where it misses",
         "",
         f"- command: `{res['command']}`",
         f"- date: {res['date']}",
-        f"- source: the cells of `{res['cells']}` ({res['dataset']}, seed {res['seed']}); each cell's machine and "
-        "sample sizes are in the eval report.",
+        f"- source: the cells of `{res['cells']}` (seeds {', '.join(map(str, res['seeds']))}); each cell's machine and "
+        "sample sizes are in the eval report. Nothing here re-runs a model: the rates are the cells' recorded votes.",
         "",
-        "Per attack: the share of inputs whose top span the check keeps (omega_H) on clean and triggered inputs; "
-        "the threshold on the check's statistic (calibrated on clean dev texts only, to keep 5% of clean spans); "
-        "the statistic's mean on triggered inputs; and of the triggered inputs the attack still wins under "
-        "frs-transplant, how many had their span dropped (randomized uniformly) and how many plain FRS (span "
-        "always kept) stopped.",
+        "Per dataset, attack and seed: the share of inputs whose top span the check keeps (omega_H) on clean / "
+        "triggered inputs; the transplant threshold its clean dev calibration chose; CA of none / uniform / frs / the "
+        "defense; the clean sentences none labels right and the defense does not (**lost**), by whether the check "
+        "kept their span (a false keep) or dropped it (then uniform randomization; in brackets how many of those "
+        "`uniform` also gets wrong), and the sentences the defense gains over none; ASR of none / frs / the defense; "
+        "the attack's wins by whether the span was dropped (the check's miss; in brackets how many plain FRS "
+        "stopped) or kept (FRS's own miss).",
         "",
-        "| attack | threshold | kept clean | kept triggered | stat. triggered (mean / median) | stat. clean "
-        "(mean / p95) | ASR transplant | ASR frs | wins | wins with span dropped | of those, stopped by frs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for a, r in res["attacks"].items():
-        st, sc = r["statistic_triggered"], r["statistic_clean"]
-        asr_frs = "-" if r["asr_frs"] is None else f"{100 * r['asr_frs']:.1f}%"
-        stopped = "-" if r["wins_stopped_by_frs"] is None else r["wins_stopped_by_frs"]
-        L.append(
-            f"| {a} | {r['threshold']:.3f} | {100 * r['kept_clean']:.1f}% | {100 * r['kept_triggered']:.1f}% | "
-            f"{st['mean']:.3f} / {st['median']:.3f} | {sc['mean']:.3f} / {sc['p95']:.3f} | "
-            f"{100 * r['asr']:.1f}% | {asr_frs} | "
-            f"{r['attack_wins']} | {r['wins_span_dropped']} | "
-            f"{stopped} |"
-        )
-    L.append("")
+    for dataset, attacks in res["results"].items():
+        L += [
+            f"## {dataset}",
+            "",
+            "| attack | seed | threshold | kept clean / trig. | CA none / uniform / frs / def. | lost: span kept / "
+            "dropped (uniform wrong too) | gained | ASR none / frs / def. | wins: span dropped (frs stopped) / kept |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for attack, a in attacks.items():
+            for seed, r in a["seeds"].items():
+                cl, w = r.get("clean_lost", {}), r["attack_wins"]
+                thr = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
+                L.append(
+                    f"| {attack} | {seed} | {thr} | {_p(r['kept_clean'])} / {_p(r['kept_triggered'])} | "
+                    f"{_p(r.get('ca_none'))} / {_p(r.get('ca_uniform'))} / {_p(r.get('ca_frs'))} / {_p(r['ca'])} | "
+                    f"{_n(cl.get('span_kept'))} / {_n(cl.get('span_dropped'))} "
+                    f"({_n(cl.get('span_dropped_uniform_also_wrong'))}) | {_n(cl.get('gained'))} | "
+                    f"{_p(r.get('asr_none'))} / {_p(r.get('asr_frs'))} / {_p(r['asr'])} | "
+                    f"{w['span_dropped']} ({_n(w['span_dropped_stopped_by_frs'])}) / {w['span_kept']} |"
+                )
+            t = a["all"]
+            cl, w = t["clean_lost"], t["attack_wins"]
+            L.append(
+                f"| **{attack}, all** | {len(t['seeds'])} seeds | | | n = {t['n_clean']} clean / {t['n_triggered']} "
+                f"trig. | {_n(cl.get('span_kept'))} / {_n(cl.get('span_dropped'))} "
+                f"({_n(cl.get('span_dropped_uniform_also_wrong'))}) | {_n(cl.get('gained'))} | | "
+                f"{_n(w['span_dropped'])} ({_n(w['span_dropped_stopped_by_frs'])}) / {_n(w['span_kept'])} |"
+            )
+        L.append("")
+        for attack, a in attacks.items():
+            first = next(iter(a["seeds"].items()))
+            exs = first[1].get("examples")
+            if not exs:
+                continue
+            L += [f"Examples, {dataset} / {attack}, seed {first[0]}:", ""]
+            for kind, texts in exs.items():
+                L += [f"- {kind}: " + "; ".join(f'"{t}"' for t in texts)]
+            L.append("")
     for n in res.get("notes", []):
         L += [f"Note: {n}", ""]
     return "\n".join(L)
@@ -110,27 +249,33 @@ def render(res: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", default="runs/eval/transplant/cells")
-    ap.add_argument("--dataset", default="sst2")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--defense", default="frs-transplant", choices=DEFENSES)
+    ap.add_argument("--datasets", nargs="+", default=["sst2"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--examples", type=int, default=0, help="sentences of each kind of miss to show (first seed)")
+    ap.add_argument("--stem", default="transplant_misses", help="report file names: <stem>.md, <stem>.json")
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--note", action="append", default=[])
     args = ap.parse_args()
     cells = Path(args.cells)
-    if not (cells / args.dataset).is_dir():
-        ap.error(f"{cells / args.dataset} is not a folder of eval cells")
+    missing = [d for d in args.datasets if not (cells / d).is_dir()]
+    if missing:
+        ap.error(f"no eval cells for {', '.join(missing)} under {cells}")
+    if args.examples < 0:
+        ap.error(f"--examples must be >= 0, got {args.examples}")
     res = {
         "command": shlex.join(["python", *sys.argv]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cells": str(cells),
-        "dataset": args.dataset,
-        "seed": args.seed,
-        "attacks": analyse(cells, args.dataset, args.seed),
+        "defense": args.defense,
+        "seeds": args.seeds,
+        "results": analyse(cells, args.datasets, args.seeds, args.defense, args.examples),
         "notes": args.note,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "transplant_misses.json").write_text(json.dumps(res, indent=2) + "\n")
-    (out / "transplant_misses.md").write_text(render(res))
+    (out / f"{args.stem}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / f"{args.stem}.md").write_text(render(res))
     print(render(res))
     return 0
 
