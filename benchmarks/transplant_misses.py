@@ -13,6 +13,9 @@ and writes ``<stem>.{md,json}``:
 - the attack's wins (vote = target), split by whether the span was dropped (the check's miss; of those, how many plain
   FRS, span always kept, stopped) or kept (FRS's own miss: the vote still goes to the target with the span
   randomized at omega_H);
+- the false-target rate: the share of clean sentences of another label than the target that a defense votes to the
+  target. A trigger removed perfectly leaves the sentence's clean vote, so this rate (measured on the clean subset,
+  not on the triggered sentences themselves) is about the lowest ASR the defense can reach;
 - with ``--examples N``, up to N sentences of each kind of miss (first seed), rebuilt as ``frs eval`` built them
   (the test file's and the triggered set's checksums are checked against the cell's).
 
@@ -106,9 +109,12 @@ def analyse_cell(folder: Path, defense: str, seed: int, examples: int = 0) -> di
             "triggered": float(np.mean([c["transplant_kept"] for c in checks[n:]])),
         }
     other = {d: (_votes(c) if c is not None else None) for d, c in cells.items() if d != defense}
+    nt = yc != target  # clean sentences of another label than the target: their false-target rate is ASR's floor
+    rec["false_target"] = float(np.mean(v[:n][nt] == target)) if nt.any() else None
     for d, o in other.items():
         rec[f"ca_{d}"] = None if o is None else float(np.mean(o[:n] == yc))
         rec[f"asr_{d}"] = None if o is None else float(np.mean(o[n:] == target))
+        rec[f"false_target_{d}"] = None if o is None or not nt.any() else float(np.mean(o[:n][nt] == target))
     ex: dict[str, list[str]] = {}
     if other["none"] is not None:
         lost = np.flatnonzero((other["none"][:n] == yc) & (v[:n] != yc))
@@ -199,6 +205,8 @@ def render(res: dict) -> str:
         "defense; the clean sentences none labels right and the defense does not (**lost**), by whether the check "
         "kept their span (a false keep) or dropped it (then uniform randomization; in brackets how many of those "
         "`uniform` also gets wrong), and the sentences the defense gains over none; ASR of none / frs / the defense; "
+        "the false-target rate (clean sentences of another label voted to the target: about the lowest ASR a "
+        "defense can reach, since a perfectly removed trigger leaves the clean vote) of none / frs / the defense; "
         "the attack's wins by whether the span was dropped (the check's miss; in brackets how many plain FRS "
         "stopped) or kept (FRS's own miss).",
         "",
@@ -208,8 +216,9 @@ def render(res: dict) -> str:
             f"## {dataset}",
             "",
             "| attack | seed | threshold | kept clean / trig. | CA none / uniform / frs / def. | lost: span kept / "
-            "dropped (uniform wrong too) | gained | ASR none / frs / def. | wins: span dropped (frs stopped) / kept |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "dropped (uniform wrong too) | gained | ASR none / frs / def. | false target none / frs / def. | wins: span "
+            "dropped (frs stopped) / kept |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for attack, a in attacks.items():
             for seed, r in a["seeds"].items():
@@ -221,6 +230,7 @@ def render(res: dict) -> str:
                     f"{_n(cl.get('span_kept'))} / {_n(cl.get('span_dropped'))} "
                     f"({_n(cl.get('span_dropped_uniform_also_wrong'))}) | {_n(cl.get('gained'))} | "
                     f"{_p(r.get('asr_none'))} / {_p(r.get('asr_frs'))} / {_p(r['asr'])} | "
+                    f"{_p(r.get('false_target_none'))} / {_p(r.get('false_target_frs'))} / {_p(r.get('false_target'))} | "
                     f"{w['span_dropped']} ({_n(w['span_dropped_stopped_by_frs'])}) / {w['span_kept']} |"
                 )
             t = a["all"]
@@ -228,7 +238,7 @@ def render(res: dict) -> str:
             L.append(
                 f"| **{attack}, all** | {len(t['seeds'])} seeds | | | n = {t['n_clean']} clean / {t['n_triggered']} "
                 f"trig. | {_n(cl.get('span_kept'))} / {_n(cl.get('span_dropped'))} "
-                f"({_n(cl.get('span_dropped_uniform_also_wrong'))}) | {_n(cl.get('gained'))} | | "
+                f"({_n(cl.get('span_dropped_uniform_also_wrong'))}) | {_n(cl.get('gained'))} | | | "
                 f"{_n(w['span_dropped'])} ({_n(w['span_dropped_stopped_by_frs'])}) / {_n(w['span_kept'])} |"
             )
         L.append("")

@@ -93,6 +93,8 @@ def test_losses_and_wins_are_split_by_whether_the_span_was_kept(tmp_path, sets, 
     assert res["sst2"]["badnets"]["all"]["attack_wins"]["span_dropped"] == 2
     doc = {"defense": "frs-fluency-transplant", "command": "c", "date": "t", "cells": "x", "seeds": [0], "results": res}
     assert "| badnets | 0 | 0.500 | 33 / 50 | 100 / 67 / 0 / 50 | 1 / 2 (2) | 0 |" in _module().render(doc)
+    nt = yc != 1  # clean sentences of the other label: share voted to the target 1
+    assert list(yc[nt]) == [0, 0] and r["false_target"] == 0.5 and r["false_target_none"] == 0.0  # clean 0 voted 1
     # a cell whose triggered set is not the one rebuilt here stops the script instead of miscounting
     _write(folder, "frs-fluency-transplant", test, ts, vc, vt, checks, sha="0" * 64)
     with pytest.raises(SystemExit, match="triggered set does not match"):
