@@ -13,6 +13,9 @@ and writes ``<stem>.{md,json}``:
 - the attack's wins (vote = target), split by whether the span was dropped (the check's miss; of those, how many plain
   FRS, span always kept, stopped) or kept (FRS's own miss: the vote still goes to the target with the span
   randomized at omega_H);
+- the bounds of any span check on these cells: per input it votes as ``frs`` (span kept) or as ``uniform``
+  (dropped), so its CA is at most the share of clean inputs where either is right and its ASR at least the share of
+  triggered inputs where both vote the target, whatever its threshold or statistic;
 - the false-target rate: the share of clean sentences of another label than the target that a defense votes to the
   target. A trigger removed perfectly leaves the sentence's clean vote, so this rate (measured on the clean subset,
   not on the triggered sentences themselves) is about the lowest ASR the defense can reach;
@@ -115,6 +118,13 @@ def analyse_cell(folder: Path, defense: str, seed: int, examples: int = 0) -> di
         rec[f"ca_{d}"] = None if o is None else float(np.mean(o[:n] == yc))
         rec[f"asr_{d}"] = None if o is None else float(np.mean(o[n:] == target))
         rec[f"false_target_{d}"] = None if o is None or not nt.any() else float(np.mean(o[:n][nt] == target))
+    if other["frs"] is not None and other["uniform"] is not None:
+        # any span check votes, per input, as frs (span kept) or as uniform (dropped): these bound every threshold
+        f_, u_ = other["frs"], other["uniform"]
+        rec["bounds"] = {
+            "ca_ceiling": float(np.mean((f_[:n] == yc) | (u_[:n] == yc))),
+            "asr_floor": float(np.mean((f_[n:] == target) & (u_[n:] == target))),
+        }
     ex: dict[str, list[str]] = {}
     if other["none"] is not None:
         lost = np.flatnonzero((other["none"][:n] == yc) & (v[:n] != yc))
@@ -179,6 +189,9 @@ def analyse(cells: Path, datasets: list[str], seeds: list[int], defense: str, ex
                 "clean_lost": {k: _sum(recs, "clean_lost", k) for k in recs[0].get("clean_lost", {})},
                 "attack_wins": {k: _sum(recs, "attack_wins", k) for k in recs[0]["attack_wins"]},
             }
+            if all("bounds" in r for r in recs):  # pooled over seeds, weighted by each seed's inputs
+                total["ca_ceiling"] = sum(r["bounds"]["ca_ceiling"] * r["n_clean"] for r in recs) / total["n_clean"]
+                total["asr_floor"] = sum(r["bounds"]["asr_floor"] * r["n_triggered"] for r in recs) / total["n_triggered"]
             out.setdefault(dataset, {})[folder.name] = {"seeds": per_seed, "all": total}
     return out
 
@@ -208,7 +221,9 @@ def render(res: dict) -> str:
         "the false-target rate (clean sentences of another label voted to the target: about the lowest ASR a "
         "defense can reach, since a perfectly removed trigger leaves the clean vote) of none / frs / the defense; "
         "the attack's wins by whether the span was dropped (the check's miss; in brackets how many plain FRS "
-        "stopped) or kept (FRS's own miss).",
+        "stopped) or kept (FRS's own miss); and the bounds of ANY span check on these cells (it votes as frs or as "
+        "uniform per input): CA at most the share of clean inputs where either is right, ASR at least the share of "
+        "triggered inputs where both vote the target.",
         "",
     ]
     for dataset, attacks in res["results"].items():
@@ -217,8 +232,8 @@ def render(res: dict) -> str:
             "",
             "| attack | seed | threshold | kept clean / trig. | CA none / uniform / frs / def. | lost: span kept / "
             "dropped (uniform wrong too) | gained | ASR none / frs / def. | false target none / frs / def. | wins: span "
-            "dropped (frs stopped) / kept |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "dropped (frs stopped) / kept | any check: CA at most / ASR at least |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for attack, a in attacks.items():
             for seed, r in a["seeds"].items():
@@ -231,7 +246,8 @@ def render(res: dict) -> str:
                     f"({_n(cl.get('span_dropped_uniform_also_wrong'))}) | {_n(cl.get('gained'))} | "
                     f"{_p(r.get('asr_none'))} / {_p(r.get('asr_frs'))} / {_p(r['asr'])} | "
                     f"{_p(r.get('false_target_none'))} / {_p(r.get('false_target_frs'))} / {_p(r.get('false_target'))} | "
-                    f"{w['span_dropped']} ({_n(w['span_dropped_stopped_by_frs'])}) / {w['span_kept']} |"
+                    f"{w['span_dropped']} ({_n(w['span_dropped_stopped_by_frs'])}) / {w['span_kept']} | "
+                    f"{_p((r.get('bounds') or {}).get('ca_ceiling'))} / {_p((r.get('bounds') or {}).get('asr_floor'))} |"
                 )
             t = a["all"]
             cl, w = t["clean_lost"], t["attack_wins"]
@@ -239,7 +255,8 @@ def render(res: dict) -> str:
                 f"| **{attack}, all** | {len(t['seeds'])} seeds | | | n = {t['n_clean']} clean / {t['n_triggered']} "
                 f"trig. | {_n(cl.get('span_kept'))} / {_n(cl.get('span_dropped'))} "
                 f"({_n(cl.get('span_dropped_uniform_also_wrong'))}) | {_n(cl.get('gained'))} | | | "
-                f"{_n(w['span_dropped'])} ({_n(w['span_dropped_stopped_by_frs'])}) / {_n(w['span_kept'])} |"
+                f"{_n(w['span_dropped'])} ({_n(w['span_dropped_stopped_by_frs'])}) / {_n(w['span_kept'])} | "
+                f"{_p(t.get('ca_ceiling'))} / {_p(t.get('asr_floor'))} |"
             )
         L.append("")
         for attack, a in attacks.items():

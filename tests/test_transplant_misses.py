@@ -91,8 +91,11 @@ def test_losses_and_wins_are_split_by_whether_the_span_was_kept(tmp_path, sets, 
     assert r["examples"]["clean lost, span kept"] == [clean.texts[0][:160]]
     assert r["examples"]["attack wins, span dropped"] == [ts.texts[3][:160], ts.texts[4][:160]]
     assert res["sst2"]["badnets"]["all"]["attack_wins"]["span_dropped"] == 2
+    # any check votes as frs or uniform: frs is wrong on every clean input, uniform on 4 and 5; frs stops every trigger
+    assert r["bounds"] == {"ca_ceiling": pytest.approx(4 / N), "asr_floor": 0.0}
     doc = {"defense": "frs-fluency-transplant", "command": "c", "date": "t", "cells": "x", "seeds": [0], "results": res}
     assert "| badnets | 0 | 0.500 | 33 / 50 | 100 / 67 / 0 / 50 | 1 / 2 (2) | 0 |" in _module().render(doc)
+    assert "| 67 / 0 |" in _module().render(doc)
     nt = yc != 1  # clean sentences of the other label: share voted to the target 1
     assert list(yc[nt]) == [0, 0] and r["false_target"] == 0.5 and r["false_target_none"] == 0.0  # clean 0 voted 1
     # a cell whose triggered set is not the one rebuilt here stops the script instead of miscounting
