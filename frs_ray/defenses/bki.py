@@ -13,7 +13,7 @@ In this project's threat model (FRS's: the backdoor is planted in the *pre-train
 fine-tuning data is clean) there is no poisoned training text to find: whatever BKI flags is an ordinary word, and
 removing its texts only costs training data. That is what it is measured for here: the faithful training-time
 procedure, run on the victim's real (clean) data, as the paper ran it among its baselines. Results (the words it
-flags, the texts it drops, CA / PA / ASR): ``docs/results/eval.md``, summary in ``docs/results/notes.md``.
+flags, the texts it drops, CA / PA / ASR): ``docs/results/eval_v1.md``, summary in ``docs/results/notes.md``.
 
 Decisions (where the paper, written for LSTMs, leaves room):
 
