@@ -55,22 +55,13 @@ def _votes(cell: dict) -> np.ndarray:
 
 def _sentences(cell: dict):
     """The cell's clean subset and triggered set, rebuilt as ``frs eval`` built them (checksums checked)."""
-    from frs_ray.attacks import make_trigger
-    from frs_ray.attacks.triggered import build_triggered_set
-    from frs_ray.data import load_dataset
+    from frs_ray.errors import DataError
+    from frs_ray.evaluation.runner import rebuild_sets
 
-    s = cell["settings"]
-    test = load_dataset(cell["dataset"], "test")
-    if test.sha256 != cell["data"]["test_sha256"]:
-        raise SystemExit(f"{cell['dataset']}: the test data changed since the cell was written")
-    clean = test.subset(s["n_clean"], seed=cell["seed"])
-    attack = cell["attack"] if cell["attack"] != "clean" else "badnets"
-    settings = s.get("attack_settings") if cell["attack"] != "clean" else None
-    trigger = make_trigger(attack, cell["dataset"], settings)
-    ts = build_triggered_set(test, trigger, s["target"], seed=cell["seed"], max_examples=s["n_triggered"])
-    if ts.sha256 != cell["data"]["triggered_sha256"]:
-        raise SystemExit(f"{cell['dataset']}/{cell['attack']}: the triggered set does not match the cell's")
-    return clean, ts
+    try:
+        return rebuild_sets(cell)
+    except DataError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def analyse_cell(folder: Path, defense: str, seed: int, examples: int = 0) -> dict | None:

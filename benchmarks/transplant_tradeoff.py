@@ -38,19 +38,13 @@ def _load(path: Path) -> dict | None:
 
 def _gold(cell: dict):
     """The cell's clean labels, triggered labels and target, rebuilt as ``frs eval`` built them (checked)."""
-    from frs_ray.attacks import make_trigger
-    from frs_ray.attacks.triggered import build_triggered_set
-    from frs_ray.data import load_dataset
+    from frs_ray.errors import DataError
+    from frs_ray.evaluation.runner import rebuild_sets
 
-    s = cell["settings"]
-    test = load_dataset(cell["dataset"], "test")
-    if test.sha256 != cell["data"]["test_sha256"]:
-        raise SystemExit(f"{cell['dataset']} test data changed since the cell was written")
-    clean = test.subset(s["n_clean"], seed=cell["seed"])
-    attack = cell["attack"] if cell["attack"] != "clean" else "badnets"
-    ts = build_triggered_set(test, make_trigger(attack), s["target"], seed=cell["seed"], max_examples=s["n_triggered"])
-    if ts.sha256 != cell["data"]["triggered_sha256"]:
-        raise SystemExit(f"{cell['attack']}: the triggered set does not match the cell's")
+    try:
+        clean, ts = rebuild_sets(cell)
+    except DataError as exc:
+        raise SystemExit(str(exc)) from None
     return np.array(clean.labels), np.array(ts.labels), ts.target
 
 

@@ -27,6 +27,7 @@ from ..certify.smooth import text_seed
 from ..data import TextDataset, load_dataset
 from ..defenses.base import DefenseContext, DefensePrediction
 from ..defenses.registry import build_defense, needs_smoothed, uses_voters
+from ..errors import DataError
 from ..smoothing.bmps import VOTER_DEFINITION
 from . import metrics as M
 from .config import EvalConfig
@@ -58,6 +59,22 @@ def cell_settings(cfg: EvalConfig, dataset: str, attack: str, defense: str, seed
         # voters of another definition are other voters: such a cell is measured again, never mixed in
         **({"voter_definition": VOTER_DEFINITION} if uses_voters(defense) else {}),
     }
+
+
+def rebuild_sets(cell: dict[str, Any], data_dir: str | Path | None = None) -> tuple[TextDataset, TriggeredSet]:
+    """A written cell's clean subset and triggered set, built again as :func:`run_eval` built them (for reports that
+    read cells). Raises :class:`DataError` when the test file's or the triggered set's checksum differs from the
+    cell's (the data changed since the cell was written)."""
+    s = cell["settings"]
+    test = load_dataset(cell["dataset"], "test", data_dir)
+    if test.sha256 != cell["data"]["test_sha256"]:
+        raise DataError(f"{cell['dataset']}: the test data changed since the cell was written")
+    attack = cell["attack"]
+    trigger = make_trigger("badnets") if attack == "clean" else make_trigger(attack, cell["dataset"], s.get("attack_settings"))
+    ts = build_triggered_set(test, trigger, s["target"], seed=cell["seed"], max_examples=s["n_triggered"])
+    if ts.sha256 != cell["data"]["triggered_sha256"]:
+        raise DataError(f"{cell['dataset']}/{attack}: the triggered set does not match the cell's")
+    return test.subset(s["n_clean"], seed=cell["seed"]), ts
 
 
 def localization_by_budget(clf, ts: TriggeredSet, budgets: list[int], seed: int) -> dict[str, float]:
