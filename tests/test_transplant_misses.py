@@ -4,26 +4,21 @@ through, by cause, read off `frs eval` cells. Cells written here in `frs eval`'s
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from eval_cells import load_benchmark, write_cell
 
 from frs_ray.attacks import make_trigger
 from frs_ray.attacks.triggered import build_triggered_set
 from frs_ray.data import load_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
 N = 6
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("transplant_misses", ROOT / "benchmarks" / "transplant_misses.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("transplant_misses")
 
 
 @pytest.fixture(scope="module")
@@ -33,28 +28,18 @@ def sets(data_dir):
 
 
 def _write(folder: Path, defense: str, test, ts, clean_votes, trig_votes, checks=None, sha=None) -> None:
-    cell = {
-        "dataset": "sst2",
-        "attack": "badnets",
-        "defense": defense,
-        "seed": 0,
-        "settings": {"n_clean": N, "n_triggered": N, "target": 1},
-        "data": {"test_sha256": test.sha256, "triggered_sha256": sha or ts.sha256},
-        "defense_settings": {},
-        "predictions_fields": ["vote_label", "certified_label", "radius"],
-        "predictions": {
-            "clean": [[int(v), -1, None] for v in clean_votes],
-            "triggered": [[int(v), -1, None] for v in trig_votes],
-        },
-    }
-    if checks is not None:
-        cell["defense_settings"] = {
-            "checks_fields": ["label", "shift", "flip", "transplant_kept", "fluency_suspicion", "fluency_kept", "kept"],
-            "checks": checks,
-            "transplant_calibration": {"statistic": "shift", "threshold": 0.5},
-        }
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{defense}-seed0.json").write_text(json.dumps(cell))
+    write_cell(
+        folder,
+        defense,
+        N,
+        test,
+        ts,
+        clean_votes,
+        trig_votes,
+        checks,
+        ["label", "shift", "flip", "transplant_kept", "fluency_suspicion", "fluency_kept", "kept"],
+        sha=sha,
+    )
 
 
 def test_losses_and_wins_are_split_by_whether_the_span_was_kept(tmp_path, sets, data_dir, monkeypatch):

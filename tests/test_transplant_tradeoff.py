@@ -4,26 +4,21 @@ and BadNets triggered set that `frs eval` builds), with chosen votes, so every r
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from eval_cells import load_benchmark, write_cell
 
 from frs_ray.attacks import make_trigger
 from frs_ray.attacks.triggered import build_triggered_set
 from frs_ray.data import load_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
 N = 6
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("transplant_tradeoff", ROOT / "benchmarks" / "transplant_tradeoff.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("transplant_tradeoff")
 
 
 @pytest.fixture(scope="module")
@@ -35,29 +30,7 @@ def sets(data_dir):
 
 
 def _write(folder: Path, defense: str, test, ts, clean_votes, trig_votes, checks=None) -> None:
-    cell = {
-        "dataset": "sst2",
-        "attack": "badnets",
-        "defense": defense,
-        "seed": 0,
-        "settings": {"n_clean": N, "n_triggered": N, "target": 1},
-        "data": {"test_sha256": test.sha256, "triggered_sha256": ts.sha256},
-        "defense_settings": {},
-        "predictions_fields": ["vote_label", "certified_label", "radius"],
-        "predictions": {
-            "clean": [[int(v), -1, None] for v in clean_votes],
-            "triggered": [[int(v), -1, None] for v in trig_votes],
-        },
-    }
-    if checks is not None:
-        fields = ["label", "shift", "flip", "kept"]
-        cell["defense_settings"] = {
-            "checks_fields": fields,
-            "checks": checks,
-            "transplant_calibration": {"statistic": "shift", "threshold": 0.5},
-        }
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{defense}-seed0.json").write_text(json.dumps(cell))
+    write_cell(folder, defense, N, test, ts, clean_votes, trig_votes, checks, ["label", "shift", "flip", "kept"])
 
 
 def test_sweep_mixes_frs_and_uniform_votes_by_the_threshold(tmp_path, sets, data_dir, monkeypatch):
