@@ -199,6 +199,12 @@ class RandomizeConfig(StrictConfig):
         100, ge=1, le=100_000, description="draws before falling back to the unmodified text when Lambda cannot be met"
     )
     mutations: MutationWeights = Field(default_factory=MutationWeights)
+    span_mutations: MutationWeights | None = Field(
+        None,
+        description="weights of the mutation set M for tokens inside T(x') (an extension, not the paper's: e.g. "
+        "deletion and substitution only, so that every draw of a span token removes it and a trigger in T(x') "
+        "survives in no vote at omega_h 1); None: `mutations` everywhere, as in the paper",
+    )
     mutation_level: Literal["token", "character"] = Field(
         "token",
         description="what a drawn token's mutation edits: 'token' applies the DL operation to the token sequence "
@@ -211,6 +217,25 @@ class RandomizeConfig(StrictConfig):
         at token level (see :meth:`MutationWeights.destroy_fraction`); 1 at character level, where every edit changes
         the token's spelling (assuming a trigger whose spelling changed no longer fires)."""
         return 1.0 if self.mutation_level == "character" else self.mutations.destroy_fraction()
+
+    def span_destroy_fraction(self) -> float:
+        """:meth:`destroy_fraction` for tokens inside T(x'): that of ``span_mutations`` where set."""
+        if self.mutation_level == "character" or self.span_mutations is None:
+            return self.destroy_fraction()
+        return self.span_mutations.destroy_fraction()
+
+    def destroy_probabilities(self, omega_h: float, omega_l: float, span_tokens: int, length: int) -> tuple[float, float]:
+        """Theorem 1's per-token randomization probability ``omega x d`` for the two radii of a text of ``length``
+        tokens with ``span_tokens`` in T(x'): (conditional: a token inside T(x'), omega_H x d_span; unconditional:
+        the smallest over all its tokens, min(omega_L x d, omega_H x d_span); with T(x') empty both use d, with T(x')
+        the whole text both use d_span)."""
+        outside = min(omega_l * self.destroy_fraction(), 1.0)
+        if span_tokens <= 0:
+            return min(omega_h * self.destroy_fraction(), 1.0), outside
+        inside = min(omega_h * self.span_destroy_fraction(), 1.0)
+        if span_tokens >= length:
+            return inside, inside
+        return inside, min(inside, outside)
 
     @model_validator(mode="after")
     def _order(self) -> "RandomizeConfig":

@@ -365,3 +365,153 @@ def test_character_level_certificate_counts_every_mutation_and_states_its_assump
     for kind in ("conditional", "unconditional"):
         assert "spelling changed" in char.radius[kind].assumes
         assert "spelling" not in token.radius[kind].assumes
+
+
+# --------------------------------------------------------------------------------------------------
+# span_mutations: the mutation set inside T(x') (an extension)
+# --------------------------------------------------------------------------------------------------
+
+DESTROY_ONLY = {"insertion": 0, "deletion": 0.5, "substitution": 0.5, "transposition": 0}
+
+
+def test_apply_mutations_span_probs_apply_inside_the_span_only():
+    toks = distinct_tokens(6)
+    span = [False, True, True, False, False, False]
+    draws = np.ones(6, bool)
+    out = apply_mutations(
+        toks,
+        draws,
+        ["deletion", "insertion"],
+        np.array([0.0, 1.0]),
+        np.random.default_rng(0),
+        FILLER,
+        span=span,
+        span_probs=np.array([1.0, 0.0]),
+    )
+    assert out == [FILLER, "t0", FILLER, "t3", FILLER, "t4", FILLER, "t5"]  # t1, t2 deleted, a filler before the rest
+    # span_probs equal to op_probs: the same random stream and output as without them
+    ops, probs = (
+        list(MutationWeights().as_items()[i][0] for i in range(4)),
+        np.array([w for _, w in MutationWeights().as_items()]),
+    )
+    for seed in range(20):
+        d = np.random.default_rng(seed + 100).random(6) < 0.5
+        a = apply_mutations(toks, d, ops, probs, np.random.default_rng(seed), FILLER)
+        b = apply_mutations(toks, d, ops, probs, np.random.default_rng(seed), FILLER, span=span, span_probs=probs)
+        assert a == b
+    with pytest.raises(ValueError, match="together"):
+        apply_mutations(toks, draws, ops, probs, np.random.default_rng(0), FILLER, span=span)
+    with pytest.raises(ValueError, match="entries"):
+        apply_mutations(toks, draws, ops, probs, np.random.default_rng(0), FILLER, span=span[:3], span_probs=probs)
+
+
+def test_span_mutations_remove_a_span_token_from_every_vote_at_omega_h_one():
+    toks = "the film is a cf charming and often affecting journey .".split()
+    span = [t == "cf" for t in toks]
+    default = FuzzedRandomizer(RandomizeConfig(omega_m=0.15, omega_h=1.0), FILLER)
+    destroy = FuzzedRandomizer(build(RandomizeConfig, {"omega_m": 0.15, "omega_h": 1.0, "span_mutations": DESTROY_ONLY}), FILLER)
+    n = 2000
+    rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
+    kept_default = sum("cf" in default.randomize(toks, span, rng_a).tokens for _ in range(n))
+    kept_destroy = sum("cf" in destroy.randomize(toks, span, rng_b).tokens for _ in range(n))
+    assert kept_destroy == 0
+    d = MutationWeights().destroy_fraction()  # insertion / transposition keep the token: it survives in 1 - d of draws
+    assert abs(kept_default / n - (1 - d)) <= 5 * math.sqrt(d * (1 - d) / n)
+    # outside T(x') the default weights still apply: insertions and transpositions happen there
+    outs = [destroy.randomize(toks, span, rng_b).tokens for _ in range(300)]
+    assert any(len(o) > len(toks) for o in outs)
+
+
+def test_span_destroy_fraction_and_config_checks():
+    cfg = build(RandomizeConfig, {"span_mutations": DESTROY_ONLY})
+    assert cfg.span_destroy_fraction() == 1.0
+    assert cfg.destroy_fraction() == MutationWeights().destroy_fraction()
+    assert RandomizeConfig().span_destroy_fraction() == RandomizeConfig().destroy_fraction()
+    char = build(RandomizeConfig, {"span_mutations": {"insertion": 1}, "mutation_level": "character"})
+    assert char.span_destroy_fraction() == 1.0  # every character edit changes the spelling
+    with pytest.raises(ConfigError):
+        build(RandomizeConfig, {"span_mutations": {"insertion": 0, "deletion": 0, "substitution": 0, "transposition": 0}})
+    with pytest.raises(ConfigError):
+        build(RandomizeConfig, {"span_mutations": {"swap": 1}})
+
+
+@pytest.mark.parametrize(
+    "span_mutations, omega_h, omega_l, span_tokens, length, want",
+    [
+        # without span weights: exactly the earlier rule, (omega_H d, omega_L d)
+        (None, 0.9, 0.1, 1, 10, (0.9 * 0.8, 0.1 * 0.8)),
+        (None, 0.15, 0.15, 0, 10, (0.15 * 0.8, 0.15 * 0.8)),
+        (None, 0.15, 0.15, 10, 10, (0.15 * 0.8, 0.15 * 0.8)),
+        # d = 1 inside T(x'): the conditional radius uses omega_H, the unconditional the smallest token's
+        (DESTROY_ONLY, 1.0, 0.1, 1, 10, (1.0, 0.1 * 0.8)),
+        (DESTROY_ONLY, 0.15, 0.15, 0, 10, (0.15 * 0.8, 0.15 * 0.8)),  # no span: d_span plays no part
+        (DESTROY_ONLY, 0.15, 0.15, 10, 10, (0.15, 0.15)),  # the whole text is T(x')
+        # span weights that destroy less than outside: the unconditional radius takes the span's
+        ({"insertion": 1, "deletion": 1, "substitution": 0, "transposition": 0}, 0.3, 0.25, 2, 10, (0.15, 0.15)),
+    ],
+)
+def test_destroy_probabilities(span_mutations, omega_h, omega_l, span_tokens, length, want):
+    cfg = build(RandomizeConfig, {"span_mutations": span_mutations})
+    assert cfg.destroy_probabilities(omega_h, omega_l, span_tokens, length) == pytest.approx(want)
+
+
+def test_certificate_with_destroying_span_mutations_certifies_the_whole_span():
+    from frs_ray.certify.rounds import sequential_test
+    from frs_ray.certify.smooth import VotePlan, finalize_certificate
+    from frs_ray.config import CertifyConfig
+
+    plan = VotePlan(
+        text="it 's a mn film .",
+        length_tokens=6,
+        span_tokens=1,
+        omega_h=1.0,
+        omega_l=0.0,
+        spans=[],
+        fuzz_queries=0,
+        select=[],
+        estimate=[],
+    )
+    cfg = build(CertifyConfig, {"k": 20, "randomize": {"omega_m": 1 / 6, "omega_h": 1.0, "span_mutations": DESTROY_ONLY}})
+    cert = finalize_certificate(plan, [0, 40], [0, 40], cfg, ["neg", "pos"])
+    cond, uncond = cert.radius["conditional"], cert.radius["unconditional"]
+    assert cond.omega == 1.0 and cond.tokens == 1  # a trigger inside T(x') is removed from every vote
+    assert uncond.omega == 0.0 and uncond.tokens == 0
+    default = finalize_certificate(plan, [0, 40], [0, 40], build(CertifyConfig, {"k": 20}), ["neg", "pos"])
+    assert default.radius["conditional"].omega == pytest.approx(0.8)
+    seq = build(CertifyConfig, {"k": 20, "n_max": 200, "target_radius": 1, "randomize": cfg.randomize.model_dump()})
+    assert sequential_test(plan, seq).omega == pytest.approx(cond.omega)
+
+
+def test_a_drawn_token_gets_its_own_operation_after_the_last_token_moves_left():
+    # the last token transposes with its (not yet processed) left neighbour; that neighbour's deletion must still
+    # delete the neighbour, not the token that moved into its place
+    ops = ["deletion", "transposition"]
+    out = apply_mutations(
+        ["a", "T", "z"],
+        np.array([0, 1, 1], bool),
+        ops,
+        np.array([0.0, 1.0]),
+        np.random.default_rng(0),
+        FILLER,
+        span=[False, True, False],
+        span_probs=np.array([1.0, 0.0]),
+    )
+    assert out == ["a", "z"]
+
+
+def test_every_drawn_token_is_destroyed_with_probability_d_wherever_it_sits():
+    """Monte-Carlo check of what Theorem 1's radius uses: a drawn token is removed with probability exactly d, also
+    next to the last token (which may move left) and with every neighbour drawn too."""
+    items = MutationWeights().as_items()
+    ops, probs = [o for o, _ in items], np.array([w for _, w in items])
+    d = MutationWeights().destroy_fraction()
+    n = 4000
+    rng = np.random.default_rng(11)
+    for length in (2, 3, 5):
+        toks = distinct_tokens(length)
+        removed = np.zeros(length)
+        for _ in range(n):
+            out = apply_mutations(toks, np.ones(length, bool), ops, probs, rng, FILLER)
+            removed += [t not in out for t in toks]
+        se = math.sqrt(d * (1 - d) / n)
+        assert np.all(np.abs(removed / n - d) <= 5 * se), (length, removed / n)

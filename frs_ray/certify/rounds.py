@@ -59,11 +59,8 @@ def sequential_test(plan: VotePlan, config: CertifyConfig) -> SequentialTest:
     if schedule is None:
         raise ConfigError("sequential CERTIFY needs config.n_max (None is the fixed protocol)")
     L = plan.length_tokens
-    if config.target_kind == "conditional":
-        omega, cap = plan.omega_h, min(plan.span_tokens, L)
-    else:
-        omega, cap = plan.omega_l, L
-    w = min(omega * config.randomize.destroy_fraction(), 1.0)
+    w_cond, w_uncond = config.randomize.destroy_probabilities(plan.omega_h, plan.omega_l, plan.span_tokens, L)
+    w, cap = (w_cond, min(plan.span_tokens, L)) if config.target_kind == "conditional" else (w_uncond, L)
     return SequentialTest(schedule, min(config.target_radius or 0, cap), w, config.futility)
 
 

@@ -20,6 +20,8 @@ tokens is destroyed with probability >= (omega d)^r, where d is the share of mut
 (deletion, substitution). The radius is the largest r with p_lower - (1 - (omega d)^r) > 0.5.
 - conditional: omega = omega_H; valid only if the trigger lies inside T(x'); capped at |T(x')| tokens.
 - unconditional: omega = omega_L (the smallest probability any token gets); valid wherever the trigger is.
+With ``RandomizeConfig.span_mutations`` the tokens of T(x') have their own d (d_span): the conditional radius uses
+omega_H d_span and the unconditional one the smallest omega d over all tokens (``destroy_probabilities``).
 Both also assume Assumption 1 (the smoothed model on the benign text agrees with the clean model) and
 ignore the Lambda discard step, which lowers the realised mutation probability of long triggers.
 
@@ -269,9 +271,8 @@ class VotePlan:
     span_check: dict[str, Any] | None = None  # the span filter's report (Certificate.span_check)
 
 
-def _radius(label: int, p_lower: float, omega: float, destroy: float, cap: int, length: int, assumes: str) -> Radius:
-    """Theorem 1 radius with per-token randomization probability omega x destroy, capped at ``cap`` tokens."""
-    w = omega * destroy
+def _radius(label: int, p_lower: float, w: float, cap: int, length: int, assumes: str) -> Radius:
+    """Theorem 1 radius with per-token randomization probability ``w`` (omega x d), capped at ``cap`` tokens."""
     if label == ABSTAIN:
         return Radius(tokens=None, fraction=None, omega=w, assumes=assumes)
     r = cap if w >= 1.0 else min(certified_radius(p_lower, w), cap)
@@ -293,9 +294,9 @@ def build_certificate(
     """The certificate of one plan once its decision is made: ``certified_label`` (ABSTAIN or the certified class)
     and ``p_lower`` from whichever protocol ran, both radii of Theorem 1 from that
     bound, and the majority vote (``vote_label``)."""
-    destroy = config.randomize.destroy_fraction()
     extra = ASSUMPTIONS["character"] if config.randomize.mutation_level == "character" else ""
     L = plan.length_tokens
+    w_cond, w_uncond = config.randomize.destroy_probabilities(plan.omega_h, plan.omega_l, plan.span_tokens, L)
     abstained = certified_label == ABSTAIN
     return Certificate(
         text=plan.text,
@@ -307,9 +308,9 @@ def build_certificate(
         p_lower=p_lower,
         radius=Radii(
             conditional=_radius(
-                certified_label, p_lower, plan.omega_h, destroy, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"] + extra
+                certified_label, p_lower, w_cond, min(plan.span_tokens, L), L, ASSUMPTIONS["conditional"] + extra
             ),
-            unconditional=_radius(certified_label, p_lower, plan.omega_l, destroy, L, L, ASSUMPTIONS["unconditional"] + extra),
+            unconditional=_radius(certified_label, p_lower, w_uncond, L, L, ASSUMPTIONS["unconditional"] + extra),
         ),
         spans=plan.spans,
         length_tokens=L,

@@ -14,7 +14,12 @@ whole text, both equal omega_M (uniform randomization).
 Mutation (Eq. 13, ``frs_ray.text.apply_mutations``). A token with B = 1 gets one operation drawn from M with the
 configured weights (``frs_ray.text.edits``): deletion, substitution by the filler token, insertion of a filler before it, or
 transposition with its neighbour. Only deletion and substitution remove the token, so for the certificate
-the probability that a token is randomized is omega x destroy_fraction (see ``MutationWeights``). With
+the probability that a token is randomized is omega x destroy_fraction (see ``MutationWeights``).
+``RandomizeConfig.span_mutations`` (an extension, not the paper's) gives tokens inside T(x') their own weights, e.g.
+deletion and substitution only (d = 1 there), so that at omega_H = 1 a trigger inside T(x') is removed from every
+vote instead of surviving in the 1 - omega_H d = 28% of votes that the default weights leave it in (where
+those votes tip a sentence whose own votes lean towards the target, the attack still wins); the radii then use
+omega_H d_span inside T(x') (``RandomizeConfig.destroy_probabilities``). With
 ``RandomizeConfig.mutation_level = "character"`` the operation edits the drawn token's spelling instead (one
 character; ``frs_ray.text.edits.apply_char_operation``) and every draw counts as randomizing the token, under the
 assumption, stated in the certificates, that a trigger whose spelling changed no longer fires. Token level is
@@ -95,6 +100,8 @@ class FuzzedRandomizer:
         items = self.config.mutations.as_items()
         self._ops = [o for o, _ in items]
         self._probs = np.array([w for _, w in items])
+        span = self.config.span_mutations
+        self._span_probs = None if span is None else np.array([w for _, w in span.as_items()])
 
     def omegas(self, length: int, span_tokens: int) -> tuple[float, float]:
         return allocate_omegas(length, span_tokens, self.config.omega_m, self.config.omega_h)
@@ -106,7 +113,14 @@ class FuzzedRandomizer:
         weights = token_weights(length, in_span, omega_h, omega_l)
         for attempt in range(self.config.max_redraws):
             mutated = apply_mutations(
-                tokens, bernoulli_draws(weights, rng), self._ops, self._probs, rng, self.filler, self.config.mutation_level
+                tokens,
+                bernoulli_draws(weights, rng),
+                self._ops,
+                self._probs,
+                rng,
+                self.filler,
+                self.config.mutation_level,
+                *((list(in_span), self._span_probs) if self._span_probs is not None else ()),
             )
             if within_distance(tokens, mutated, self.config.max_distance):
                 return Randomization(mutated, omega_h, omega_l, attempt, False)

@@ -93,27 +93,45 @@ def apply_mutations(
     rng: np.random.Generator,
     filler: str,
     level: str = "token",
+    span: Sequence[bool] | None = None,
+    span_probs: np.ndarray | None = None,
 ) -> list[str]:
     """Eq. 13 of the FRS paper: mutate each token with B = 1 by an operation drawn from M (``ops`` with
     probabilities ``op_probs``); consolidate into x~. Shared by fuzzed randomization (``frs_ray.fuzzing``) and the
     randomized fine-tuning data (``frs_ray.smoothing.data_noise``).
 
+    ``span_probs`` (with ``span``, a mask over ``tokens``): the operation of a drawn token inside the span is drawn
+    with these probabilities instead (``RandomizeConfig.span_mutations``); one draw per mutated token either way, so
+    the random stream is the same as without it.
+
     ``level="token"`` edits the token sequence (:func:`apply_operation`); ``level="character"`` edits the spelling
     of the drawn token (:func:`apply_char_operation`; a token left empty is dropped). Operations are applied right
-    to left so indices of tokens still to process stay valid.
+    to left, and each drawn token's operation is applied to that token wherever it is by then: a transposition of
+    the last token swaps it with its left neighbour, which is not yet processed, so positions are tracked rather
+    than assumed (otherwise the neighbour's own draw would land on the moved token, and a trigger there would
+    escape the operation Theorem 1 counts on).
     """
     if level not in LEVELS:
         raise ValueError(f"unknown mutation level {level!r}; expected one of {LEVELS}")
+    if (span is None) != (span_probs is None):
+        raise ValueError("span and span_probs go together")
+    if span is not None and len(span) != len(tokens):
+        raise ValueError(f"span mask has {len(span)} entries for {len(tokens)} tokens")
     out = list(tokens)
+    origin: list[int | None] = list(range(len(out)))  # the original index of each entry of out (None: a filler)
     for i in sorted(np.flatnonzero(draws).tolist(), reverse=True):
-        op = ops[int(rng.choice(len(ops), p=op_probs))]
-        if i >= len(out):
+        probs = span_probs if span is not None and span[i] else op_probs
+        op = ops[int(rng.choice(len(ops), p=probs))]
+        if i >= len(tokens):
             continue
+        at = origin.index(i)
         if level == "token":
-            out = apply_operation(out, i, op, filler)
+            out = apply_operation(out, at, op, filler)
+            origin = apply_operation(origin, at, op, None)
         else:
-            new = apply_char_operation(out[i], op, rng)
-            out = out[:i] + ([new] if new else []) + out[i + 1 :]
+            new = apply_char_operation(out[at], op, rng)
+            out = out[:at] + ([new] if new else []) + out[at + 1 :]
+            origin = origin[:at] + ([i] if new else []) + origin[at + 1 :]
     return out
 
 
