@@ -22,7 +22,14 @@ and writes ``<stem>.{md,json}``:
 - with ``--examples N``, up to N sentences of each kind of miss (first seed), rebuilt as ``frs eval`` built them
   (the test file's and the triggered set's checksums are checked against the cell's).
 
-The first seed's clean and triggered sentences are the ones ``frs eval`` drew for it; nothing here re-runs a model.
+- with ``--floor``, the ASR a perfect trigger remover would leave: the cell's plain victim (the undefended model of
+  ``none``) on the triggered sentences with their trigger removed, i.e. on the clean sentences they were made from.
+  An attack "wins" there wherever the victim itself labels the sentence as the target, so no defense in front of
+  this victim that only removes the trigger gets an ASR below it. This is the one model run here (one forward pass
+  per triggered sentence).
+
+The first seed's clean and triggered sentences are the ones ``frs eval`` drew for it; without ``--floor`` nothing
+here re-runs a model.
 
     python benchmarks/transplant_misses.py --cells runs/eval/transplant/cells --out docs/results
     python benchmarks/transplant_misses.py --cells runs/eval/eval/cells --defense frs-fluency-transplant \\
@@ -64,7 +71,22 @@ def _sentences(cell: dict):
         raise SystemExit(str(exc)) from None
 
 
-def analyse_cell(folder: Path, defense: str, seed: int, examples: int = 0) -> dict | None:
+def trigger_removed_asr(cell: dict, originals: list[str], target: int) -> float:
+    """The share of ``originals`` (the triggered sentences without their trigger) that the cell's plain victim labels
+    as ``target``: the ASR floor of any defense that only removes the trigger in front of that victim."""
+    from frs_ray.backends.hf import HFClassifier
+
+    if not originals:
+        raise SystemExit(f"{cell['dataset']}/{cell['attack']}: the triggered set carries no original sentences")
+    plain = cell["models"]["plain"]
+    if not Path(plain).is_dir():
+        raise SystemExit(f"--floor needs the cell's plain victim, which is not on this machine: {plain}")
+    length = int((cell["settings"].get("victim") or {}).get("max_length", 128))
+    pred = HFClassifier(plain, max_length=length).predict_proba(originals).argmax(axis=1)
+    return float(np.mean(pred == target))
+
+
+def analyse_cell(folder: Path, defense: str, seed: int, examples: int = 0, floor: bool = False) -> dict | None:
     """One (dataset, attack, seed): the check's keeps, the CA lost against ``none`` and the attack's wins, by cause."""
     cells = {d: _load(folder / f"{d}-seed{seed}.json") for d in ("none", "uniform", "frs", defense)}
     tp = cells[defense]
@@ -109,6 +131,8 @@ def analyse_cell(folder: Path, defense: str, seed: int, examples: int = 0) -> di
         rec[f"ca_{d}"] = None if o is None else float(np.mean(o[:n] == yc))
         rec[f"asr_{d}"] = None if o is None else float(np.mean(o[n:] == target))
         rec[f"false_target_{d}"] = None if o is None or not nt.any() else float(np.mean(o[:n][nt] == target))
+    if floor:
+        rec["asr_trigger_removed"] = trigger_removed_asr(tp, ts.originals, target)
     if other["frs"] is not None and other["uniform"] is not None:
         # any span check votes, per input, as frs (span kept) or as uniform (dropped): these bound every threshold
         f_, u_ = other["frs"], other["uniform"]
@@ -159,7 +183,7 @@ def _sum(recs: list[dict], *path: str) -> int | None:
     return None if any(x is None for x in vals) else int(sum(vals))
 
 
-def analyse(cells: Path, datasets: list[str], seeds: list[int], defense: str, examples: int = 0) -> dict:
+def analyse(cells: Path, datasets: list[str], seeds: list[int], defense: str, examples: int = 0, floor: bool = False) -> dict:
     out: dict = {}
     for dataset in datasets:
         if not (cells / dataset).is_dir():
@@ -167,7 +191,7 @@ def analyse(cells: Path, datasets: list[str], seeds: list[int], defense: str, ex
         for folder in sorted((cells / dataset).iterdir()):
             per_seed = {}
             for j, seed in enumerate(seeds):
-                r = analyse_cell(folder, defense, seed, examples if j == 0 else 0)
+                r = analyse_cell(folder, defense, seed, examples if j == 0 else 0, floor)
                 if r is not None:
                     per_seed[seed] = r
             if not per_seed:
@@ -183,6 +207,10 @@ def analyse(cells: Path, datasets: list[str], seeds: list[int], defense: str, ex
             if all("bounds" in r for r in recs):  # pooled over seeds, weighted by each seed's inputs
                 total["ca_ceiling"] = sum(r["bounds"]["ca_ceiling"] * r["n_clean"] for r in recs) / total["n_clean"]
                 total["asr_floor"] = sum(r["bounds"]["asr_floor"] * r["n_triggered"] for r in recs) / total["n_triggered"]
+            if all("asr_trigger_removed" in r for r in recs):
+                total["asr_trigger_removed"] = (
+                    sum(r["asr_trigger_removed"] * r["n_triggered"] for r in recs) / total["n_triggered"]
+                )
             out.setdefault(dataset, {})[folder.name] = {"seeds": per_seed, "all": total}
     return out
 
@@ -202,7 +230,13 @@ def render(res: dict) -> str:
         f"- command: `{res['command']}`",
         f"- date: {res['date']}",
         f"- source: the cells of `{res['cells']}` (seeds {', '.join(map(str, res['seeds']))}); each cell's machine and "
-        "sample sizes are in the eval report. Nothing here re-runs a model: the rates are the cells' recorded votes.",
+        "sample sizes are in the eval report. "
+        + (
+            "The rates are the cells' recorded votes; the last column is the one model run: the cell's plain victim "
+            "on the triggered sentences without their trigger."
+            if res.get("floor")
+            else "Nothing here re-runs a model: the rates are the cells' recorded votes."
+        ),
         "",
         "Per dataset, attack and seed: the share of inputs whose top span the check keeps (omega_H) on clean / "
         "triggered inputs; the transplant threshold its clean dev calibration chose; CA of none / uniform / frs / the "
@@ -214,17 +248,24 @@ def render(res: dict) -> str:
         "the attack's wins by whether the span was dropped (the check's miss; in brackets how many plain FRS "
         "stopped) or kept (FRS's own miss); and the bounds of ANY span check on these cells (it votes as frs or as "
         "uniform per input): CA at most the share of clean inputs where either is right, ASR at least the share of "
-        "triggered inputs where both vote the target.",
+        "triggered inputs where both vote the target."
+        + (
+            " **Trigger removed**: the ASR of any defense that only removes the trigger perfectly in front of this "
+            "victim (the plain victim on the sentences the triggered ones were made from)."
+            if res.get("floor")
+            else ""
+        ),
         "",
     ]
+    fl = bool(res.get("floor"))
     for dataset, attacks in res["results"].items():
         L += [
             f"## {dataset}",
             "",
             "| attack | seed | threshold | kept clean / trig. | CA none / uniform / frs / def. | lost: span kept / "
             "dropped (uniform wrong too) | gained | ASR none / frs / def. | false target none / frs / def. | wins: span "
-            "dropped (frs stopped) / kept | any check: CA at most / ASR at least |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "dropped (frs stopped) / kept | any check: CA at most / ASR at least |" + (" trigger removed: ASR |" if fl else ""),
+            "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if fl else ""),
         ]
         for attack, a in attacks.items():
             for seed, r in a["seeds"].items():
@@ -239,6 +280,7 @@ def render(res: dict) -> str:
                     f"{_p(r.get('false_target_none'))} / {_p(r.get('false_target_frs'))} / {_p(r.get('false_target'))} | "
                     f"{w['span_dropped']} ({_n(w['span_dropped_stopped_by_frs'])}) / {w['span_kept']} | "
                     f"{_p((r.get('bounds') or {}).get('ca_ceiling'))} / {_p((r.get('bounds') or {}).get('asr_floor'))} |"
+                    + (f" {_p(r.get('asr_trigger_removed'))} |" if fl else "")
                 )
             t = a["all"]
             cl, w = t["clean_lost"], t["attack_wins"]
@@ -248,6 +290,7 @@ def render(res: dict) -> str:
                 f"({_n(cl.get('span_dropped_uniform_also_wrong'))}) | {_n(cl.get('gained'))} | | | "
                 f"{_n(w['span_dropped'])} ({_n(w['span_dropped_stopped_by_frs'])}) / {_n(w['span_kept'])} | "
                 f"{_p(t.get('ca_ceiling'))} / {_p(t.get('asr_floor'))} |"
+                + (f" {_p(t.get('asr_trigger_removed'))} |" if fl else "")
             )
         L.append("")
         for attack, a in attacks.items():
@@ -274,6 +317,12 @@ def main() -> int:
     ap.add_argument("--stem", default="transplant_misses", help="report file names: <stem>.md, <stem>.json")
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--note", action="append", default=[])
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run each cell's plain victim on the triggered sentences without their trigger (ASR of a perfect "
+        "trigger remover; needs the zoo's models)",
+    )
     args = ap.parse_args()
     cells = Path(args.cells)
     missing = [d for d in args.datasets if not (cells / d).is_dir()]
@@ -287,7 +336,8 @@ def main() -> int:
         "cells": str(cells),
         "defense": args.defense,
         "seeds": args.seeds,
-        "results": analyse(cells, args.datasets, args.seeds, args.defense, args.examples),
+        "floor": args.floor,
+        "results": analyse(cells, args.datasets, args.seeds, args.defense, args.examples, args.floor),
         "notes": args.note,
     }
     out = Path(args.out)

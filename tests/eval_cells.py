@@ -18,9 +18,12 @@ def load_benchmark(name: str):
     return mod
 
 
-def write_cell(folder: Path, defense: str, n: int, test, ts, clean_votes, trig_votes, checks=None, fields=None, sha=None) -> None:
+def write_cell(
+    folder: Path, defense: str, n: int, test, ts, clean_votes, trig_votes, checks=None, fields=None, sha=None, plain=None
+) -> None:
     """A cell of ``defense`` for SST-2 / BadNets, seed 0, target 1; ``checks`` rows under ``fields`` with a
-    transplant calibration at threshold 0.5; ``sha`` overrides the triggered set's checksum."""
+    transplant calibration at threshold 0.5; ``sha`` overrides the triggered set's checksum; ``plain`` is the
+    victim checkpoint the cell names."""
     cell = {
         "dataset": "sst2",
         "attack": "badnets",
@@ -29,6 +32,7 @@ def write_cell(folder: Path, defense: str, n: int, test, ts, clean_votes, trig_v
         "settings": {"n_clean": n, "n_triggered": n, "target": 1},
         "data": {"test_sha256": test.sha256, "triggered_sha256": sha or ts.sha256},
         "defense_settings": {},
+        "models": {"plain": None if plain is None else str(plain)},
         "predictions_fields": ["vote_label", "certified_label", "radius"],
         "predictions": {
             "clean": [[int(v), -1, None] for v in clean_votes],

@@ -27,7 +27,7 @@ def sets(data_dir):
     return test, test.subset(N, seed=0), build_triggered_set(test, make_trigger("badnets"), 1, seed=0, max_examples=N)
 
 
-def _write(folder: Path, defense: str, test, ts, clean_votes, trig_votes, checks=None, sha=None) -> None:
+def _write(folder: Path, defense: str, test, ts, clean_votes, trig_votes, checks=None, sha=None, plain=None) -> None:
     write_cell(
         folder,
         defense,
@@ -39,6 +39,7 @@ def _write(folder: Path, defense: str, test, ts, clean_votes, trig_votes, checks
         checks,
         ["label", "shift", "flip", "transplant_kept", "fluency_suspicion", "fluency_kept", "kept"],
         sha=sha,
+        plain=plain,
     )
 
 
@@ -87,3 +88,36 @@ def test_losses_and_wins_are_split_by_whether_the_span_was_kept(tmp_path, sets, 
     _write(folder, "frs-fluency-transplant", test, ts, vc, vt, checks, sha="0" * 64)
     with pytest.raises(SystemExit, match="triggered set does not match"):
         _module().analyse(tmp_path, ["sst2"], [0], "frs-fluency-transplant")
+
+
+def test_floor_is_the_plain_victim_on_the_sentences_without_their_trigger(
+    tmp_path, sets, data_dir, monkeypatch, minilm_checkpoint
+):
+    from frs_ray.backends.hf import HFClassifier
+
+    monkeypatch.setenv("FRS_DATA_DIR", str(data_dir))
+    test, clean, ts = sets
+    # the originals are the clean test sentences the triggered ones were made from: BadNets inserted one word
+    assert len(ts.originals) == len(ts) == N
+    for orig, trig in zip(ts.originals, ts.texts):
+        assert orig in test.texts and len(trig.split()) == len(orig.split()) + 1
+    folder = tmp_path / "sst2" / "badnets"
+    yc, yt = np.array(clean.labels), np.array(ts.labels)
+    checks = [[0, 0.1, 0.0, False, 0.0, False, False]] * (2 * N)
+    for d in ("none", "uniform", "frs"):
+        _write(folder, d, test, ts, yc, np.ones(N, dtype=int), plain=minilm_checkpoint)
+    _write(folder, "frs-transplant", test, ts, yc, yt, checks, plain=minilm_checkpoint)
+    res = _module().analyse(tmp_path, ["sst2"], [0], "frs-transplant", floor=True)
+    want = float(np.mean(HFClassifier(minilm_checkpoint).predict_proba(ts.originals).argmax(axis=1) == 1))
+    assert res["sst2"]["badnets"]["seeds"][0]["asr_trigger_removed"] == pytest.approx(want)
+    assert res["sst2"]["badnets"]["all"]["asr_trigger_removed"] == pytest.approx(want)
+    doc = {"defense": "frs-transplant", "command": "c", "date": "t", "cells": "x", "seeds": [0], "floor": True, "results": res}
+    assert f"| {100 * want:.0f} |" in _module().render(doc).split("## sst2")[1].splitlines()[4]
+    assert "trigger removed" in _module().render(doc)
+    # without --floor nothing runs a model and the column is absent
+    plain = _module().analyse(tmp_path, ["sst2"], [0], "frs-transplant")
+    assert "asr_trigger_removed" not in plain["sst2"]["badnets"]["seeds"][0]
+    # a cell naming a victim that is not here stops with the path instead of a traceback
+    _write(folder, "frs-transplant", test, ts, yc, yt, checks, plain=tmp_path / "gone")
+    with pytest.raises(SystemExit, match="not on this machine"):
+        _module().analyse(tmp_path, ["sst2"], [0], "frs-transplant", floor=True)

@@ -108,6 +108,7 @@ class TriggeredSet:
     seed: int
     skipped: int = 0  # sentences the trigger could not change (left out)
     meta: dict = field(default_factory=dict)
+    originals: list[str] = field(default_factory=list)  # the clean sentence of each text (empty: not known)
 
     def __len__(self) -> int:
         return len(self.texts)

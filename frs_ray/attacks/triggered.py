@@ -29,13 +29,14 @@ def build_triggered_set(
     rows = [i for i, y in enumerate(clean.labels) if y != target]
     if max_examples is not None and max_examples < len(rows):
         rows = sorted(np.random.default_rng(seed).permutation(rows)[:max_examples].tolist())
-    texts, labels, spans, skipped = [], [], [], 0
+    texts, labels, spans, originals, skipped = [], [], [], [], 0
     for i in rows:
         t = trigger.apply(clean.texts[i], np.random.default_rng([seed, i]))
         if not t.changed:
             skipped += 1
             continue
         texts.append(t.text)
+        originals.append(clean.texts[i])
         labels.append(clean.labels[i])
         spans.append(t.spans)
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()
@@ -50,6 +51,7 @@ def build_triggered_set(
         seed,
         skipped,
         {"clean_sha256": clean.sha256, "rows": len(rows)},
+        originals,
     )
 
 
