@@ -120,7 +120,8 @@ class FuzzedRandomizer:
                 rng,
                 self.filler,
                 self.config.mutation_level,
-                *((list(in_span), self._span_probs) if self._span_probs is not None else ()),
+                span=None if self._span_probs is None else list(in_span),
+                span_probs=self._span_probs,
             )
             if within_distance(tokens, mutated, self.config.max_distance):
                 return Randomization(mutated, omega_h, omega_l, attempt, False)
