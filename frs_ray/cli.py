@@ -158,6 +158,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
             lm=args.span_check_lm,
             data=args.span_check_data,
             m=args.span_check_m,
+            grow=args.span_check_grow,
             device=args.device,
         )
         print(describe_span_check(clf.span_filter), file=sys.stderr)
@@ -395,6 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int,
         default=None,
         help="transplant: references per span (default: calibrated from 4, 8, 16)",
+    )
+    ce.add_argument(
+        "--span-check-grow",
+        dest="span_check_grow",
+        type=_int,
+        default=0,
+        help="transplant: grow each span by up to this many adjacent tokens while each raises its transplant score "
+        "(frs_ray/fuzzing/growth.py; finds a multi-word trigger's extent); default 0 (no growth)",
     )
     ce.set_defaults(func=cmd_certify)
 

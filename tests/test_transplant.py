@@ -121,6 +121,8 @@ def test_registered_and_rejects_bad_parameters(tmp_path, data_dir):
         ({"statistic": "mean"}, "statistic"),
         ({"positions": ["end"]}, "positions"),
         ({"n_calibration": 5}, "n_calibration"),
+        ({"grow": -1}, "grow"),
+        ({"min_gain": -0.1}, "min_gain"),
     ):
         with pytest.raises(ConfigError, match=match):
             build_defense("frs-transplant", ctx, **bad)
@@ -222,10 +224,21 @@ def test_defense_and_fuzz_worker_build_the_check(backdoored, tmp_path, data_dir)
         checkpoint=str(ckpt), span_check="transplant", span_check_data="sst2", span_check_threshold=1e9, span_check_m=4
     )
     opts = s.span_check_options()
-    assert opts == {"kind": "transplant", "data": "sst2", "threshold": 1e9, "m": 4, "fluency_threshold": None, "lm": "smollm2"}
+    assert opts == {
+        "kind": "transplant",
+        "data": "sst2",
+        "threshold": 1e9,
+        "m": 4,
+        "fluency_threshold": None,
+        "lm": "smollm2",
+        "grow": 0,
+    }
     plans = FuzzWorker(str(ckpt), span_check=opts).prepare([TRIGGERED], CFG.model_dump())
     assert plans[0].spans == [] and plans[0].omega_h == plans[0].omega_l == CFG.randomize.omega_m
     assert plans[0].span_check["queries"] == 8
+    assert ServiceSettings(checkpoint="x", span_check="transplant", span_check_grow=3).span_check_options()["grow"] == 3
+    with pytest.raises(ValueError, match="span_check_grow"):
+        ServiceSettings(checkpoint="x", span_check="transplant", span_check_grow=-1)
     fl = ServiceSettings(checkpoint="x", span_check="fluency").span_check_options()
     assert fl["kind"] == "fluency" and fl["lm"] == "smollm2" and fl["threshold"] is None  # build_span_check: 0
 
@@ -274,6 +287,19 @@ def test_frs_certify_takes_the_span_check(backdoored, tmp_path):
         assert len(r["spans"]) == 1 and r["span_check"]["calibration"] is None
     with pytest.raises(SystemExit):
         main(["certify", "--checkpoint", str(ckpt), "--input", str(src), "--span-check", "perplexity"])
+    # --span-check-grow: the kept span may be longer than MCTS's; its growth queries are counted, its text is the input's
+    base = ["certify", "--checkpoint", str(ckpt), "--input", str(src), "--out", str(out), "--k", "4", "--budget", "4"]
+    base += ["--span-check", "transplant", "--span-check-data", "sst2", "--span-check-threshold=-1e9"]
+    assert main([*base, "--span-check-m", "4", "--span-check-grow", "2", "--no-progress"]) == 0
+    texts = [TRIGGERED, CLEAN_POSITIVE]
+    for r, text in zip((json.loads(line) for line in out.read_text().splitlines()), texts):
+        assert r["span_check"]["grow"] == 2 and r["span_check"]["kept"] == 1
+        q = r["queries"]["span_check"]
+        assert q >= 8 and (q - 8) % 8 == 0 and q <= 8 + 2 * 2 * 8  # scoring, then at most 2 steps of 2 extensions
+        sp = r["spans"][0]
+        assert text[sp["start"] : sp["end"]] == sp["text"]
+        assert r["span_check"]["spans"] == [sp["tokens"]]  # the check's span is the certificate's T(x')
+    assert main([*base, "--span-check-m", "4", "--span-check-grow=-1", "--no-progress"]) == 2
 
 
 # ------------------------------------------------------------------------------------- frs-fluency-transplant
@@ -466,3 +492,46 @@ def test_ca_cost_calibration_reads_clean_labelled_data_and_bounds_the_cost(backd
         calibrate_ca_cost(check, smooth, texts, labels, dev.source, 1.0)
     with pytest.raises(ConfigError, match="calibration rule"):
         build_transplant_filter(smooth, dev, n_references=40, n_calibration=24, rule="oracle")
+
+
+@pytest.mark.slow
+def test_growth_keeps_the_trigger_counts_its_queries_and_records_the_grown_span(backdoored, dev):
+    """With ``grow`` (frs_ray/fuzzing/growth.py) on the real check: calibrated on clean dev texts with the same
+    growth (at most target_keep of them keep a span), the planted trigger's span still passes and still holds "cf",
+    the sentiment word's does not; every growth sequence is a real centre-model sequence counted in the text's
+    queries; through FRSClassifier the certificate lists the grown span with the text's own offsets."""
+    from frs_ray.fuzzing.union import AnySpanFilter
+
+    _, clf = backdoored
+    check = build_transplant_filter(clf, dev, n_references=40, n_calibration=30, m_grid=(4,), grow=3)
+    assert check.grow == 3 and check.settings()["grow"] == 3
+    assert check.calibration is not None and check.calibration.clean_keep_rate <= 0.05
+    trig = [t.text for t in tokenize(TRIGGERED)]
+    clean = [t.text for t in tokenize(CLEAN_POSITIVE)]
+    i, j = trig.index("cf"), clean.index("gorgeous")
+    calls = []
+    predict = check.predict
+
+    def counted(texts):  # a real call of the real model; only counts the sequences
+        calls.append(len(texts))
+        return predict(texts)
+
+    check.predict = counted
+    try:
+        kept = check([(trig, [_span(trig, i, i + 1)]), (clean, [_span(clean, j, j + 1)])])
+    finally:
+        check.predict = predict
+    assert len(kept[0]) == 1 and kept[0][0].token_start <= i < kept[0][0].token_end and kept[1] == []
+    assert sum(calls) == sum(r["queries"] for r in check.last_reports)  # labels, scores and growth, all counted
+    assert check.last_reports[0]["spans"] == [[kept[0][0].token_start, kept[0][0].token_end]]
+    # the union keeps the widest span a member grew from MCTS's span
+    keep_all = build_transplant_filter(clf, dev, n_references=40, threshold=-1e9, m=4, grow=3)
+    keep_none = build_transplant_filter(clf, dev, n_references=40, threshold=1e9, m=4)
+    union = AnySpanFilter([keep_none, keep_all])
+    [got] = union([(trig, [_span(trig, i, i + 1)])])
+    [alone] = keep_all([(trig, [_span(trig, i, i + 1)])])
+    assert got == alone
+    smooth = FRSClassifier(clf.backend, clf.pool, CFG, clf.label_names, span_filter=keep_all)
+    [cert] = smooth.certify([TRIGGERED])
+    for sp in cert.spans:
+        assert TRIGGERED[sp.start : sp.end] == sp.text and sp.start >= 0

@@ -46,6 +46,7 @@ from ..backends.hf import HFClassifier
 from ..config import CertifyConfig
 from ..errors import ConfigError
 from ..fuzzing import FuzzedRandomizer, FuzzResult, MCTSFuzzer, Span
+from ..fuzzing.growth import on_tokens
 from ..smoothing.bmps import apply_clip_
 from ..smoothing.finetune import read_meta
 from ..smoothing.layers import SmoothedParameters
@@ -178,6 +179,8 @@ class FRSClassifier:
                 top = self.span_filter(list(zip(words_of, top)))
             if getattr(self.span_filter, "last_reports", None) is not None:
                 reports = list(self.span_filter.last_reports)
+            # a filter may return spans other than MCTS's (grown ones): their offsets are those of their tokens
+            top = [[on_tokens(sp, fr.tokens, fr.text) for sp in kept] for kept, fr in zip(top, fuzzed)]
         plans = []
         for text, fr, words, kept, report in zip(texts, fuzzed, words_of, top, reports):
             rng = np.random.default_rng(text_seed(cfg.seed, text) + [7])

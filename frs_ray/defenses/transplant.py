@@ -30,7 +30,8 @@ calibration (``describe()["transplant_calibration"]["queries"]``, not per input)
 
 Parameters (``build_defense("frs-transplant", ctx, ...)``): ``m``, ``threshold`` (None: calibrated),
 ``statistic``, ``positions``, ``target_keep``, ``m_grid``, ``max_threshold``, ``n_references``,
-``n_calibration``, ``references`` (a text file of references instead of the dev sample), plus every FRS parameter.
+``n_calibration``, ``references`` (a text file of references instead of the dev sample), ``grow`` and ``min_gain``
+(grow each span while that raises its score: :mod:`frs_ray.fuzzing.growth`), plus every FRS parameter.
 
 Example::
 
@@ -81,6 +82,14 @@ class TransplantConfig(StrictConfig):
         "against uniform randomization; certifies the calibration texts twice)",
     )
     max_ca_cost: float = Field(0.01, ge=0, lt=1, description="'ca_cost' calibration: clean accuracy the keeps may cost")
+    grow: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="grow each top span by up to this many adjacent tokens while each raises its transplant score by "
+        "more than min_gain, before it is checked (0: no growth; frs_ray.fuzzing.growth)",
+    )
+    min_gain: float = Field(0.01, ge=0, le=1, allow_inf_nan=False, description="growth: score a token must add")
 
 
 def clean_dev_of(ctx: DefenseContext):
@@ -129,6 +138,8 @@ class FRSTransplant(FRS):
             references=t.references,
             rule=t.calibration,
             max_ca_cost=t.max_ca_cost,
+            grow=t.grow,
+            min_gain=t.min_gain,
         )
         self.clf.span_filter = self.filter
 

@@ -29,13 +29,15 @@ def build_span_check(
     m: int | None = None,
     device: str | None = None,
     keep_checks: bool = False,
+    grow: int = 0,
 ):
     """The span check ``kind`` for ``clf`` (an :class:`~frs_ray.certify.smooth.FRSClassifier` loaded from
     ``checkpoint``), or None for ``none``. ``threshold``: the check's own threshold for ``fluency`` and
     ``transplant`` (fluency default 0; transplant default: calibrated); for ``fluency+transplant`` it is the
     transplant check's and ``fluency_threshold`` (default 0) the fluency check's. ``data``, ``m``: the transplant
     check's clean data and references per span (defaults: the dev split beside the checkpoint's training data;
-    calibrated)."""
+    calibrated); ``grow``: tokens a transplant span may grow by while that raises its score
+    (:mod:`frs_ray.fuzzing.growth`; default 0)."""
     if kind not in SPAN_CHECKS:
         raise ConfigError(f"span check must be one of {', '.join(SPAN_CHECKS)}, got {kind!r}")
     if kind == "none":
@@ -54,7 +56,7 @@ def build_span_check(
         from .transplant import build_transplant_filter, clean_data_for
 
         clean = clean_data_for(read_meta(checkpoint)["data"].get("source"), data)
-        transplant = build_transplant_filter(clf, clean, m=m, threshold=threshold, keep_checks=keep_checks)
+        transplant = build_transplant_filter(clf, clean, m=m, threshold=threshold, keep_checks=keep_checks, grow=grow)
     if fluency is not None and transplant is not None:
         from .union import AnySpanFilter
 
@@ -73,6 +75,7 @@ def describe_span_check(check: Any) -> str:
             cal = c.calibration
             parts.append(
                 f"transplant (threshold {c.threshold:.4f}, m {c.m}"
+                + (f", spans grow by up to {c.grow} tokens" if getattr(c, "grow", 0) else "")
                 + (
                     f", calibrated on {cal.n_texts} clean texts of {cal.source}, clean keep rate {cal.clean_keep_rate:.3f}"
                     if cal

@@ -24,6 +24,10 @@ the kept spans ARE the T(x') the conditional radius talks about ("valid only if 
 where nothing is kept, the conditional radius is capped at 0 tokens and the unconditional one (omega_M) applies.
 The check only changes which spans form T(x'); it never touches the votes.
 
+Growth (``grow`` > 0; :mod:`frs_ray.fuzzing.growth`). Before it is scored, each span grows one adjacent token at a
+time while that raises its score by more than ``min_gain`` (up to ``grow`` tokens), so that a piece of a multi-word
+trigger is checked, kept and randomized as the whole trigger. The calibration grows its clean spans the same way.
+
 Calibration (:func:`calibrate_transplant`) uses clean data only, by construction: it takes one clean
 :class:`~frs_ray.data.TextDataset` (refusing one whose source is a poisoned folder), fuzzes its texts with the
 centre model, scores their top spans and sets the threshold so that at most ``target_keep`` (default 5%) of clean
@@ -33,7 +37,8 @@ that a span that moves every reference can still pass; a coarse m ties many clea
 
 Cost. Building: one centre-model call over the reference pool (labels and base probabilities; counted in
 ``setup_queries``, not per input). Per text: ``len(positions) * m`` model sequences per span of T(x'), in the one
-batched call, counted in the certificate's ``queries["span_check"]``. If the caller does not pass the centre
+batched call, counted in the certificate's ``queries["span_check"]``; with growth, ``2 * len(positions) * m`` more
+per span and growth step (one batched call per step). If the caller does not pass the centre
 model's probabilities on x' (FRSClassifier does, from the fuzzing), one more sequence per text is scored first.
 
 Example::
@@ -58,6 +63,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..text import render, tokenize
+from .growth import grow_by_transplant_gain
 from .mcts import FuzzResult, Span
 
 PredictProba = Callable[[Sequence[str]], np.ndarray]
@@ -140,6 +146,8 @@ class TransplantSpanFilter:
         keep_checks: bool = True,
         calibration: TransplantCalibration | None = None,
         reference_source: str = "given",
+        grow: int = 0,
+        min_gain: float = 0.01,
     ) -> None:
         if statistic not in STATISTICS:
             raise ConfigError(f"transplant: statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
@@ -150,6 +158,8 @@ class TransplantSpanFilter:
             raise ConfigError(f"transplant: m (references per span) must be an integer >= 1, got {m!r}")
         if not isinstance(threshold, (int, float)) or not math.isfinite(float(threshold)):
             raise ConfigError(f"transplant: threshold must be a finite number, got {threshold!r}")
+        if not isinstance(grow, (int, np.integer)) or isinstance(grow, bool) or grow < 0:
+            raise ConfigError(f"transplant: grow (tokens a span may grow by) must be an integer >= 0, got {grow!r}")
         refs = [r for r in references if isinstance(r, str) and tokenize(r)]
         if len(refs) != len(list(references)):
             raise ConfigError("transplant: every reference must be a non-empty text")
@@ -157,6 +167,9 @@ class TransplantSpanFilter:
         self.m, self.threshold, self.statistic = int(m), float(threshold), statistic
         self.positions, self.seed, self.keep_checks = positions, int(seed), keep_checks
         self.calibration, self.reference_source = calibration, reference_source
+        if isinstance(min_gain, bool) or not isinstance(min_gain, (int, float)) or not 0 <= min_gain < math.inf:
+            raise ConfigError(f"transplant: min_gain (score a grown token must add) must be a number >= 0, got {min_gain!r}")
+        self.grow, self.min_gain = int(grow), float(min_gain)
         self.checks: list[TransplantCheck] = []
         self.last_reports: list[dict[str, Any]] = []
         probs = predict_proba(refs) if refs else np.zeros((0, 2))
@@ -215,6 +228,39 @@ class TransplantSpanFilter:
         n = len(self.positions) * (self.m if m is None else m)
         return float(np.mean((shift if self.statistic == "shift" else flip)[:n]))
 
+    def score_grown(
+        self, items: Sequence[tuple[list[str], list[Span], int]], m: int | None = None
+    ) -> tuple[list[tuple[list[str], list[Span], int]], list[list[tuple[np.ndarray, np.ndarray]]], list[int]]:
+        """:meth:`score_spans` with each span first grown while that raises its score (by up to ``grow`` tokens;
+        :func:`~frs_ray.fuzzing.growth.grow_by_transplant_gain`): the items with their final spans, each final
+        span's (shift, flip) arrays, and the centre-model sequences per text. With ``grow = 0``: the spans as given."""
+        m = self.m if m is None else m
+        per_span = len(self.positions) * m
+        scored, _ = self.score_spans(items, m)
+        cost = [len(spans) * per_span for _, spans, _ in items]
+        if self.grow == 0:
+            return [(w, list(sp), y) for w, sp, y in items], scored, cost
+
+        def score(asked):
+            got, _ = self.score_spans(asked, m)
+            return [[(self.statistic_of(sh, fl, m), (sh, fl)) for sh, fl in per] for per in got], [
+                len(spans) * per_span for _, spans, _ in asked
+            ]
+
+        flat = [
+            (words, sp, y, (self.statistic_of(*arr, m), arr))
+            for (words, spans, y), per in zip(items, scored)
+            for sp, arr in zip(spans, per)
+        ]
+        spans, best, q = grow_by_transplant_gain(score, flat, self.grow, self.min_gain)
+        out_items, out_scored, j = [], [], 0
+        for i, (words, sps, y) in enumerate(items):
+            out_items.append((words, spans[j : j + len(sps)], y))
+            out_scored.append([arr for _, arr in best[j : j + len(sps)]])
+            cost[i] += int(sum(q[j : j + len(sps)]))
+            j += len(sps)
+        return out_items, out_scored, cost
+
     # ---------------------------------------------------------------------------------------------- SpanFilter
     def __call__(
         self, batch: Sequence[tuple[list[str], list[Span]]], references: Sequence[np.ndarray] | None = None
@@ -228,14 +274,14 @@ class TransplantSpanFilter:
             probs = list(self.predict([render(w) for w, _ in batch])) if batch else []
             extra = 1
         items = [(list(w), list(s), int(np.argmax(p))) for (w, s), p in zip(batch, probs)]
-        scored, _ = self.score_spans(items)
+        items, scored, cost = self.score_grown(items)
         dt = (time.perf_counter() - t0) / max(1, len(batch))
         out, reports = [], []
-        for (words, spans, y), per in zip(items, scored):
+        for (words, spans, y), per, q in zip(items, scored, cost):
             scores = [self.statistic_of(sh, fl) for sh, fl in per]
             n = len(self.positions) * self.m
             kept = [sp for sp, s in zip(spans, scores) if s > self.threshold]
-            q = len(spans) * len(self.positions) * self.m + extra
+            q += extra
             if self.keep_checks:
                 self.checks.append(
                     TransplantCheck(
@@ -255,6 +301,7 @@ class TransplantSpanFilter:
                     "scores": [round(s, 4) for s in scores],
                     "kept": len(kept),
                     "queries": q,
+                    **({"spans": [[sp.token_start, sp.token_end] for sp in spans]} if self.grow else {}),
                     **self.settings(),
                 }
             )
@@ -270,6 +317,8 @@ class TransplantSpanFilter:
             "statistic": self.statistic,
             "positions": list(self.positions),
             "seed": self.seed,
+            "grow": self.grow,
+            "min_gain": self.min_gain,
             "references": self.reference_source,
             "calibration": None
             if self.calibration is None
@@ -316,13 +365,20 @@ def calibrate_transplant(
     grid = [m for m in grid if m <= available] or [available]
     fuzzed = fuzz(texts)
     items = [([t.text for t in fr.tokens], fr.vulnerable(num_spans), int(np.argmax(fr.reference))) for fr in fuzzed]
-    scored, n_q = check.score_spans(items, m=grid[-1])
+    if check.grow == 0:  # one call with the largest m; smaller m read its first references
+        scored, n_q = check.score_spans(items, m=grid[-1])
+        scored_by_m = {m: scored for m in grid}
+    else:  # the grown spans depend on m: score them as the check will, once per m
+        scored_by_m, n_q = {}, 0
+        for m in grid:
+            _, scored_by_m[m], cost = check.score_grown(items, m)
+            n_q += sum(cost)
     by_m: dict[int, dict[str, float]] = {}
     n = len(texts)
     k = int(math.floor(target_keep * n))
     chosen = None
     for m in grid:
-        best = np.array([max((check.statistic_of(sh, fl, m) for sh, fl in per), default=-math.inf) for per in scored])
+        best = np.array([max((check.statistic_of(sh, fl, m) for sh, fl in per), default=-math.inf) for per in scored_by_m[m]])
         desc = np.sort(best)[::-1]
         thr = float(desc[k]) if k < n else float(desc[-1])
         keep = float(np.mean(best > thr))
@@ -347,13 +403,21 @@ def calibrate_transplant(
 
 
 class _KeepAll:
-    """A span filter that keeps every span (FRS's randomization) or none (uniform randomization)."""
+    """A span filter that keeps every span (FRS's randomization; grown as ``check`` grows them, if given) or none
+    (uniform randomization)."""
 
-    def __init__(self, keep: bool) -> None:
-        self.keep = keep
+    uses_reference = True
 
-    def __call__(self, batch):
-        return [list(spans) if self.keep else [] for _, spans in batch]
+    def __init__(self, keep: bool, check: "TransplantSpanFilter | None" = None) -> None:
+        self.keep, self.check = keep, check
+
+    def __call__(self, batch, references=None):
+        if not self.keep:
+            return [[] for _ in batch]
+        if self.check is None or self.check.grow == 0 or references is None:
+            return [list(spans) for _, spans in batch]
+        items, _, _ = self.check.score_grown([(list(w), list(s), int(np.argmax(p))) for (w, s), p in zip(batch, references)])
+        return [spans for _, spans, _ in items]
 
 
 def calibrate_ca_cost(
@@ -387,7 +451,7 @@ def calibrate_ca_cost(
     y = np.asarray(clean_labels)
     saved = clf.span_filter
     try:
-        clf.span_filter = _KeepAll(True)
+        clf.span_filter = _KeepAll(True, check)
         kept = clf.certify(texts, validate=False)
         clf.span_filter = _KeepAll(False)
         dropped = clf.certify(texts, validate=False)
@@ -396,7 +460,8 @@ def calibrate_ca_cost(
     fuzzed = clf.fuzz(texts)
     n_spans = clf.config.fuzzing.num_spans
     items = [([t.text for t in fr.tokens], fr.vulnerable(n_spans), int(np.argmax(fr.reference))) for fr in fuzzed]
-    scored, n_q = check.score_spans(items)
+    _, scored, cost = check.score_grown(items)
+    n_q = sum(cost)
     best = np.array([max((check.statistic_of(sh, fl) for sh, fl in per), default=-math.inf) for per in scored])
     v_keep = np.array([c.vote_label for c in kept])
     v_drop = np.array([c.vote_label for c in dropped])
@@ -472,6 +537,8 @@ def build_transplant_filter(
     seed: int | None = None,
     rule: str = "keep",
     max_ca_cost: float = 0.01,
+    grow: int = 0,
+    min_gain: float = 0.01,
 ) -> TransplantSpanFilter:
     """The transplant check for an :class:`~frs_ray.certify.smooth.FRSClassifier`, calibrated on ``clean``.
 
@@ -481,7 +548,8 @@ def build_transplant_filter(
     given: used as it is with ``m`` (default 16), no calibration; left None: calibrated with m from ``m_grid``, or
     the given ``m`` only (see :func:`calibrate_transplant`); with ``rule="ca_cost"`` the threshold is then chosen
     again, by the clean accuracy the kept spans cost on the calibration texts (:func:`calibrate_ca_cost`; needs
-    ``clf``'s voters)."""
+    ``clf``'s voters). ``grow`` / ``min_gain``: each span grows by up to ``grow`` tokens while each token raises
+    its score by more than ``min_gain`` (:meth:`TransplantSpanFilter.score_grown`), in the calibration as in use."""
     from ..data import read_text_lines
 
     if rule not in CALIBRATION_RULES:
@@ -513,6 +581,8 @@ def build_transplant_filter(
         seed=seed,
         keep_checks=keep_checks,
         reference_source=ref_source,
+        grow=grow,
+        min_gain=min_gain,
     )
     if threshold is None:
         calibrate_transplant(check, clf.fuzz, cal, clean.source, clf.config.fuzzing.num_spans, target_keep, grid, max_threshold)

@@ -3,7 +3,8 @@
 
 A span of T(x') is kept when ANY of the member checks keeps it (for example the fluency check, which flags
 rare-word triggers, and the transplant check, which flags input-agnostic spans such as a fluent trigger sentence);
-it is dropped only when every member drops it. The kept spans come back in the order MCTS ranked them.
+it is dropped only when every member drops it. The kept spans come back in the order MCTS ranked them; where a
+member returns a span grown from it (the transplant check's ``grow``), the widest such span is kept.
 
 Why it is sound with the certificate: every member is a deterministic function of x' (each member's module says
 why), so their union is too; the smoothed classifier stays a fixed function of x', its votes stay i.i.d. given x',
@@ -29,6 +30,11 @@ import numpy as np
 
 from ..errors import ConfigError
 from .mcts import Span
+
+
+def _widest(spans: Sequence[Span]) -> Span:
+    """The member span covering the most tokens (ties: the first)."""
+    return max(spans, key=lambda k: k.token_end - k.token_start)
 
 
 class AnySpanFilter:
@@ -62,7 +68,11 @@ class AnySpanFilter:
         out, reports_out = [], []
         for i, (_, spans) in enumerate(batch):
             member_kept = [kb[i] for kb in kept_by]
-            keep = [sp for sp in spans if any(sp in mk for mk in member_kept)]
+            keep = []
+            for sp in spans:  # a member may return a span grown from sp: the union keeps the widest of them
+                ext = [k for mk in member_kept for k in mk if k.token_start <= sp.token_start and sp.token_end <= k.token_end]
+                if ext and _widest(ext) not in keep:
+                    keep.append(_widest(ext))
             if self.keep_checks:
                 self.decisions.append([bool(mk) for mk in member_kept])
             members = {}

@@ -91,6 +91,13 @@ class ServiceSettings(StrictConfig):
     span_check_m: int | None = Field(
         None, ge=1, le=512, description="transplant check: references per span (default: calibrated)"
     )
+    span_check_grow: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="transplant check: grow each span by up to this many adjacent tokens while each raises its "
+        "transplant score (frs_ray/fuzzing/growth.py); 0: no growth",
+    )
 
     def span_check_options(self) -> dict[str, Any] | None:
         """What the fuzzing workers need to build the span check
@@ -104,6 +111,7 @@ class ServiceSettings(StrictConfig):
             "lm": self.span_check_lm,
             "data": self.span_check_data,
             "m": self.span_check_m,
+            "grow": self.span_check_grow,
         }
 
     @model_validator(mode="before")
