@@ -122,6 +122,7 @@ def test_service_settings_take_the_span_check():
         "lm": "smollm2",
         "data": None,
         "m": None,
+        "grow": 0,
     }
     with pytest.raises(ValidationError, match="span_check"):
         ServiceSettings(checkpoint="x", span_check="perplexity")
