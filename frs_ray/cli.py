@@ -117,7 +117,7 @@ def _certify_config(args: argparse.Namespace):
         fuzzing["budget"] = args.budget
     raw["fuzzing"] = fuzzing
     randomize = dict(raw.get("randomize", {}))
-    for key in ("omega_m", "omega_h", "max_distance"):
+    for key in ("omega_m", "omega_h", "max_distance", "span_rate"):
         if getattr(args, key, None) is not None:
             randomize[key] = getattr(args, key)
     raw["randomize"] = randomize
@@ -309,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--omega-m", dest="omega_m", type=float, default=None, help="uniform mutation probability omega_M")
         sp.add_argument("--omega-h", dest="omega_h", type=float, default=None, help="mutation probability inside T(x')")
         sp.add_argument("--max-distance", dest="max_distance", type=float, default=None, help="Lambda, DL distance bound")
+        sp.add_argument(
+            "--span-rate",
+            dest="span_rate",
+            choices=["equal_mass", "fixed"],
+            default=None,
+            help="omega_H under a large T(x'): 'equal_mass' lowers it to keep L omega_M mutations (the paper's, default); "
+            "'fixed' keeps it (an extension)",
+        )
         sp.add_argument("--config", default=None, help="JSON file with CertifyConfig fields (flags override it)")
         sp.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")

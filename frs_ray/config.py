@@ -205,6 +205,14 @@ class RandomizeConfig(StrictConfig):
         "deletion and substitution only, so that every draw of a span token removes it and a trigger in T(x') "
         "survives in no vote at omega_h 1); None: `mutations` everywhere, as in the paper",
     )
+    span_rate: Literal["equal_mass", "fixed"] = Field(
+        "equal_mass",
+        description="how omega_H is set (Eq. 11): 'equal_mass' (the paper's) keeps the expected number of mutated "
+        "tokens at L omega_M, lowering omega_H when T(x') is large; 'fixed' (an extension, not the paper's) keeps "
+        "omega_H as set however large T(x') is (omega_L = what is left of the mass, at least 0) and widens Lambda by "
+        "T(x')'s share of the text, so that at omega_H 1 with span_mutations removing every drawn token a kept span "
+        "survives in no vote",
+    )
     mutation_level: Literal["token", "character"] = Field(
         "token",
         description="what a drawn token's mutation edits: 'token' applies the DL operation to the token sequence "

@@ -168,6 +168,20 @@ def test_bad_settings_are_clear_errors(minilm_checkpoint, tmp_path, capsys, argv
     assert rc == 2 and err.startswith("error:") and needle in err
 
 
+def test_span_rate_flag_reaches_the_randomization():
+    from frs_ray.cli import _certify_config, build_parser
+
+    base = ["certify", "--checkpoint", "c", "--input", "-"]
+    assert _certify_config(build_parser().parse_args(base)).randomize.span_rate == "equal_mass"
+    assert _certify_config(build_parser().parse_args([*base, "--span-rate", "fixed"])).randomize.span_rate == "fixed"
+
+
+def test_bad_span_rate_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["certify", "--checkpoint", "c", "--input", "-", "--span-rate", "loose"])
+    assert e.value.code == 2 and "span-rate" in capsys.readouterr().err
+
+
 def test_unknown_config_field(minilm_checkpoint, tmp_path, capsys):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"k": 5, "fuzzing": {"budgett": 3}}))

@@ -515,3 +515,97 @@ def test_every_drawn_token_is_destroyed_with_probability_d_wherever_it_sits():
             removed += [t not in out for t in toks]
         se = math.sqrt(d * (1 - d) / n)
         assert np.all(np.abs(removed / n - d) <= 5 * se), (length, removed / n)
+
+
+# --------------------------------------------------------------------------------------------------
+# span_rate = "fixed" (an extension): omega_H as set however large T(x'), Lambda widened by T(x')'s share
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "length, span, omega_m, omega_h, want",
+    [
+        (20, 4, 0.2, 0.8, (0.8, 0.05)),  # the mass suffices: the same as the paper's rule
+        (10, 5, 0.2, 0.9, (0.9, 0.0)),  # equal_mass would lower omega_H to 0.4
+        (25, 8, 0.15, 1.0, (1.0, 0.0)),  # a grown 8-token span: equal_mass would give 0.47
+        (10, 0, 0.15, 0.9, (0.15, 0.15)),  # no span: uniform
+        (10, 10, 0.15, 0.9, (0.15, 0.15)),  # the whole text: uniform, as under the paper's rule
+    ],
+)
+def test_allocate_omegas_fixed_keeps_omega_h(length, span, omega_m, omega_h, want):
+    assert allocate_omegas(length, span, omega_m, omega_h, "fixed") == pytest.approx(want)
+
+
+def test_allocate_omegas_fixed_never_mutates_less_than_equal_mass_and_differs_only_when_clamped():
+    for length, omega_m, omega_h in itertools.product((2, 7, 20, 64), (0.05, 0.15, 0.5), (0.5, 0.9, 1.0)):
+        for span in range(1, length):
+            fh, fl = allocate_omegas(length, span, omega_m, omega_h, "fixed")
+            eh, el = allocate_omegas(length, span, omega_m, omega_h)
+            assert fh == omega_h and fl >= 0.0
+            assert span * fh + (length - span) * fl >= length * omega_m - 1e-12
+            if span * omega_h <= length * omega_m:
+                assert (fh, fl) == pytest.approx((eh, el))
+    with pytest.raises(ConfigError, match="rule"):
+        allocate_omegas(10, 2, 0.1, 0.9, "loose")
+
+
+def test_fixed_span_rate_removes_a_long_kept_span_from_every_vote_within_the_widened_bound():
+    from frs_ray.fuzzing import span_distance_bound
+
+    toks = "moot point . i watch this 3d movie".split()  # a 5-token span in an 8-token text: 5/8 > Lambda 0.5
+    span = [i >= 3 for i in range(len(toks))]
+    trigger = set(toks[3:])
+    base = {"omega_m": 0.15, "omega_h": 1.0, "span_mutations": DESTROY_ONLY}
+    paper = FuzzedRandomizer(build(RandomizeConfig, base), FILLER)
+    fixed = FuzzedRandomizer(build(RandomizeConfig, {**base, "span_rate": "fixed"}), FILLER)
+    assert paper.omegas(8, 5) == pytest.approx((0.24, 0.0)) and fixed.omegas(8, 5) == (1.0, 0.0)
+    assert fixed.distance_bound(8, 5) == pytest.approx(min(1.0, 0.5 + 5 / 8)) == span_distance_bound(0.5, 8, 5)
+    assert paper.distance_bound(8, 5) == 0.5
+    rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
+    outs_paper = [paper.randomize(toks, span, rng_a) for _ in range(500)]
+    outs_fixed = [fixed.randomize(toks, span, rng_b) for _ in range(500)]
+    assert all(not trigger & set(o.tokens) and not o.fallback for o in outs_fixed)
+    assert all(o.tokens[:3] == toks[:3] for o in outs_fixed)  # omega_L = 0: the rest is left as it is
+    # under the paper's rule the whole trigger goes in only about 0.24^5 of the votes
+    assert sum(not trigger & set(o.tokens) for o in outs_paper) < 10
+
+
+def test_span_distance_bound_and_config():
+    from frs_ray.fuzzing import span_distance_bound
+
+    assert span_distance_bound(0.5, 20, 4) == pytest.approx(0.7)
+    assert span_distance_bound(0.5, 20, 0) == 0.5 and span_distance_bound(0.5, 0, 0) == 0.5
+    assert span_distance_bound(0.9, 10, 5) == 1.0
+    assert RandomizeConfig().span_rate == "equal_mass"
+    with pytest.raises(ConfigError, match="span_rate"):
+        build(RandomizeConfig, {"span_rate": "free"})
+    # a text without a kept span is randomized under the configured Lambda, whatever the rule
+    fixed = FuzzedRandomizer(build(RandomizeConfig, {"span_rate": "fixed"}), FILLER)
+    assert fixed.distance_bound(10, 0) == 0.5 and fixed.distance_bound(10, 10) == 0.5
+
+
+def test_fixed_span_rate_certificate_reads_the_omegas_used():
+    from frs_ray.certify.smooth import VotePlan, finalize_certificate
+    from frs_ray.config import CertifyConfig
+
+    cfg = build(
+        CertifyConfig,
+        {"k": 20, "randomize": {"omega_m": 0.15, "omega_h": 1.0, "span_mutations": DESTROY_ONLY, "span_rate": "fixed"}},
+    )
+    fixed = FuzzedRandomizer(cfg.randomize, FILLER)
+    om_h, om_l = fixed.omegas(8, 5)
+    plan = VotePlan(
+        text="moot point . i watch this 3d movie",
+        length_tokens=8,
+        span_tokens=5,
+        omega_h=om_h,
+        omega_l=om_l,
+        spans=[],
+        fuzz_queries=0,
+        select=[],
+        estimate=[],
+    )
+    cert = finalize_certificate(plan, [0, 40], [0, 40], cfg, ["neg", "pos"])
+    cond, uncond = cert.radius["conditional"], cert.radius["unconditional"]
+    assert cond.omega == 1.0 and cond.tokens == 5  # capped at |T(x')|
+    assert uncond.omega == 0.0 and uncond.tokens == 0  # the rest gets omega_L = 0: no unconditional claim

@@ -380,6 +380,7 @@ def test_user_config_sets_sequential_defaults(service, cli_sequential):
         ({"n_max": 160, "round_growth": 1.0}, "round_growth"),
         ({"n_max": "many"}, "n_max"),
         ({"k": 2}, "unknown fields ['k']"),
+        ({"span_rate": "loose"}, "span_rate"),
     ],
 )
 def test_bad_user_config_is_rejected_with_the_field(user_config, message):
@@ -393,6 +394,7 @@ def test_bad_user_config_is_rejected_with_the_field(user_config, message):
     assert message in str(e.value), str(e.value)
     good = apply_user_config(base, settings, {"n_max": 200, "target_radius": 3, "target_kind": "unconditional"})
     assert (good.n_max, good.target_radius, good.target_kind) == (200, 3, "unconditional")
+    assert apply_user_config(base, settings, {"span_rate": "fixed"}).randomize.span_rate == "fixed"
 
 
 def test_deployment_certify_n_max_obeys_the_limit():

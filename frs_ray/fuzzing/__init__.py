@@ -7,6 +7,7 @@ from .randomize import (
     allocate_omegas,
     apply_mutations,
     bernoulli_draws,
+    span_distance_bound,
     token_weights,
     within_distance,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "kl_deviation",
     "mutate_segment",
     "running_mean_update",
+    "span_distance_bound",
     "token_weights",
     "ucb_score",
     "within_distance",

@@ -26,6 +26,13 @@ assumption, stated in the certificates, that a trigger whose spelling changed no
 the default, chosen because character level does not reduce FRS's clean-accuracy loss on SST-2 (a misspelt
 sentiment word loses its meaning for MiniLM as surely as a deleted one; ``docs/results/char_level.md``).
 
+Fixed span rate (an extension, not the paper's; ``RandomizeConfig.span_rate = "fixed"``). Under the equal-mass rule
+a span of |T| tokens gets omega_H <= L omega_M / |T|: at omega_M = 0.15 a 5-token span in a 25-token text gets 0.75,
+and all five of its tokens are removed together in only 0.75^5 = 24% of the votes, so a multi-token trigger that a
+span check has already judged to be one keeps firing. Under ``fixed`` omega_H stays as set and omega_L takes what
+is left of the mass (at least 0); the expected number of mutated tokens then exceeds L omega_M where |T| omega_H
+does. Theorem 1 needs only the per-token probabilities, which the radii read from the omegas actually used.
+
 Distance bound (Eq. 10, 14). A draw whose normalized token DL distance to x' exceeds Lambda is discarded and
 redrawn; after ``max_redraws`` failed draws the unmodified x' (distance 0) is used and counted as a fallback.
 Every draw comes from a numpy Generator, so a randomization is reproducible from its seed.
@@ -34,7 +41,7 @@ Every draw comes from a numpy Generator, so a randomization is reproducible from
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -43,9 +50,15 @@ from ..errors import ConfigError
 from ..text import apply_mutations, normalized_dl_distance
 
 
-def allocate_omegas(length: int, span_tokens: int, omega_m: float, omega_h: float) -> tuple[float, float]:
-    """Eq. 11 with equal expected mutation rate: return ``(omega_H, omega_L)`` for a text of ``length`` tokens
-    of which ``span_tokens`` lie in T(x'). See the module docstring for the rule."""
+def allocate_omegas(
+    length: int, span_tokens: int, omega_m: float, omega_h: float, rule: Literal["equal_mass", "fixed"] = "equal_mass"
+) -> tuple[float, float]:
+    """Eq. 11: return ``(omega_H, omega_L)`` for a text of ``length`` tokens of which ``span_tokens`` lie in
+    T(x'). ``rule="equal_mass"``: equal expected mutation rate (the module docstring's rule). ``rule="fixed"``
+    (an extension): omega_H as given, omega_L = max(0, (L omega_M - |T| omega_H) / (L - |T|)); with T(x') empty
+    or the whole text, omega_M everywhere as under the paper's rule."""
+    if rule not in ("equal_mass", "fixed"):
+        raise ConfigError(f"rule must be 'equal_mass' or 'fixed', got {rule!r}")
     for name, v in (("omega_m", omega_m), ("omega_h", omega_h)):
         if not 0.0 <= v <= 1.0:
             raise ConfigError(f"{name} must be in [0, 1], got {v}")
@@ -57,7 +70,7 @@ def allocate_omegas(length: int, span_tokens: int, omega_m: float, omega_h: floa
         return omega_m, omega_m
     mass = length * omega_m
     if span_tokens * omega_h >= mass:
-        return mass / span_tokens, 0.0
+        return (omega_h if rule == "fixed" else mass / span_tokens), 0.0
     return omega_h, (mass - span_tokens * omega_h) / (length - span_tokens)
 
 
@@ -74,6 +87,17 @@ def bernoulli_draws(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray
 def within_distance(original: Sequence[str], mutated: Sequence[str], max_distance: float) -> bool:
     """Eq. 10 / Eq. 14: d_DL(x~, x') <= Lambda."""
     return normalized_dl_distance(original, mutated) <= max_distance + 1e-12
+
+
+def span_distance_bound(max_distance: float, length: int, span_tokens: int) -> float:
+    """Lambda under ``span_rate="fixed"`` (an extension; Eq. 10 is the paper's bound): Lambda + |T(x')| / L, at
+    most 1. Decision: removing a kept span is the point of the extension, not a perturbation to bound, so the
+    bound grows by the distance that removing the whole span costs; the rest of the text keeps the paper's budget.
+    Without it a span of more than Lambda L tokens could never be removed and every draw would fall back to the
+    unmodified text, trigger included."""
+    if length <= 0 or span_tokens <= 0:
+        return max_distance
+    return min(1.0, max_distance + span_tokens / length)
 
 
 @dataclass(frozen=True)
@@ -104,12 +128,20 @@ class FuzzedRandomizer:
         self._span_probs = None if span is None else np.array([w for _, w in span.as_items()])
 
     def omegas(self, length: int, span_tokens: int) -> tuple[float, float]:
-        return allocate_omegas(length, span_tokens, self.config.omega_m, self.config.omega_h)
+        return allocate_omegas(length, span_tokens, self.config.omega_m, self.config.omega_h, self.config.span_rate)
+
+    def distance_bound(self, length: int, span_tokens: int) -> float:
+        """Lambda for this text: the configured one, or :func:`span_distance_bound` under ``span_rate="fixed"``."""
+        if self.config.span_rate == "fixed" and span_tokens < length:
+            return span_distance_bound(self.config.max_distance, length, span_tokens)
+        return self.config.max_distance
 
     def randomize(self, tokens: Sequence[str], in_span: Sequence[bool], rng: np.random.Generator) -> Randomization:
         """One validated randomized version x~ of ``tokens`` (Steps 1-4 of Sec. 4.3.2)."""
         length = len(tokens)
-        omega_h, omega_l = self.omegas(length, int(np.sum(np.asarray(in_span, dtype=bool))))
+        span_tokens = int(np.sum(np.asarray(in_span, dtype=bool)))
+        omega_h, omega_l = self.omegas(length, span_tokens)
+        bound = self.distance_bound(length, span_tokens)
         weights = token_weights(length, in_span, omega_h, omega_l)
         for attempt in range(self.config.max_redraws):
             mutated = apply_mutations(
@@ -123,6 +155,6 @@ class FuzzedRandomizer:
                 span=None if self._span_probs is None else list(in_span),
                 span_probs=self._span_probs,
             )
-            if within_distance(tokens, mutated, self.config.max_distance):
+            if within_distance(tokens, mutated, bound):
                 return Randomization(mutated, omega_h, omega_l, attempt, False)
         return Randomization(list(tokens), omega_h, omega_l, self.config.max_redraws, True)

@@ -200,6 +200,7 @@ class FRSRouter:
             omega_m=b.randomize.omega_m,
             omega_h=b.randomize.omega_h,
             max_distance=b.randomize.max_distance,
+            span_rate=b.randomize.span_rate,
             n_select=b.votes_select,
             n_estimate=b.votes_estimate,
             n_max=b.n_max,

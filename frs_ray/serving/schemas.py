@@ -73,6 +73,7 @@ class InfoResponse(BaseModel):
     omega_m: float
     omega_h: float
     max_distance: float
+    span_rate: str = Field("equal_mass", description="how omega_H is set under a large T(x') (RandomizeConfig.span_rate)")
     n_select: int
     n_estimate: int
     n_max: int | None = Field(None, description="sequential CERTIFY's most estimation votes per text (null: fixed)")
