@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ..config import CertifyConfig, StrictConfig, build
+from ..config import CertifyConfig, RandomizeConfig, StrictConfig, build
 from ..errors import ConfigError
 
 
@@ -183,7 +183,7 @@ RECONFIGURABLE = (
 
 def apply_user_config(base: CertifyConfig, settings: ServiceSettings, user_config: dict[str, Any] | None) -> CertifyConfig:
     """``base`` with the :data:`RECONFIGURABLE` fields of ``user_config`` applied (``budget`` is the fuzzing
-    budget, ``omega_m`` / ``omega_h`` / ``max_distance`` / ``span_rate`` the randomization's, the rest CertifyConfig fields).
+    budget, the :class:`~frs_ray.config.RandomizeConfig` fields the randomization's, the rest CertifyConfig fields).
 
     ``n_max`` / ``target_radius`` obey the deployment's ``max_n_max`` / ``max_target_radius``; ``n_max: null``
     (with ``target_radius: null``) is the fixed protocol. Raises ValueError, naming the field, for unknown fields,
@@ -196,7 +196,7 @@ def apply_user_config(base: CertifyConfig, settings: ServiceSettings, user_confi
     for key, value in (user_config or {}).items():
         if key == "budget":
             cfg["fuzzing"]["budget"] = value
-        elif key in ("omega_m", "omega_h", "max_distance", "span_rate"):
+        elif key in RandomizeConfig.model_fields:
             cfg["randomize"][key] = value
         else:
             cfg[key] = value
