@@ -159,6 +159,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
             data=args.span_check_data,
             m=args.span_check_m,
             grow=args.span_check_grow,
+            combine=args.span_check_combine,
             device=args.device,
         )
         print(describe_span_check(clf.span_filter), file=sys.stderr)
@@ -412,6 +413,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="transplant: grow each span by up to this many adjacent tokens while each raises its transplant score "
         "(frs_ray/fuzzing/growth.py; finds a multi-word trigger's extent); default 0 (no growth)",
+    )
+    ce.add_argument(
+        "--span-check-combine",
+        dest="span_check_combine",
+        choices=("each", "joint"),
+        default="each",
+        help="transplant: 'joint' also transplants the words of all spans of T(x') together and keeps them all when "
+        "that passes (combination triggers; needs fuzzing.num_spans >= 2 in --config); default 'each'",
     )
     ce.set_defaults(func=cmd_certify)
 

@@ -109,6 +109,8 @@ def test_insert_words_and_bad_parameters(backdoored):
         TransplantSpanFilter(clf.backend.predict_proba, refs + ["  "], m=1)
     with pytest.raises(ConfigError, match="references of a label other than"):
         TransplantSpanFilter(clf.backend.predict_proba, refs, m=3)
+    with pytest.raises(ConfigError, match="combine"):
+        TransplantSpanFilter(clf.backend.predict_proba, refs, m=1, combine="all")
 
 
 def test_registered_and_rejects_bad_parameters(tmp_path, data_dir):
@@ -123,6 +125,8 @@ def test_registered_and_rejects_bad_parameters(tmp_path, data_dir):
         ({"n_calibration": 5}, "n_calibration"),
         ({"grow": -1}, "grow"),
         ({"min_gain": -0.1}, "min_gain"),
+        ({"combine": "all"}, "combine"),
+        ({"combine": "joint"}, "num_spans >= 2"),
     ):
         with pytest.raises(ConfigError, match=match):
             build_defense("frs-transplant", ctx, **bad)
@@ -232,6 +236,7 @@ def test_defense_and_fuzz_worker_build_the_check(backdoored, tmp_path, data_dir)
         "fluency_threshold": None,
         "lm": "smollm2",
         "grow": 0,
+        "combine": "each",
     }
     plans = FuzzWorker(str(ckpt), span_check=opts).prepare([TRIGGERED], CFG.model_dump())
     assert plans[0].spans == [] and plans[0].omega_h == plans[0].omega_l == CFG.randomize.omega_m
@@ -239,6 +244,12 @@ def test_defense_and_fuzz_worker_build_the_check(backdoored, tmp_path, data_dir)
     assert ServiceSettings(checkpoint="x", span_check="transplant", span_check_grow=3).span_check_options()["grow"] == 3
     with pytest.raises(ValueError, match="span_check_grow"):
         ServiceSettings(checkpoint="x", span_check="transplant", span_check_grow=-1)
+    joint = ServiceSettings(
+        checkpoint="x", span_check="transplant", span_check_combine="joint", certify={"fuzzing": {"num_spans": 2}}
+    )
+    assert joint.span_check_options()["combine"] == "joint"
+    with pytest.raises(ValueError, match="num_spans"):
+        ServiceSettings(checkpoint="x", span_check="transplant", span_check_combine="joint")
     fl = ServiceSettings(checkpoint="x", span_check="fluency").span_check_options()
     assert fl["kind"] == "fluency" and fl["lm"] == "smollm2" and fl["threshold"] is None  # build_span_check: 0
 
@@ -300,6 +311,8 @@ def test_frs_certify_takes_the_span_check(backdoored, tmp_path):
         assert text[sp["start"] : sp["end"]] == sp["text"]
         assert r["span_check"]["spans"] == [sp["tokens"]]  # the check's span is the certificate's T(x')
     assert main([*base, "--span-check-m", "4", "--span-check-grow=-1", "--no-progress"]) == 2
+    # --span-check-combine joint needs two spans per text (fuzzing.num_spans in --config): refused without them
+    assert main([*base, "--span-check-m", "4", "--span-check-combine", "joint", "--no-progress"]) == 2
 
 
 # ------------------------------------------------------------------------------------- frs-fluency-transplant
@@ -535,3 +548,60 @@ def test_growth_keeps_the_trigger_counts_its_queries_and_records_the_grown_span(
     [cert] = smooth.certify([TRIGGERED])
     for sp in cert.spans:
         assert TRIGGERED[sp.start : sp.end] == sp.text and sp.start >= 0
+
+
+def test_joint_check_transplants_the_spans_together_keeps_all_and_calibrates_on_it(backdoored, dev):
+    """``combine="joint"`` (for combination triggers such as LWP's): the words of all spans of T(x') (their union, in
+    the text's order) are transplanted as one piece in the same batched call, costing len(positions) * m more
+    sequences per text with two spans and none with one; when the joint score passes, every span is kept, where the
+    per-span check keeps only the spans that pass alone; the calibration bounds the clean keep rate counting the
+    joint score, so its threshold is at least the per-span check's on the same clean texts."""
+    _, clf = backdoored
+    clean = [t.text for t in tokenize(CLEAN_POSITIVE)]
+    a, b = clean.index("gorgeous"), clean.index("witty")
+    spans = [_span(clean, a, a + 1), _span(clean, b, b + 1)]
+    probe = build_transplant_filter(clf, dev, n_references=40, threshold=1e9, m=4, combine="joint")
+    assert probe.joint_words(clean, spans) == ["gorgeous", "witty"]
+    assert probe.joint_words(clean, spans[:1]) is None
+    assert probe.joint_words(clean, [_span(clean, a, b + 1), spans[1]]) is None  # one span holds the other
+    calls = []
+    predict = probe.predict
+
+    def counted(texts):  # a real call of the real model; only counts the sequences
+        calls.append(len(texts))
+        return predict(texts)
+
+    probe.predict = counted
+    try:
+        assert probe([(clean, spans), (clean, spans[:1])]) == [[], []]
+    finally:
+        probe.predict = predict
+    per = len(probe.positions) * probe.m
+    two, one = probe.last_reports
+    assert two["queries"] == 1 + 3 * per and one["queries"] == 1 + per and sum(calls) == 2 + 4 * per
+    joint, singles = two["joint_score"], two["scores"]
+    assert one["joint_score"] is None and joint is not None
+    # the joint score is the pair's own transplant score
+    y = probe.checks[-2].label
+    [[arr]], _ = probe.score_spans([(["gorgeous", "witty"], [_span(["gorgeous", "witty"], 0, 2)], y)])
+    assert joint == pytest.approx(probe.statistic_of(*arr), abs=1e-4)
+    thr = joint - 1e-3
+    both = build_transplant_filter(clf, dev, n_references=40, threshold=thr, m=4, combine="joint")
+    each = build_transplant_filter(clf, dev, n_references=40, threshold=thr, m=4)
+    assert both([(clean, spans)]) == [spans]
+    assert each([(clean, spans)]) == [[sp for sp, s in zip(spans, singles) if s > thr]]
+    # calibration on clean dev texts with two spans per text: the joint threshold is at least the per-span one
+    two_spans = FRSClassifier(
+        clf.backend,
+        clf.pool,
+        CFG.model_copy(update={"fuzzing": CFG.fuzzing.model_copy(update={"num_spans": 2})}),
+        clf.label_names,
+    )
+    assert two_spans.config.fuzzing.num_spans == 2
+    cal_j = build_transplant_filter(two_spans, dev, n_references=40, n_calibration=30, m_grid=(4,), combine="joint")
+    cal_e = build_transplant_filter(two_spans, dev, n_references=40, n_calibration=30, m_grid=(4,))
+    assert cal_j.calibration is not None and cal_e.calibration is not None
+    assert cal_j.calibration.texts_sha256 == cal_e.calibration.texts_sha256
+    assert cal_j.calibration.queries > cal_e.calibration.queries  # the joint sequences were scored
+    assert cal_j.threshold >= cal_e.threshold and cal_j.calibration.clean_keep_rate <= 0.05
+    assert cal_j.settings()["combine"] == "joint" and cal_e.settings()["combine"] == "each"

@@ -31,7 +31,8 @@ calibration (``describe()["transplant_calibration"]["queries"]``, not per input)
 Parameters (``build_defense("frs-transplant", ctx, ...)``): ``m``, ``threshold`` (None: calibrated),
 ``statistic``, ``positions``, ``target_keep``, ``m_grid``, ``max_threshold``, ``n_references``,
 ``n_calibration``, ``references`` (a text file of references instead of the dev sample), ``grow`` and ``min_gain``
-(grow each span while that raises its score: :mod:`frs_ray.fuzzing.growth`), plus every FRS parameter.
+(grow each span while that raises its score: :mod:`frs_ray.fuzzing.growth`), ``combine`` (``joint``: also check
+all spans of T(x') together, for combination triggers), plus every FRS parameter.
 
 Example::
 
@@ -90,6 +91,12 @@ class TransplantConfig(StrictConfig):
         "more than min_gain, before it is checked (0: no growth; frs_ray.fuzzing.growth)",
     )
     min_gain: float = Field(0.01, ge=0, le=1, allow_inf_nan=False, description="growth: score a token must add")
+    combine: Literal["each", "joint"] = Field(
+        "each",
+        description="'each': every span of T(x') is checked alone; 'joint': the words of all its spans are also "
+        "transplanted together and every span is kept when that passes (for triggers that are word combinations, "
+        "e.g. LWP; needs fuzzing.num_spans >= 2)",
+    )
 
 
 def clean_dev_of(ctx: DefenseContext):
@@ -117,6 +124,12 @@ class FRSTransplant(FRS):
 
     def _adjust(self, cfg: dict, extra: dict) -> dict:
         self.transplant = self.check_extra(extra)
+        n_spans = (cfg.get("fuzzing") or {}).get("num_spans", 1)
+        if self.transplant.combine == "joint" and n_spans < 2:
+            raise ConfigError(
+                f"{self.name}: combine: joint transplants the spans of T(x') together and needs fuzzing.num_spans >= 2, "
+                f"got {n_spans}"
+            )
         return cfg
 
     def __init__(self, ctx: DefenseContext, **params: Any) -> None:
@@ -140,6 +153,7 @@ class FRSTransplant(FRS):
             max_ca_cost=t.max_ca_cost,
             grow=t.grow,
             min_gain=t.min_gain,
+            combine=t.combine,
         )
         self.clf.span_filter = self.filter
 
@@ -156,9 +170,11 @@ class FRSTransplant(FRS):
             "transplant_calibration": None if cal is None else cal.to_dict(),
             "spans_kept": float(np.mean([c.kept for c in checks])) if checks else None,
             # per input, in the order predicted (frs eval: the clean inputs, then the triggered ones): centre
-            # label y, the top span's mean shift in P(y) and flip share, kept or not
-            "checks_fields": ["label", "shift", "flip", "kept"],
-            "checks": [[c.label, c.shifts[0] if c.shifts else None, c.flips[0] if c.flips else None, c.kept] for c in checks],
+            # label y, the top span's mean shift in P(y) and flip share, kept or not, the joint score (combine: joint)
+            "checks_fields": ["label", "shift", "flip", "kept", "joint"],
+            "checks": [
+                [c.label, c.shifts[0] if c.shifts else None, c.flips[0] if c.flips else None, c.kept, c.joint] for c in checks
+            ],
         }
 
 

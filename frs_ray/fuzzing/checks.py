@@ -30,6 +30,7 @@ def build_span_check(
     device: str | None = None,
     keep_checks: bool = False,
     grow: int = 0,
+    combine: str = "each",
 ):
     """The span check ``kind`` for ``clf`` (an :class:`~frs_ray.certify.smooth.FRSClassifier` loaded from
     ``checkpoint``), or None for ``none``. ``threshold``: the check's own threshold for ``fluency`` and
@@ -56,7 +57,14 @@ def build_span_check(
         from .transplant import build_transplant_filter, clean_data_for
 
         clean = clean_data_for(read_meta(checkpoint)["data"].get("source"), data)
-        transplant = build_transplant_filter(clf, clean, m=m, threshold=threshold, keep_checks=keep_checks, grow=grow)
+        if combine == "joint" and clf.config.fuzzing.num_spans < 2:
+            raise ConfigError(
+                "transplant: combine joint transplants the spans of T(x') together and needs fuzzing.num_spans >= 2, "
+                f"got {clf.config.fuzzing.num_spans}"
+            )
+        transplant = build_transplant_filter(
+            clf, clean, m=m, threshold=threshold, keep_checks=keep_checks, grow=grow, combine=combine
+        )
     if fluency is not None and transplant is not None:
         from .union import AnySpanFilter
 

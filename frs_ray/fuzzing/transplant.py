@@ -28,6 +28,16 @@ Growth (``grow`` > 0; :mod:`frs_ray.fuzzing.growth`). Before it is scored, each 
 time while that raises its score by more than ``min_gain`` (up to ``grow`` tokens), so that a piece of a multi-word
 trigger is checked, kept and randomized as the whole trigger. The calibration grows its clean spans the same way.
 
+Combination (``combine="joint"``, with ``fuzzing.num_spans`` >= 2). A trigger may be a combination of words spread
+over the text, each useless alone by construction (LWP's negative augmentation): one span of T(x') holds one word
+and its transplant barely moves the references. The joint check also transplants the words of ALL the text's
+spans together (the tokens their union covers, in the text's order, inserted as one piece at the same positions)
+and keeps every span when that joint score exceeds the threshold, as well as each span whose own score does. A
+text's score is then the largest of its spans' and its joint score, in the calibration as in use, so the clean
+keep rate the calibration bounds counts texts kept through the joint score too. It stays a deterministic function
+of x', so the argument above holds unchanged. Cost: ``len(positions) * m`` more sequences per text with two or
+more spans, in the same batched call.
+
 Calibration (:func:`calibrate_transplant`) uses clean data only, by construction: it takes one clean
 :class:`~frs_ray.data.TextDataset` (refusing one whose source is a poisoned folder), fuzzes its texts with the
 centre model, scores their top spans and sets the threshold so that at most ``target_keep`` (default 5%) of clean
@@ -70,6 +80,7 @@ PredictProba = Callable[[Sequence[str]], np.ndarray]
 STATISTICS = ("shift", "flip")
 CALIBRATION_RULES = ("keep", "ca_cost")
 POSITIONS = ("start", "random")
+COMBINES = ("each", "joint")
 
 
 @dataclass
@@ -84,6 +95,7 @@ class TransplantCheck:
     seconds: float
     shifts: list[float] = field(default_factory=list)
     flips: list[float] = field(default_factory=list)
+    joint: float | None = None  # combine="joint": the score of all spans' words transplanted together
 
 
 @dataclass
@@ -148,6 +160,7 @@ class TransplantSpanFilter:
         reference_source: str = "given",
         grow: int = 0,
         min_gain: float = 0.01,
+        combine: str = "each",
     ) -> None:
         if statistic not in STATISTICS:
             raise ConfigError(f"transplant: statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
@@ -170,6 +183,9 @@ class TransplantSpanFilter:
         if isinstance(min_gain, bool) or not isinstance(min_gain, (int, float)) or not 0 <= min_gain < math.inf:
             raise ConfigError(f"transplant: min_gain (score a grown token must add) must be a number >= 0, got {min_gain!r}")
         self.grow, self.min_gain = int(grow), float(min_gain)
+        if combine not in COMBINES:
+            raise ConfigError(f"transplant: combine must be one of {', '.join(COMBINES)}, got {combine!r}")
+        self.combine = combine
         self.checks: list[TransplantCheck] = []
         self.last_reports: list[dict[str, Any]] = []
         probs = predict_proba(refs) if refs else np.zeros((0, 2))
@@ -261,6 +277,43 @@ class TransplantSpanFilter:
             j += len(sps)
         return out_items, out_scored, cost
 
+    def joint_words(self, words: list[str], spans: Sequence[Span]) -> list[str] | None:
+        """The words of all ``spans`` as one piece (the tokens their union covers, in the text's order), or None
+        when the joint check does not apply (``combine="each"``, fewer than two spans, or one span covering all)."""
+        if self.combine != "joint" or len(spans) < 2:
+            return None
+        covered = sorted({i for sp in spans for i in range(sp.token_start, sp.token_end)})
+        if any(sp.token_end - sp.token_start == len(covered) for sp in spans):
+            return None  # one span already holds every other: its own score is the joint one
+        return [words[i] for i in covered]
+
+    def score_joint(
+        self, items: Sequence[tuple[list[str], list[Span], int]], m: int | None = None
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray] | None], list[int]]:
+        """Per text: the (shift, flip) arrays of its spans' words transplanted together (None where
+        :meth:`joint_words` is None), in ONE centre-model call, and the sequences it cost per text."""
+        asked, where = [], []
+        for i, (words, spans, y) in enumerate(items):
+            jw = self.joint_words(words, spans)
+            if jw is not None:
+                asked.append((jw, [Span(0, len(jw), 0, 0, " ".join(jw), 0.0, 0)], y))
+                where.append(i)
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(items)
+        cost = [0] * len(items)
+        if asked:
+            got, _ = self.score_spans(asked, m)
+            per = len(self.positions) * (self.m if m is None else m)
+            for i, g in zip(where, got):
+                out[i], cost[i] = g[0], per
+        return out, cost
+
+    def text_score(self, per: Sequence[tuple[np.ndarray, np.ndarray]], joint, m: int | None = None) -> float:
+        """A text's score: the largest of its spans' scores and (``combine="joint"``) its joint score."""
+        scores = [self.statistic_of(sh, fl, m) for sh, fl in per]
+        if joint is not None:
+            scores.append(self.statistic_of(*joint, m))
+        return max(scores, default=-math.inf)
+
     # ---------------------------------------------------------------------------------------------- SpanFilter
     def __call__(
         self, batch: Sequence[tuple[list[str], list[Span]]], references: Sequence[np.ndarray] | None = None
@@ -275,13 +328,18 @@ class TransplantSpanFilter:
             extra = 1
         items = [(list(w), list(s), int(np.argmax(p))) for (w, s), p in zip(batch, probs)]
         items, scored, cost = self.score_grown(items)
+        joints, joint_cost = self.score_joint(items)
         dt = (time.perf_counter() - t0) / max(1, len(batch))
         out, reports = [], []
-        for (words, spans, y), per, q in zip(items, scored, cost):
+        for (words, spans, y), per, q, joint, qj in zip(items, scored, cost, joints, joint_cost):
             scores = [self.statistic_of(sh, fl) for sh, fl in per]
             n = len(self.positions) * self.m
-            kept = [sp for sp, s in zip(spans, scores) if s > self.threshold]
-            q += extra
+            joint_score = None if joint is None else self.statistic_of(*joint)
+            if joint_score is not None and joint_score > self.threshold:
+                kept = list(spans)  # the combination behaves like a trigger: every span of it is kept
+            else:
+                kept = [sp for sp, s in zip(spans, scores) if s > self.threshold]
+            q += extra + qj
             if self.keep_checks:
                 self.checks.append(
                     TransplantCheck(
@@ -292,6 +350,7 @@ class TransplantSpanFilter:
                         dt,
                         [round(float(np.mean(sh[:n])), 5) for sh, _ in per],
                         [round(float(np.mean(fl[:n])), 5) for _, fl in per],
+                        None if joint_score is None else round(joint_score, 5),
                     )
                 )
             reports.append(
@@ -302,6 +361,9 @@ class TransplantSpanFilter:
                     "kept": len(kept),
                     "queries": q,
                     **({"spans": [[sp.token_start, sp.token_end] for sp in spans]} if self.grow else {}),
+                    **(
+                        {"joint_score": None if joint_score is None else round(joint_score, 4)} if self.combine == "joint" else {}
+                    ),
                     **self.settings(),
                 }
             )
@@ -319,6 +381,7 @@ class TransplantSpanFilter:
             "seed": self.seed,
             "grow": self.grow,
             "min_gain": self.min_gain,
+            "combine": self.combine,
             "references": self.reference_source,
             "calibration": None
             if self.calibration is None
@@ -367,18 +430,22 @@ def calibrate_transplant(
     items = [([t.text for t in fr.tokens], fr.vulnerable(num_spans), int(np.argmax(fr.reference))) for fr in fuzzed]
     if check.grow == 0:  # one call with the largest m; smaller m read its first references
         scored, n_q = check.score_spans(items, m=grid[-1])
+        joint, joint_cost = check.score_joint(items, m=grid[-1])
         scored_by_m = {m: scored for m in grid}
+        joint_by_m = {m: joint for m in grid}
+        n_q += sum(joint_cost)
     else:  # the grown spans depend on m: score them as the check will, once per m
-        scored_by_m, n_q = {}, 0
+        scored_by_m, joint_by_m, n_q = {}, {}, 0
         for m in grid:
-            _, scored_by_m[m], cost = check.score_grown(items, m)
-            n_q += sum(cost)
+            grown, scored_by_m[m], cost = check.score_grown(items, m)
+            joint_by_m[m], joint_cost = check.score_joint(grown, m)
+            n_q += sum(cost) + sum(joint_cost)
     by_m: dict[int, dict[str, float]] = {}
     n = len(texts)
     k = int(math.floor(target_keep * n))
     chosen = None
     for m in grid:
-        best = np.array([max((check.statistic_of(sh, fl, m) for sh, fl in per), default=-math.inf) for per in scored_by_m[m]])
+        best = np.array([check.text_score(per, j, m) for per, j in zip(scored_by_m[m], joint_by_m[m])])
         desc = np.sort(best)[::-1]
         thr = float(desc[k]) if k < n else float(desc[-1])
         keep = float(np.mean(best > thr))
@@ -460,9 +527,10 @@ def calibrate_ca_cost(
     fuzzed = clf.fuzz(texts)
     n_spans = clf.config.fuzzing.num_spans
     items = [([t.text for t in fr.tokens], fr.vulnerable(n_spans), int(np.argmax(fr.reference))) for fr in fuzzed]
-    _, scored, cost = check.score_grown(items)
-    n_q = sum(cost)
-    best = np.array([max((check.statistic_of(sh, fl) for sh, fl in per), default=-math.inf) for per in scored])
+    grown, scored, cost = check.score_grown(items)
+    joint, joint_cost = check.score_joint(grown)
+    n_q = sum(cost) + sum(joint_cost)
+    best = np.array([check.text_score(per, j) for per, j in zip(scored, joint)])
     v_keep = np.array([c.vote_label for c in kept])
     v_drop = np.array([c.vote_label for c in dropped])
     base = float(np.mean(v_drop == y))
@@ -539,6 +607,7 @@ def build_transplant_filter(
     max_ca_cost: float = 0.01,
     grow: int = 0,
     min_gain: float = 0.01,
+    combine: str = "each",
 ) -> TransplantSpanFilter:
     """The transplant check for an :class:`~frs_ray.certify.smooth.FRSClassifier`, calibrated on ``clean``.
 
@@ -549,7 +618,8 @@ def build_transplant_filter(
     the given ``m`` only (see :func:`calibrate_transplant`); with ``rule="ca_cost"`` the threshold is then chosen
     again, by the clean accuracy the kept spans cost on the calibration texts (:func:`calibrate_ca_cost`; needs
     ``clf``'s voters). ``grow`` / ``min_gain``: each span grows by up to ``grow`` tokens while each token raises
-    its score by more than ``min_gain`` (:meth:`TransplantSpanFilter.score_grown`), in the calibration as in use."""
+    its score by more than ``min_gain`` (:meth:`TransplantSpanFilter.score_grown`), in the calibration as in use.
+    ``combine="joint"``: all of a text's spans are also transplanted together (see the module docstring)."""
     from ..data import read_text_lines
 
     if rule not in CALIBRATION_RULES:
@@ -583,6 +653,7 @@ def build_transplant_filter(
         reference_source=ref_source,
         grow=grow,
         min_gain=min_gain,
+        combine=combine,
     )
     if threshold is None:
         calibrate_transplant(check, clf.fuzz, cal, clean.source, clf.config.fuzzing.num_spans, target_keep, grid, max_threshold)
@@ -594,6 +665,7 @@ def build_transplant_filter(
 
 __all__ = [
     "CALIBRATION_RULES",
+    "COMBINES",
     "POSITIONS",
     "STATISTICS",
     "TransplantCalibration",

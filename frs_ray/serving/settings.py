@@ -98,6 +98,11 @@ class ServiceSettings(StrictConfig):
         description="transplant check: grow each span by up to this many adjacent tokens while each raises its "
         "transplant score (frs_ray/fuzzing/growth.py); 0: no growth",
     )
+    span_check_combine: Literal["each", "joint"] = Field(
+        "each",
+        description="transplant check: 'joint' also transplants the words of all spans of T(x') together and keeps "
+        "them all when that passes (combination triggers; needs certify.fuzzing.num_spans >= 2)",
+    )
 
     def span_check_options(self) -> dict[str, Any] | None:
         """What the fuzzing workers need to build the span check
@@ -112,6 +117,7 @@ class ServiceSettings(StrictConfig):
             "data": self.span_check_data,
             "m": self.span_check_m,
             "grow": self.span_check_grow,
+            "combine": self.span_check_combine,
         }
 
     @model_validator(mode="before")
@@ -140,6 +146,11 @@ class ServiceSettings(StrictConfig):
     def _check(self) -> "ServiceSettings":
         if self.voter_actors > self.k:
             raise ValueError(f"voter_actors ({self.voter_actors}) must be <= k ({self.k})")
+        if self.span_check_combine == "joint" and self.certify.fuzzing.num_spans < 2:
+            raise ValueError(
+                "span_check_combine: joint transplants the spans of T(x') together and needs certify.fuzzing.num_spans "
+                f">= 2, got {self.certify.fuzzing.num_spans}"
+            )
         check_sequential_limits(self.certify, self, "certify")
         return self
 
