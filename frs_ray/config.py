@@ -172,6 +172,12 @@ class FuzzConfig(StrictConfig):
     exploration: float = Field(1.0, ge=0, description="UCB exploration constant C of Eq. 6")
     rollouts: int = Field(1, ge=1, le=64, description="mutated variants simulated per new node in each query")
     num_spans: int = Field(1, ge=1, le=16, description="how many top-scored segments form T(x')")
+    disjoint_spans: bool = Field(
+        False,
+        description="T(x') takes the num_spans best segments that share no token with a better one (the search "
+        "tree's nodes nest: without this the top segments are often one area and its parent); same as the top "
+        "segments when num_spans is 1",
+    )
     mutations: MutationWeights = Field(
         default_factory=lambda: MutationWeights(insertion=0.05, deletion=0.5, substitution=0.4, transposition=0.05),
         description="weights of M in simulations. Decision: the search looks for spans whose removal moves the "

@@ -307,3 +307,39 @@ def test_empty_text_does_not_crash():
     r = MCTSFuzzer(KeywordOracle(), FuzzConfig(budget=3)).fuzz("", seed=0)
     assert r.spans == []
     np.testing.assert_allclose(r.reference, probs_of(""))
+
+
+class PairOracle:
+    """A combination backdoor (as LWP's): P(y=1|x) = 0.97 only when both "cf" and "bb" occur, else 0.1."""
+
+    def __call__(self, texts):
+        texts = list(texts)
+        p1 = np.array([P_TRIGGERED if {"cf", "bb"} <= set(t.split()) else P_CLEAN for t in texts])
+        return np.stack([1.0 - p1, p1], axis=1) if len(texts) else np.empty((0, 2))
+
+
+def test_disjoint_spans_cover_separate_areas_of_a_combination_trigger(data_dir, require_data):
+    """``vulnerable(n, disjoint=True)``: the n best spans that share no token with a better one. On a two-word
+    combination trigger at separate positions the search's top two spans are often nested (one area); the disjoint
+    top two never overlap, start with the same best span, and hold both trigger words in more texts."""
+    lines = require_data(data_dir / "sst2" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    rng = random.Random(1)
+    texts = []
+    for s in rng.sample([ln.rsplit("\t", 1)[0] for ln in lines if ln.strip()], 30):
+        w = s.split(" ")
+        w.insert(rng.randint(0, len(w) // 2), "cf")
+        w.insert(rng.randint(len(w) // 2 + 1, len(w)), "bb")
+        texts.append(" ".join(w))
+    results = MCTSFuzzer(PairOracle(), FuzzConfig(budget=20)).fuzz_many(texts)
+    both = {False: 0, True: 0}
+    for r in results:
+        words = [t.text for t in r.tokens]
+        assert r.vulnerable(1, disjoint=True) == r.vulnerable(1)
+        for disjoint in (False, True):
+            top = r.vulnerable(2, disjoint)
+            assert top[0] == r.spans[0] and len(top) <= 2
+            covered = {words[i] for sp in top for i in range(sp.token_start, sp.token_end)}
+            both[disjoint] += {"cf", "bb"} <= covered and all(sp.token_end - sp.token_start < len(words) for sp in top)
+        a, b = r.vulnerable(2, disjoint=True)
+        assert a.token_end <= b.token_start or b.token_end <= a.token_start
+    assert both[True] > both[False]

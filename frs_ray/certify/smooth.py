@@ -170,7 +170,7 @@ class FRSClassifier:
         fuzzed = self.fuzz(texts)
         t1 = time.perf_counter()
         words_of = [[t.text for t in fr.tokens] for fr in fuzzed]
-        top = [fr.vulnerable(cfg.fuzzing.num_spans) if cfg.fuzz else [] for fr in fuzzed]
+        top = [fr.vulnerable(cfg.fuzzing.num_spans, cfg.fuzzing.disjoint_spans) if cfg.fuzz else [] for fr in fuzzed]
         reports: list = [None] * len(texts)
         if self.span_filter is not None and cfg.fuzz:
             if getattr(self.span_filter, "uses_reference", False):

@@ -85,7 +85,12 @@ def localization_by_budget(clf, ts: TriggeredSet, budgets: list[int], seed: int)
     n = clf.config.fuzzing.num_spans
     return {
         str(b): float(
-            np.mean([M.span_contains([(s.start, s.end) for s in r.vulnerable(n)], sp) for r, sp in zip(res[b], ts.spans)])
+            np.mean(
+                [
+                    M.span_contains([(s.start, s.end) for s in r.vulnerable(n, clf.config.fuzzing.disjoint_spans)], sp)
+                    for r, sp in zip(res[b], ts.spans)
+                ]
+            )
         )
         for b in budgets
     }

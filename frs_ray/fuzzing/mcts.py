@@ -131,9 +131,22 @@ class FuzzResult:
     reference: np.ndarray
     queries: int
 
-    def vulnerable(self, n: int) -> list[Span]:
-        """T(x'): the ``n`` best spans."""
-        return self.spans[:n]
+    def vulnerable(self, n: int, disjoint: bool = False) -> list[Span]:
+        """T(x'): the ``n`` best spans; with ``disjoint``, the ``n`` best that share no token with a better one.
+
+        Decision (the paper says "the top-H segments"): the search tree's nodes nest, so the second-best span is
+        often the best one's parent or child, and the top H then cover one area of the text. ``disjoint`` walks
+        the ranking and skips every span overlapping one already taken, so H spans mark H separate areas (as a
+        trigger of several words at separate positions needs). With n = 1 both are the best span."""
+        if not disjoint:
+            return self.spans[:n]
+        out: list[Span] = []
+        for sp in self.spans:
+            if len(out) == n:
+                break
+            if all(sp.token_end <= o.token_start or sp.token_start >= o.token_end for o in out):
+                out.append(sp)
+        return out
 
 
 class _TextSearch:

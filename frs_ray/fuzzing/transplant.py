@@ -405,6 +405,7 @@ def calibrate_transplant(
     target_keep: float = 0.05,
     m_grid: Sequence[int] = (4, 8, 16),
     max_threshold: float = 0.8,
+    disjoint: bool = False,
 ) -> TransplantCalibration:
     """Choose ``check``'s threshold and m on clean texts only, and set them on ``check``.
 
@@ -427,7 +428,7 @@ def calibrate_transplant(
     available = min(len(v) for v in check._pool.values())
     grid = [m for m in grid if m <= available] or [available]
     fuzzed = fuzz(texts)
-    items = [([t.text for t in fr.tokens], fr.vulnerable(num_spans), int(np.argmax(fr.reference))) for fr in fuzzed]
+    items = [([t.text for t in fr.tokens], fr.vulnerable(num_spans, disjoint), int(np.argmax(fr.reference))) for fr in fuzzed]
     if check.grow == 0:  # one call with the largest m; smaller m read its first references
         scored, n_q = check.score_spans(items, m=grid[-1])
         joint, joint_cost = check.score_joint(items, m=grid[-1])
@@ -526,7 +527,10 @@ def calibrate_ca_cost(
         clf.span_filter = saved
     fuzzed = clf.fuzz(texts)
     n_spans = clf.config.fuzzing.num_spans
-    items = [([t.text for t in fr.tokens], fr.vulnerable(n_spans), int(np.argmax(fr.reference))) for fr in fuzzed]
+    items = [
+        ([t.text for t in fr.tokens], fr.vulnerable(n_spans, clf.config.fuzzing.disjoint_spans), int(np.argmax(fr.reference)))
+        for fr in fuzzed
+    ]
     grown, scored, cost = check.score_grown(items)
     joint, joint_cost = check.score_joint(grown)
     n_q = sum(cost) + sum(joint_cost)
@@ -656,7 +660,10 @@ def build_transplant_filter(
         combine=combine,
     )
     if threshold is None:
-        calibrate_transplant(check, clf.fuzz, cal, clean.source, clf.config.fuzzing.num_spans, target_keep, grid, max_threshold)
+        fz = clf.config.fuzzing
+        calibrate_transplant(
+            check, clf.fuzz, cal, clean.source, fz.num_spans, target_keep, grid, max_threshold, fz.disjoint_spans
+        )
         if rule == "ca_cost":
             label_of = dict(zip(clean.texts, clean.labels))
             calibrate_ca_cost(check, clf, cal, [label_of[t] for t in cal], clean.source, max_ca_cost)
