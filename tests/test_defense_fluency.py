@@ -123,6 +123,7 @@ def test_service_settings_take_the_span_check():
         "data": None,
         "m": None,
         "grow": 0,
+        "combine": "each",
     }
     with pytest.raises(ValidationError, match="span_check"):
         ServiceSettings(checkpoint="x", span_check="perplexity")
