@@ -33,7 +33,8 @@ from frs_ray.attacks import build_triggered_set, make_trigger  # noqa: E402
 from frs_ray.certify.smooth import FRSClassifier  # noqa: E402
 from frs_ray.config import CertifyConfig  # noqa: E402
 from frs_ray.data import load_dataset  # noqa: E402
-from frs_ray.fuzzing.transplant import TransplantSpanFilter, clean_data_for, split_clean  # noqa: E402
+from frs_ray.fuzzing.calibration import clean_data_for, split_clean  # noqa: E402
+from frs_ray.fuzzing.transplant import TransplantSpanFilter  # noqa: E402
 
 STATS = {
     "shift": lambda sh, fl: float(np.mean(sh)),

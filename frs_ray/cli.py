@@ -160,6 +160,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
             m=args.span_check_m,
             grow=args.span_check_grow,
             combine=args.span_check_combine,
+            length_strata=tuple(args.span_check_length_strata or ()),
             device=args.device,
         )
         print(describe_span_check(clf.span_filter), file=sys.stderr)
@@ -421,6 +422,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="each",
         help="transplant: 'joint' also transplants the words of all spans of T(x') together and keeps them all when "
         "that passes (combination triggers; needs fuzzing.num_spans >= 2 in --config); default 'each'",
+    )
+    ce.add_argument(
+        "--span-check-length-strata",
+        dest="span_check_length_strata",
+        type=_int,
+        nargs="+",
+        default=None,
+        metavar="TOKENS",
+        help="transplant: one calibrated threshold per span-length stratum, given by the longest span of each stratum "
+        "but the last (e.g. 1 3: 1 token, 2-3, 4 or more; frs_ray/fuzzing/strata.py); default: one threshold",
     )
     ce.set_defaults(func=cmd_certify)
 

@@ -37,6 +37,26 @@ def require_module(name: str):
     return pytest.importorskip(name)
 
 
+def sst2_defense_context(work_dir, checkpoint, data_dir, n_train: int, finetune=None, smoothed_checkpoint=None):
+    """A baseline defense's :class:`~frs_ray.defenses.base.DefenseContext` on MiniLM: ``n_train`` seeded SST-2
+    training texts, seed 0, no progress bars (the set-up the defense test modules share)."""
+    from frs_ray.data import load_dataset
+    from frs_ray.defenses.base import DefenseContext
+
+    train = load_dataset("sst2", "train", data_dir).subset(n_train, seed=0)
+    extra = {} if finetune is None else {"finetune": dict(finetune)}
+    return DefenseContext(
+        plain_checkpoint=checkpoint,
+        smoothed_checkpoint=smoothed_checkpoint,
+        base_model="minilm",
+        train=train,
+        work_dir=work_dir,
+        seed=0,
+        progress=False,
+        **extra,
+    )
+
+
 def _data_dir_or_skip():
     from frs_ray.data import default_data_dir
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sst2_defense_context
 
 from frs_ray.data import load_dataset
-from frs_ray.defenses.base import DefenseContext
 from frs_ray.defenses.bki import (
     content_positions,
     flag_keywords,
@@ -71,15 +71,11 @@ def test_sanitize_matches_whole_words_case_insensitively(data_dir):
 
 
 def _ctx(tmp_path, checkpoint, data_dir, n_train=40):
-    train = load_dataset("sst2", "train", data_dir).subset(n_train, seed=0)
-    return DefenseContext(
-        plain_checkpoint=checkpoint,
-        smoothed_checkpoint=None,
-        base_model="minilm",
-        train=train,
-        work_dir=tmp_path,
-        seed=0,
-        progress=False,
+    return sst2_defense_context(
+        tmp_path,
+        checkpoint,
+        data_dir,
+        n_train,
         finetune={"max_length": 64, "epochs": 1, "batch_size": 16, "learning_rate": 1e-4, "seed": 0},
     )
 

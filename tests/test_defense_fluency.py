@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import sst2_defense_context
 
 from frs_ray.backends.lm import PerplexityLM, resolve_lm
 from frs_ray.data import load_dataset
-from frs_ray.defenses.base import DefenseContext
 from frs_ray.defenses.registry import build_defense, known_defenses, needs_smoothed
 from frs_ray.errors import ConfigError
 from frs_ray.fuzzing import Span
@@ -23,16 +23,7 @@ def _span(words: list[str], a: int, b: int) -> Span:
 
 
 def _ctx(tmp_path, checkpoint, data_dir):
-    train = load_dataset("sst2", "train", data_dir).subset(20, seed=0)
-    return DefenseContext(
-        plain_checkpoint=checkpoint,
-        smoothed_checkpoint=checkpoint,
-        base_model="minilm",
-        train=train,
-        work_dir=tmp_path,
-        seed=0,
-        progress=False,
-    )
+    return sst2_defense_context(tmp_path, checkpoint, data_dir, 20, smoothed_checkpoint=checkpoint)
 
 
 def test_suspicion_formula_and_degenerate_perplexities():
@@ -124,6 +115,7 @@ def test_service_settings_take_the_span_check():
         "m": None,
         "grow": 0,
         "combine": "each",
+        "length_strata": (),
     }
     with pytest.raises(ValidationError, match="span_check"):
         ServiceSettings(checkpoint="x", span_check="perplexity")

@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import sst2_defense_context
 
 from frs_ray.backends.hf import HFClassifier
 from frs_ray.certify.certificate import ABSTAIN
 from frs_ray.data import load_dataset
-from frs_ray.defenses.base import DefenseContext
 from frs_ray.defenses.rap import RAP, rap_loss, rap_threshold
 from frs_ray.defenses.registry import build_defense, known_defenses
 from frs_ray.errors import ConfigError
@@ -23,17 +23,7 @@ TINY = {"n_train": 16, "n_calibration": 16, "epochs": 2, "batch_size": 8, "lr": 
 
 
 def _ctx(work_dir, checkpoint, data_dir, n_train=120):
-    train = load_dataset("sst2", "train", data_dir).subset(n_train, seed=0)
-    return DefenseContext(
-        plain_checkpoint=checkpoint,
-        smoothed_checkpoint=None,
-        base_model="minilm",
-        train=train,
-        work_dir=work_dir,
-        seed=0,
-        progress=False,
-        finetune={"max_length": 64},
-    )
+    return sst2_defense_context(work_dir, checkpoint, data_dir, n_train, finetune={"max_length": 64})
 
 
 def _file_hashes(folder):

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import sst2_defense_context
 
 from frs_ray.certify.certificate import ABSTAIN
 from frs_ray.data import load_dataset
@@ -27,17 +28,7 @@ SMALL = {"n_perturb": 6, "n_calibration": 24, "n_donors": 24, "frr": 0.25, "batc
 
 
 def _ctx(tmp_path, checkpoint, data_dir, n_train=60):
-    train = load_dataset("sst2", "train", data_dir).subset(n_train, seed=0)
-    return DefenseContext(
-        plain_checkpoint=checkpoint,
-        smoothed_checkpoint=None,
-        base_model="minilm",
-        train=train,
-        work_dir=tmp_path,
-        seed=0,
-        progress=False,
-        finetune={"max_length": 64},
-    )
+    return sst2_defense_context(tmp_path, checkpoint, data_dir, n_train, finetune={"max_length": 64})
 
 
 @pytest.fixture(scope="module")

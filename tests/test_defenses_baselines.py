@@ -7,10 +7,10 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import sst2_defense_context
 
 from frs_ray.certify.certificate import ABSTAIN
 from frs_ray.data import load_dataset
-from frs_ray.defenses.base import DefenseContext
 from frs_ray.defenses.registry import build_defense, known_defenses
 from frs_ray.defenses.textguard import (
     split_groups,
@@ -26,17 +26,7 @@ TINY_FINETUNE = {"epochs": 1, "max_length": 64, "batch_size": 16, "learning_rate
 
 
 def _ctx(tmp_path, checkpoint, data_dir, n_train=20):
-    train = load_dataset("sst2", "train", data_dir).subset(n_train, seed=0)
-    return DefenseContext(
-        plain_checkpoint=checkpoint,
-        smoothed_checkpoint=None,
-        base_model="minilm",
-        train=train,
-        work_dir=tmp_path,
-        seed=0,
-        progress=False,
-        finetune=dict(TINY_FINETUNE),
-    )
+    return sst2_defense_context(tmp_path, checkpoint, data_dir, n_train, finetune=dict(TINY_FINETUNE))
 
 
 def _short_sentence(data_dir, lo=6, hi=9):

@@ -19,13 +19,8 @@ from frs_ray.defenses.base import DefenseContext
 from frs_ray.defenses.registry import build_defense, known_defenses, needs_smoothed
 from frs_ray.errors import ConfigError
 from frs_ray.fuzzing import Span
-from frs_ray.fuzzing.transplant import (
-    TransplantSpanFilter,
-    build_transplant_filter,
-    calibrate_transplant,
-    insert_words,
-    split_clean,
-)
+from frs_ray.fuzzing.calibration import build_transplant_filter, calibrate_transplant, split_clean
+from frs_ray.fuzzing.transplant import TransplantSpanFilter, insert_words
 from frs_ray.text import tokenize
 
 CFG = CertifyConfig(k=4, n_select=4, n_estimate=12, seed=0, fuzzing={"budget": 6})
@@ -127,6 +122,10 @@ def test_registered_and_rejects_bad_parameters(tmp_path, data_dir):
         ({"min_gain": -0.1}, "min_gain"),
         ({"combine": "all"}, "combine"),
         ({"combine": "joint"}, "num_spans >= 2"),
+        ({"length_strata": [0]}, "length_strata must be increasing"),
+        ({"length_strata": [3, 1]}, "length_strata must be increasing"),
+        ({"length_strata": [1, 3], "threshold": 0.5}, "one threshold per span-length stratum"),
+        ({"length_strata": [1], "calibration": "ca_cost"}, "one threshold per span-length stratum"),
     ):
         with pytest.raises(ConfigError, match=match):
             build_defense("frs-transplant", ctx, **bad)
@@ -237,6 +236,7 @@ def test_defense_and_fuzz_worker_build_the_check(backdoored, tmp_path, data_dir)
         "lm": "smollm2",
         "grow": 0,
         "combine": "each",
+        "length_strata": (),
     }
     plans = FuzzWorker(str(ckpt), span_check=opts).prepare([TRIGGERED], CFG.model_dump())
     assert plans[0].spans == [] and plans[0].omega_h == plans[0].omega_l == CFG.randomize.omega_m
@@ -250,6 +250,12 @@ def test_defense_and_fuzz_worker_build_the_check(backdoored, tmp_path, data_dir)
     assert joint.span_check_options()["combine"] == "joint"
     with pytest.raises(ValueError, match="num_spans"):
         ServiceSettings(checkpoint="x", span_check="transplant", span_check_combine="joint")
+    strata = ServiceSettings(checkpoint="x", span_check="transplant", span_check_length_strata=[1, 3])
+    assert strata.span_check_options()["length_strata"] == (1, 3)
+    with pytest.raises(ValueError, match="span_check_length_strata must be increasing"):
+        ServiceSettings(checkpoint="x", span_check="transplant", span_check_length_strata=[2, 2])
+    with pytest.raises(ValueError, match="unset span_check_threshold"):
+        ServiceSettings(checkpoint="x", span_check="transplant", span_check_length_strata=[1], span_check_threshold=0.5)
     fl = ServiceSettings(checkpoint="x", span_check="fluency").span_check_options()
     assert fl["kind"] == "fluency" and fl["lm"] == "smollm2" and fl["threshold"] is None  # build_span_check: 0
 
@@ -313,6 +319,9 @@ def test_frs_certify_takes_the_span_check(backdoored, tmp_path):
     assert main([*base, "--span-check-m", "4", "--span-check-grow=-1", "--no-progress"]) == 2
     # --span-check-combine joint needs two spans per text (fuzzing.num_spans in --config): refused without them
     assert main([*base, "--span-check-m", "4", "--span-check-combine", "joint", "--no-progress"]) == 2
+    # --span-check-length-strata calibrates a threshold per stratum: refused with a given threshold, or bad edges
+    assert main([*base, "--span-check-length-strata", "1", "3", "--no-progress"]) == 2
+    assert main([*base[:-1], "--span-check-length-strata", "3", "1", "--no-progress"]) == 2
 
 
 # ------------------------------------------------------------------------------------- frs-fluency-transplant
@@ -474,7 +483,7 @@ def test_ca_cost_calibration_reads_clean_labelled_data_and_bounds_the_cost(backd
     """``calibration: ca_cost``: the threshold is the lowest candidate from which every higher one costs at most
     max_ca_cost of clean accuracy against uniform randomization, recomputed here from the two real certifications
     of the calibration texts; a poisoned source, mismatched labels and a bad cost are refused."""
-    from frs_ray.fuzzing.transplant import calibrate_ca_cost
+    from frs_ray.fuzzing.calibration import calibrate_ca_cost
 
     _, clf = backdoored
     smooth = FRSClassifier(clf.backend, clf.pool, CFG, clf.label_names)
@@ -605,3 +614,59 @@ def test_joint_check_transplants_the_spans_together_keeps_all_and_calibrates_on_
     assert cal_j.calibration.queries > cal_e.calibration.queries  # the joint sequences were scored
     assert cal_j.threshold >= cal_e.threshold and cal_j.calibration.clean_keep_rate <= 0.05
     assert cal_j.settings()["combine"] == "joint" and cal_e.settings()["combine"] == "each"
+
+
+def test_length_strata_calibrate_one_threshold_per_span_length_on_clean_texts(backdoored, dev):
+    """``length_strata`` (frs_ray/fuzzing/strata.py) on the real check: calibrated on clean dev texts only, one
+    threshold per stratum (1-2 tokens, 3 or more), each a quantile of that stratum's clean scores, at most
+    target_keep of the clean texts keep a span; a span is judged against its own length's threshold; the planted
+    trigger is still kept and the sentiment word is not; the thresholds are in the settings every certificate
+    records; a given threshold or the ca_cost rule with strata is refused."""
+    from frs_ray.fuzzing.checks import describe_span_check
+    from frs_ray.fuzzing.strata import stratified_thresholds
+
+    _, clf = backdoored
+    check = build_transplant_filter(clf, dev, n_references=40, n_calibration=30, m_grid=(4,), length_strata=(2,))
+    cal = check.calibration
+    assert cal is not None and cal.length_strata == [2] and len(cal.thresholds) == 2
+    assert check.thresholds == cal.thresholds and check.threshold == max(cal.thresholds)
+    assert cal.clean_keep_rate <= 0.05 and sum(cal.stratum_texts) == cal.n_texts == 30
+    # the same clean texts' scores, recomputed: the thresholds are their strata's quantiles
+    fuzzed = clf.fuzz(split_clean(dev.texts, 40, 30, clf.config.seed)[1])
+    items = [([t.text for t in fr.tokens], fr.vulnerable(1), int(fr.reference.argmax())) for fr in fuzzed]
+    scored, _ = check.score_spans(items, m=4)
+    per_text = [check.stratum_scores(w, sps, per, None, 4) for (w, sps, _), per in zip(items, scored)]
+    assert stratified_thresholds(per_text, 2, 0.05) == cal.thresholds
+    trig = [t.text for t in tokenize(TRIGGERED)]
+    clean = [t.text for t in tokenize(CLEAN_POSITIVE)]
+    i, j = trig.index("cf"), clean.index("gorgeous")
+    kept = check([(trig, [_span(trig, i, i + 1)]), (clean, [_span(clean, j, j + 1)])])
+    assert len(kept[0]) == 1 and kept[1] == []
+    # each span against its stratum's threshold: one score, two lengths
+    score = check.last_reports[0]["scores"][0]
+    check.set_thresholds([score - 1e-3, score + 1e-3])
+    assert check.threshold_for(1) == check.threshold_for(2) == score - 1e-3 and check.threshold_for(3) == score + 1e-3
+    short, long_ = _span(trig, i, i + 1), _span(trig, i, i + 3)
+    [[got]] = check([(trig, [short])])
+    assert got == short
+    s = check.settings()
+    assert s["length_strata"] == [2] and s["thresholds"] == [score - 1e-3, score + 1e-3]
+    check.set_thresholds([-1.0, 1.0])  # the 3-token span is held to its own stratum's bar, the 1-token one to its
+    assert check([(trig, [long_]), (trig, [short])]) == [[], [short]]
+    check.set_thresholds([1.0, -1.0])
+    assert check([(trig, [long_]), (trig, [short])]) == [[long_], []]
+    check.set_thresholds(s["thresholds"])
+    assert "thresholds" in describe_span_check(check) and "thresholds" not in describe_span_check(
+        build_transplant_filter(clf, dev, n_references=40, threshold=0.5, m=4)
+    )
+    smooth = FRSClassifier(clf.backend, clf.pool, CFG, clf.label_names, span_filter=check)
+    [cert] = smooth.certify([TRIGGERED])
+    assert cert.span_check["length_strata"] == [2] and cert.span_check["thresholds"] == s["thresholds"]
+    with pytest.raises(ConfigError, match="one threshold per span-length stratum"):
+        build_transplant_filter(clf, dev, n_references=40, threshold=0.5, m=4, length_strata=(2,))
+    with pytest.raises(ConfigError, match="one threshold per span-length stratum"):
+        build_transplant_filter(clf, dev, n_references=40, n_calibration=24, rule="ca_cost", length_strata=(2,))
+    with pytest.raises(ConfigError, match="length_strata must be increasing"):
+        build_transplant_filter(clf, dev, n_references=40, threshold=None, m=4, length_strata=(3, 1))
+    with pytest.raises(ConfigError, match="2 thresholds are needed"):
+        check.set_thresholds([0.5])

@@ -21,7 +21,7 @@ none). The threshold is set so that at most ``target_keep`` (5%) of clean calibr
 smallest of ``m_grid`` whose threshold stays <= ``max_threshold``; both are in ``describe()`` and in each
 certificate. With ``calibration: ca_cost`` the threshold is then chosen again by what the keeps cost: the lowest
 threshold from which every higher one costs at most ``max_ca_cost`` of clean accuracy on the (labelled, clean)
-calibration texts against uniform randomization (:func:`~frs_ray.fuzzing.transplant.calibrate_ca_cost`). No
+calibration texts against uniform randomization (:func:`~frs_ray.fuzzing.calibration.calibrate_ca_cost`). No
 triggered text is ever given to the calibration.
 
 Radius reported: the conditional one (omega_H) where a span is kept, else the unconditional one (omega_M).
@@ -32,7 +32,8 @@ Parameters (``build_defense("frs-transplant", ctx, ...)``): ``m``, ``threshold``
 ``statistic``, ``positions``, ``target_keep``, ``m_grid``, ``max_threshold``, ``n_references``,
 ``n_calibration``, ``references`` (a text file of references instead of the dev sample), ``grow`` and ``min_gain``
 (grow each span while that raises its score: :mod:`frs_ray.fuzzing.growth`), ``combine`` (``joint``: also check
-all spans of T(x') together, for combination triggers), plus every FRS parameter.
+all spans of T(x') together, for combination triggers), ``length_strata`` (one threshold per span-length stratum:
+:mod:`frs_ray.fuzzing.strata`), plus every FRS parameter.
 
 Example::
 
@@ -50,8 +51,9 @@ from pydantic import Field
 from ..backends.lm import load_lm, resolve_lm
 from ..config import StrictConfig, build
 from ..errors import ConfigError
+from ..fuzzing.calibration import build_transplant_filter, clean_data_for
 from ..fuzzing.fluency import FluencySpanFilter
-from ..fuzzing.transplant import build_transplant_filter, clean_data_for
+from ..fuzzing.strata import check_edges
 from ..fuzzing.union import AnySpanFilter
 from .base import DefenseContext
 from .registry import register
@@ -97,6 +99,13 @@ class TransplantConfig(StrictConfig):
         "transplanted together and every span is kept when that passes (for triggers that are word combinations, "
         "e.g. LWP; needs fuzzing.num_spans >= 2)",
     )
+    length_strata: list[int] = Field(
+        [],
+        max_length=16,
+        description="one calibrated threshold per span-length stratum, given by the longest span (tokens) of each "
+        "stratum but the last: [1, 3] is 1 token, 2-3, 4 or more (so that a short trigger is not held to the bar a "
+        "decisive clean clause sets; frs_ray/fuzzing/strata.py); []: one threshold",
+    )
 
 
 def clean_dev_of(ctx: DefenseContext):
@@ -130,6 +139,13 @@ class FRSTransplant(FRS):
                 f"{self.name}: combine: joint transplants the spans of T(x') together and needs fuzzing.num_spans >= 2, "
                 f"got {n_spans}"
             )
+        t = self.transplant
+        check_edges(t.length_strata)
+        if t.length_strata and (t.threshold is not None or t.calibration != "keep"):
+            raise ConfigError(
+                f"{self.name}: length_strata calibrates one threshold per span-length stratum with calibration: keep; "
+                "it takes no threshold and no calibration: ca_cost"
+            )
         return cfg
 
     def __init__(self, ctx: DefenseContext, **params: Any) -> None:
@@ -154,6 +170,7 @@ class FRSTransplant(FRS):
             grow=t.grow,
             min_gain=t.min_gain,
             combine=t.combine,
+            length_strata=t.length_strata,
         )
         self.clf.span_filter = self.filter
 
@@ -170,10 +187,19 @@ class FRSTransplant(FRS):
             "transplant_calibration": None if cal is None else cal.to_dict(),
             "spans_kept": float(np.mean([c.kept for c in checks])) if checks else None,
             # per input, in the order predicted (frs eval: the clean inputs, then the triggered ones): centre
-            # label y, the top span's mean shift in P(y) and flip share, kept or not, the joint score (combine: joint)
-            "checks_fields": ["label", "shift", "flip", "kept", "joint"],
+            # label y, the top span's mean shift in P(y) and flip share, kept or not, the joint score (combine: joint),
+            # the top span's length in tokens (after growth)
+            "checks_fields": ["label", "shift", "flip", "kept", "joint", "length"],
             "checks": [
-                [c.label, c.shifts[0] if c.shifts else None, c.flips[0] if c.flips else None, c.kept, c.joint] for c in checks
+                [
+                    c.label,
+                    c.shifts[0] if c.shifts else None,
+                    c.flips[0] if c.flips else None,
+                    c.kept,
+                    c.joint,
+                    c.lengths[0] if c.lengths else None,
+                ]
+                for c in checks
             ],
         }
 

@@ -4,7 +4,7 @@ check from the same options.
 
 - ``fluency``: :class:`~frs_ray.fuzzing.fluency.FluencySpanFilter` (keep a span whose deletion makes the text more
   fluent to a causal LM);
-- ``transplant``: :func:`~frs_ray.fuzzing.transplant.build_transplant_filter` (keep a span that sends clean
+- ``transplant``: :func:`~frs_ray.fuzzing.calibration.build_transplant_filter` (keep a span that sends clean
   references of other labels to the input's label; calibrated on clean data unless a threshold is given);
 - ``fluency+transplant``: :class:`~frs_ray.fuzzing.union.AnySpanFilter` of the two (keep a span either keeps).
 """
@@ -31,6 +31,7 @@ def build_span_check(
     keep_checks: bool = False,
     grow: int = 0,
     combine: str = "each",
+    length_strata: tuple[int, ...] = (),
 ):
     """The span check ``kind`` for ``clf`` (an :class:`~frs_ray.certify.smooth.FRSClassifier` loaded from
     ``checkpoint``), or None for ``none``. ``threshold``: the check's own threshold for ``fluency`` and
@@ -38,7 +39,8 @@ def build_span_check(
     transplant check's and ``fluency_threshold`` (default 0) the fluency check's. ``data``, ``m``: the transplant
     check's clean data and references per span (defaults: the dev split beside the checkpoint's training data;
     calibrated); ``grow``: tokens a transplant span may grow by while that raises its score
-    (:mod:`frs_ray.fuzzing.growth`; default 0)."""
+    (:mod:`frs_ray.fuzzing.growth`; default 0); ``combine``, ``length_strata``: see
+    :func:`~frs_ray.fuzzing.calibration.build_transplant_filter`."""
     if kind not in SPAN_CHECKS:
         raise ConfigError(f"span check must be one of {', '.join(SPAN_CHECKS)}, got {kind!r}")
     if kind == "none":
@@ -54,7 +56,7 @@ def build_span_check(
         )
     if kind in ("transplant", "fluency+transplant"):
         from ..smoothing.finetune import read_meta
-        from .transplant import build_transplant_filter, clean_data_for
+        from .calibration import build_transplant_filter, clean_data_for
 
         clean = clean_data_for(read_meta(checkpoint)["data"].get("source"), data)
         if combine == "joint" and clf.config.fuzzing.num_spans < 2:
@@ -63,7 +65,14 @@ def build_span_check(
                 f"got {clf.config.fuzzing.num_spans}"
             )
         transplant = build_transplant_filter(
-            clf, clean, m=m, threshold=threshold, keep_checks=keep_checks, grow=grow, combine=combine
+            clf,
+            clean,
+            m=m,
+            threshold=threshold,
+            keep_checks=keep_checks,
+            grow=grow,
+            combine=combine,
+            length_strata=tuple(length_strata),
         )
     if fluency is not None and transplant is not None:
         from .union import AnySpanFilter
@@ -81,8 +90,14 @@ def describe_span_check(check: Any) -> str:
     for c in members:
         if hasattr(c, "calibration"):
             cal = c.calibration
+            thr = (
+                f"thresholds {' / '.join(f'{t:.4f}' for t in c.thresholds)} for spans of up to "
+                f"{', '.join(map(str, c.length_strata))} and more tokens"
+                if getattr(c, "length_strata", ())
+                else f"threshold {c.threshold:.4f}"
+            )
             parts.append(
-                f"transplant (threshold {c.threshold:.4f}, m {c.m}"
+                f"transplant ({thr}, m {c.m}"
                 + (f", spans grow by up to {c.grow} tokens" if getattr(c, "grow", 0) else "")
                 + (
                     f", calibrated on {cal.n_texts} clean texts of {cal.source}, clean keep rate {cal.clean_keep_rate:.3f}"

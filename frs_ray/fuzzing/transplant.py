@@ -38,7 +38,12 @@ keep rate the calibration bounds counts texts kept through the joint score too. 
 of x', so the argument above holds unchanged. Cost: ``len(positions) * m`` more sequences per text with two or
 more spans, in the same batched call.
 
-Calibration (:func:`calibrate_transplant`) uses clean data only, by construction: it takes one clean
+Length strata (``length_strata``, e.g. ``(1, 3)``; :mod:`frs_ray.fuzzing.strata`). A span is kept when its score
+exceeds the threshold of its length's stratum (1 token, 2-3, 4 or more), each calibrated on the clean spans of
+that length, so that a short trigger is not held to the bar a decisive clean clause sets. The calibrated clean keep
+rate is bounded as with one threshold (see that module).
+
+Calibration (:func:`~frs_ray.fuzzing.calibration.calibrate_transplant`) uses clean data only, by construction: it takes one clean
 :class:`~frs_ray.data.TextDataset` (refusing one whose source is a poisoned folder), fuzzes its texts with the
 centre model, scores their top spans and sets the threshold so that at most ``target_keep`` (default 5%) of clean
 texts keep a span; m is the smallest of ``m_grid`` whose calibrated threshold is at most ``max_threshold`` (so
@@ -62,11 +67,9 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -74,11 +77,11 @@ import numpy as np
 from ..errors import ConfigError
 from ..text import render, tokenize
 from .growth import grow_by_transplant_gain
-from .mcts import FuzzResult, Span
+from .mcts import Span
+from .strata import check_edges, stratum_of
 
 PredictProba = Callable[[Sequence[str]], np.ndarray]
 STATISTICS = ("shift", "flip")
-CALIBRATION_RULES = ("keep", "ca_cost")
 POSITIONS = ("start", "random")
 COMBINES = ("each", "joint")
 
@@ -96,6 +99,7 @@ class TransplantCheck:
     shifts: list[float] = field(default_factory=list)
     flips: list[float] = field(default_factory=list)
     joint: float | None = None  # combine="joint": the score of all spans' words transplanted together
+    lengths: list[int] = field(default_factory=list)  # each checked span's length in tokens (after growth)
 
 
 @dataclass
@@ -117,16 +121,12 @@ class TransplantCalibration:
     ca_uniform: float | None = None  # ca_cost rule: the calibration texts' accuracy under uniform randomization
     ca_cost: float | None = None  # ca_cost rule: the accuracy the chosen threshold's keeps cost on them
     ca_curve: dict[float, dict[str, float]] = field(default_factory=dict)  # ca_cost rule: cost per candidate tried
+    length_strata: list[int] = field(default_factory=list)  # the strata's edges (empty: one threshold)
+    thresholds: list[float] | None = None  # length strata: one threshold per stratum (``threshold`` is their max)
+    stratum_texts: list[int] | None = None  # length strata: calibration texts with a span in each stratum
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _texts_sha256(texts: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(t.encode("utf-8") + b"\n")
-    return h.hexdigest()
 
 
 def insert_words(ref: list[str], span: list[str], gap: int) -> list[str]:
@@ -161,6 +161,7 @@ class TransplantSpanFilter:
         grow: int = 0,
         min_gain: float = 0.01,
         combine: str = "each",
+        length_strata: Sequence[int] = (),
     ) -> None:
         if statistic not in STATISTICS:
             raise ConfigError(f"transplant: statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
@@ -186,6 +187,8 @@ class TransplantSpanFilter:
         if combine not in COMBINES:
             raise ConfigError(f"transplant: combine must be one of {', '.join(COMBINES)}, got {combine!r}")
         self.combine = combine
+        self.length_strata = check_edges(length_strata)
+        self.thresholds = [self.threshold] * (len(self.length_strata) + 1)
         self.checks: list[TransplantCheck] = []
         self.last_reports: list[dict[str, Any]] = []
         probs = predict_proba(refs) if refs else np.zeros((0, 2))
@@ -243,6 +246,19 @@ class TransplantSpanFilter:
         """The span's score from the first ``m`` references' values (``m`` default: the filter's)."""
         n = len(self.positions) * (self.m if m is None else m)
         return float(np.mean((shift if self.statistic == "shift" else flip)[:n]))
+
+    def threshold_for(self, length: int) -> float:
+        """The threshold a span of ``length`` tokens must exceed (its stratum's, with ``length_strata``)."""
+        return self.thresholds[stratum_of(self.length_strata, length)] if self.length_strata else self.threshold
+
+    def set_thresholds(self, thresholds: Sequence[float]) -> None:
+        """One threshold per length stratum (``threshold`` becomes their largest)."""
+        if len(thresholds) != len(self.length_strata) + 1:
+            raise ConfigError(
+                f"transplant: {len(self.length_strata) + 1} thresholds are needed (one per length stratum), got {len(thresholds)}"
+            )
+        self.thresholds = [float(t) for t in thresholds]
+        self.threshold = max(self.thresholds)
 
     def score_grown(
         self, items: Sequence[tuple[list[str], list[Span], int]], m: int | None = None
@@ -314,6 +330,20 @@ class TransplantSpanFilter:
             scores.append(self.statistic_of(*joint, m))
         return max(scores, default=-math.inf)
 
+    def stratum_scores(
+        self, words: list[str], spans: Sequence[Span], per: Sequence[tuple[np.ndarray, np.ndarray]], joint, m: int | None = None
+    ) -> dict[int, float]:
+        """A text's best score per length stratum: each span's in its length's stratum and (``combine="joint"``) the
+        joint score in the stratum of the joint piece's length."""
+        out: dict[int, float] = {}
+        pairs = [(sp.token_end - sp.token_start, self.statistic_of(sh, fl, m)) for sp, (sh, fl) in zip(spans, per)]
+        if joint is not None:
+            pairs.append((len(self.joint_words(words, spans) or ()), self.statistic_of(*joint, m)))
+        for n, s in pairs:
+            b = stratum_of(self.length_strata, n)
+            out[b] = max(out.get(b, -math.inf), s)
+        return out
+
     # ---------------------------------------------------------------------------------------------- SpanFilter
     def __call__(
         self, batch: Sequence[tuple[list[str], list[Span]]], references: Sequence[np.ndarray] | None = None
@@ -335,10 +365,11 @@ class TransplantSpanFilter:
             scores = [self.statistic_of(sh, fl) for sh, fl in per]
             n = len(self.positions) * self.m
             joint_score = None if joint is None else self.statistic_of(*joint)
-            if joint_score is not None and joint_score > self.threshold:
+            lengths = [sp.token_end - sp.token_start for sp in spans]
+            if joint_score is not None and joint_score > self.threshold_for(len(self.joint_words(words, spans) or ())):
                 kept = list(spans)  # the combination behaves like a trigger: every span of it is kept
             else:
-                kept = [sp for sp, s in zip(spans, scores) if s > self.threshold]
+                kept = [sp for sp, s, n in zip(spans, scores, lengths) if s > self.threshold_for(n)]
             q += extra + qj
             if self.keep_checks:
                 self.checks.append(
@@ -351,6 +382,7 @@ class TransplantSpanFilter:
                         [round(float(np.mean(sh[:n])), 5) for sh, _ in per],
                         [round(float(np.mean(fl[:n])), 5) for _, fl in per],
                         None if joint_score is None else round(joint_score, 5),
+                        lengths,
                     )
                 )
             reports.append(
@@ -382,6 +414,7 @@ class TransplantSpanFilter:
             "grow": self.grow,
             "min_gain": self.min_gain,
             "combine": self.combine,
+            **({"length_strata": list(self.length_strata), "thresholds": self.thresholds} if self.length_strata else {}),
             "references": self.reference_source,
             "calibration": None
             if self.calibration is None
@@ -389,299 +422,12 @@ class TransplantSpanFilter:
         }
 
 
-# ------------------------------------------------------------------------------------------------- calibration
-def _require_clean(source: str) -> None:
-    parts = {p.lower() for p in Path(str(source)).parts}
-    if "poisoned" in parts or "triggered" in parts:
-        raise ConfigError(f"transplant calibration reads clean data only; {source} is a poisoned/triggered dataset")
-
-
-def calibrate_transplant(
-    check: TransplantSpanFilter,
-    fuzz: Callable[[list[str]], list[FuzzResult]],
-    clean_texts: Sequence[str],
-    source: str,
-    num_spans: int = 1,
-    target_keep: float = 0.05,
-    m_grid: Sequence[int] = (4, 8, 16),
-    max_threshold: float = 0.8,
-    disjoint: bool = False,
-) -> TransplantCalibration:
-    """Choose ``check``'s threshold and m on clean texts only, and set them on ``check``.
-
-    The function is given clean texts and nothing else (no labels, no trigger, no attack): ``fuzz`` is the centre
-    model's MCTS (``FRSClassifier.fuzz``) and ``source`` names where the texts came from (a poisoned folder is
-    refused). For every m of ``m_grid`` (each at most the filter's pool allows), the threshold is the smallest
-    value that at most ``target_keep`` of the texts' best span scores exceed (so at most that share of clean texts
-    keeps a span); m is the smallest whose threshold is <= ``max_threshold``, else the largest. One centre-model
-    call scores all the texts' spans with the largest m (smaller m reuse its first references).
-    """
-    _require_clean(source)
-    if not 0 <= target_keep < 1:
-        raise ConfigError(f"transplant: target_keep must be in [0, 1), got {target_keep}")
-    grid = sorted({int(m) for m in m_grid})
-    if not grid or grid[0] < 1:
-        raise ConfigError(f"transplant: m_grid must hold integers >= 1, got {list(m_grid)}")
-    texts = [t for t in clean_texts if tokenize(t)]
-    if len(texts) < 20:
-        raise ConfigError(f"transplant: calibration needs at least 20 clean texts, got {len(texts)}")
-    available = min(len(v) for v in check._pool.values())
-    grid = [m for m in grid if m <= available] or [available]
-    fuzzed = fuzz(texts)
-    items = [([t.text for t in fr.tokens], fr.vulnerable(num_spans, disjoint), int(np.argmax(fr.reference))) for fr in fuzzed]
-    if check.grow == 0:  # one call with the largest m; smaller m read its first references
-        scored, n_q = check.score_spans(items, m=grid[-1])
-        joint, joint_cost = check.score_joint(items, m=grid[-1])
-        scored_by_m = {m: scored for m in grid}
-        joint_by_m = {m: joint for m in grid}
-        n_q += sum(joint_cost)
-    else:  # the grown spans depend on m: score them as the check will, once per m
-        scored_by_m, joint_by_m, n_q = {}, {}, 0
-        for m in grid:
-            grown, scored_by_m[m], cost = check.score_grown(items, m)
-            joint_by_m[m], joint_cost = check.score_joint(grown, m)
-            n_q += sum(cost) + sum(joint_cost)
-    by_m: dict[int, dict[str, float]] = {}
-    n = len(texts)
-    k = int(math.floor(target_keep * n))
-    chosen = None
-    for m in grid:
-        best = np.array([check.text_score(per, j, m) for per, j in zip(scored_by_m[m], joint_by_m[m])])
-        desc = np.sort(best)[::-1]
-        thr = float(desc[k]) if k < n else float(desc[-1])
-        keep = float(np.mean(best > thr))
-        by_m[m] = {"threshold": round(thr, 6), "clean_keep_rate": keep}
-        if chosen is None and thr <= max_threshold:
-            chosen = m
-    chosen = chosen if chosen is not None else grid[-1]
-    cal = TransplantCalibration(
-        threshold=by_m[chosen]["threshold"],
-        m=chosen,
-        statistic=check.statistic,
-        target_keep=target_keep,
-        clean_keep_rate=by_m[chosen]["clean_keep_rate"],
-        n_texts=n,
-        source=str(source),
-        texts_sha256=_texts_sha256(texts),
-        by_m=by_m,
-        queries=n_q + sum(fr.queries for fr in fuzzed),
-    )
-    check.threshold, check.m, check.calibration = cal.threshold, cal.m, cal
-    return cal
-
-
-class _KeepAll:
-    """A span filter that keeps every span (FRS's randomization; grown as ``check`` grows them, if given) or none
-    (uniform randomization)."""
-
-    uses_reference = True
-
-    def __init__(self, keep: bool, check: "TransplantSpanFilter | None" = None) -> None:
-        self.keep, self.check = keep, check
-
-    def __call__(self, batch, references=None):
-        if not self.keep:
-            return [[] for _ in batch]
-        if self.check is None or self.check.grow == 0 or references is None:
-            return [list(spans) for _, spans in batch]
-        items, _, _ = self.check.score_grown([(list(w), list(s), int(np.argmax(p))) for (w, s), p in zip(batch, references)])
-        return [spans for _, spans, _ in items]
-
-
-def calibrate_ca_cost(
-    check: TransplantSpanFilter,
-    clf,
-    clean_texts: Sequence[str],
-    clean_labels: Sequence[int],
-    source: str,
-    max_cost: float = 0.01,
-) -> TransplantCalibration:
-    """Choose ``check``'s threshold by the clean accuracy its kept spans cost, on clean labelled texts only.
-
-    Each calibration text is certified twice by ``clf`` (the smoothed classifier the check will serve): with its
-    top span kept (FRS's randomization, omega_H) and with no span (uniform randomization, omega_M); the two runs use
-    the same voters and draws, so under the check at threshold t the text's vote is the first where its span score
-    exceeds t and the second elsewhere. The CA cost of t is the accuracy of all-uniform minus the accuracy under
-    the check. The threshold is the smallest candidate (the texts' own scores) from which every higher one costs at
-    most ``max_cost``: the check keeps as many spans as it can while its keeps cost at most that much clean
-    accuracy. Nothing but clean texts and their labels is read (a poisoned source is refused); m is the filter's.
-    Cost: one fuzzing and one span-scoring call over the texts, and two certifications of each text (counted in
-    ``queries``). With more than one span per text (``fuzzing.num_spans``) a text counts as kept when its best
-    span passes, and the kept run keeps all its top spans: an approximation of a check that may keep a subset."""
-    _require_clean(source)
-    if not 0 <= max_cost < 1:
-        raise ConfigError(f"transplant: max_ca_cost must be in [0, 1), got {max_cost}")
-    texts = [t for t in clean_texts if tokenize(t)]
-    if len(texts) != len(clean_texts) or len(clean_labels) != len(texts):
-        raise ConfigError("transplant: CA-cost calibration needs one label per non-empty clean text")
-    if len(texts) < 20:
-        raise ConfigError(f"transplant: calibration needs at least 20 clean texts, got {len(texts)}")
-    y = np.asarray(clean_labels)
-    saved = clf.span_filter
-    try:
-        clf.span_filter = _KeepAll(True, check)
-        kept = clf.certify(texts, validate=False)
-        clf.span_filter = _KeepAll(False)
-        dropped = clf.certify(texts, validate=False)
-    finally:
-        clf.span_filter = saved
-    fuzzed = clf.fuzz(texts)
-    n_spans = clf.config.fuzzing.num_spans
-    items = [
-        ([t.text for t in fr.tokens], fr.vulnerable(n_spans, clf.config.fuzzing.disjoint_spans), int(np.argmax(fr.reference)))
-        for fr in fuzzed
-    ]
-    grown, scored, cost = check.score_grown(items)
-    joint, joint_cost = check.score_joint(grown)
-    n_q = sum(cost) + sum(joint_cost)
-    best = np.array([check.text_score(per, j) for per, j in zip(scored, joint)])
-    v_keep = np.array([c.vote_label for c in kept])
-    v_drop = np.array([c.vote_label for c in dropped])
-    base = float(np.mean(v_drop == y))
-    candidates = sorted({float(b) for b in best if math.isfinite(b)}, reverse=True)
-    thr = candidates[0] if candidates else math.inf
-    curve = {}
-    for t in candidates:  # from the top down; stop at the first threshold whose keeps cost too much
-        cost = base - float(np.mean(np.where(best > t, v_keep, v_drop) == y))
-        curve[round(t, 6)] = {"ca_cost": round(cost, 6), "clean_keep_rate": float(np.mean(best > t))}
-        if cost > max_cost + 1e-12:
-            break
-        thr = t
-    cal = TransplantCalibration(
-        threshold=round(thr, 6),
-        m=check.m,
-        statistic=check.statistic,
-        target_keep=float(np.mean(best > thr)),
-        clean_keep_rate=float(np.mean(best > thr)),
-        n_texts=len(texts),
-        source=str(source),
-        texts_sha256=_texts_sha256(texts),
-        by_m={check.m: {"threshold": round(thr, 6), "clean_keep_rate": float(np.mean(best > thr))}},
-        queries=n_q + sum(fr.queries for fr in fuzzed) + sum(int(sum(c.queries.values())) for c in kept + dropped),
-        rule="ca_cost",
-        max_ca_cost=max_cost,
-        ca_uniform=base,
-        ca_cost=curve.get(round(thr, 6), {}).get("ca_cost", 0.0),
-        ca_curve=curve,
-    )
-    check.threshold, check.calibration = cal.threshold, cal
-    return cal
-
-
-def split_clean(texts: Sequence[str], n_references: int, n_calibration: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Two disjoint seeded samples of ``texts``: the reference pool and the calibration texts."""
-    order = np.random.default_rng([seed, 7919]).permutation(len(texts))
-    refs = [texts[i] for i in order[:n_references]]
-    cal = [texts[i] for i in order[n_references : n_references + n_calibration]]
-    return refs, cal
-
-
-def clean_data_for(train_source: str | None, spec: str | None = None):
-    """The clean data a transplant check is built from: ``spec`` (a dataset name or file, its dev split), else the
-    ``dev.tsv`` beside the (clean) training file ``train_source`` of the victim's checkpoint."""
-    from ..data import load_dataset
-
-    if spec is not None:
-        return load_dataset(spec, "dev")
-    dev = Path(str(train_source)).parent / "dev.tsv" if train_source else None
-    if dev is None or not dev.is_file():
-        raise ConfigError(
-            f"transplant: no clean dev split beside the checkpoint's training data ({train_source}); "
-            "name clean data for the references and the calibration (e.g. --span-check-data sst2)"
-        )
-    return load_dataset(str(dev), "dev")
-
-
-def build_transplant_filter(
-    clf,
-    clean,
-    m: int | None = None,
-    threshold: float | None = None,
-    statistic: str = "shift",
-    positions: Sequence[str] = POSITIONS,
-    target_keep: float = 0.05,
-    m_grid: Sequence[int] = (4, 8, 16),
-    max_threshold: float = 0.8,
-    n_references: int = 200,
-    n_calibration: int = 100,
-    references: Sequence[str] | str | None = None,
-    keep_checks: bool = True,
-    seed: int | None = None,
-    rule: str = "keep",
-    max_ca_cost: float = 0.01,
-    grow: int = 0,
-    min_gain: float = 0.01,
-    combine: str = "each",
-) -> TransplantSpanFilter:
-    """The transplant check for an :class:`~frs_ray.certify.smooth.FRSClassifier`, calibrated on ``clean``.
-
-    ``clean``: a clean :class:`~frs_ray.data.TextDataset` (default use: the task's dev split). The reference pool
-    is a seeded sample of ``n_references`` of its texts, or ``references`` (texts, or a path read with
-    :func:`frs_ray.data.read_text_lines`); the calibration texts are ``n_calibration`` others. ``threshold``
-    given: used as it is with ``m`` (default 16), no calibration; left None: calibrated with m from ``m_grid``, or
-    the given ``m`` only (see :func:`calibrate_transplant`); with ``rule="ca_cost"`` the threshold is then chosen
-    again, by the clean accuracy the kept spans cost on the calibration texts (:func:`calibrate_ca_cost`; needs
-    ``clf``'s voters). ``grow`` / ``min_gain``: each span grows by up to ``grow`` tokens while each token raises
-    its score by more than ``min_gain`` (:meth:`TransplantSpanFilter.score_grown`), in the calibration as in use.
-    ``combine="joint"``: all of a text's spans are also transplanted together (see the module docstring)."""
-    from ..data import read_text_lines
-
-    if rule not in CALIBRATION_RULES:
-        raise ConfigError(f"transplant: calibration rule must be one of {', '.join(CALIBRATION_RULES)}, got {rule!r}")
-
-    seed = clf.config.seed if seed is None else seed
-    _require_clean(clean.source)
-    ref_source = "given texts"
-    if isinstance(references, (str, Path)):
-        ref_source = str(references)
-        references = read_text_lines(references)
-    if references is None:
-        refs, cal = split_clean(clean.texts, n_references, n_calibration, seed)
-        ref_source = f"{n_references} seeded texts of {clean.source} (sha256 {clean.sha256[:12]})"
-    else:
-        refs = list(references)
-        ref_set = set(refs)
-        _, cal = split_clean([t for t in clean.texts if t not in ref_set], 0, n_calibration, seed)
-    grid = (m,) if m is not None else tuple(m_grid)
-    if threshold is not None and m is None:  # a given threshold is used with the default m, not calibrated
-        grid = (16,)
-    check = TransplantSpanFilter(
-        clf.backend.predict_proba,
-        refs,
-        m=min(grid),
-        threshold=0.0 if threshold is None else threshold,
-        statistic=statistic,
-        positions=positions,
-        seed=seed,
-        keep_checks=keep_checks,
-        reference_source=ref_source,
-        grow=grow,
-        min_gain=min_gain,
-        combine=combine,
-    )
-    if threshold is None:
-        fz = clf.config.fuzzing
-        calibrate_transplant(
-            check, clf.fuzz, cal, clean.source, fz.num_spans, target_keep, grid, max_threshold, fz.disjoint_spans
-        )
-        if rule == "ca_cost":
-            label_of = dict(zip(clean.texts, clean.labels))
-            calibrate_ca_cost(check, clf, cal, [label_of[t] for t in cal], clean.source, max_ca_cost)
-    return check
-
-
 __all__ = [
-    "CALIBRATION_RULES",
     "COMBINES",
     "POSITIONS",
     "STATISTICS",
     "TransplantCalibration",
     "TransplantCheck",
     "TransplantSpanFilter",
-    "build_transplant_filter",
-    "calibrate_ca_cost",
-    "calibrate_transplant",
-    "clean_data_for",
     "insert_words",
-    "split_clean",
 ]

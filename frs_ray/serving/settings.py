@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from ..config import CertifyConfig, RandomizeConfig, StrictConfig, build
 from ..errors import ConfigError
+from ..fuzzing.strata import check_edges
 
 
 class ServiceSettings(StrictConfig):
@@ -103,6 +104,13 @@ class ServiceSettings(StrictConfig):
         description="transplant check: 'joint' also transplants the words of all spans of T(x') together and keeps "
         "them all when that passes (combination triggers; needs certify.fuzzing.num_spans >= 2)",
     )
+    span_check_length_strata: list[int] = Field(
+        [],
+        max_length=16,
+        description="transplant check: one calibrated threshold per span-length stratum, given by the longest span "
+        "(tokens) of each stratum but the last ([1, 3]: 1 token, 2-3, 4 or more; frs_ray/fuzzing/strata.py); "
+        "[]: one threshold. Needs span_check_threshold unset",
+    )
 
     def span_check_options(self) -> dict[str, Any] | None:
         """What the fuzzing workers need to build the span check
@@ -118,6 +126,7 @@ class ServiceSettings(StrictConfig):
             "m": self.span_check_m,
             "grow": self.span_check_grow,
             "combine": self.span_check_combine,
+            "length_strata": tuple(self.span_check_length_strata),
         }
 
     @model_validator(mode="before")
@@ -151,6 +160,15 @@ class ServiceSettings(StrictConfig):
                 "span_check_combine: joint transplants the spans of T(x') together and needs certify.fuzzing.num_spans "
                 f">= 2, got {self.certify.fuzzing.num_spans}"
             )
+        if self.span_check_length_strata:
+            try:
+                check_edges(self.span_check_length_strata)
+            except ConfigError as e:
+                raise ValueError(str(e).replace("transplant: length_strata", "span_check_length_strata")) from None
+            if self.span_check_threshold is not None:
+                raise ValueError(
+                    "span_check_length_strata calibrates one threshold per span-length stratum; unset span_check_threshold"
+                )
         check_sequential_limits(self.certify, self, "certify")
         return self
 
