@@ -670,3 +670,53 @@ def test_length_strata_calibrate_one_threshold_per_span_length_on_clean_texts(ba
         build_transplant_filter(clf, dev, n_references=40, threshold=None, m=4, length_strata=(3, 1))
     with pytest.raises(ConfigError, match="2 thresholds are needed"):
         check.set_thresholds([0.5])
+
+
+@pytest.mark.slow
+def test_service_with_span_check_transplant_equals_the_local_check(backdoored):
+    """The Serve app with ``span_check: transplant`` in its args (real Ray and Serve, one voter and one fuzzing
+    actor) returns, field for field, the certificates of the local classifier carrying the same check: the trigger's
+    span kept, the check recorded in the certificate and its queries counted."""
+    import asyncio
+
+    import ray
+    from ray import serve
+
+    from frs_ray.certify.smooth import certificates_match
+    from frs_ray.fuzzing.checks import build_span_check
+    from frs_ray.runtime import configure_process
+    from frs_ray.serving.client import classify_with_handle
+    from frs_ray.serving.router import make_app
+    from frs_ray.serving.settings import ServiceSettings
+
+    ckpt, _ = backdoored
+    certify = {"seed": 0, "n_select": 4, "n_estimate": 12, "fuzzing": {"budget": 6}}
+    args = {
+        "checkpoint": str(ckpt),
+        "k": 4,
+        "voter_actors": 1,
+        "fuzz_actors": 1,
+        "certify": certify,
+        "span_check": "transplant",
+        "span_check_data": "sst2",
+        "span_check_threshold": 0.5,
+        "span_check_m": 4,
+    }
+    texts = [TRIGGERED, CLEAN_POSITIVE]
+    local = FRSClassifier.from_checkpoint(ckpt, CertifyConfig.model_validate({**certify, "k": 4}))
+    local.span_filter = build_span_check(local, checkpoint=str(ckpt), **ServiceSettings.model_validate(args).span_check_options())
+    expected = [c.to_dict() for c in local.certify(texts)]
+    assert expected[0]["span_check"]["kept"] == 1 and expected[0]["queries"]["span_check"] == 2 * 4
+
+    configure_process(quiet=False, ray=True)
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, ignore_reinit_error=True)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": 8124})
+        handle = serve.run(make_app(args), name="frs-transplant", route_prefix="/")
+        got = [r.model_dump() for r in asyncio.run(classify_with_handle(handle, texts))]
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    assert len(got) == len(expected) and all(certificates_match(g, e) for g, e in zip(got, expected))
+    assert [g["span_check"] for g in got] == [e["span_check"] for e in expected]
+    assert [g["queries"] for g in got] == [e["queries"] for e in expected]
